@@ -1,0 +1,64 @@
+# MoE Lab: `make demo` and `make test` are the whole set-up on a fresh machine.
+# Both are idempotent and install what is missing (.venv/ for the engine, node_modules/ for the extension).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+# The CPU wheel is small; set TORCH=torch on a GPU machine to take the CUDA build.
+TORCH ?= torch==2.13.0+cpu
+VENV := .venv
+PY := $(VENV)/bin/python
+# The default index is unreachable here: fail fast instead of retrying it.
+export PIP_RETRIES := 0
+export PIP_TIMEOUT := 5
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Tests and the demo run on a 2-core machine: no thread oversubscription.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: demo test setup lint test-engine test-ext test-e2e build package clean
+
+setup: $(VENV)/.stamp node_modules/.stamp
+
+$(VENV)/.stamp: engine/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e "engine[test]"
+	touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+build: node_modules/.stamp
+	npm run -s build
+
+package: build
+	npm run -s package
+
+demo: setup
+	$(VENV)/bin/moelab demo --out runs
+	$(MAKE) -s package
+	@bash scripts/open-demo.sh
+
+lint: setup
+	$(VENV)/bin/ruff check engine bench
+	npm run -s lint
+
+test-engine: $(VENV)/.stamp
+	$(VENV)/bin/ruff check engine bench
+	$(PY) -m pytest -q engine/tests
+
+test-ext: node_modules/.stamp
+	npm run -s lint
+	npm run -s build
+	npm test
+
+test-e2e: setup
+	npm run -s test:e2e
+
+test: setup
+	$(MAKE) -s test-engine
+	$(MAKE) -s test-ext
+	$(MAKE) -s test-e2e
+
+clean:
+	rm -rf $(VENV) node_modules dist out

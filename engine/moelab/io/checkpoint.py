@@ -1,0 +1,143 @@
+"""Checkpoint directories in Hugging Face layout: config.json + safetensors (single or sharded)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from moelab.errors import CheckpointError, MoELabError
+from moelab.io import layout
+from moelab.io.safetensors_file import INDEX_NAME, SINGLE_NAME, TensorReader
+from moelab.models.config import ModelConfig
+from moelab.models.model import MoELabForCausalLM
+from moelab.models.rope import inv_frequencies
+
+DEFAULT_SHARD_BYTES = 2 * 1024**3
+
+
+def read_config_dict(ckpt: Path) -> dict[str, Any]:
+    ckpt = Path(ckpt)
+    if not ckpt.exists():
+        raise CheckpointError(f"{ckpt}: no such directory")
+    path = ckpt / "config.json"
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (not a Hugging Face checkpoint directory?)") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return d
+
+
+def load_config(ckpt: Path) -> ModelConfig:
+    return ModelConfig.from_hf_dict(read_config_dict(ckpt), source=str(Path(ckpt) / "config.json"))
+
+
+def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> MoELabForCausalLM:
+    """Any checkpoint MoE Lab reads or writes: HF llama/mistral/qwen2, Mixtral, or model_type moelab."""
+    ckpt = Path(ckpt)
+    cfg = load_config(ckpt)
+    with torch.device("meta"):
+        model = MoELabForCausalLM(cfg)
+    with TensorReader(ckpt) as reader:
+        state = layout.from_disk(dict(reader.items()))
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not (cfg.tie_word_embeddings and k == "lm_head.weight")]
+    if missing:
+        raise CheckpointError(f"{ckpt}: tensor {_disk_hint(missing[0])!r} is missing ({len(missing)} missing)")
+    for k, t in state.items():
+        if k in expected and tuple(t.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"{ckpt}: tensor {k!r} has shape {list(t.shape)}, config.json implies {list(expected[k].shape)}")
+    state = {k: v for k, v in state.items() if k in expected}
+    model.load_state_dict(state, strict=False, assign=True)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    # Buffers created on meta (rotary frequencies) are computed for real.
+    model.model.rotary.inv_freq = inv_frequencies(cfg)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _disk_hint(internal: str) -> str:
+    try:
+        return layout.disk_name_of(internal, 0)
+    except KeyError:
+        return internal
+
+
+class ShardedWriter:
+    """Writes tensors into shards of at most `max_shard_bytes` as they arrive, so peak memory is one
+    shard; `close()` names the shards `model-0000i-of-0000n.safetensors` and writes the index
+    (or a single `model.safetensors`)."""
+
+    def __init__(self, out: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES, metadata: dict[str, str] | None = None) -> None:
+        self.out = Path(out)
+        self.max = max_shard_bytes
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self._pending: dict[str, torch.Tensor] = {}
+        self._pending_bytes = 0
+        self._shards: list[tuple[Path, list[str]]] = []
+        self.total_bytes = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        nbytes = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + nbytes > self.max:
+            self._flush()
+        self._pending[name] = tensor.detach().contiguous()
+        self._pending_bytes += nbytes
+        self.total_bytes += nbytes
+
+    def add_all(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        for name, t in tensors:
+            self.add(name, t)
+
+    def _flush(self) -> None:
+        path = self.out / f"shard-{len(self._shards):05d}.tmp"
+        save_file(self._pending, str(path), metadata=self.metadata)
+        self._shards.append((path, list(self._pending)))
+        self._pending, self._pending_bytes = {}, 0
+
+    def close(self) -> None:
+        if self._pending or not self._shards:
+            self._flush()
+        n = len(self._shards)
+        if n == 1:
+            self._shards[0][0].rename(self.out / SINGLE_NAME)
+            return
+        weight_map = {}
+        for i, (path, names) in enumerate(self._shards):
+            final = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            path.rename(self.out / final)
+            weight_map.update(dict.fromkeys(names, final))
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
+        (self.out / INDEX_NAME).write_text(json.dumps(index, indent=2))
+
+
+def write_config(out: Path, cfg: ModelConfig, moelab_meta: dict[str, Any] | None = None) -> None:
+    d = cfg.to_hf_dict()
+    if moelab_meta:
+        d["moelab"] = moelab_meta
+    (Path(out) / "config.json").write_text(json.dumps(d, indent=2) + "\n")
+
+
+def save_model(model: MoELabForCausalLM, out: Path, moelab_meta: dict[str, Any] | None = None,
+               max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+    """Writes config.json and the weights into an existing directory `out` (callers make it atomic)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise MoELabError(f"{out}: not a directory")
+    state = model.state_dict()
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    writer = ShardedWriter(out, max_shard_bytes)
+    writer.add_all(layout.to_disk({k: v.detach().cpu() for k, v in state.items()}).items())
+    writer.close()
+    write_config(out, model.config, moelab_meta)

@@ -1,0 +1,58 @@
+"""Stacked expert parameters in memory <-> one tensor per expert on disk.
+
+Disk names are Mixtral's (`block_sparse_moe.experts.{e}.w1.weight`) and, for BAM attention
+experts, `self_attn.experts.{e}.q_proj.weight` (bias: `.bias`). In memory a module's
+`experts.w1` holds all experts stacked on dim 0; `experts.q_bias` stacks the q biases.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+_STACKED = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<name>w1|w2|w3|q_proj|k_proj|v_proj|o_proj|lora_[ab]_w[123])$")
+_STACKED_BIAS = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<name>[qkv])_bias$")
+_PER_EXPERT = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<e>\d+)\.(?P<name>\w+)\.(?P<kind>weight|bias)$")
+
+
+def to_disk(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for name, t in state.items():
+        m = _STACKED.match(name)
+        b = _STACKED_BIAS.match(name)
+        if m:
+            for e in range(t.shape[0]):
+                out[f"{m['prefix']}.{e}.{m['name']}.weight"] = t[e]
+        elif b:
+            for e in range(t.shape[0]):
+                out[f"{b['prefix']}.{e}.{b['name']}_proj.bias"] = t[e]
+        else:
+            out[name] = t
+    return out
+
+
+def from_disk(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    groups: dict[str, dict[int, torch.Tensor]] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        m = _PER_EXPERT.match(name)
+        if m:
+            key = f"{m['prefix']}.{m['name']}" if m["kind"] == "weight" else f"{m['prefix']}.{m['name'][0]}_bias"
+            groups.setdefault(key, {})[int(m["e"])] = t
+        else:
+            out[name] = t
+    for key, parts in groups.items():
+        out[key] = torch.stack([parts[e] for e in sorted(parts)])
+    return out
+
+
+def disk_name_of(internal: str, expert: int) -> str:
+    """The disk name of one expert's slice of a stacked parameter."""
+    m = _STACKED.match(internal)
+    if m:
+        return f"{m['prefix']}.{expert}.{m['name']}.weight"
+    b = _STACKED_BIAS.match(internal)
+    if b:
+        return f"{b['prefix']}.{expert}.{b['name']}_proj.bias"
+    raise KeyError(internal)

@@ -1,0 +1,101 @@
+"""Grouped-query attention, and BAM's attention experts (expert-KV or shared-KV, soft or top-k mixture).
+
+The attention experts run as ONE attention call over the stacked heads of all experts; the
+router's weights scale each expert's head outputs, so one output projection over the stacked
+heads computes Σᵢ wᵢ · MHAᵢ(x).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moelab.models.config import ModelConfig
+from moelab.models.rope import apply_rope
+from moelab.models.routing import RouterLogits, mixture_weights
+
+
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q: [B, Hq, T, D]; k, v: [B, Hkv, T, D] with Hq a multiple of Hkv (GQA)."""
+    rep = q.shape[1] // k.shape[1]
+    if rep > 1:
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.n_heads, self.n_kv, self.head_dim = h, kv, d
+        self.q_proj = nn.Linear(cfg.hidden_size, h * d, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, None]:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        y = _causal_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1)), None
+
+
+class ExpertAttention(nn.Module):
+    """BAM attention experts. Parameters are stacked over experts (dim 0); on disk each expert's
+    slice is `self_attn.experts.{e}.{q,k,v,o}_proj.weight` (io/layout.py)."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        assert cfg.moe is not None
+        m = cfg.moe
+        e, h, kv, d, hid = m.num_experts, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size
+        self.layer, self.n_experts, self.top_k, self.shared_kv = layer, e, m.attn_top_k, m.shared_kv
+        self.n_heads, self.n_kv, self.head_dim = h, kv, d
+        self.router = nn.Linear(hid, e, bias=False)
+        self.experts = nn.Module()
+        self.experts.q_proj = nn.Parameter(torch.empty(e, h * d, hid))
+        self.experts.o_proj = nn.Parameter(torch.empty(e, hid, h * d))
+        self.experts.q_bias = nn.Parameter(torch.zeros(e, h * d)) if cfg.attention_bias else None
+        if self.shared_kv:
+            self.k_proj = nn.Linear(hid, kv * d, bias=cfg.attention_bias)
+            self.v_proj = nn.Linear(hid, kv * d, bias=cfg.attention_bias)
+        else:
+            self.experts.k_proj = nn.Parameter(torch.empty(e, kv * d, hid))
+            self.experts.v_proj = nn.Parameter(torch.empty(e, kv * d, hid))
+            self.experts.k_bias = nn.Parameter(torch.zeros(e, kv * d)) if cfg.attention_bias else None
+            self.experts.v_bias = nn.Parameter(torch.zeros(e, kv * d)) if cfg.attention_bias else None
+        for p in (self.experts.q_proj, self.experts.o_proj, getattr(self.experts, "k_proj", None),
+                  getattr(self.experts, "v_proj", None)):
+            if isinstance(p, nn.Parameter):
+                nn.init.normal_(p, std=0.02)
+
+    def _stacked(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """[B, T, hid] × [E, out, hid] -> [B, T, E, out]."""
+        y = torch.einsum("bth,eoh->bteo", x, w)
+        return y + bias if bias is not None else y
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
+        b, t, _ = x.shape
+        e, h, kv, d = self.n_experts, self.n_heads, self.n_kv, self.head_dim
+        logits = self.router(x).reshape(b * t, e)
+        weights = mixture_weights(logits, self.top_k).to(x.dtype).view(b, t, e)
+        # Heads of all experts side by side: expert i's head j is head i*h + j.
+        q = self._stacked(x, self.experts.q_proj, self.experts.q_bias).reshape(b, t, e * h, d).transpose(1, 2)
+        if self.shared_kv:
+            k = self.k_proj(x).view(b, t, kv, d).transpose(1, 2)
+            v = self.v_proj(x).view(b, t, kv, d).transpose(1, 2)
+            # The one K/V serves every expert: tile it so expert i's query heads find it.
+            k, v = k.repeat(1, e, 1, 1), v.repeat(1, e, 1, 1)
+        else:
+            k = self._stacked(x, self.experts.k_proj, self.experts.k_bias).reshape(b, t, e * kv, d).transpose(1, 2)
+            v = self._stacked(x, self.experts.v_proj, self.experts.v_bias).reshape(b, t, e * kv, d).transpose(1, 2)
+        y = _causal_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)  # [B, E*h, T, d]
+        y = y.transpose(1, 2).reshape(b, t, e, h * d) * weights.unsqueeze(-1)
+        # Σᵢ wᵢ Oᵢ yᵢ as one matmul over the stacked heads.
+        o = self.experts.o_proj.permute(1, 0, 2).reshape(-1, e * h * d)
+        out = y.reshape(b, t, e * h * d) @ o.t()
+        return out, RouterLogits(self.layer, "attn", logits, self.top_k)

@@ -1,0 +1,114 @@
+"""The decoder: a Llama-family model whose attention and FFN blocks may be mixtures of experts.
+
+Parameter names match Hugging Face Llama/Mixtral (model.layers.L.self_attn.q_proj, ...,
+block_sparse_moe.gate); expert weights are stacked in memory and split per expert on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from moelab.models.attention import Attention, ExpertAttention
+from moelab.models.config import ModelConfig
+from moelab.models.ffn import DenseFFN, SparseMoE
+from moelab.models.norm import RMSNorm
+from moelab.models.rope import RotaryEmbedding
+from moelab.models.routing import RouterLogits
+
+
+@dataclass
+class CausalLMOutput:
+    logits: torch.Tensor  # [B, T, V]
+    router_logits: list[RouterLogits] = field(default_factory=list)
+    hidden_states: torch.Tensor | None = None  # final normed hidden states [B, T, d]
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.parallel = cfg.parallel_block
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        moe = cfg.moe
+        self.self_attn: nn.Module = (
+            ExpertAttention(cfg, layer) if moe is not None and moe.attn_experts else Attention(cfg)
+        )
+        if not self.parallel:
+            self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.is_moe = cfg.is_moe_layer(layer)
+        if self.is_moe:
+            self.block_sparse_moe = _make_sparse_moe(cfg, layer)
+        else:
+            self.mlp = DenseFFN(cfg)
+
+    def _ffn(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterLogits | None]:
+        if self.is_moe:
+            return self.block_sparse_moe(x)
+        return self.mlp(x), None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, list[RouterLogits]]:
+        h = self.input_layernorm(x)
+        a, ra = self.self_attn(h, cos, sin)
+        if self.parallel:
+            f, rf = self._ffn(h)
+            x = x + a + f
+        else:
+            x = x + a
+            f, rf = self._ffn(self.post_attention_layernorm(x))
+            x = x + f
+        return x, [r for r in (ra, rf) if r is not None]
+
+
+def _make_sparse_moe(cfg: ModelConfig, layer: int) -> nn.Module:
+    assert cfg.moe is not None
+    if cfg.moe.lora_rank > 0:
+        from moelab.models.lora_experts import LoRASparseMoE  # UpIT's LoRA variant
+
+        return LoRASparseMoE(cfg, layer)
+    return SparseMoE(cfg, layer)
+
+
+class Model(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary = RotaryEmbedding(cfg)
+
+
+class MoELabForCausalLM(nn.Module):
+    """forward(input_ids) -> CausalLMOutput(logits, router_logits)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = Model(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.apply(_init_weights)
+
+    def forward(self, input_ids: torch.Tensor) -> CausalLMOutput:
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = self.model.rotary(input_ids.shape[1], x.device, x.dtype)
+        routers: list[RouterLogits] = []
+        for layer in self.model.layers:
+            x, r = layer(x, cos, sin)
+            routers.extend(r)
+        h = self.model.norm(x)
+        return CausalLMOutput(logits=self.lm_head(h), router_logits=routers, hidden_states=h)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Embedding):
+        nn.init.normal_(m.weight, std=0.02)

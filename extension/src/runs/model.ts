@@ -1,0 +1,73 @@
+// The run-directory contract of DESIGN.md §4, as the extension sees it.
+// Shared by the Runs view, the status bar and the webview panel hosts.
+import type * as vscode from 'vscode';
+
+export type RunStatus = 'queued' | 'running' | 'done' | 'failed' | 'stopped' | 'diverged';
+export type RunStage = 'dense' | 'branch' | 'upcycle' | 'moe' | 'eval';
+
+/** run.json, plus where it was found. Fields the engine may omit are optional. */
+export interface RunInfo {
+  id: string;
+  /** Absolute path of runs/<run-id>/ */
+  dir: string;
+  stage?: RunStage | string;
+  method?: string;
+  parents?: string[];
+  /** Experiment name (the folder or experiment the run belongs to), for grouping. */
+  experiment?: string;
+  status: RunStatus | string;
+  started?: string;
+  ended?: string;
+  host?: string;
+  pid?: number;
+  config?: Record<string, unknown>;
+  /** Free-form extra fields the engine writes (e.g. total_steps, error). */
+  [extra: string]: unknown;
+}
+
+/** One line of metrics.jsonl. */
+export interface MetricRecord {
+  step: number;
+  tokens?: number;
+  time?: number;
+  split?: 'train' | 'eval' | string;
+  loss?: number;
+  lr?: number;
+  lb_loss?: number;
+  z_loss?: number;
+  grad_norm?: number;
+  tokens_per_s?: number;
+  domain?: Record<string, number>;
+  [extra: string]: unknown;
+}
+
+/** One line of routing.jsonl. */
+export interface RoutingRecord {
+  step: number;
+  layer: number;
+  router: 'ffn' | 'attn' | string;
+  load: number[];
+  prob: number[];
+  by_domain?: Record<string, number[]>;
+  [extra: string]: unknown;
+}
+
+export interface RunAppend {
+  runId: string;
+  metrics: MetricRecord[];
+  routing: RoutingRecord[];
+}
+
+/** What the panels need from the run store (implemented in runs/runStore.ts). */
+export interface RunStoreApi {
+  list(): RunInfo[];
+  get(runId: string): RunInfo | undefined;
+  /** Everything parsed so far (the store tails the files incrementally). */
+  metrics(runId: string): readonly MetricRecord[];
+  routing(runId: string): readonly RoutingRecord[];
+  /** Lines skipped because they could not be parsed, per file. */
+  badLines(runId: string): { metrics: number; routing: number };
+  readonly onDidChangeRuns: vscode.Event<void>;
+  /** New records appended to a run's files since the last event. */
+  readonly onDidAppend: vscode.Event<RunAppend>;
+}
