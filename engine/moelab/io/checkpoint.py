@@ -14,7 +14,7 @@ from moelab.errors import CheckpointError, MoELabError
 from moelab.io import layout
 from moelab.io.safetensors_file import INDEX_NAME, SINGLE_NAME, TensorReader
 from moelab.models.config import ModelConfig
-from moelab.models.model import MoELabForCausalLM
+from moelab.models.model import MoELabForCausalLM, meta_model
 from moelab.models.rope import inv_frequencies
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
@@ -44,8 +44,7 @@ def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str
     """Any checkpoint MoE Lab reads or writes: HF llama/mistral/qwen2, Mixtral, or model_type moelab."""
     ckpt = Path(ckpt)
     cfg = load_config(ckpt)
-    with torch.device("meta"):
-        model = MoELabForCausalLM(cfg)
+    model = meta_model(cfg)
     with TensorReader(ckpt) as reader:
         state = layout.from_disk(dict(reader.items()))
     if cfg.tie_word_embeddings:
@@ -57,6 +56,11 @@ def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str
     for k, t in state.items():
         if k in expected and tuple(t.shape) != tuple(expected[k].shape):
             raise CheckpointError(f"{ckpt}: tensor {k!r} has shape {list(t.shape)}, config.json implies {list(expected[k].shape)}")
+    # A tensor the model has no place for means config.json describes another architecture:
+    # dropping it silently would compute something else (old checkpoints' rotary buffers aside).
+    unused = [k for k in state if k not in expected and not k.endswith("rotary_emb.inv_freq")]
+    if unused:
+        raise CheckpointError(f"{ckpt}: tensor {unused[0]!r} is not part of the model config.json describes ({len(unused)} unused)")
     state = {k: v for k, v in state.items() if k in expected}
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_word_embeddings:

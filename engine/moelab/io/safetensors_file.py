@@ -45,8 +45,10 @@ def read_header(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
     try:
         header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of too many digits
         raise CheckpointError(f"{path}: header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: header is not valid JSON (nested too deeply)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: header is not a JSON object")
     header.pop("__metadata__", None)
@@ -57,7 +59,7 @@ def read_header(path: Path) -> dict[str, Any]:
         if not isinstance(info, dict):
             raise CheckpointError(f"{where}: entry is not an object")
         dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise CheckpointError(f"{where}: unknown dtype {dtype!r}")
         if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
             raise CheckpointError(f"{where}: bad shape {shape!r}")
@@ -84,9 +86,9 @@ def tensor_files(ckpt: Path) -> dict[str, Path]:
     if index.exists():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-            if not isinstance(weight_map, dict):
-                raise TypeError("weight_map is not an object")
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            if not isinstance(weight_map, dict) or not all(isinstance(s, str) for s in weight_map.values()):
+                raise TypeError("weight_map is not an object of tensor name to shard file name")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
             raise CheckpointError(f"{index}: invalid index ({e})") from None
         files = {}
         for shard in sorted(set(weight_map.values())):

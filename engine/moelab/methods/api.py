@@ -30,5 +30,18 @@ class UpcycleOptions:
 
 
 def upcycle(opts: UpcycleOptions) -> Path:
-    """Writes the MoE checkpoint to opts.out atomically and returns it."""
-    raise NotImplementedError("moelab.methods.api.upcycle is being implemented")
+    """Writes the MoE checkpoint to opts.out atomically and returns it.
+
+    Every input is validated (configs, safetensors headers, experts against the seed) before
+    anything is written; on any failure opts.out is left as it was. Progress goes to stderr.
+    """
+    from moelab.errors import ConfigError, MoELabError
+    from moelab.methods import bam, btx, sparse
+    from moelab.methods.common import run_surgery
+
+    if opts.method == "upit":
+        raise MoELabError("--method upit: not implemented yet (use sparse, btx, bam-ekv or bam-skv)")
+    specs = {"sparse": sparse.mix_spec, "btx": btx.mix_spec, "bam-ekv": bam.mix_spec, "bam-skv": bam.mix_spec}
+    if opts.method not in specs:
+        raise ConfigError(f"--method {opts.method!r}: expected one of {', '.join(METHODS)}")
+    return run_surgery(opts, specs[opts.method])

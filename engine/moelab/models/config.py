@@ -32,6 +32,9 @@ class MoEConfig:
     # UpIT's LoRA variant: experts are low-rank deltas on a shared dense FFN (rank 0 = full experts).
     lora_rank: int = 0
     lora_alpha: float = 0.0
+    # FFN expert capacity: each expert takes at most ceil(capacity_factor · tokens · top_k / num_experts)
+    # routed slots, later tokens dropping first (GShard / Switch). 0 = dropless (every slot computed).
+    capacity_factor: float = 0.0
     method: str = ""  # sparse | btx | bam-ekv | bam-skv | upit
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +98,12 @@ class ModelConfig:
         act = d.get("hidden_act", "silu")
         if act != "silu":
             raise ConfigError(f"{source}: hidden_act {act!r} is not supported (Llama-family models use silu)")
+        # Llama's attention_bias also puts a bias on o_proj, and mlp_bias on the FFN: weights this
+        # decoder has no place for, so refuse rather than silently drop them.
+        if model_type == "llama" and d.get("attention_bias"):
+            raise ConfigError(f"{source}: attention_bias true (biases on q/k/v/o_proj) is not supported for llama")
+        if d.get("mlp_bias"):
+            raise ConfigError(f"{source}: mlp_bias true is not supported (Llama-family FFNs have no bias)")
         try:
             rope_theta, rope_scaling = _read_rope(d)
             n_heads = int(d["num_attention_heads"])
@@ -112,7 +121,8 @@ class ModelConfig:
                 rope_theta=rope_theta,
                 rope_scaling=rope_scaling,
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
-                attention_bias=bool(d.get("attention_bias", model_type == "qwen2")),
+                # Qwen2 always has q/k/v biases (its modeling code ignores the field); Mistral never.
+                attention_bias=model_type == "qwen2" or (model_type != "mistral" and bool(d.get("attention_bias", False))),
                 parallel_block=bool(d.get("parallel_block", False)),
                 model_type=model_type,
                 bos_token_id=d.get("bos_token_id"),

@@ -6,6 +6,8 @@ block_sparse_moe.gate); expert weights are stacked in memory and split per exper
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -32,12 +34,14 @@ class DecoderLayer(nn.Module):
         self.parallel = cfg.parallel_block
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         moe = cfg.moe
+        self.is_moe = cfg.is_moe_layer(layer)
+        # Attention experts, like FFN experts, only in the MoE layers: a layer outside
+        # moe_layers is a plain dense layer.
         self.self_attn: nn.Module = (
-            ExpertAttention(cfg, layer) if moe is not None and moe.attn_experts else Attention(cfg)
+            ExpertAttention(cfg, layer) if self.is_moe and moe is not None and moe.attn_experts else Attention(cfg)
         )
         if not self.parallel:
             self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.is_moe = cfg.is_moe_layer(layer)
         if self.is_moe:
             self.block_sparse_moe = _make_sparse_moe(cfg, layer)
         else:
@@ -112,3 +116,28 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.Embedding):
         nn.init.normal_(m.weight, std=0.02)
+
+
+_INITS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+
+
+@contextmanager
+def _skip_init() -> Iterator[None]:
+    """Initializers as no-ops: on the meta device they only cost time (torch routes meta
+    normal_ through its reference implementations, importing torch._dynamo on first use)."""
+    saved = {n: getattr(nn.init, n) for n in _INITS}
+    try:
+        for n in _INITS:
+            setattr(nn.init, n, lambda t, *a, **k: t)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
+def meta_model(cfg: ModelConfig) -> MoELabForCausalLM:
+    """The model's structure (names, shapes) without storage or initialisation: for loaders,
+    which assign real tensors afterwards, and for weight surgery, which only needs the names."""
+    with torch.device("meta"), _skip_init():
+        return MoELabForCausalLM(cfg)
+

@@ -40,7 +40,11 @@ def _llama3(inv: torch.Tensor, s: dict) -> torch.Tensor:
 class RotaryEmbedding(torch.nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.register_buffer("inv_freq", inv_frequencies(cfg), persistent=False)
+        # Computed on the CPU even when the model is built on the meta device: it is tiny, and
+        # meta arange/pow would pull in torch's reference-op machinery for nothing.
+        with torch.device("cpu"):
+            inv = inv_frequencies(cfg)
+        self.register_buffer("inv_freq", inv, persistent=False)
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         pos = torch.arange(seq_len, device=device, dtype=torch.float32)

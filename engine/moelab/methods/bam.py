@@ -1,0 +1,20 @@
+"""Branch-Attend-Mix (Zhang et al., 2024): BTX's mixing plus attention experts.
+
+bam-ekv: attention expert i is all of dense expert i's Q, K, V, O (and biases).
+bam-skv: per-expert Q and O; K and V are shared parameters, the mean of the experts'.
+Everything else is the experts' mean, as in BTX. The attention router is soft by default
+(--attn-top-k 0), or top-k.
+"""
+
+from __future__ import annotations
+
+from moelab.methods.api import UpcycleOptions
+from moelab.methods.btx import mix_spec as btx_mix_spec
+from moelab.methods.common import MixSpec, Source
+
+
+def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Source]) -> MixSpec:
+    spec = btx_mix_spec(opts, seed, experts)
+    spec.attn_experts = True
+    spec.shared_kv = opts.method == "bam-skv"
+    return spec
