@@ -1,0 +1,101 @@
+"""Training checkpoints: checkpoints/step-000100/ = config.json + model.safetensors (a loadable
+model directory) + optimizer.pt + trainer.pt (step, tokens, elapsed time, RNG states).
+
+A checkpoint directory appears whole or not at all (written to a temp dir, then renamed), and
+`checkpoints/latest` names the newest complete one; it is rewritten atomically only after the
+rename, so a reader following `latest` never sees a partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moelab.data.tokenizer import Tokenizer
+from moelab.errors import CheckpointError
+from moelab.io.atomic import atomic_dir, write_text_atomic
+from moelab.io.checkpoint import save_model
+from moelab.models.model import MoELabForCausalLM
+
+_NAME = re.compile(r"^step-(\d{6,})$")
+
+
+def ckpt_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+@dataclass
+class TrainerState:
+    step: int  # optimizer steps completed
+    tokens: int  # training tokens consumed
+    elapsed: float  # training wall time so far, seconds (continues across resumes)
+
+
+def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, optimizer: torch.optim.Optimizer, state: TrainerState,
+                    tok: Tokenizer, meta: dict[str, Any], keep_last: int) -> Path:
+    name = ckpt_name(state.step)
+    target = Path(ckpt_root) / name
+    with atomic_dir(target, overwrite=True) as tmp:
+        save_model(model, tmp, moelab_meta=meta)
+        tok.save(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(
+            {
+                "step": state.step,
+                "tokens": state.tokens,
+                "elapsed": state.elapsed,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(),
+            },
+            tmp / "trainer.pt",
+        )
+        # The same facts, readable without torch (the extension, humans).
+        (tmp / "trainer_state.json").write_text(
+            json.dumps({"step": state.step, "tokens": state.tokens, "elapsed": state.elapsed, "data_position": state.step}) + "\n"
+        )
+    write_text_atomic(Path(ckpt_root) / "latest", name + "\n")
+    _prune(Path(ckpt_root), keep_last)
+    return target
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The checkpoint `latest` names, if it is complete; else None."""
+    try:
+        name = (Path(ckpt_root) / "latest").read_text().strip()
+    except OSError:
+        return None
+    path = Path(ckpt_root) / name
+    if not _NAME.match(name) or not (path / "trainer.pt").exists():
+        return None
+    return path
+
+
+def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None) -> TrainerState:
+    try:
+        st = torch.load(ckpt / "trainer.pt", weights_only=False)
+        if optimizer is not None:
+            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{ckpt}: cannot restore the trainer state ({e})") from None
+    torch.set_rng_state(st["torch_rng"])
+    if st.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda_rng"])
+    random.setstate(st["python_rng"])
+    np.random.set_state(st["numpy_rng"])
+    return TrainerState(step=int(st["step"]), tokens=int(st["tokens"]), elapsed=float(st["elapsed"]))
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    ckpts = sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name))
+    for old in ckpts[: max(0, len(ckpts) - keep_last)]:
+        shutil.rmtree(old, ignore_errors=True)

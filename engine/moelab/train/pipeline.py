@@ -1,0 +1,216 @@
+"""`moelab run`: an experiment's stages, each a run directory under `out`, resumable.
+
+A stage whose run.json says `done` is skipped; an interrupted training run resumes from its
+`checkpoints/latest`. The upcycle stage is a run directory too (stage `upcycle`) holding the MoE
+checkpoint in `checkpoint/`, so the extension lists it with the others.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moelab.data.tokenizer import load_tokenizer
+from moelab.errors import MoELabError
+from moelab.io.checkpoint import load_config
+from moelab.methods.api import UpcycleOptions, upcycle
+from moelab.train import jsoncfg
+from moelab.train.config import HYPER_FIELDS, TrainConfig
+from moelab.train.evaluate import evaluate_checkpoint
+from moelab.train.experiment import ExperimentConfig, StageConfig
+from moelab.train.rundir import RunDir, read_run_json, write_json_atomic
+from moelab.train.trainer import resolve_device, train
+
+
+@dataclass
+class PipelineResult:
+    status: str = "done"  # done | stopped | failed
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # label (seed, branch-code, btx) -> checkpoint
+    failures: dict[str, str] = field(default_factory=dict)  # run id -> error
+    eval: dict[str, Any] | None = None
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Pipeline:
+    def __init__(self, exp: ExperimentConfig, quiet: bool = False) -> None:
+        self.exp, self.quiet = exp, quiet
+        self.out = Path(exp.out)
+        self.result = PipelineResult()
+
+    def run_id(self, stage: StageConfig, default: str, suffix: str = "") -> str:
+        part = stage.name or default
+        return f"{self.exp.name}-{part}" + (f"-{suffix}" if suffix else "")
+
+    def _train_config(self, stage: StageConfig, run_id: str, kind: str, **kw: Any) -> TrainConfig:
+        h = stage.hyper(self.exp.defaults)
+        return TrainConfig(**{k: getattr(h, k) for k in HYPER_FIELDS},
+                           run_id=run_id, out=str(self.out), stage=kind, experiment=self.exp.name,
+                           data=self.exp.data, device=self.exp.device, seed=self.exp.seed, threads=self.exp.threads,
+                           **kw)
+
+    def _train(self, cfg: TrainConfig) -> Path | None:
+        """Trains one run; None when it stopped (the pipeline then stops too)."""
+        res = train(cfg, quiet=self.quiet)
+        if res.status == "stopped":
+            self.result.status = "stopped"
+            return None
+        assert res.checkpoint is not None
+        return res.checkpoint
+
+    def _queue(self, run_id: str, stage: str, method: str = "", parents: list[str] | None = None) -> None:
+        # Planned runs appear in the extension's Runs view as `queued` before they start.
+        path = self.out / run_id
+        if read_run_json(path) is None:
+            RunDir(path, run_id, stage, method=method, parents=parents, experiment=self.exp.name).save()
+
+    def run(self) -> PipelineResult:
+        exp, r = self.exp, self.result
+        dense = exp.stage("dense")
+        assert dense is not None
+        seed_id = self.run_id(dense, "seed")
+        branch = exp.stage("branch")
+        up = exp.stage("upcycle")
+        moe = exp.stage("moe")
+        domains = (branch.domains or [s.domain for s in exp.data.sources]) if branch else []
+        branch_ids = {d: self.run_id(branch, "branch", d) for d in domains} if branch else {}
+        methods = up.methods if up else []
+        up_ids = {m: self.run_id(up, "upcycle", m) for m in methods} if up else {}
+        moe_methods = (moe.methods or methods) if moe else []
+        moe_ids = {m: self.run_id(moe, "moe", m) for m in moe_methods} if moe else {}
+        self._queue(seed_id, "dense")
+        for bid in branch_ids.values():
+            self._queue(bid, "branch", parents=[seed_id])
+        for m, uid in up_ids.items():
+            self._queue(uid, "upcycle", m, [seed_id, *branch_ids.values()])
+        for m, mid in moe_ids.items():
+            self._queue(mid, "moe", m, [up_ids.get(m, "")])
+
+        # 1. seed
+        cfg = self._train_config(dense, seed_id, "dense", init=dense.init, model=dense.model)
+        seed = self._train(cfg)
+        if seed is None:
+            return r
+        r.checkpoints["seed"] = seed
+        # 2. branches: each continues the seed on one domain
+        branches: dict[str, Path] = {}
+        for d, bid in branch_ids.items():
+            assert branch is not None
+            ck = self._train(self._train_config(branch, bid, "branch", init=str(seed), domains=[d], parents=[seed_id]))
+            if ck is None:
+                return r
+            branches[d] = r.checkpoints[f"branch-{d}"] = ck
+        # 3. upcycle: one MoE checkpoint per method
+        upcycled: dict[str, Path] = {}
+        for m, uid in up_ids.items():
+            assert up is not None
+            ck = self._upcycle(up, m, uid, seed, list(branches.values()), [seed_id, *branch_ids.values()])
+            if ck is not None:
+                upcycled[m] = r.checkpoints[f"upcycle-{m}"] = ck
+        # 4. MoE training on the equal mixture
+        for m, mid in moe_ids.items():
+            assert moe is not None
+            if m not in upcycled:
+                r.failures.setdefault(mid, f"no upcycled checkpoint for {m}")
+                RunDir(self.out / mid, mid, "moe", method=m, experiment=exp.name).set_status(
+                    "failed", f"upcycle stage {up_ids.get(m, m)} did not produce a checkpoint")
+                continue
+            try:
+                ck = self._train(self._train_config(moe, mid, "moe", init=str(upcycled[m]), method=m, parents=[up_ids[m]]))
+            except MoELabError as e:  # a diverged or failed MoE does not stop the other methods
+                r.failures[mid] = str(e)
+                _log(f"[{mid}] failed: {e}")
+                continue
+            if ck is None:
+                return r
+            r.checkpoints[m] = ck
+        # 5. eval
+        ev = exp.stage("eval")
+        if ev is not None:
+            r.eval = self._eval(ev, seed_id)
+        if r.failures:
+            r.status = "failed"
+        return r
+
+    def _upcycle(self, stage: StageConfig, method: str, run_id: str, seed: Path, experts: list[Path],
+                 parents: list[str]) -> Path | None:
+        path = self.out / run_id
+        out = path / "checkpoint"
+        info = read_run_json(path)
+        if info and info.get("status") == "done" and (out / "config.json").exists():
+            _log(f"[{run_id}] already done; skipping")
+            return out
+        n = stage.num_experts
+        if method == "sparse" and n is None:
+            n = len(experts) + (1 if stage.keep_seed else 0)  # as many experts as the other methods
+        opts = UpcycleOptions(method=method, seed=seed, experts=[] if method == "sparse" else experts, out=out,
+                              num_experts=n, top_k=stage.top_k, attn_top_k=stage.attn_top_k,
+                              router_seed=stage.router_seed, moe_layers=stage.moe_layers,
+                              router_init=stage.router_init, keep_seed=stage.keep_seed and method != "sparse",
+                              overwrite=True)
+        rd = RunDir(path, run_id, "upcycle", method=method, parents=parents, experiment=self.exp.name,
+                    config=jsoncfg.to_dict(opts) | {"seed": str(seed), "experts": [str(e) for e in opts.experts],
+                                                    "out": str(out)})
+        rd.set_status("running")
+        try:
+            ck = upcycle(opts)
+            # The MoE reads text like its seed: carry the seed's tokenizer files along.
+            seed_cfg = load_config(seed)
+            load_tokenizer(seed, seed_cfg.vocab_size, seed_cfg.eos_token_id).save(Path(ck))
+        except Exception as e:  # one method failing must not stop the others
+            msg = str(e) or type(e).__name__
+            rd.set_status("failed", msg)
+            self.result.failures[run_id] = msg
+            _log(f"[{run_id}] failed: {msg}")
+            return None
+        rd.set_status("done")
+        _log(f"[{run_id}] wrote {ck}")
+        return Path(ck)
+
+    def _eval(self, stage: StageConfig, seed_id: str) -> dict[str, Any]:
+        run_id = self.run_id(stage, "eval")
+        h = stage.hyper(self.exp.defaults)
+        models = {k: v for k, v in self.result.checkpoints.items() if not k.startswith("upcycle-")}
+        config = {"checkpoints": {k: str(v) for k, v in models.items()}}
+        info = read_run_json(self.out / run_id)
+        if info and info.get("status") == "done" and info.get("config") == config:
+            try:
+                done = json.loads((self.out / run_id / "eval.json").read_text())
+                _log(f"[{run_id}] already done; skipping")
+                return done
+            except (OSError, ValueError):
+                pass  # evaluate again
+        rd = RunDir(self.out / run_id, run_id, "eval", parents=[seed_id], experiment=self.exp.name, config=config)
+        rd.set_status("running")
+        device = resolve_device(self.exp.device)
+        results: dict[str, Any] = {}
+        try:
+            for label, ck in models.items():
+                _log(f"[{run_id}] evaluating {label}")
+                results[label] = evaluate_checkpoint(ck, self.exp.data, h.batch_size, h.eval_batches, device)
+        except Exception as e:
+            rd.set_status("failed", str(e))
+            raise
+        out = {"experiment": self.exp.name, "domains": [s.domain for s in self.exp.data.sources], "models": results}
+        write_json_atomic(rd.file("eval.json"), out)
+        rd.set_status("done")
+        return out
+
+
+def format_table(ev: dict[str, Any]) -> str:
+    """Per-domain and average perplexity, one row per model."""
+    domains = ev["domains"]
+    head = ["model", *domains, "average"]
+    rows = [[label, *(f"{m['domains'][d]['ppl']:.3f}" for d in domains), f"{m['average']['ppl']:.3f}"]
+            for label, m in ev["models"].items()]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)])

@@ -1,0 +1,83 @@
+"""The run directory of DESIGN.md §4: run.json (rewritten atomically on every status change),
+metrics.jsonl, routing.jsonl, checkpoints/, eval.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from moelab.io.atomic import write_text_atomic
+
+STAGES = ("dense", "branch", "upcycle", "moe", "eval")
+STATUSES = ("queued", "running", "done", "failed", "stopped", "diverged")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(Path(path), json.dumps(obj, indent=2) + "\n")
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+class RunDir:
+    """One run's directory and its run.json."""
+
+    def __init__(self, path: Path, run_id: str, stage: str, *, method: str = "", parents: list[str] | None = None,
+                 config: dict[str, Any] | None = None, experiment: str = "", total_steps: int = 0) -> None:
+        assert stage in STAGES, stage
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if stage in ("dense", "branch", "moe"):
+            (self.path / "checkpoints").mkdir(exist_ok=True)
+        previous = read_run_json(self.path) or {}
+        self.info: dict[str, Any] = {
+            "id": run_id,
+            "stage": stage,
+            "method": method or None,
+            "experiment": experiment or None,
+            "parents": list(parents or []),
+            "config": config or {},
+            "status": previous.get("status", "queued"),
+            "total_steps": total_steps,
+            "started": previous.get("started"),
+            "ended": previous.get("ended"),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "error": None,
+        }
+
+    @property
+    def status(self) -> str:
+        return self.info["status"]
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        assert status in STATUSES, status
+        self.info["status"] = status
+        if status == "running":
+            self.info["started"] = self.info.get("started") or now_iso()
+            self.info["ended"] = None
+            self.info["pid"] = os.getpid()
+            self.info["host"] = socket.gethostname()
+        elif status != "queued":
+            self.info["ended"] = now_iso()
+        self.info["error"] = error
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.path / "run.json", self.info)
+
+    def file(self, name: str) -> Path:
+        return self.path / name

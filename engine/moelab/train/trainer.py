@@ -1,0 +1,329 @@
+"""The training loop: one run directory, from scratch, from a checkpoint, or resumed from `latest`.
+
+Determinism: every batch is a function of (data seed, step), the model has no dropout, and the
+optimizer and RNG states are checkpointed, so on CPU a run killed with SIGKILL and resumed logs
+exactly the losses an uninterrupted run logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from moelab.data.mixture import MixtureSampler, build_domains
+from moelab.data.packing import eval_windows
+from moelab.data.tokenizer import Tokenizer, load_tokenizer
+from moelab.errors import ConfigError, MoELabError
+from moelab.io.checkpoint import load_model, read_config_dict
+from moelab.launch import distributed  # [ddp]
+from moelab.models.aux_losses import load_balancing_loss, z_loss
+from moelab.models.config import DENSE_TYPES
+from moelab.models.model import MoELabForCausalLM
+from moelab.train import checkpointing as ck
+from moelab.train import jsoncfg
+from moelab.train.config import TrainConfig, default_seed_model
+from moelab.train.evaluate import RoutingStats, evaluate, summary
+from moelab.train.progress import Progress
+from moelab.train.rundir import RunDir, read_run_json, write_json_atomic
+from moelab.train.runlog import JsonlWriter, truncate_after
+from moelab.train.schedule import lr_at
+
+
+class TrainingDiverged(MoELabError):
+    """The loss became NaN or infinite; the run is marked `diverged` and its last good checkpoint kept."""
+
+
+@dataclass
+class TrainResult:
+    status: str  # done | stopped
+    checkpoint: Path | None  # the newest complete checkpoint
+    step: int
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class _StopFlag:
+    """SIGTERM / SIGINT set a flag the loop checks after each step: it then checkpoints and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_is_done(run_dir: Path) -> Path | None:
+    """The final checkpoint of a finished run, or None."""
+    info = read_run_json(run_dir)
+    if info and info.get("status") == "done":
+        return ck.latest_checkpoint(Path(run_dir) / "checkpoints")
+    return None
+
+
+def train(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
+    cfg.validate()
+    run_path = Path(cfg.out) / cfg.run_id
+    done = run_is_done(run_path)
+    if done is not None:
+        print(f"[{cfg.run_id}] already done ({done.name}); skipping", file=sys.stderr, flush=True)
+        return TrainResult("done", done, int(done.name.split("-")[1]))
+    trainer = Trainer(cfg, run_path, quiet)
+    return trainer.run()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_path: Path, quiet: bool) -> None:
+        self.cfg, self.quiet = cfg, quiet
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.dist = distributed.setup(resolve_device(cfg.device))  # [ddp] a no-op outside torchrun
+        self.dist.check_batch(cfg.batch_size)  # [ddp]
+        self.device = self.dist.device  # [ddp] cuda:LOCAL_RANK under torchrun
+        self.rd = self.dist.guard_run_dir(RunDir(run_path, cfg.run_id, cfg.stage, method=cfg.method,  # [ddp]
+                          parents=cfg.parents, config=jsoncfg.to_dict(cfg), experiment=cfg.experiment,
+                          total_steps=cfg.steps))
+        self.ckpt_root = run_path / "checkpoints"
+        self.resume_from = ck.latest_checkpoint(self.ckpt_root)
+
+    # ---- setup ----------------------------------------------------------------------------------
+
+    def _build_model(self) -> tuple[MoELabForCausalLM, Tokenizer, dict[str, Any]]:
+        cfg = self.cfg
+        src = self.resume_from or (Path(cfg.init) if cfg.init else None)
+        if src is not None:
+            model = load_model(src, device=self.device)
+            meta = dict(read_config_dict(src).get("moelab") or {})
+        else:
+            mcfg = cfg.model or default_seed_model()
+            if mcfg.parallel_block and mcfg.model_type in DENSE_TYPES:
+                mcfg.model_type = "moelab"  # only moelab's config.json records a parallel block
+            if mcfg.moe is not None:
+                mcfg.model_type = "moelab" if mcfg.model_type in DENSE_TYPES else mcfg.model_type
+            torch.manual_seed(cfg.seed)
+            model = MoELabForCausalLM(mcfg).to(self.device)
+            meta = {}
+        tok_src = src if src is not None else None
+        tok = load_tokenizer(tok_src, model.config.vocab_size, model.config.eos_token_id)
+        meta.update({"run_id": cfg.run_id, "stage": cfg.stage})
+        if cfg.method:
+            meta.setdefault("method", cfg.method)
+        return model.train(), tok, meta
+
+    def _optimizer(self, model: MoELabForCausalLM) -> torch.optim.Optimizer:
+        # Weight decay on matrices only (nanoGPT): norms' gains are not decayed.
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
+                                 fused=self.device.type == "cuda")
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        run = self.rd
+        try:
+            return self._run()
+        except TrainingDiverged:
+            raise
+        except KeyboardInterrupt:
+            run.set_status("stopped", "interrupted")
+            raise
+        except BaseException as e:
+            run.set_status("failed", str(e) or type(e).__name__)
+            raise
+
+    def _run(self) -> TrainResult:
+        cfg, run = self.cfg, self.rd
+        model, tok, meta = self._build_model()
+        domains = build_domains(cfg.data, tok)
+        weights = {s.domain: s.weight for s in cfg.data.sources}
+        if cfg.domains:
+            weights = {d: (w if d in cfg.domains else 0.0) for d, w in weights.items()}
+        sampler = MixtureSampler({d: t.train for d, t in domains.items()}, weights, cfg.data.seq_len,
+                                 cfg.batch_size, cfg.data.seed)
+        eval_sets = {d: eval_windows(t.eval, cfg.data.seq_len, cfg.eval_batches * cfg.batch_size)
+                     for d, t in domains.items()}
+        optimizer = self._optimizer(model)
+        fwd = self.dist.wrap(model)  # [ddp] DDP for training steps; `model` for eval and checkpoints
+        main = self.dist.is_main  # [ddp] only rank 0 writes the run directory
+        metrics_path, routing_path = run.file("metrics.jsonl"), run.file("routing.jsonl")
+        if self.resume_from is not None:
+            state = ck.load_trainer_state(self.resume_from, optimizer)
+            if main:  # [ddp]
+                truncate_after(metrics_path, state.step)
+                truncate_after(routing_path, state.step)
+            self._say(f"[{cfg.run_id}] resuming from {self.resume_from.name}")
+        else:
+            state = ck.TrainerState(step=0, tokens=0, elapsed=0.0)
+            for name in ("metrics.jsonl", "routing.jsonl", "eval.json"):
+                if main:  # [ddp]
+                    run.file(name).unlink(missing_ok=True)
+            for old in self.ckpt_root.glob("step-*") if main else []:  # [ddp]
+                shutil.rmtree(old, ignore_errors=True)
+        run.set_status("running")
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else contextlib.nullcontext())
+        metrics = self.dist.main_only(lambda: JsonlWriter(metrics_path))  # [ddp]
+        routing_log = self.dist.main_only(lambda: JsonlWriter(routing_path))  # [ddp]
+        progress = Progress(cfg.run_id, cfg.steps, state.step) if not self.quiet and main else None  # [ddp]
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.data.seq_len
+        last_ckpt = self.resume_from
+        t_window, tokens_window = time.monotonic(), 0
+        t_start_elapsed, t_start, t_start_tokens = state.elapsed, time.monotonic(), state.tokens
+        try:
+            with _StopFlag() as stop:
+                while state.step < cfg.steps:
+                    step = state.step  # 0-based index of the step being taken
+                    lr = lr_at(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr
+                    log_now = (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps
+                    routing = RoutingStats() if log_now else None
+                    loss_sum, lb_sum, z_sum, n_aux = 0.0, 0.0, 0.0, 0
+                    by_domain: dict[str, list[float]] = {}
+                    for micro in range(cfg.grad_accum):
+                        batch, rows = self.dist.shard(*sampler.batch(step, micro))  # [ddp] rows rank::world
+                        batch = batch.to(self.device)
+                        with autocast, self.dist.no_sync(fwd, micro == cfg.grad_accum - 1):  # [ddp]
+                            out = fwd(batch[:, :-1])  # [ddp]
+                        tok_loss = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]),
+                                                   batch[:, 1:].reshape(-1), reduction="none").view(len(rows), -1)
+                        ce = tok_loss.mean()
+                        if cfg.debug_nan_at_step and step + 1 == cfg.debug_nan_at_step:
+                            ce = ce * float("nan")
+                        aux = ce.new_zeros(())
+                        for r in out.router_logits:
+                            lb, z = load_balancing_loss(r), z_loss(r)
+                            aux = aux + getattr(cfg.load_balancing, r.kind) * lb + getattr(cfg.z_loss, r.kind) * z
+                            lb_sum += lb.item()
+                            z_sum += z.item()
+                            n_aux += 1
+                        loss_value = ce.item()
+                        if not math.isfinite(loss_value) or not math.isfinite(aux.item()):
+                            self._diverged(step + 1, loss_value, last_ckpt, progress)
+                        ((ce + aux) / cfg.grad_accum).backward()
+                        loss_sum += loss_value
+                        with torch.no_grad():
+                            row_loss = tok_loss.mean(dim=1).tolist()
+                        for d, v in zip(rows, row_loss):
+                            by_domain.setdefault(d, []).append(v)
+                        if routing is not None and out.router_logits:
+                            routing.add(out.router_logits, rows)
+                    loss_sum, lb_sum, z_sum = self.dist.mean([loss_sum, lb_sum, z_sum])  # [ddp] global means
+                    if log_now:
+                        by_domain = self.dist.gather_lists(by_domain)  # [ddp]
+                    clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item()
+                    if not math.isfinite(grad_norm):
+                        self._diverged(step + 1, grad_norm, last_ckpt, progress, what="gradient norm")
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.step += 1
+                    state.tokens += tokens_per_step
+                    tokens_window += tokens_per_step
+                    state.elapsed = t_start_elapsed + (time.monotonic() - t_start)
+                    loss = loss_sum / cfg.grad_accum
+                    if log_now:
+                        dt = max(1e-9, time.monotonic() - t_window)
+                        tps = tokens_window / dt
+                        t_window, tokens_window = time.monotonic(), 0
+                        metrics.write({
+                            "step": state.step, "tokens": state.tokens, "time": round(state.elapsed, 3),
+                            "split": "train", "loss": loss, "lr": lr,
+                            "lb_loss": lb_sum / n_aux if n_aux else None, "z_loss": z_sum / n_aux if n_aux else None,
+                            "grad_norm": grad_norm, "tokens_per_s": round(tps, 1),
+                            "domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
+                        })
+                        if routing:
+                            for rec in routing.records(state.step):
+                                routing_log.write(rec)
+                    if progress:  # every step (the bar throttles its redraws); rate over this session
+                        session = max(1e-9, state.elapsed - t_start_elapsed)
+                        progress.update(state.step, loss, (state.tokens - t_start_tokens) / session)
+                    if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                        self._eval(model, eval_sets, autocast, metrics, state, progress)
+                    if cfg.debug_step_delay:
+                        time.sleep(cfg.debug_step_delay)
+                    stopping = self.dist.any(stop.signal is not None)  # [ddp] all ranks stop at the same step
+                    if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps or stopping:
+                        metrics.sync()
+                        routing_log.sync()
+                        last_ckpt = self.dist.on_main(lambda: ck.save_checkpoint(  # [ddp] rank 0, barriers around
+                            self.ckpt_root, model, optimizer, state, tok, meta, cfg.keep_last)) \
+                            or self.ckpt_root / ck.ckpt_name(state.step)
+                    if stopping:
+                        if progress:
+                            progress.message(f"[{cfg.run_id}] stopped at step {state.step}; checkpoint {last_ckpt.name}")
+                        run.set_status("stopped", f"stopped by signal {stop.signal} at step {state.step}")
+                        return TrainResult("stopped", last_ckpt, state.step)
+        finally:
+            metrics.close()
+            routing_log.close()
+            if progress:
+                progress.close()
+        if last_ckpt is None or ck.ckpt_name(state.step) != last_ckpt.name:
+            # steps == 0 (use the initial model as is) or a resume of an already finished loop.
+            last_ckpt = self.dist.on_main(lambda: ck.save_checkpoint(  # [ddp]
+                self.ckpt_root, model, optimizer, state, tok, meta, cfg.keep_last)) \
+                or self.ckpt_root / ck.ckpt_name(state.step)
+        final = evaluate(model, eval_sets, cfg.batch_size, self.device, autocast)
+        if main:  # [ddp]
+            write_json_atomic(run.file("eval.json"), {
+                "run": cfg.run_id, "step": state.step, "checkpoint": last_ckpt.name,
+                "domains": final, "average": summary(final),
+            })
+        run.set_status("done")
+        return TrainResult("done", last_ckpt, state.step)
+
+    def _eval(self, model: MoELabForCausalLM, eval_sets: dict[str, torch.Tensor], autocast: Any,
+              metrics: JsonlWriter, state: ck.TrainerState, progress: Progress | None) -> None:
+        res = evaluate(model, eval_sets, self.cfg.batch_size, self.device, autocast)
+        avg = summary(res)
+        metrics.write({
+            "step": state.step, "tokens": state.tokens, "time": round(state.elapsed, 3), "split": "eval",
+            "loss": avg["loss"], "ppl": avg["ppl"], "domain": {d: v["loss"] for d, v in res.items()},
+        })
+        if progress:
+            per = " ".join(f"{d} {v['loss']:.3f}" for d, v in res.items())
+            progress.message(f"[{self.cfg.run_id}] step {state.step} eval loss {avg['loss']:.4f} ({per})")
+
+    def _diverged(self, step: int, value: float, last_ckpt: Path | None, progress: Progress | None,
+                  what: str = "loss") -> None:
+        kept = f"last good checkpoint {last_ckpt.name}" if last_ckpt else "no checkpoint was written yet"
+        msg = f"run {self.cfg.run_id} diverged at step {step}: {what} is {value}; {kept}"
+        if progress:
+            progress.close()
+        self.rd.set_status("diverged", msg)
+        raise TrainingDiverged(msg)
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,229 @@
+"""Trainer: run directory contents, resume after SIGKILL with equal losses, SIGTERM, NaN, jsonl reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from moelab.io.checkpoint import load_model
+from moelab.models.config import ModelConfig, MoEConfig
+from moelab.models.model import MoELabForCausalLM
+from moelab.train import jsoncfg
+from moelab.train.checkpointing import latest_checkpoint
+from moelab.train.config import TrainConfig, load_train_config
+from moelab.train.runlog import read_jsonl, truncate_after
+from moelab.train.schedule import lr_at
+from moelab.train.trainer import TrainingDiverged, train
+
+TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "num_key_value_heads": 2}
+TINY_DATA = {"seq_len": 32, "synthetic_train_chars": 20000, "synthetic_eval_chars": 4000}
+
+
+def tiny_config(tmp: Path, run_id: str = "r", **kw) -> dict:
+    cfg = {"run_id": run_id, "out": "runs", "steps": 12, "batch_size": 4, "log_every": 1, "eval_every": 6,
+           "ckpt_every": 6, "eval_batches": 1, "warmup_steps": 2, "model": TINY_MODEL, "data": TINY_DATA,
+           "threads": 1, "device": "cpu"}
+    cfg.update(kw)
+    path = tmp / f"{run_id}.json"
+    path.write_text(json.dumps(cfg))
+    return cfg
+
+
+def moelab(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "moelab", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def train_losses(run: Path) -> dict[int, float]:
+    recs, bad = read_jsonl(run / "metrics.jsonl")
+    assert bad == 0
+    train_recs = [r for r in recs if r["split"] == "train"]
+    steps = [r["step"] for r in train_recs]
+    assert steps == sorted(set(steps)), "duplicate or unordered steps"
+    return {r["step"]: r["loss"] for r in train_recs}
+
+
+def test_schedule():
+    assert lr_at(0, 100, 1.0, 0.1, 10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 0.1, 10) == pytest.approx(1.0)
+    assert lr_at(99, 100, 1.0, 0.1, 10) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(5, 10, 1.0, 0.1, 0) < 1.0
+
+
+def test_train_writes_run_directory(tmp_path):
+    tiny_config(tmp_path)
+    res = train(load_train_config(tmp_path / "r.json"), quiet=True)
+    run = tmp_path / "runs" / "r"
+    assert res.status == "done" and res.checkpoint == run / "checkpoints" / "step-000012"
+    info = json.loads((run / "run.json").read_text())
+    for key in ("id", "stage", "method", "parents", "config", "status", "started", "ended", "host", "pid",
+                "experiment", "total_steps", "error"):
+        assert key in info
+    assert info["status"] == "done" and info["stage"] == "dense" and info["total_steps"] == 12
+    recs, bad = read_jsonl(run / "metrics.jsonl")
+    assert bad == 0
+    tr = [r for r in recs if r["split"] == "train"]
+    ev = [r for r in recs if r["split"] == "eval"]
+    assert [r["step"] for r in tr] == list(range(1, 13))
+    assert set(tr[0]) >= {"step", "tokens", "time", "split", "loss", "lr", "lb_loss", "z_loss", "grad_norm",
+                          "tokens_per_s", "domain"}
+    assert [r["step"] for r in ev] == [6, 12] and set(ev[0]["domain"]) == {"code", "math", "prose"}
+    assert tr[-1]["loss"] < tr[0]["loss"]
+    ck = run / "checkpoints"
+    assert (ck / "latest").read_text().strip() == "step-000012"
+    assert sorted(p.name for p in ck.iterdir() if p.is_dir()) == ["step-000006", "step-000012"]  # keep_last 2
+    for f in ("config.json", "model.safetensors", "optimizer.pt", "trainer.pt", "moelab_tokenizer.json"):
+        assert (ck / "step-000012" / f).exists()
+    load_model(ck / "step-000012")
+    final = json.loads((run / "eval.json").read_text())
+    assert set(final["domains"]) == {"code", "math", "prose"} and final["average"]["ppl"] > 1
+    # a finished run is skipped
+    again = train(load_train_config(tmp_path / "r.json"), quiet=True)
+    assert again.status == "done" and again.step == 12
+
+
+def test_moe_training_logs_routing(tmp_path):
+    mcfg = ModelConfig(**TINY_MODEL, model_type="moelab",
+                       moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True))
+    from moelab.io.checkpoint import save_model
+
+    init = tmp_path / "moe-init"
+    init.mkdir()
+    save_model(MoELabForCausalLM(mcfg), init)
+    tiny_config(tmp_path, "m", stage="moe", method="bam-ekv", init=str(init), steps=4, log_every=2,
+                load_balancing={"ffn": 0.01, "attn": 0.0})
+    cfg = load_train_config(tmp_path / "m.json")
+    cfg.model = None
+    train(cfg, quiet=True)
+    run = tmp_path / "runs" / "m"
+    recs, _ = read_jsonl(run / "metrics.jsonl")
+    assert all(r["lb_loss"] is not None and r["z_loss"] is not None for r in recs if r["split"] == "train")
+    routing, bad = read_jsonl(run / "routing.jsonl")
+    assert bad == 0 and {(r["layer"], r["router"]) for r in routing} == {(0, "ffn"), (1, "ffn"), (0, "attn"), (1, "attn")}
+    assert {r["step"] for r in routing} == {1, 2, 4}
+    r = routing[0]
+    assert len(r["load"]) == 3 and sum(r["load"]) == pytest.approx(1, abs=1e-3)
+    assert sum(r["prob"]) == pytest.approx(1, abs=1e-3)
+    assert set(r["by_domain"]) == {"code", "math", "prose"}
+    assert json.loads((run / "run.json").read_text())["method"] == "bam-ekv"
+    assert load_model(latest_checkpoint(run / "checkpoints")).config.moe.attn_experts
+
+
+def test_read_jsonl_partial_and_garbage(tmp_path):
+    p = tmp_path / "m.jsonl"
+    p.write_bytes(b'{"step": 1}\nnot json\n[1, 2]\n\n{"step": 2}\n\xff\xfe\n{"step": 3, "lo')
+    recs, bad = read_jsonl(p)
+    assert [r["step"] for r in recs] == [1, 2] and bad == 3
+    p.write_bytes(b'{"step": 1}\n{"step": 2}')  # complete JSON without its newline
+    assert read_jsonl(p) == ([{"step": 1}, {"step": 2}], 0)
+    assert read_jsonl(tmp_path / "missing.jsonl") == ([], 0)
+    p.write_bytes(b'{"step": 1}\n{"step": 5}\ngarbage\n{"step": 3}\n{"st')
+    truncate_after(p, 3)
+    assert read_jsonl(p) == ([{"step": 1}, {"step": 3}], 0)
+
+
+def test_nan_marks_run_diverged(tmp_path):
+    tiny_config(tmp_path, "n", steps=12, debug_nan_at_step=9)
+    with pytest.raises(TrainingDiverged, match="diverged at step 9.*step-000006"):
+        train(load_train_config(tmp_path / "n.json"), quiet=True)
+    run = tmp_path / "runs" / "n"
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "diverged" and "step 9" in info["error"]
+    assert latest_checkpoint(run / "checkpoints").name == "step-000006"
+    recs, _ = read_jsonl(run / "metrics.jsonl")
+    assert max(r["step"] for r in recs) == 8
+
+
+def test_nan_cli_one_line(tmp_path):
+    tiny_config(tmp_path, "n", steps=4, debug_nan_at_step=2)
+    p = moelab("train", str(tmp_path / "n.json"), "--quiet")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1].startswith("moelab: error: run n diverged at step 2") and "Traceback" not in err
+
+
+def _wait_for(pred, timeout: float, proc: subprocess.Popen) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early: {proc.communicate()}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_resume_after_sigkill_continues_same_curve(tmp_path):
+    kw = {"steps": 30, "ckpt_every": 10, "eval_every": 10, "debug_step_delay": 0.05}
+    tiny_config(tmp_path, "ref", **kw)
+    tiny_config(tmp_path, "killed", **kw)
+    p = moelab("train", str(tmp_path / "ref.json"), "--quiet")
+    assert p.wait(timeout=300) == 0, p.communicate()
+    ref = train_losses(tmp_path / "runs" / "ref")
+
+    run = tmp_path / "runs" / "killed"
+    p = moelab("train", str(tmp_path / "killed.json"), "--quiet")
+    _wait_for(lambda: latest_checkpoint(run / "checkpoints") is not None, 240, p)
+    time.sleep(0.15)  # a few steps past the checkpoint: those lines must be dropped on resume
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    # a torn last line, as a kill mid-write leaves it
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 99, "spl')
+    p = moelab("train", str(tmp_path / "killed.json"), "--quiet")
+    assert p.wait(timeout=300) == 0, p.communicate()
+    resumed = train_losses(run)
+    assert resumed == ref  # exactly: same data order, same optimizer state, same arithmetic
+    assert json.loads((run / "run.json").read_text())["status"] == "done"
+
+
+def test_sigterm_checkpoints_and_stops(tmp_path):
+    tiny_config(tmp_path, "t", steps=400, ckpt_every=1000, eval_every=1000, debug_step_delay=0.02)
+    run = tmp_path / "runs" / "t"
+    p = moelab("train", str(tmp_path / "t.json"), "--quiet")
+    _wait_for(lambda: (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size > 0, 120, p)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 143 and "stopped at step" in out
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "stopped"
+    ck = latest_checkpoint(run / "checkpoints")
+    step = int(ck.name.split("-")[1])
+    assert 0 < step < 400
+    recs, _ = read_jsonl(run / "metrics.jsonl")
+    assert max(r["step"] for r in recs) == step
+    # and it resumes from there
+    cfg = load_train_config(tmp_path / "t.json")
+    cfg.steps, cfg.debug_step_delay = step + 2, 0.0
+    assert train(cfg, quiet=True).step == step + 2
+
+
+def test_config_errors_name_the_field(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"run_id": "x", "lr": "fast"}))
+    from moelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^bad.json: lr: expected a number, got the string 'fast'$"):
+        load_train_config(bad)
+    bad.write_text(json.dumps({"run_id": "x", "data": {"seq_lne": 3}}))
+    with pytest.raises(ConfigError, match=r"data.seq_lne: unknown field \(did you mean 'seq_len'\?\)"):
+        load_train_config(bad)
+    bad.write_text(json.dumps({"steps": 3}))
+    with pytest.raises(ConfigError, match="run_id: missing"):
+        load_train_config(bad)
+    bad.write_text(json.dumps({"run_id": "x", "model": {"num_attention_heads": 3, "num_key_value_heads": 2}}))
+    with pytest.raises(ConfigError, match="model: num_attention_heads"):
+        load_train_config(bad)
+    cfg = jsoncfg.from_dict(TrainConfig, jsoncfg.to_dict(TrainConfig(run_id="x")))
+    assert cfg == TrainConfig(run_id="x")
