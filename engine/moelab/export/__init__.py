@@ -1,0 +1,1 @@
+"""Exports of checkpoints: ONNX with router outputs (for the routing inspector) and plain HF dirs."""

@@ -1,0 +1,30 @@
+"""`--format hf`: a plain Hugging Face directory (config.json + safetensors + tokenizer files).
+
+A `moelab` checkpoint that Mixtral can express exactly is written as model_type mixtral, so
+transformers and the serving stacks load it; the rest keep model_type moelab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from moelab.io.checkpoint import load_model, read_config_dict, save_model
+
+COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+          "moelab_tokenizer.json")
+
+
+def export_hf(ckpt: Path, out: Path) -> str:
+    """Writes into the existing directory `out`; returns the model_type written."""
+    model = load_model(ckpt)
+    cfg = model.config
+    if cfg.model_type == "moelab" and cfg.mixtral_compatible():
+        model.config = dataclasses.replace(cfg, model_type="mixtral")
+    meta = read_config_dict(ckpt).get("moelab")
+    save_model(model, out, moelab_meta=meta if isinstance(meta, dict) else None)
+    for name in COPIED:
+        if (Path(ckpt) / name).is_file():
+            shutil.copyfile(Path(ckpt) / name, Path(out) / name)
+    return model.config.model_type
