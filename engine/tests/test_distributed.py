@@ -1,0 +1,117 @@
+"""Data parallelism: a 2-process gloo run under torchrun logs the losses of a 1-process run with the
+same global batch, and only rank 0 writes the run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from moelab.errors import ConfigError
+from moelab.launch.distributed import Dist
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def _config(run_id: str) -> dict:
+    # An MoE from scratch with gradient accumulation: covers unused experts and no_sync.
+    # The load-balancing loss is per rank by design (see launch/distributed.py), so it is off here.
+    return {
+        "run_id": run_id, "out": "runs", "steps": 4, "batch_size": 4, "grad_accum": 2, "warmup_steps": 1,
+        "log_every": 1, "eval_every": 100, "eval_batches": 1, "ckpt_every": 2, "threads": 1, "device": "cpu",
+        "load_balancing": {"ffn": 0.0, "attn": 0.0},
+        "model": {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                  "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64,
+                  "eos_token_id": 0, "moe": {"num_experts": 4, "top_k": 1, "moe_layers": [0, 1]}},
+        "data": {"seq_len": 16, "synthetic_train_chars": 20000, "synthetic_eval_chars": 2000},
+    }
+
+
+def _env() -> dict[str, str]:
+    # Two workers on a shared 2-core machine: one thread each, and no stray torchrun settings.
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    return {**env, "OMP_NUM_THREADS": "1"}
+
+
+def _losses(run_dir: Path) -> list[tuple[int, str, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["split"], r["loss"]) for r in rows]
+
+
+@pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    from safetensors.torch import load_file
+
+    for run_id in ("single", "ddp"):
+        (tmp_path / f"{run_id}.json").write_text(json.dumps(_config(run_id)))
+    single = subprocess.run([sys.executable, "-m", "moelab", "train", "single.json", "--quiet"], cwd=tmp_path,
+                            env=_env(), capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr
+    torchrun = str(TORCHRUN) if TORCHRUN.exists() else "torchrun"
+    ddp = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "moelab", "train", "ddp.json", "--quiet"],
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+
+    one, two = tmp_path / "runs" / "single", tmp_path / "runs" / "ddp"
+    a, b = _losses(one), _losses(two)
+    # Same records (rank 1 wrote none), same losses.
+    assert [(s, k) for s, k, _ in a] == [(s, k) for s, k, _ in b]
+    for (step, split, la), (_, _, lb) in zip(a, b):
+        assert abs(la - lb) <= 1e-5, (step, split, la, lb)
+
+    info = json.loads((two / "run.json").read_text())
+    assert info["status"] == "done" and info["error"] is None
+    assert (two / "checkpoints" / "latest").read_text().strip() == "step-000004"
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(p.name for p in (one / "checkpoints").iterdir())
+    assert (two / "eval.json").exists()
+    wa = load_file(one / "checkpoints" / "step-000004" / "model.safetensors")
+    wb = load_file(two / "checkpoints" / "step-000004" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa) <= 1e-5
+
+
+def test_single_process_is_a_no_op():
+    d = Dist()
+    batch, rows = torch.zeros(4, 3), ["a", "b", "c", "d"]
+    assert d.shard(batch, rows) == (batch, rows)
+    assert d.mean([1.0, 2.0]) == [1.0, 2.0] and d.any(True) and not d.any(False)
+    model = torch.nn.Linear(2, 2)
+    assert d.wrap(model) is model
+    assert d.on_main(lambda: 7) == 7
+    d.check_batch(3)
+
+
+def test_shards_partition_the_global_batch():
+    batch, rows = torch.arange(12).view(6, 2), list("abcdef")
+    parts = [Dist(rank=r, world_size=3).shard(batch, rows) for r in range(3)]
+    assert sorted(x for p in parts for x in p[1]) == rows
+    assert sorted(int(v) for p in parts for v in p[0][:, 0]) == [0, 2, 4, 6, 8, 10]
+    with pytest.raises(ConfigError, match="batch_size: 4 .* 3 data-parallel"):
+        Dist(rank=0, world_size=3).check_batch(4)
+
+
+def test_workers_write_only_their_failure():
+    class FakeRunDir:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str | None]] = []
+
+        def set_status(self, status: str, error: str | None = None) -> None:
+            self.calls.append((status, error))
+
+        def file(self, name: str) -> str:
+            return name
+
+    rd = FakeRunDir()
+    worker = Dist(rank=1, world_size=2).guard_run_dir(rd)
+    worker.set_status("running")
+    worker.set_status("done")
+    worker.set_status("failed", "boom")
+    assert rd.calls == [("failed", "rank 1: boom")]
+    assert worker.file("metrics.jsonl") == "metrics.jsonl"
+    assert Dist(rank=1, world_size=2).main_only(lambda: 1 / 0).write({"x": 1}) is None
