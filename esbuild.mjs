@@ -18,6 +18,13 @@ const host = {
   logLevel: 'warning',
 };
 
+// The routing inspector's worker thread (tokenizer + onnxruntime sessions, off the host's thread).
+const inspectorWorker = {
+  ...host,
+  entryPoints: ['extension/src/inspector/worker.ts'],
+  outfile: 'dist/inspectorWorker.js',
+};
+
 const webviewEntries = fs.existsSync('webview/src')
   ? fs.readdirSync('webview/src', { withFileTypes: true })
       .filter((d) => d.isDirectory() && fs.existsSync(`webview/src/${d.name}/main.ts`))
@@ -37,7 +44,7 @@ const webviews = {
   loader: { '.css': 'css' },
 };
 
-const configs = [host, ...(webviewEntries.length ? [webviews] : [])];
+const configs = [host, inspectorWorker, ...(webviewEntries.length ? [webviews] : [])];
 if (watch) {
   for (const c of configs) await (await esbuild.context(c)).watch();
 } else {

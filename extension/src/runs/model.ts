@@ -21,6 +21,10 @@ export interface RunInfo {
   host?: string;
   pid?: number;
   config?: Record<string, unknown>;
+  /** Set by the run store: `experiment` when present, else the parent folder's name. */
+  group?: string;
+  /** Set by the run store: status says running but the pid is dead on this host. */
+  stale?: boolean;
   /** Free-form extra fields the engine writes (e.g. total_steps, error). */
   [extra: string]: unknown;
 }
@@ -56,6 +60,11 @@ export interface RunAppend {
   runId: string;
   metrics: MetricRecord[];
   routing: RoutingRecord[];
+  /**
+   * The store dropped what it held for this run (a file was truncated or recreated): discard
+   * earlier records and re-read metrics()/routing(); `metrics`/`routing` then start afresh.
+   */
+  reset?: boolean;
 }
 
 /** What the panels need from the run store (implemented in runs/runStore.ts). */

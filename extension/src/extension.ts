@@ -1,0 +1,90 @@
+// Wires the services together. Everything is created here and disposed via context.subscriptions.
+import * as vscode from 'vscode';
+import { CheckpointsTreeProvider } from './checkpoints/checkpointsTree';
+import { DIFF_SCHEME, DiffDocumentProvider } from './checkpoints/diffDocument';
+import { EXPERIMENT_SELECTOR, ExperimentCodeLensProvider } from './codeLens';
+import { registerCheckpointCommands } from './commands/checkpointCommands';
+import { registerJobCommands } from './commands/jobCommands';
+import { registerViewCommands } from './commands/viewCommands';
+import { EngineGate } from './engine/installer';
+import { EngineLocator } from './engine/locator';
+import { registerInspector } from './inspector/register';
+import { JobRunner, TASK_TYPE } from './jobs/jobRunner';
+import { MoelabTaskProvider } from './jobs/taskProvider';
+import { type PanelsApi, registerPanels } from './panels/register';
+import type { RunStoreApi } from './runs/model';
+import { registerRunNotifications } from './runs/runNotifications';
+import { RunStore } from './runs/runStore';
+import { RunsTreeProvider } from './runs/runsTree';
+import { RunsWatcher } from './runs/runsWatcher';
+import { runsDirectories } from './settings';
+import { RunStatusBar } from './statusBar';
+
+/** What activate() returns: the e2e tests and other extensions reach the services through it. */
+export interface MoelabApi {
+  runStore: RunStoreApi;
+  panels: PanelsApi;
+  runEngineTask(name: string, args: string[]): Promise<number | undefined>;
+}
+
+export function activate(context: vscode.ExtensionContext): MoelabApi {
+  const subs = context.subscriptions;
+
+  const store = new RunStore({ roots: () => runsDirectories() });
+  subs.push(store);
+
+  const locator = new EngineLocator();
+  // The gate installs via the runner, and the runner asks the gate first: bind lazily.
+  const gate: EngineGate = new EngineGate(locator, context.extensionPath, (name, command, args, folder) => runner.runProcess(name, command, args, folder));
+  const runner = new JobRunner(locator, gate);
+  subs.push(locator, runner, runner.onDidEndJob(() => void store.refresh()));
+
+  const runsTree = new RunsTreeProvider(store);
+  const runsView = vscode.window.createTreeView('moelab.runs', { treeDataProvider: runsTree, canSelectMany: true, showCollapseAll: true });
+  const checkpointsTree = new CheckpointsTreeProvider(store);
+  const checkpointsView = vscode.window.createTreeView('moelab.checkpoints', {
+    treeDataProvider: checkpointsTree,
+    canSelectMany: true,
+    showCollapseAll: true,
+  });
+  subs.push(runsTree, runsView, checkpointsTree, checkpointsView);
+
+  subs.push(
+    new RunsWatcher((uri) => {
+      store.schedule();
+      if (/[\\/]checkpoints[\\/]/.test(uri.fsPath)) checkpointsTree.refresh();
+    }),
+    vscode.workspace.onDidChangeConfiguration((e) => {
+      if (e.affectsConfiguration('moelab.runsDirectories')) void store.refresh();
+    }),
+    vscode.workspace.onDidChangeWorkspaceFolders(() => void store.refresh()),
+    new RunStatusBar(store),
+    registerRunNotifications(store),
+  );
+
+  const diffDocs = new DiffDocumentProvider();
+  const codeLens = new ExperimentCodeLensProvider();
+  subs.push(
+    codeLens,
+    vscode.workspace.registerTextDocumentContentProvider(DIFF_SCHEME, diffDocs),
+    vscode.tasks.registerTaskProvider(TASK_TYPE, new MoelabTaskProvider(runner)),
+    vscode.languages.registerCodeLensProvider(EXPERIMENT_SELECTOR, codeLens),
+  );
+
+  const panels = registerPanels(context, store);
+  const runEngineTask = (name: string, args: string[]) => runner.runEngineAndWait(name, args);
+  registerInspector(context, { runEngineTask });
+
+  subs.push(
+    ...registerJobCommands({ context, runner, gate, store }),
+    ...registerViewCommands({ store, panels, checkpoints: checkpointsTree, runsView: runsView as vscode.TreeView<unknown> }),
+    ...registerCheckpointCommands({ runner, panels, tree: checkpointsTree, diffDocs }),
+  );
+
+  void store.refresh();
+  return { runStore: store, panels, runEngineTask };
+}
+
+export function deactivate(): void {
+  // Everything is disposed through context.subscriptions.
+}

@@ -1,0 +1,144 @@
+// Argument arrays for every engine job. Each value is one argv element handed to a process
+// (vscode.ProcessExecution / child_process.execFile): nothing is ever joined into a shell
+// string, so spaces, quotes, `$(...)` and `;` in paths reach the engine verbatim.
+// No vscode import.
+import * as path from 'node:path';
+
+export interface EngineInvocation {
+  command: string;
+  args: string[];
+  env?: Record<string, string>;
+}
+
+export type UpcycleMethod = 'sparse' | 'btx' | 'bam-ekv' | 'bam-skv' | 'upit';
+export const UPCYCLE_METHODS: readonly UpcycleMethod[] = ['sparse', 'btx', 'bam-ekv', 'bam-skv', 'upit'];
+export type ExportFormat = 'onnx' | 'hf';
+
+export class TaskArgError extends Error {}
+
+/**
+ * Paths become absolute so that a file called `--help` or `-rf` can never be read as an option,
+ * and so the task does not depend on its cwd. NUL cannot cross exec, so it is refused early.
+ */
+export function pathArg(p: string, base: string): string {
+  checkArg(p);
+  if (p.length === 0) throw new TaskArgError('empty path');
+  return path.resolve(base, p);
+}
+
+function checkArg(a: string): string {
+  if (a.includes('\0')) throw new TaskArgError(`argument contains a NUL character: ${JSON.stringify(a)}`);
+  return a;
+}
+
+export function demoArgs(runsDir: string, base: string, quick = true): string[] {
+  return ['demo', ...(quick ? ['--quick'] : []), '--out', pathArg(runsDir, base)];
+}
+
+export function runExperimentArgs(file: string, base: string): string[] {
+  return ['run', pathArg(file, base)];
+}
+
+export function trainArgs(configFile: string, base: string): string[] {
+  return ['train', pathArg(configFile, base)];
+}
+
+export interface UpcycleOptions {
+  method: UpcycleMethod;
+  seed: string;
+  experts: string[];
+  out: string;
+  topK?: number;
+  numExperts?: number;
+  routerSeed?: number;
+}
+
+function intArg(name: string, v: number | undefined): string[] {
+  if (v === undefined) return [];
+  if (!Number.isSafeInteger(v) || v < 0) throw new TaskArgError(`${name} must be a non-negative integer, got ${v}`);
+  return [name, String(v)];
+}
+
+export function upcycleArgs(o: UpcycleOptions, base: string): string[] {
+  if (!UPCYCLE_METHODS.includes(o.method)) throw new TaskArgError(`unknown method ${o.method}`);
+  return [
+    'upcycle',
+    '--method',
+    o.method,
+    '--seed',
+    pathArg(o.seed, base),
+    ...o.experts.flatMap((e) => ['--expert', pathArg(e, base)]),
+    '--out',
+    pathArg(o.out, base),
+    ...intArg('--top-k', o.topK),
+    ...intArg('--num-experts', o.numExperts),
+    ...intArg('--router-seed', o.routerSeed),
+  ];
+}
+
+export function evalArgs(ckpt: string, data: string[], base: string): string[] {
+  return ['eval', '--ckpt', pathArg(ckpt, base), ...(data.length ? ['--data', ...data.map(checkArg)] : [])];
+}
+
+export function exportArgs(ckpt: string, format: ExportFormat, out: string, base: string): string[] {
+  if (format !== 'onnx' && format !== 'hf') throw new TaskArgError(`unknown export format ${format}`);
+  return ['export', '--ckpt', pathArg(ckpt, base), '--format', format, '--out', pathArg(out, base)];
+}
+
+export function analyzeArgs(a: string, b: string, out: string, base: string): string[] {
+  return ['analyze', '--ckpt', pathArg(a, base), '--ckpt', pathArg(b, base), '--out', pathArg(out, base)];
+}
+
+/** pip arguments (after `<python> -m`) that install the engine into the chosen interpreter. */
+export function installArgs(source: { editable?: string; local?: string }): string[] {
+  if (source.editable) return ['pip', 'install', '-e', checkArg(source.editable)];
+  if (source.local) return ['pip', 'install', checkArg(source.local)];
+  return ['pip', 'install', 'moelab'];
+}
+
+export interface LauncherSettings {
+  kind: 'local' | 'torchrun' | 'slurm';
+  /** "auto" leaves the choice to the engine. Passed as MOELAB_DEVICE, not as a CLI flag. */
+  device?: string;
+  torchrunProcsPerNode?: number;
+  slurm?: {
+    partition?: string;
+    account?: string;
+    nodes?: number;
+    gpusPerNode?: number;
+    time?: string;
+    extraArgs?: string[];
+  };
+}
+
+/**
+ * `<python> -m moelab <args>`, wrapped in torchrun or srun when the launcher says so.
+ * Only training-like commands are worth distributing; the caller decides via `distribute`.
+ */
+export function engineInvocation(python: string, engineArgs: string[], launcher: LauncherSettings = { kind: 'local' }, distribute = false): EngineInvocation {
+  engineArgs.forEach(checkArg);
+  checkArg(python);
+  const env: Record<string, string> = { PYTHONUNBUFFERED: '1' };
+  if (launcher.device && launcher.device !== 'auto') env.MOELAB_DEVICE = checkArg(launcher.device);
+  const moelab = ['-m', 'moelab', ...engineArgs];
+  if (!distribute || launcher.kind === 'local') return { command: python, args: moelab, env };
+  if (launcher.kind === 'torchrun') {
+    const n = launcher.torchrunProcsPerNode ?? 1;
+    return { command: python, args: ['-m', 'torch.distributed.run', '--standalone', ...intArg('--nproc-per-node', n), ...moelab], env };
+  }
+  const s = launcher.slurm ?? {};
+  const srun = [
+    ...(s.partition ? [`--partition=${checkArg(s.partition)}`] : []),
+    ...(s.account ? [`--account=${checkArg(s.account)}`] : []),
+    ...(s.nodes ? [`--nodes=${s.nodes}`] : []),
+    ...(s.gpusPerNode ? [`--gpus-per-node=${s.gpusPerNode}`, `--ntasks-per-node=1`] : []),
+    ...(s.time ? [`--time=${checkArg(s.time)}`] : []),
+    ...(s.extraArgs ?? []).map(checkArg),
+  ];
+  // One srun task per node; torchrun spreads the GPUs of the node.
+  const inner = s.gpusPerNode && s.gpusPerNode > 1 ? ['-m', 'torch.distributed.run', `--nproc-per-node=${s.gpusPerNode}`, ...moelab] : moelab;
+  return { command: 'srun', args: [...srun, python, ...inner], env };
+}
+
+/** Engine subcommands that train and therefore go through torchrun / Slurm when configured. */
+export const DISTRIBUTED_COMMANDS: ReadonlySet<string> = new Set(['train', 'run']);

@@ -1,0 +1,119 @@
+// Shapes the run store's records into protocol messages (vscode-free, tested).
+// The store hands us whatever JSON the engine wrote: every value is checked,
+// so that what we post always passes the webview's validation.
+import type { MetricRecord, RoutingRecord, RunInfo } from '../runs/model';
+import type { Cell, MetricBlock, RoutingRow, RunSummary } from '../../../webview/src/protocol';
+
+const SKIP = new Set(['step', 'tokens', 'time', 'split', 'domain']);
+
+function num(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' && v.length > 0 ? v : undefined;
+}
+
+export function toRunSummary(run: RunInfo): RunSummary {
+  const config = run.config ?? {};
+  const seed = num(config.seed);
+  const name = str(run.name) ?? (seed !== undefined && !run.id.includes(String(seed)) ? `${run.id} (seed ${seed})` : run.id);
+  return {
+    id: run.id,
+    name,
+    status: str(run.status) ?? 'unknown',
+    experiment: str(run.experiment),
+    method: str(run.method),
+    stage: str(run.stage),
+  };
+}
+
+/** metrics.jsonl records → one columnar block per split (train / eval). */
+export function toMetricBlocks(runId: string, records: readonly MetricRecord[]): MetricBlock[] {
+  interface Building extends MetricBlock {
+    step: number[];
+    tokens: Cell[];
+    time: Cell[];
+    values: Record<string, Cell[]>;
+  }
+  const blocks: Record<'train' | 'eval', Building> = {
+    train: { runId, split: 'train', step: [], tokens: [], time: [], values: {} },
+    eval: { runId, split: 'eval', step: [], tokens: [], time: [], values: {} },
+  };
+  for (const r of records) {
+    const step = num(r.step);
+    if (step === undefined) continue;
+    const b = blocks[r.split === 'eval' ? 'eval' : 'train'];
+    const i = b.step.length;
+    const cells: [string, number][] = [];
+    for (const [k, v] of Object.entries(r)) {
+      if (SKIP.has(k)) continue;
+      const n = num(v);
+      if (n !== undefined) cells.push([k, n]);
+    }
+    if (r.domain && typeof r.domain === 'object') {
+      for (const [d, v] of Object.entries(r.domain)) {
+        const n = num(v);
+        if (n !== undefined) cells.push([`domain/${d}`, n]);
+      }
+    }
+    if (!cells.length) continue;
+    b.step.push(step);
+    b.tokens.push(num(r.tokens) ?? null);
+    b.time.push(num(r.time) ?? null);
+    for (const [k, n] of cells) {
+      let col = b.values[k];
+      if (!col) {
+        col = new Array<Cell>(i).fill(null);
+        b.values[k] = col;
+      }
+      col.push(n);
+    }
+    for (const col of Object.values(b.values)) if (col.length < i + 1) col.push(null);
+  }
+  return [blocks.train, blocks.eval].filter((b) => b.step.length > 0);
+}
+
+function numArray(v: unknown, length?: number): number[] | undefined {
+  if (!Array.isArray(v) || (length !== undefined && v.length !== length)) return undefined;
+  return v.every((x) => num(x) !== undefined) ? (v as number[]) : undefined;
+}
+
+export function toRoutingRow(r: RoutingRecord): RoutingRow | undefined {
+  const step = num(r.step);
+  const layer = num(r.layer);
+  const router = r.router === 'attn' ? 'attn' : r.router === 'ffn' ? 'ffn' : undefined;
+  const load = numArray(r.load);
+  if (step === undefined || layer === undefined || !Number.isInteger(layer) || !router || !load?.length) return undefined;
+  const row: RoutingRow = { step, layer, router, load, prob: numArray(r.prob, load.length) ?? [] };
+  if (r.by_domain && typeof r.by_domain === 'object') {
+    const by: Record<string, number[]> = {};
+    for (const [d, v] of Object.entries(r.by_domain)) {
+      const a = numArray(v, load.length);
+      if (a) by[d] = a;
+    }
+    row.by_domain = by;
+  }
+  const sat = num(r.saturation);
+  if (sat !== undefined) row.saturation = sat;
+  if (Array.isArray(r.coactivation) && r.coactivation.length === load.length && r.coactivation.every((x) => numArray(x, load.length))) {
+    row.coactivation = r.coactivation as number[][];
+  }
+  return row;
+}
+
+export function toRoutingRows(records: readonly RoutingRecord[]): RoutingRow[] {
+  const out: RoutingRow[] = [];
+  for (const r of records) {
+    const row = toRoutingRow(r);
+    if (row) out.push(row);
+  }
+  return out;
+}
+
+/** The runs a panel shows: those asked for (that exist), or every run when none was asked for. */
+export function selectRuns(all: readonly RunInfo[], runIds: readonly string[]): RunInfo[] {
+  if (!runIds.length) return [...all];
+  const want = new Set(runIds);
+  return all.filter((r) => want.has(r.id));
+}

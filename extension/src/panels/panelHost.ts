@@ -1,0 +1,145 @@
+// The host side of one webview panel: HTML with CSP and nonce, the ready
+// handshake, live forwarding of the run store's appends, and validated handling
+// of what the webview posts (malformed messages are dropped and counted).
+import * as vscode from 'vscode';
+import type { MetricRecord, RoutingRecord, RunStoreApi } from '../runs/model';
+import type { PanelKind, WebviewToHostMessage } from '../../../webview/src/protocol';
+import { parseWebviewToHost } from '../../../webview/src/protocolGuards';
+import { makeNonce } from './nonce';
+import { selectRuns, toMetricBlocks, toRoutingRows, toRunSummary } from './panelData';
+import type { WarningLedger } from './warningLedger';
+import { webviewHtml } from './webviewHtml';
+
+export const VIEW_TYPES: Record<PanelKind, string> = { dashboard: 'moelab.dashboard', router: 'moelab.routerPanel' };
+const TITLES: Record<PanelKind, string> = { dashboard: 'MoE Lab: Dashboard', router: 'MoE Lab: Router Panel' };
+
+export function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewOptions & vscode.WebviewPanelOptions {
+  return {
+    enableScripts: true,
+    // Only the bundle: no workspace files, no media outside dist/webview.
+    localResourceRoots: [vscode.Uri.joinPath(extensionUri, 'dist', 'webview')],
+    retainContextWhenHidden: false,
+  };
+}
+
+export function createPanel(kind: PanelKind, extensionUri: vscode.Uri): vscode.WebviewPanel {
+  return vscode.window.createWebviewPanel(VIEW_TYPES[kind], TITLES[kind], vscode.ViewColumn.Active, webviewOptions(extensionUri));
+}
+
+export class PanelHost implements vscode.Disposable {
+  private readonly disposables: vscode.Disposable[] = [];
+  private ready = false;
+  /** Messages from the webview that failed validation (for diagnostics). */
+  dropped = 0;
+
+  constructor(
+    readonly kind: PanelKind,
+    readonly panel: vscode.WebviewPanel,
+    private runIds: string[],
+    private readonly store: RunStoreApi,
+    private readonly extensionUri: vscode.Uri,
+    private readonly ledger: WarningLedger,
+    private readonly log: (line: string) => void,
+  ) {
+    const webview = panel.webview;
+    webview.options = webviewOptions(extensionUri);
+    const asset = (file: string): string => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', 'webview', file)).toString();
+    const bundle = kind === 'dashboard' ? 'dashboard' : 'router';
+    webview.html = webviewHtml({ title: TITLES[kind], cspSource: webview.cspSource, nonce: makeNonce(), scriptUri: asset(`${bundle}.js`), styleUri: asset(`${bundle}.css`) });
+    this.disposables.push(
+      webview.onDidReceiveMessage((raw) => this.receive(raw)),
+      store.onDidAppend((append) => this.forward(append.runId, append)),
+      store.onDidChangeRuns(() => this.post({ type: 'runs', runs: this.runs().map(toRunSummary) })),
+      panel.onDidDispose(() => this.dispose()),
+    );
+  }
+
+  /** Show other runs in the same panel. */
+  setRuns(runIds: string[]): void {
+    this.runIds = runIds;
+    if (this.ready) this.sendInit();
+  }
+
+  private runs(): ReturnType<RunStoreApi['list']> {
+    return selectRuns(this.store.list(), this.runIds);
+  }
+
+  private shows(runId: string): boolean {
+    return this.runIds.length === 0 || this.runIds.includes(runId);
+  }
+
+  private post(message: unknown): void {
+    if (this.ready) void this.panel.webview.postMessage(message);
+  }
+
+  private sendInit(): void {
+    const runs = this.runs();
+    const summaries = runs.map(toRunSummary);
+    if (this.kind === 'dashboard') {
+      void this.panel.webview.postMessage({ type: 'init', panel: 'dashboard', runIds: this.runIds, runs: summaries, blocks: runs.flatMap((r) => toMetricBlocks(r.id, this.store.metrics(r.id))) });
+    } else {
+      const routing = runs.map((r) => ({ runId: r.id, rows: toRoutingRows(this.store.routing(r.id)) })).filter((b) => b.rows.length > 0);
+      void this.panel.webview.postMessage({ type: 'init', panel: 'router', runIds: this.runIds, runs: summaries, routing });
+    }
+  }
+
+  private forward(runId: string, append: { metrics: readonly MetricRecord[]; routing: readonly RoutingRecord[] }): void {
+    if (!this.ready || !this.shows(runId)) return;
+    if (this.kind === 'dashboard' && append.metrics.length) {
+      this.post({ type: 'appendMetrics', blocks: toMetricBlocks(runId, append.metrics) });
+    } else if (this.kind === 'router' && append.routing.length) {
+      this.post({ type: 'appendRouting', routing: [{ runId, rows: toRoutingRows(append.routing) }] });
+    }
+  }
+
+  private receive(raw: unknown): void {
+    const message = parseWebviewToHost(raw);
+    if (!message) {
+      this.dropped++;
+      this.log(`[panels] dropped malformed message from the ${this.kind} webview (${this.dropped} so far)`);
+      return;
+    }
+    try {
+      void this.handle(message);
+    } catch (err) {
+      this.log(`[panels] ${this.kind}: ${String(err)}`);
+    }
+  }
+
+  private async handle(message: WebviewToHostMessage): Promise<void> {
+    switch (message.type) {
+      case 'ready':
+        // Also after the webview reloads (it was hidden, or VS Code restarted).
+        this.ready = true;
+        this.sendInit();
+        return;
+      case 'protocolError':
+        this.log(`[panels] ${this.kind} webview dropped a message: ${message.detail} (${message.dropped} so far)`);
+        return;
+      case 'routerWarnings':
+        for (const text of this.ledger.take(message.warnings, (id) => this.store.get(id)?.id ?? id)) {
+          void vscode.window.showWarningMessage(text);
+        }
+        return;
+      case 'saveFile':
+        await this.save(message.suggestedName, message.format, message.data);
+        return;
+    }
+  }
+
+  private async save(name: string, format: 'png' | 'csv', data: string): Promise<void> {
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
+    const target = await vscode.window.showSaveDialog({
+      defaultUri: folder ? vscode.Uri.joinPath(folder, name) : undefined,
+      filters: format === 'png' ? { 'PNG image': ['png'] } : { CSV: ['csv'] },
+    });
+    if (!target) return;
+    const bytes = format === 'png' ? Buffer.from(data, 'base64') : Buffer.from(data, 'utf8');
+    await vscode.workspace.fs.writeFile(target, bytes);
+    void vscode.window.showInformationMessage(`Saved ${vscode.workspace.asRelativePath(target)}`);
+  }
+
+  dispose(): void {
+    while (this.disposables.length) this.disposables.pop()?.dispose();
+  }
+}

@@ -1,0 +1,73 @@
+// Validation of run-directory files (DESIGN §4). Lenient on extra fields, strict on the ones
+// the views index by, so one odd line cannot break a chart. No vscode import.
+import type { MetricRecord, RoutingRecord, RunInfo } from './model';
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
+
+export function isMetricRecord(v: unknown): v is MetricRecord {
+  return isObject(v) && typeof v.step === 'number' && Number.isFinite(v.step);
+}
+
+export function isRoutingRecord(v: unknown): v is RoutingRecord {
+  return (
+    isObject(v) &&
+    typeof v.step === 'number' &&
+    typeof v.layer === 'number' &&
+    typeof v.router === 'string' &&
+    isNumberArray(v.load) &&
+    isNumberArray(v.prob)
+  );
+}
+
+/** Parses run.json; `dir` is where it was found. The id falls back to the folder name. */
+export function parseRunJson(text: string, dir: string, folderName: string): RunInfo | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!isObject(v)) return undefined;
+  const run: RunInfo = { ...v, id: typeof v.id === 'string' && v.id ? v.id : folderName, dir, status: typeof v.status === 'string' ? v.status : 'queued' };
+  if (typeof v.pid !== 'number') delete run.pid;
+  if (v.parents !== undefined && !(Array.isArray(v.parents) && v.parents.every((p) => typeof p === 'string'))) delete run.parents;
+  if (v.config !== undefined && !isObject(v.config)) delete run.config;
+  return run;
+}
+
+export const TERMINAL_STATUSES: ReadonlySet<string> = new Set(['done', 'failed', 'stopped', 'diverged']);
+
+/** Whether a process exists on this host; EPERM means it exists but belongs to someone else. */
+export function isPidAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * "running" is only believable if the process is alive. We can check only on the host that
+ * started it; runs on other hosts (Slurm nodes) keep their word.
+ */
+export function isStale(run: RunInfo, thisHost: string, alive: (pid: number) => boolean = isPidAlive): boolean {
+  if (run.status !== 'running' || typeof run.pid !== 'number') return false;
+  if (typeof run.host === 'string' && run.host !== '' && run.host !== thisHost) return false;
+  return !alive(run.pid);
+}
+
+/** The step count a run aims for, wherever the engine put it. */
+export function totalSteps(run: RunInfo): number | undefined {
+  const cfg = run.config ?? {};
+  const train = isObject(cfg.train) ? cfg.train : {};
+  for (const v of [run.total_steps, run.max_steps, cfg.total_steps, cfg.max_steps, cfg.steps, train.steps, train.max_steps]) {
+    if (typeof v === 'number' && v > 0) return v;
+  }
+  return undefined;
+}

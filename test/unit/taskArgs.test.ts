@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import {
+  analyzeArgs,
+  demoArgs,
+  engineInvocation,
+  exportArgs,
+  installArgs,
+  runExperimentArgs,
+  TaskArgError,
+  upcycleArgs,
+} from '../../extension/src/jobs/taskArgs';
+import { chooseInterpreter, compareVersions, parseEngineVersion } from '../../extension/src/engine/interpreter';
+
+const base = path.resolve('/work space/with "quotes"');
+const hostile = [
+  'my runs/with space',
+  'it\'s "quoted"',
+  '$(touch /tmp/pwned)',
+  '`id`',
+  'a; rm -rf ~',
+  'x && y | z > out',
+  '$HOME/${USER}',
+  'ünïcødé ✓',
+  '--help',
+  '-rf',
+  'new\nline',
+];
+
+/** Runs a real process with the array, to prove each element arrives as one verbatim argv entry. */
+function echoArgv(inv: { command: string; args: string[] }): string[] {
+  const out = execFileSync(process.execPath, ['-e', 'process.stdout.write(JSON.stringify(process.argv.slice(1)))', '--', ...inv.args]);
+  return JSON.parse(out.toString());
+}
+
+describe('task arguments', () => {
+  it('demo: quick demo into the runs dir, as the e2e test expects', () => {
+    assert.deepEqual(demoArgs('runs', '/ws'), ['demo', '--quick', '--out', '/ws/runs']);
+  });
+
+  for (const p of hostile) {
+    it(`passes ${JSON.stringify(p)} through verbatim as one argument`, () => {
+      const args = runExperimentArgs(p, base);
+      assert.equal(args.length, 2);
+      assert.equal(args[1], path.resolve(base, p));
+      // Paths are absolute, so even "--help" or "-rf" cannot be mistaken for an option.
+      assert.ok(path.isAbsolute(args[1]));
+      const inv = engineInvocation('/opt/py env/bin/python', args);
+      assert.equal(inv.command, '/opt/py env/bin/python');
+      assert.deepEqual(inv.args, ['-m', 'moelab', 'run', path.resolve(base, p)]);
+      assert.deepEqual(echoArgv(inv), inv.args);
+    });
+  }
+
+  it('upcycle, export, analyze keep every path as one element', () => {
+    const a = upcycleArgs({ method: 'btx', seed: 'seed dir', experts: ['e 1', '$(e2)', 'e;3'], out: 'out "x"', topK: 2, numExperts: 3, routerSeed: 0 }, base);
+    assert.deepEqual(a, [
+      'upcycle', '--method', 'btx', '--seed', path.join(base, 'seed dir'),
+      '--expert', path.join(base, 'e 1'), '--expert', path.join(base, '$(e2)'), '--expert', path.join(base, 'e;3'),
+      '--out', path.join(base, 'out "x"'), '--top-k', '2', '--num-experts', '3', '--router-seed', '0',
+    ]);
+    assert.deepEqual(echoArgv({ command: 'x', args: a }), a);
+    assert.deepEqual(exportArgs('c k', 'onnx', '$o', base).slice(0, 2), ['export', '--ckpt']);
+    assert.deepEqual(analyzeArgs('a', 'b', 'o', '/r'), ['analyze', '--ckpt', '/r/a', '--ckpt', '/r/b', '--out', '/r/o']);
+  });
+
+  it('refuses NUL bytes, unknown methods and formats, bad integers', () => {
+    assert.throws(() => runExperimentArgs('a\0b', base), TaskArgError);
+    assert.throws(() => upcycleArgs({ method: 'evil; rm' as never, seed: 's', experts: [], out: 'o' }, base), TaskArgError);
+    assert.throws(() => upcycleArgs({ method: 'sparse', seed: 's', experts: [], out: 'o', topK: 1.5 }, base), TaskArgError);
+    assert.throws(() => exportArgs('c', 'sh' as never, 'o', base), TaskArgError);
+    assert.throws(() => engineInvocation('py', ['run', 'x\0']), TaskArgError);
+  });
+
+  it('launchers wrap without a shell; device goes through the environment', () => {
+    const args = ['train', '/a b/c.json'];
+    const local = engineInvocation('py', args, { kind: 'slurm', device: 'cuda' }, false);
+    assert.deepEqual(local.args, ['-m', 'moelab', 'train', '/a b/c.json']);
+    assert.equal(local.env?.MOELAB_DEVICE, 'cuda');
+    const tr = engineInvocation('py', args, { kind: 'torchrun', torchrunProcsPerNode: 4 }, true);
+    assert.deepEqual(tr.args, ['-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '4', '-m', 'moelab', 'train', '/a b/c.json']);
+    const slurm = engineInvocation('/p y', args, { kind: 'slurm', slurm: { partition: 'gpu; x', gpusPerNode: 2, time: '01:00:00', extraArgs: ['--qos=high'] } }, true);
+    assert.equal(slurm.command, 'srun');
+    assert.deepEqual(slurm.args, [
+      '--partition=gpu; x', '--gpus-per-node=2', '--ntasks-per-node=1', '--time=01:00:00', '--qos=high',
+      '/p y', '-m', 'torch.distributed.run', '--nproc-per-node=2', '-m', 'moelab', 'train', '/a b/c.json',
+    ]);
+  });
+
+  it('install: editable workspace engine, else the bundled engine, else the index', () => {
+    assert.deepEqual(installArgs({ editable: '/w s/engine' }), ['pip', 'install', '-e', '/w s/engine']);
+    assert.deepEqual(installArgs({ local: '/ext/engine' }), ['pip', 'install', '/ext/engine']);
+    assert.deepEqual(installArgs({}), ['pip', 'install', 'moelab']);
+  });
+});
+
+describe('interpreter choice and engine version', () => {
+  it('Python extension > setting > workspace .venv with moelab > python3', () => {
+    assert.deepEqual(chooseInterpreter({ pythonExtension: '/e', setting: '/s', workspaceVenv: '/v' }, 'linux'), { python: '/e', source: 'pythonExtension' });
+    assert.deepEqual(chooseInterpreter({ setting: ' /s ', workspaceVenv: '/v' }, 'linux'), { python: '/s', source: 'setting' });
+    assert.deepEqual(chooseInterpreter({ setting: '', workspaceVenv: '/v' }, 'linux'), { python: '/v', source: 'workspaceVenv' });
+    assert.deepEqual(chooseInterpreter({}, 'linux'), { python: 'python3', source: 'default' });
+    assert.equal(chooseInterpreter({}, 'win32').python, 'python');
+  });
+
+  it('parses "moelab 0.1.0" and compares versions', () => {
+    assert.equal(parseEngineVersion('moelab 0.1.0\n'), '0.1.0');
+    assert.equal(parseEngineVersion('No module named moelab'), undefined);
+    assert.equal(compareVersions('0.1.0', '0.1.0'), 0);
+    assert.equal(compareVersions('0.10.0', '0.9.9'), 1);
+    assert.equal(compareVersions('0.0.9', '0.1.0'), -1);
+  });
+});

@@ -1,0 +1,101 @@
+// The router panel bundle in headless Chromium.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Browser } from 'playwright-core';
+import { routingRows, RUNS, steps } from './fixtures';
+import { launch, openPanel, settled } from './harness';
+
+let browser: Browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+const demo = (perToken = false): unknown => ({
+  type: 'init',
+  panel: 'router',
+  runIds: ['bam-ekv-s1', 'btx-s1'],
+  runs: RUNS,
+  routing: [
+    { runId: 'bam-ekv-s1', rows: routingRows({ layers: 4, experts: 4, steps: steps(1000, 50), routers: ['ffn', 'attn'], seed: 1, perToken }) },
+    { runId: 'btx-s1', rows: routingRows({ layers: 4, experts: 4, steps: steps(1000, 50), routers: ['ffn'], collapseTo: 2, dead: 3, seed: 2, perToken }) },
+  ],
+});
+
+describe('router panel webview', () => {
+  for (const theme of ['dark', 'light', 'hc'] as const) {
+    it(`shows two runs side by side with heatmaps and warnings (${theme})`, async () => {
+      const p = await openPanel(browser, 'router', { theme, height: 1400 });
+      await p.send(demo());
+      await settled(p.page);
+      assert.equal(await p.page.locator('.overview-run').count(), 2);
+      assert.ok((await p.page.locator('.layer-row.two').count()) >= 4);
+      const warnings = (await p.page.locator('.warning').allTextContents()).join('\n');
+      assert.match(warnings, /collapse/i);
+      assert.match(warnings, /dead expert/i);
+      const posted = ((await p.posted()) as { type: string; warnings?: { runId: string; kind: string }[] }[]).filter((m) => m.type === 'routerWarnings');
+      assert.ok(posted.flatMap((m) => m.warnings ?? []).every((w) => w.runId === 'btx-s1'), 'only the broken run warns');
+      // Saturation needs per-token data: an explanatory empty state instead.
+      assert.match((await p.page.locator('[data-card="saturation"]').first().textContent()) ?? '', /per-token/);
+      // The attention router shows the soft-weight distribution.
+      assert.ok((await p.page.getByText('Soft router weight per expert').count()) > 0);
+      await p.screenshot(`router-${theme}`);
+      assert.deepEqual(await p.cspViolations(), []);
+      assert.deepEqual(p.errors, []);
+      await p.page.close();
+    });
+  }
+
+  it('plots saturation and co-activation when records carry them', async () => {
+    const p = await openPanel(browser, 'router');
+    await p.send(demo(true));
+    await settled(p.page);
+    assert.equal(await p.page.locator('[data-card="saturation"] svg').count(), 2);
+    assert.ok((await p.page.getByText('Co-activation (expert × expert)').count()) > 0);
+    await p.page.close();
+  });
+
+  it('keeps 40 layers × 256 experts usable (virtualized rows)', async () => {
+    const p = await openPanel(browser, 'router', { height: 1000 });
+    const rows = routingRows({ layers: 40, experts: 256, steps: steps(1000, 50), routers: ['ffn', 'attn'], seed: 3 });
+    const t0 = Date.now();
+    await p.send({ type: 'init', panel: 'router', runIds: [], runs: RUNS, routing: [{ runId: 'bam-ekv-s1', rows }] });
+    await settled(p.page);
+    const ms = Date.now() - t0;
+    const rendered = await p.page.locator('.layer-row').count();
+    assert.ok(rendered > 0 && rendered < 16, `only rows in view exist (${rendered})`);
+    await p.page.locator('.layer-list').evaluate((e) => e.scrollTo(0, e.scrollHeight));
+    await settled(p.page);
+    const keys = await p.page.locator('.layer-row').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.key));
+    assert.ok(keys.includes('1:00039'), `last attention layer rendered after scrolling: ${keys.join(',')}`);
+    console.log(`# 40 layers x 256 experts x 2 routers x 21 steps: init to paint ${ms} ms, ${rendered} rows in the DOM`);
+    await p.page.evaluate(() => window.scrollTo(0, 0));
+    await p.screenshot('router-40x256');
+    assert.deepEqual(p.errors, []);
+    await p.page.close();
+  });
+
+  it('drops malformed messages and appends live routing', async () => {
+    const p = await openPanel(browser, 'router');
+    const bad = [
+      { type: 'init', panel: 'router', runIds: [], runs: RUNS, routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'moe', load: [1], prob: [1] }] }] },
+      { type: 'appendRouting', routing: [{ runId: 'x', rows: [{ step: 1, layer: 0.5, router: 'ffn', load: [1], prob: [1] }] }] },
+      { type: 'appendRouting', routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [1] }] }] },
+      { type: 'appendRouting', routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.5, 0.5], by_domain: { code: [1] } }] }] },
+      { type: 'init', panel: 'dashboard', runIds: [], runs: [], blocks: [] },
+      undefined,
+    ];
+    for (const m of bad) await p.send(m);
+    await p.send(demo());
+    await settled(p.page);
+    assert.equal(await p.page.evaluate(() => document.body.dataset.droppedMessages), String(bad.length));
+    const more = routingRows({ layers: 4, experts: 4, steps: [1050, 1100], routers: ['ffn', 'attn'], seed: 1 });
+    await p.send({ type: 'appendRouting', routing: [{ runId: 'bam-ekv-s1', rows: more }] });
+    await settled(p.page);
+    assert.match((await p.page.locator('.hover-readout').first().textContent()) ?? '', /^23 logged steps/);
+    assert.deepEqual(p.errors, []);
+    await p.page.close();
+  });
+});

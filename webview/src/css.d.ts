@@ -1,0 +1,2 @@
+// Stylesheets imported for their side effect: esbuild emits them next to the bundle.
+declare module '*.css';

@@ -1,0 +1,149 @@
+// Every (run, metric) curve of the dashboard, in growable typed arrays so that
+// live appends extend a curve (and its smoothing) in place instead of rebuilding it.
+import type { MetricBlock, XAxisMode } from '../protocol';
+import { EmaState, smoothInto } from '../shared/smoothing';
+import { lowerBound } from '../shared/decimate';
+
+function grow(a: Float64Array, need: number): Float64Array {
+  if (need <= a.length) return a;
+  const b = new Float64Array(Math.max(need, a.length * 2, 64));
+  b.set(a);
+  return b;
+}
+
+export class Series {
+  n = 0;
+  step: Float64Array = new Float64Array(0);
+  tokens: Float64Array = new Float64Array(0);
+  time: Float64Array = new Float64Array(0);
+  y: Float64Array = new Float64Array(0);
+  smooth: Float64Array = new Float64Array(0);
+  private ema: EmaState;
+
+  constructor(
+    readonly runId: string,
+    readonly metric: string,
+    private weight: number,
+  ) {
+    this.ema = new EmaState(weight);
+  }
+
+  x(mode: XAxisMode): Float64Array {
+    return mode === 'step' ? this.step : mode === 'tokens' ? this.tokens : this.time;
+  }
+
+  reserve(extra: number): void {
+    const need = this.n + extra;
+    this.step = grow(this.step, need);
+    this.tokens = grow(this.tokens, need);
+    this.time = grow(this.time, need);
+    this.y = grow(this.y, need);
+    this.smooth = grow(this.smooth, need);
+  }
+
+  /** Bulk append of a column (the common, in-order case without per-point calls). */
+  pushColumn(steps: ArrayLike<number>, tokens: ArrayLike<number | null>, times: ArrayLike<number | null>, ys: ArrayLike<number | null>, t0: number): void {
+    const len = steps.length;
+    for (let i = 0; i < len; i++) {
+      const y = ys[i];
+      if (y === null || !Number.isFinite(y)) continue;
+      const step = steps[i];
+      const tok = tokens[i];
+      const t = times[i];
+      if (this.n > 0 && step <= this.step[this.n - 1]) {
+        this.push(step, tok ?? NaN, t === null ? NaN : t - t0, y);
+        continue;
+      }
+      const k = this.n++;
+      this.step[k] = step;
+      this.tokens[k] = tok ?? NaN;
+      this.time[k] = t === null ? NaN : t - t0;
+      this.y[k] = y;
+      this.smooth[k] = this.ema.next(y);
+    }
+  }
+
+  push(step: number, tokens: number, time: number, y: number): void {
+    if (this.n > 0 && step <= this.step[this.n - 1]) {
+      // A run resumed from an earlier checkpoint logs those steps again: the new
+      // points replace the old ones, as the curve continues from the checkpoint.
+      this.n = lowerBound(this.step, this.n, step);
+      this.resmooth();
+    }
+    const i = this.n++;
+    this.step[i] = step;
+    this.tokens[i] = tokens;
+    this.time[i] = time;
+    this.y[i] = y;
+    this.smooth[i] = this.ema.next(y);
+  }
+
+  setSmoothing(weight: number): void {
+    this.weight = weight;
+    this.resmooth();
+  }
+
+  private resmooth(): void {
+    this.ema = smoothInto(this.y, this.n, this.weight, this.smooth);
+  }
+}
+
+export class SeriesStore {
+  private readonly series = new Map<string, Series>();
+  private readonly t0 = new Map<string, number>();
+  private weight = 0;
+  /** Bumped on every change, so derived views (group bands) know when to recompute. */
+  version = 0;
+
+  setSmoothing(weight: number): void {
+    this.weight = weight;
+    for (const s of this.series.values()) s.setSmoothing(weight);
+    this.version++;
+  }
+
+  get(runId: string, metric: string): Series | undefined {
+    return this.series.get(`${runId}\u0000${metric}`);
+  }
+
+  metrics(): string[] {
+    return [...new Set([...this.series.values()].map((s) => s.metric))];
+  }
+
+  runIds(): string[] {
+    return [...new Set([...this.series.values()].map((s) => s.runId))];
+  }
+
+  /** Appends a block; returns the metric ids it touched. */
+  append(block: MetricBlock): Set<string> {
+    const touched = new Set<string>();
+    const n = block.step.length;
+    if (n === 0) return touched;
+    // Time axis = seconds since the run's first record, whatever clock the engine used.
+    let t0 = this.t0.get(block.runId);
+    if (t0 === undefined) {
+      for (let i = 0; i < n; i++) {
+        const t = block.time[i];
+        if (t !== null && Number.isFinite(t)) {
+          t0 = t;
+          break;
+        }
+      }
+      if (t0 !== undefined) this.t0.set(block.runId, t0);
+    }
+    const base = t0 ?? 0;
+    for (const [key, column] of Object.entries(block.values)) {
+      const metric = `${block.split}/${key}`;
+      const id = `${block.runId}\u0000${metric}`;
+      let s = this.series.get(id);
+      if (!s) {
+        s = new Series(block.runId, metric, this.weight);
+        this.series.set(id, s);
+      }
+      s.reserve(n);
+      s.pushColumn(block.step, block.tokens, block.time, column, base);
+      touched.add(metric);
+    }
+    this.version++;
+    return touched;
+  }
+}

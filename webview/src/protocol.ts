@@ -1,0 +1,187 @@
+// The one message protocol between the extension host and the webview panels
+// (DESIGN §5). Types only: the runtime checks live in protocolGuards.ts so that
+// both sides validate every message they receive against these shapes.
+
+export type PanelKind = 'dashboard' | 'router';
+
+/** A run as the panels show it (a projection of run.json). */
+export interface RunSummary {
+  id: string;
+  /** Display name; defaults to the id. */
+  name: string;
+  /** Runs with the same experiment are grouped (mean and min–max band across seeds). */
+  experiment?: string;
+  method?: string;
+  status: string;
+  stage?: string;
+}
+
+/** A missing value in a column (JSON has no NaN). */
+export type Cell = number | null;
+
+/**
+ * A column: a JSON array (null = missing), or a Float64Array (NaN = missing),
+ * which postMessage copies as one block of memory — the fast path for big runs.
+ */
+export type Column = Cell[] | Float64Array;
+
+/**
+ * A columnar slice of one run's metrics.jsonl for one split. Columnar rather
+ * than one object per line: a million points clone, validate and index far
+ * faster as a handful of flat arrays than as a million small objects.
+ * Every array has the length of `step`.
+ */
+export interface MetricBlock {
+  runId: string;
+  split: 'train' | 'eval';
+  step: number[] | Float64Array;
+  tokens: Column;
+  /** Seconds, as the engine writes them (wall clock or since start). */
+  time: Column;
+  /**
+   * One column per numeric field: "loss", "lr", "lb_loss", "z_loss", "grad_norm",
+   * "tokens_per_s", any extra numeric field, and "domain/<name>" per eval domain.
+   */
+  values: Record<string, Column>;
+}
+
+/** One line of routing.jsonl (DESIGN §4), plus optional per-token statistics. */
+export interface RoutingRow {
+  step: number;
+  layer: number;
+  router: 'ffn' | 'attn';
+  /** Fraction of tokens per expert (sums to 1, or to k with top-k). */
+  load: number[];
+  /** Mean router probability per expert. For BAM's soft attention router this is the mixture weight. */
+  prob: number[];
+  by_domain?: Record<string, number[]>;
+  /**
+   * Router saturation (OLMoE, §5.3): the share of a token's top-k experts at this
+   * step that are also among its top-k at the final checkpoint, averaged over
+   * tokens, in [0, 1]. Needs per-token routing: the engine does not log it yet.
+   */
+  saturation?: number;
+  /**
+   * Expert co-activation (OLMoE): E×E, entry [i][j] = fraction of tokens routed to
+   * expert j among those routed to expert i (diagonal 1 or omitted as 0). Needs per-token data.
+   */
+  coactivation?: number[][];
+}
+
+export interface RoutingBlock {
+  runId: string;
+  rows: RoutingRow[];
+}
+
+// ---- host -> webview -------------------------------------------------------
+
+export interface InitDashboardMessage {
+  type: 'init';
+  panel: 'dashboard';
+  /** The selection the panel was opened for (kept in the webview state for restore); empty = every run. */
+  runIds: string[];
+  runs: RunSummary[];
+  blocks: MetricBlock[];
+}
+
+export interface InitRouterMessage {
+  type: 'init';
+  panel: 'router';
+  runIds: string[];
+  runs: RunSummary[];
+  routing: RoutingBlock[];
+}
+
+/** New lines of metrics.jsonl / routing.jsonl (the store's onDidAppend), to append, never to redraw from scratch. */
+export interface AppendMetricsMessage {
+  type: 'appendMetrics';
+  blocks: MetricBlock[];
+}
+
+export interface AppendRoutingMessage {
+  type: 'appendRouting';
+  routing: RoutingBlock[];
+}
+
+/** The run list changed (status, a new run). */
+export interface RunsMessage {
+  type: 'runs';
+  runs: RunSummary[];
+}
+
+export type HostToDashboardMessage = InitDashboardMessage | AppendMetricsMessage | RunsMessage;
+export type HostToRouterMessage = InitRouterMessage | AppendRoutingMessage | RunsMessage;
+
+// ---- webview -> host -------------------------------------------------------
+
+/** The webview's script has loaded and listens: the host answers with `init`. */
+export interface ReadyMessage {
+  type: 'ready';
+}
+
+/** Webviews cannot download: the host asks where to save and writes the file. */
+export interface SaveFileMessage {
+  type: 'saveFile';
+  suggestedName: string;
+  format: 'png' | 'csv';
+  /** png: base64 without the data: prefix; csv: the text. */
+  data: string;
+}
+
+export type RouterWarningKind = 'dead' | 'collapse';
+
+export interface RouterWarning {
+  runId: string;
+  kind: RouterWarningKind;
+  layer: number;
+  router: 'ffn' | 'attn';
+  experts: number[];
+  message: string;
+}
+
+/** The router panel found dead experts or a collapse; the host notifies once per run. */
+export interface RouterWarningsMessage {
+  type: 'routerWarnings';
+  warnings: RouterWarning[];
+}
+
+/** The webview dropped messages it could not validate (for the host's log). */
+export interface ProtocolErrorMessage {
+  type: 'protocolError';
+  dropped: number;
+  detail: string;
+}
+
+export type WebviewToHostMessage = ReadyMessage | SaveFileMessage | RouterWarningsMessage | ProtocolErrorMessage;
+
+// ---- persisted webview state (setState/getState, and the serializer's restore) ----
+
+export type XAxisMode = 'step' | 'tokens' | 'time';
+
+export interface DashboardState {
+  panel: 'dashboard';
+  /** Runs the panel was opened for; empty = every run. */
+  runIds: string[];
+  smoothing: number;
+  logScale: boolean;
+  ignoreOutliers: boolean;
+  groupByExperiment: boolean;
+  xAxis: XAxisMode;
+  filter: string;
+  hidden: string[];
+  pinned: string[];
+}
+
+export interface RouterState {
+  panel: 'router';
+  runIds: string[];
+  runA: string;
+  /** Second run shown side by side; '' = none. */
+  runB: string;
+  router: 'all' | 'ffn' | 'attn';
+  layerFilter: string;
+  /** Logged step for the domain × expert matrices; -1 = latest. */
+  step: number;
+}
+
+export type PanelState = DashboardState | RouterState;

@@ -1,0 +1,68 @@
+// Matrices as images: one pixel per cell in an offscreen canvas, scaled up
+// without smoothing. A 200-step × 256-expert heatmap is one putImageData.
+import { color as d3color, interpolateRgb, interpolateRgbBasis, scaleDiverging, scaleSequential } from 'd3';
+import type { ThemeColors } from '../shared/theme';
+
+export type CellColor = (v: number) => string;
+
+/** Utilization (load / ideal) on a log2 scale: blue = starved, background = fair share, red = overloaded. */
+export function utilizationColor(theme: ThemeColors): CellColor {
+  const s = scaleDiverging(interpolateRgbBasis([theme.cold, theme.background, theme.hot])).domain([-3, 0, 3]).clamp(true);
+  return (v) => s(Math.log2(Math.max(v, 1e-3)));
+}
+
+/** Shares (0..max) from the background to the accent colour. */
+export function shareColor(theme: ThemeColors, max: number): CellColor {
+  const s = scaleSequential(interpolateRgb(theme.background, theme.cold)).domain([0, max || 1]).clamp(true);
+  return (v) => s(v);
+}
+
+function rgba(css: string): [number, number, number] {
+  const c = d3color(css)?.rgb();
+  return c ? [c.r, c.g, c.b] : [128, 128, 128];
+}
+
+/**
+ * Draws value(row, col) for rows × cols into the canvas, which keeps its CSS
+ * size; the canvas's backing store is the matrix itself (crisp via image-rendering).
+ */
+export function drawMatrix(canvas: HTMLCanvasElement, rows: number, cols: number, value: (r: number, c: number) => number, color: CellColor): void {
+  canvas.width = Math.max(1, cols);
+  canvas.height = Math.max(1, rows);
+  const ctx = canvas.getContext('2d');
+  if (!ctx || rows === 0 || cols === 0) return;
+  const img = ctx.createImageData(cols, rows);
+  const cache = new Map<string, [number, number, number]>();
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const v = value(r, c);
+      const o = (r * cols + c) * 4;
+      if (!Number.isFinite(v)) continue;
+      const css = color(v);
+      let rgb = cache.get(css);
+      if (!rgb) {
+        rgb = rgba(css);
+        cache.set(css, rgb);
+      }
+      img.data[o] = rgb[0];
+      img.data[o + 1] = rgb[1];
+      img.data[o + 2] = rgb[2];
+      img.data[o + 3] = 255;
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+/** A small colour ramp with end labels, so each heatmap can be read. */
+export function colorLegend(color: CellColor, lo: number, hi: number, labels: [string, string, string]): HTMLElement {
+  const canvas = document.createElement('canvas');
+  const n = 64;
+  drawMatrix(canvas, 1, n, (_r, c) => lo + ((hi - lo) * c) / (n - 1), color);
+  canvas.className = 'heat';
+  const wrap = document.createElement('div');
+  wrap.className = 'legend-scale';
+  const [a, b, c] = labels;
+  wrap.append(a, canvas, b);
+  if (c) wrap.append(c);
+  return wrap;
+}
