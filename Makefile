@@ -31,8 +31,11 @@ node_modules/.stamp: package.json package-lock.json
 build: node_modules/.stamp
 	npm run -s build
 
+# One platform's .vsix (each carries only its own onnxruntime-node binary).
+VSIX_TARGET ?= linux-x64
+
 package: build
-	npm run -s package
+	npm run -s package -- --target $(VSIX_TARGET)
 
 demo: setup
 	$(VENV)/bin/moelab demo --out runs
@@ -45,12 +48,15 @@ lint: setup
 
 test-engine: $(VENV)/.stamp
 	$(VENV)/bin/ruff check engine bench
-	$(PY) -m pytest -q engine/tests
+	@# A one-node Slurm on localhost for the Slurm tests; it prints SKIP (and the tests skip) where it cannot start.
+	bash scripts/slurm-local.sh start
+	$(PY) -m pytest -q --durations=15 engine/tests
 
 test-ext: node_modules/.stamp
 	npm run -s lint
 	npm run -s build
 	npm test
+	npm run -s test:webview
 
 test-e2e: setup
 	npm run -s test:e2e

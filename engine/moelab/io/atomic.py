@@ -12,6 +12,16 @@ from pathlib import Path
 from moelab.errors import MoELabError
 
 
+def _read_umask() -> int:
+    # The only portable way to read the umask is to set it; do it once, at import.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yields a temporary directory next to `target`; on success it becomes `target`.
@@ -22,6 +32,8 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        # mkdtemp makes 0700; a checkpoint should be as readable as any file the user writes.
+        tmp.chmod(0o777 & ~_UMASK)
         yield tmp
         _fsync_dir_tree(tmp)
         if target.exists():
@@ -42,6 +54,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; keep the user's umask instead
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
