@@ -29,6 +29,7 @@ from moelab.errors import CheckpointError
 from moelab.export.graph import RouterSpec
 from moelab.export.onnx_export import INPUT, OPSET
 from moelab.export.tokenizer import TokenizerInfo
+from moelab.io.json_file import read_json
 from moelab.models.config import ModelConfig
 
 FORMAT = "moelab-routing"
@@ -74,12 +75,7 @@ def check_export(export_dir: Path) -> dict[str, Any]:
     CheckpointError naming the file at fault otherwise. Returns the manifest."""
     export_dir = Path(export_dir)
     path = export_dir / MANIFEST
-    try:
-        m = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (not an ONNX export of moelab export?)") from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+    m = read_json(path, CheckpointError, "missing (not an ONNX export of moelab export?)")
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} manifest")
     if m.get("version") != VERSION:

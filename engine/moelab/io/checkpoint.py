@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from moelab.errors import CheckpointError, MoELabError
 from moelab.io import layout
+from moelab.io.json_file import read_json
 from moelab.io.safetensors_file import INDEX_NAME, SINGLE_NAME, TensorReader
 from moelab.models.config import ModelConfig
 from moelab.models.model import MoELabForCausalLM, meta_model
@@ -25,12 +26,7 @@ def read_config_dict(ckpt: Path) -> dict[str, Any]:
     if not ckpt.exists():
         raise CheckpointError(f"{ckpt}: no such directory")
     path = ckpt / "config.json"
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (not a Hugging Face checkpoint directory?)") from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+    d = read_json(path, CheckpointError, "missing (not a Hugging Face checkpoint directory?)")
     if not isinstance(d, dict):
         raise CheckpointError(f"{path}: not a JSON object")
     return d

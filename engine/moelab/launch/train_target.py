@@ -7,13 +7,13 @@ relative to the config file, so `moelab slurm` works before and independently of
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moelab.errors import ConfigError
+from moelab.io.json_file import read_json
 
 EXPERIMENT_RECORDS = ".slurm"  # under `out`: experiments span many runs, their job is recorded apart
 
@@ -33,12 +33,7 @@ class TrainTarget:
 
 def load(config: Path) -> TrainTarget:
     config = Path(config).expanduser().resolve()
-    try:
-        raw = json.loads(config.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{config}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{config}: invalid JSON ({e})") from None
+    raw = read_json(config, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{config}: expected a JSON object (a train config or an experiment)")
     experiment = "stages" in raw

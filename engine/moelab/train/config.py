@@ -6,13 +6,13 @@ Plain dataclasses; `moelab.train.jsoncfg` parses them strictly from JSON and gen
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from moelab.data.mixture import DataConfig
 from moelab.errors import ConfigError
+from moelab.io.json_file import read_json
 from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab slurm`, not by the trainer
 from moelab.models.config import ModelConfig
 from moelab.train import jsoncfg
@@ -118,12 +118,7 @@ def default_seed_model(parallel_block: bool = False) -> ModelConfig:
 
 def load_train_config(path: Path) -> TrainConfig:
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: invalid JSON ({e})") from None
+    raw = read_json(path, ConfigError)
     try:
         cfg = jsoncfg.from_dict(TrainConfig, raw)
         cfg.validate()

@@ -16,13 +16,13 @@ Run ids are <name>-seed, <name>-branch-<domain>, <name>-upcycle-<method>, <name>
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from moelab.data.mixture import DataConfig
 from moelab.errors import ConfigError
+from moelab.io.json_file import read_json
 from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab slurm`, not by the pipeline
 from moelab.methods.api import METHODS
 from moelab.models.config import ModelConfig
@@ -128,12 +128,7 @@ class ExperimentConfig:
 
 def load_experiment(path: Path) -> ExperimentConfig:
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: invalid JSON ({e})") from None
+    raw = read_json(path, ConfigError)
     try:
         exp = jsoncfg.from_dict(ExperimentConfig, raw)
         exp.validate()
