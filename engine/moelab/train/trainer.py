@@ -25,7 +25,7 @@ from moelab.data.packing import eval_windows
 from moelab.data.tokenizer import Tokenizer, load_tokenizer
 from moelab.errors import ConfigError, MoELabError
 from moelab.io.checkpoint import load_model, read_config_dict
-from moelab.launch import distributed  # [ddp]
+from moelab.launch import distributed
 from moelab.models.aux_losses import load_balancing_loss, z_loss
 from moelab.models.config import DENSE_TYPES
 from moelab.models.model import MoELabForCausalLM
@@ -59,14 +59,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _StopFlag:
-    """SIGTERM / SIGINT set a flag the loop checks after each step: it then checkpoints and stops."""
+    """SIGTERM / SIGINT / SIGHUP set a flag the loop checks after each step: it then checkpoints and
+    stops. SIGHUP too, because closing the terminal of a task or an ssh session sends it."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -103,10 +104,10 @@ class Trainer:
         self.cfg, self.quiet = cfg, quiet
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        self.dist = distributed.setup(resolve_device(cfg.device))  # [ddp] a no-op outside torchrun
-        self.dist.check_batch(cfg.batch_size)  # [ddp]
-        self.device = self.dist.device  # [ddp] cuda:LOCAL_RANK under torchrun
-        self.rd = self.dist.guard_run_dir(RunDir(run_path, cfg.run_id, cfg.stage, method=cfg.method,  # [ddp]
+        self.dist = distributed.setup(resolve_device(cfg.device))  # a no-op outside torchrun
+        self.dist.check_batch(cfg.batch_size)
+        self.device = self.dist.device  # cuda:LOCAL_RANK under torchrun
+        self.rd = self.dist.guard_run_dir(RunDir(run_path, cfg.run_id, cfg.stage, method=cfg.method,
                           parents=cfg.parents, config=jsoncfg.to_dict(cfg), experiment=cfg.experiment,
                           total_steps=cfg.steps))
         self.ckpt_root = run_path / "checkpoints"
@@ -172,28 +173,28 @@ class Trainer:
         eval_sets = {d: eval_windows(t.eval, cfg.data.seq_len, cfg.eval_batches * cfg.batch_size)
                      for d, t in domains.items()}
         optimizer = self._optimizer(model)
-        fwd = self.dist.wrap(model)  # [ddp] DDP for training steps; `model` for eval and checkpoints
-        main = self.dist.is_main  # [ddp] only rank 0 writes the run directory
+        fwd = self.dist.wrap(model)  # DDP for training steps; `model` for eval and checkpoints
+        main = self.dist.is_main  # only rank 0 writes the run directory
         metrics_path, routing_path = run.file("metrics.jsonl"), run.file("routing.jsonl")
         if self.resume_from is not None:
             state = ck.load_trainer_state(self.resume_from, optimizer)
-            if main:  # [ddp]
+            if main:
                 truncate_after(metrics_path, state.step)
                 truncate_after(routing_path, state.step)
             self._say(f"[{cfg.run_id}] resuming from {self.resume_from.name}")
         else:
             state = ck.TrainerState(step=0, tokens=0, elapsed=0.0)
             for name in ("metrics.jsonl", "routing.jsonl", "eval.json"):
-                if main:  # [ddp]
+                if main:
                     run.file(name).unlink(missing_ok=True)
-            for old in self.ckpt_root.glob("step-*") if main else []:  # [ddp]
+            for old in self.ckpt_root.glob("step-*") if main else []:
                 shutil.rmtree(old, ignore_errors=True)
         run.set_status("running")
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                     else contextlib.nullcontext())
-        metrics = self.dist.main_only(lambda: JsonlWriter(metrics_path))  # [ddp]
-        routing_log = self.dist.main_only(lambda: JsonlWriter(routing_path))  # [ddp]
-        progress = Progress(cfg.run_id, cfg.steps, state.step) if not self.quiet and main else None  # [ddp]
+        metrics = self.dist.main_only(lambda: JsonlWriter(metrics_path))
+        routing_log = self.dist.main_only(lambda: JsonlWriter(routing_path))
+        progress = Progress(cfg.run_id, cfg.steps, state.step) if not self.quiet and main else None
         tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.data.seq_len
         last_ckpt = self.resume_from
         t_window, tokens_window = time.monotonic(), 0
@@ -210,10 +211,10 @@ class Trainer:
                     loss_sum, lb_sum, z_sum, n_aux = 0.0, 0.0, 0.0, 0
                     by_domain: dict[str, list[float]] = {}
                     for micro in range(cfg.grad_accum):
-                        batch, rows = self.dist.shard(*sampler.batch(step, micro))  # [ddp] rows rank::world
+                        batch, rows = self.dist.shard(*sampler.batch(step, micro))  # rows rank::world
                         batch = batch.to(self.device)
-                        with autocast, self.dist.no_sync(fwd, micro == cfg.grad_accum - 1):  # [ddp]
-                            out = fwd(batch[:, :-1])  # [ddp]
+                        with autocast, self.dist.no_sync(fwd, micro == cfg.grad_accum - 1):
+                            out = fwd(batch[:, :-1])
                         tok_loss = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]),
                                                    batch[:, 1:].reshape(-1), reduction="none").view(len(rows), -1)
                         ce = tok_loss.mean()
@@ -237,9 +238,9 @@ class Trainer:
                             by_domain.setdefault(d, []).append(v)
                         if routing is not None and out.router_logits:
                             routing.add(out.router_logits, rows)
-                    loss_sum, lb_sum, z_sum = self.dist.mean([loss_sum, lb_sum, z_sum])  # [ddp] global means
+                    loss_sum, lb_sum, z_sum = self.dist.mean([loss_sum, lb_sum, z_sum])  # global means
                     if log_now:
-                        by_domain = self.dist.gather_lists(by_domain)  # [ddp]
+                        by_domain = self.dist.gather_lists(by_domain)
                     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item()
                     if not math.isfinite(grad_norm):
@@ -272,11 +273,11 @@ class Trainer:
                         self._eval(model, eval_sets, autocast, metrics, state, progress)
                     if cfg.debug_step_delay:
                         time.sleep(cfg.debug_step_delay)
-                    stopping = self.dist.any(stop.signal is not None)  # [ddp] all ranks stop at the same step
+                    stopping = self.dist.any(stop.signal is not None)  # all ranks stop at the same step
                     if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps or stopping:
                         metrics.sync()
                         routing_log.sync()
-                        last_ckpt = self.dist.on_main(lambda: ck.save_checkpoint(  # [ddp] rank 0, barriers around
+                        last_ckpt = self.dist.on_main(lambda: ck.save_checkpoint(  # rank 0, barriers around
                             self.ckpt_root, model, optimizer, state, tok, meta, cfg.keep_last)) \
                             or self.ckpt_root / ck.ckpt_name(state.step)
                     if stopping:
@@ -291,11 +292,11 @@ class Trainer:
                 progress.close()
         if last_ckpt is None or ck.ckpt_name(state.step) != last_ckpt.name:
             # steps == 0 (use the initial model as is) or a resume of an already finished loop.
-            last_ckpt = self.dist.on_main(lambda: ck.save_checkpoint(  # [ddp]
+            last_ckpt = self.dist.on_main(lambda: ck.save_checkpoint(
                 self.ckpt_root, model, optimizer, state, tok, meta, cfg.keep_last)) \
                 or self.ckpt_root / ck.ckpt_name(state.step)
         final = evaluate(model, eval_sets, cfg.batch_size, self.device, autocast)
-        if main:  # [ddp]
+        if main:
             write_json_atomic(run.file("eval.json"), {
                 "run": cfg.run_id, "step": state.step, "checkpoint": last_ckpt.name,
                 "domains": final, "average": summary(final),
