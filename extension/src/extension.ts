@@ -71,14 +71,14 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
     vscode.languages.registerCodeLensProvider(EXPERIMENT_SELECTOR, codeLens),
   );
 
-  const panels = registerPanels(context, store);
+  const panels = registerPanels(context, store, runner);
   const runEngineTask = (name: string, args: string[]) => runner.runEngineAndWait(name, args);
   registerInspector(context, { runEngineTask });
 
   subs.push(
     ...registerJobCommands({ context, runner, gate, store }),
     ...registerViewCommands({ store, panels, checkpoints: checkpointsTree, runsView: runsView as vscode.TreeView<unknown> }),
-    ...registerCheckpointCommands({ runner, panels, tree: checkpointsTree, diffDocs }),
+    ...registerCheckpointCommands({ runner, panels, tree: checkpointsTree, diffDocs, store }),
   );
 
   void store.refresh();

@@ -36,6 +36,13 @@ const dark: Record<string, string> = {
   'editorHoverWidget-background': '#202020',
   'editorHoverWidget-border': '#454545',
   'widget-shadow': 'rgba(0,0,0,0.36)',
+  'settings-dropdownBackground': '#313131',
+  'settings-dropdownForeground': '#cccccc',
+  'settings-dropdownBorder': '#3c3c3c',
+  'panelTitle-activeForeground': '#cccccc',
+  'panelTitle-inactiveForeground': '#9d9d9d',
+  'panelTitle-activeBorder': '#0078d4',
+  'textLink-foreground': '#4daafc',
 };
 
 const light: Record<string, string> = {
@@ -70,6 +77,13 @@ const light: Record<string, string> = {
   'editorHoverWidget-background': '#f8f8f8',
   'editorHoverWidget-border': '#c8c8c8',
   'widget-shadow': 'rgba(0,0,0,0.16)',
+  'settings-dropdownBackground': '#ffffff',
+  'settings-dropdownForeground': '#3b3b3b',
+  'settings-dropdownBorder': '#cecece',
+  'panelTitle-activeForeground': '#3b3b3b',
+  'panelTitle-inactiveForeground': '#3b3b3b',
+  'panelTitle-activeBorder': '#005fb8',
+  'textLink-foreground': '#005fb8',
 };
 
 const hc: Record<string, string> = {
@@ -104,6 +118,13 @@ const hc: Record<string, string> = {
   'list-hoverBackground': '#000000',
   'editorHoverWidget-background': '#0c141f',
   'editorHoverWidget-border': '#6fc3df',
+  'settings-dropdownBackground': '#000000',
+  'settings-dropdownForeground': '#ffffff',
+  'settings-dropdownBorder': '#6fc3df',
+  'panelTitle-activeForeground': '#ffffff',
+  'panelTitle-inactiveForeground': '#ffffff',
+  'panelTitle-activeBorder': '#f38518',
+  'textLink-foreground': '#21a6ff',
 };
 
 export const THEMES: Record<ThemeKind, { bodyClass: string; vars: Record<string, string> }> = {

@@ -90,6 +90,8 @@ export interface InitRouterMessage {
   runIds: string[];
   runs: RunSummary[];
   routing: RoutingBlock[];
+  /** What the Weights tab analyzes; `show` opens the panel on that tab (opened on a checkpoint or a compare). */
+  weights?: { target: WeightsTarget | null; show: boolean };
 }
 
 /** New lines of metrics.jsonl / routing.jsonl (the store's onDidAppend), to append, never to redraw from scratch. */
@@ -109,8 +111,114 @@ export interface RunsMessage {
   runs: RunSummary[];
 }
 
+// ---- weight analysis (the router panel's Weights tab; JSON of `moelab analyze`) ----
+// Field names follow engine/moelab/analysis/report.py (schema version 1) so the
+// host can forward the file as it is, after validation. Floats may be null there
+// (undefined cosine of a zero vector, a distance from a zero reference).
+
+export interface WeightDrift {
+  /** Per checkpoint (null: the folder name has no step). */
+  steps: (number | null)[];
+  /** Per expert, per checkpoint: ||W_t - W_0|| / ||W_0|| over all its matrices. */
+  experts: Cell[][];
+  /** Per checkpoint: the whole router's relative change. */
+  router: Cell[];
+  /** Per checkpoint, per expert. */
+  router_norms: Cell[][];
+}
+
+export interface WeightLayer {
+  layer: number;
+  router: 'ffn' | 'attn';
+  num_experts: number;
+  router_norms: Cell[];
+  /** E × E. */
+  router_cosine: Cell[][];
+  /** Per matrix ("w1", "q_proj", …): one norm per expert. */
+  expert_norms: Record<string, Cell[]>;
+  /** Per matrix: E × E cosine of the flattened weights. */
+  expert_cosine: Record<string, Cell[][]>;
+  drift: WeightDrift;
+  parent_distance: Cell[];
+  parent_distance_by_matrix: Record<string, Cell[]>;
+}
+
+export interface WeightWarning {
+  layer: number | null;
+  router: 'ffn' | 'attn' | null;
+  /** "collapsed_experts", "router_near_zero", "router_identical", "parent_unavailable" (others may come). */
+  kind: string;
+  experts: number[];
+  message: string;
+}
+
+export interface WeightReport {
+  version: 1;
+  mode: 'analyze';
+  method: string;
+  threshold: number;
+  router_eps: number;
+  /** [0] is the drift reference, the last one is what similarity and norms describe. */
+  checkpoints: { path: string; step: number | null }[];
+  parents: { expert: number; path: string | null; source: 'against' | 'config' | null; used: boolean }[];
+  layers: WeightLayer[];
+  warnings: WeightWarning[];
+  genealogy: unknown[];
+}
+
+export interface TensorChange {
+  name: string;
+  shape: number[];
+  dtype_a: string;
+  dtype_b: string;
+  norm_a: Cell;
+  abs_change: Cell;
+  /** null: A is all zero (an infinite relative change) or not finite. */
+  rel_change: Cell;
+}
+
+/** `moelab analyze --compare A B`: only the tensors that differ, largest relative change first. */
+export interface CompareReport {
+  version: 1;
+  mode: 'compare';
+  a: string;
+  b: string;
+  num_tensors: number;
+  num_changed: number;
+  tensors: TensorChange[];
+}
+
+/** What the Weights tab describes: a run's checkpoints, one checkpoint, or a pair (A → B). */
+export interface WeightsTarget {
+  kind: 'run' | 'checkpoint' | 'pair';
+  label: string;
+}
+
+/** none: nothing analyzed yet; unavailable: cannot run here (no target, Restricted Mode, no checkpoint). */
+export type AnalysisState = 'none' | 'running' | 'failed' | 'unavailable';
+
+export interface AnalysisStatusMessage {
+  type: 'analysisStatus';
+  target: WeightsTarget | null;
+  state: AnalysisState;
+  detail: string;
+  /** Which engine job of how many is running (a compare runs two). */
+  job?: { index: number; count: number };
+}
+
+export interface AnalysisResultMessage {
+  type: 'analysisResult';
+  target: WeightsTarget;
+  /** Read from the cache next to the checkpoint rather than computed now. */
+  cached: boolean;
+  /** When the JSON was written (ms since the epoch). */
+  writtenAt: number;
+  report: WeightReport;
+  compare?: CompareReport;
+}
+
 export type HostToDashboardMessage = InitDashboardMessage | AppendMetricsMessage | RunsMessage;
-export type HostToRouterMessage = InitRouterMessage | AppendRoutingMessage | RunsMessage;
+export type HostToRouterMessage = InitRouterMessage | AppendRoutingMessage | RunsMessage | AnalysisStatusMessage | AnalysisResultMessage;
 
 // ---- webview -> host -------------------------------------------------------
 
@@ -152,7 +260,13 @@ export interface ProtocolErrorMessage {
   detail: string;
 }
 
-export type WebviewToHostMessage = ReadyMessage | SaveFileMessage | RouterWarningsMessage | ProtocolErrorMessage;
+/** The Weights tab is shown: use the cached analysis or start one (force: analyze again). */
+export interface RequestAnalysisMessage {
+  type: 'requestAnalysis';
+  force: boolean;
+}
+
+export type WebviewToHostMessage = ReadyMessage | SaveFileMessage | RouterWarningsMessage | ProtocolErrorMessage | RequestAnalysisMessage;
 
 // ---- persisted webview state (setState/getState, and the serializer's restore) ----
 
@@ -182,6 +296,12 @@ export interface RouterState {
   layerFilter: string;
   /** Logged step for the domain × expert matrices; -1 = latest. */
   step: number;
+  /** Optional: states saved before the Weights tab existed lack these. */
+  tab?: 'routing' | 'weights';
+  /** Weights tab: the layer shown, its router, and the expert matrix of the similarity heatmap. */
+  weightsLayer?: number;
+  weightsRouter?: 'ffn' | 'attn';
+  weightsMatrix?: string;
 }
 
 export type PanelState = DashboardState | RouterState;

@@ -2,7 +2,11 @@
 // (webview bundles and the extension host). No DOM, no vscode: plain checks.
 // Each parser returns undefined for anything malformed, never throws.
 import type {
+  AnalysisResultMessage,
+  AnalysisStatusMessage,
+  Cell,
   Column,
+  CompareReport,
   DashboardState,
   HostToDashboardMessage,
   HostToRouterMessage,
@@ -12,7 +16,12 @@ import type {
   RoutingBlock,
   RoutingRow,
   RunSummary,
+  TensorChange,
   WebviewToHostMessage,
+  WeightLayer,
+  WeightReport,
+  WeightsTarget,
+  WeightWarning,
 } from './protocol';
 
 type Obj = Record<string, unknown>;
@@ -125,13 +134,156 @@ export function parseHostToDashboard(v: unknown): HostToDashboardMessage | undef
   }
 }
 
+// ---- weight analysis -------------------------------------------------------
+
+/** Far above any real MoE (DeepSeek-V3 has 256 routed experts); bounds the E × E checks. */
+const MAX_EXPERTS = 4096;
+const MAX_LAYERS = 10_000;
+const MAX_CHECKPOINTS = 100_000;
+
+function isCell(v: unknown): v is Cell {
+  return v === null || isNum(v);
+}
+
+function isCells(v: unknown, length: number): v is Cell[] {
+  if (!Array.isArray(v) || v.length !== length) return false;
+  for (let i = 0; i < v.length; i++) if (!isCell(v[i])) return false;
+  return true;
+}
+
+function isCellMatrix(v: unknown, rows: number, cols: number): v is Cell[][] {
+  return Array.isArray(v) && v.length === rows && v.every((r) => isCells(r, cols));
+}
+
+function isInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v);
+}
+
+/** Matrix name → value, for every matrix stored per expert ("w1", "q_proj", UpIT's LoRA factors…). */
+function isPerMatrix(v: unknown, check: (x: unknown) => boolean): boolean {
+  if (!isObj(v)) return false;
+  const keys = Object.keys(v);
+  return keys.length <= 64 && keys.every((k) => k.length > 0 && k.length <= 100 && check(v[k]));
+}
+
+function isWeightLayer(v: unknown, checkpoints: number): v is WeightLayer {
+  if (!isObj(v) || !isInt(v.layer) || v.layer < 0 || !isRouterKind(v.router)) return false;
+  const e = v.num_experts;
+  if (!isInt(e) || e < 1 || e > MAX_EXPERTS) return false;
+  if (!isCells(v.router_norms, e) || !isCellMatrix(v.router_cosine, e, e)) return false;
+  if (!isPerMatrix(v.expert_norms, (x) => isCells(x, e)) || !isPerMatrix(v.expert_cosine, (x) => isCellMatrix(x, e, e))) return false;
+  const d = v.drift;
+  if (!isObj(d) || !Array.isArray(d.steps) || d.steps.length !== checkpoints || !d.steps.every((s) => s === null || isInt(s))) return false;
+  if (!isCellMatrix(d.experts, e, checkpoints) || !isCells(d.router, checkpoints) || !isCellMatrix(d.router_norms, checkpoints, e)) return false;
+  return isCells(v.parent_distance, e) && isPerMatrix(v.parent_distance_by_matrix, (x) => isCells(x, e));
+}
+
+function isWeightWarning(v: unknown): v is WeightWarning {
+  return (
+    isObj(v) &&
+    (v.layer === null || (isInt(v.layer) && v.layer >= 0)) &&
+    (v.router === null || isRouterKind(v.router)) &&
+    isStr(v.kind, 100) &&
+    Array.isArray(v.experts) &&
+    v.experts.length <= MAX_EXPERTS &&
+    v.experts.every((x) => isInt(x) && x >= 0) &&
+    isStr(v.message, 2000)
+  );
+}
+
+function isParent(v: unknown): boolean {
+  return (
+    isObj(v) &&
+    isInt(v.expert) &&
+    (v.path === null || isStr(v.path)) &&
+    (v.source === null || v.source === 'against' || v.source === 'config') &&
+    typeof v.used === 'boolean'
+  );
+}
+
+/** The JSON of `moelab analyze --ckpt …` (report.py, version 1), every array's length checked. */
+export function isWeightReport(v: unknown): v is WeightReport {
+  if (!isObj(v) || v.version !== 1 || v.mode !== 'analyze' || !isStr(v.method) || !isNum(v.threshold) || !isNum(v.router_eps)) return false;
+  const cks = v.checkpoints;
+  if (!Array.isArray(cks) || cks.length < 1 || cks.length > MAX_CHECKPOINTS) return false;
+  if (!cks.every((c) => isObj(c) && isStr(c.path) && (c.step === null || isInt(c.step)))) return false;
+  if (!Array.isArray(v.parents) || v.parents.length > MAX_EXPERTS || !v.parents.every(isParent)) return false;
+  if (!Array.isArray(v.layers) || v.layers.length > MAX_LAYERS || !v.layers.every((l) => isWeightLayer(l, cks.length))) return false;
+  return Array.isArray(v.warnings) && v.warnings.length <= 100_000 && v.warnings.every(isWeightWarning) && Array.isArray(v.genealogy);
+}
+
+function isTensorChange(v: unknown): v is TensorChange {
+  return (
+    isObj(v) &&
+    isStr(v.name, 1000) &&
+    Array.isArray(v.shape) &&
+    v.shape.length <= 16 &&
+    v.shape.every((x) => isInt(x) && x >= 0) &&
+    isStr(v.dtype_a, 32) &&
+    isStr(v.dtype_b, 32) &&
+    isCell(v.norm_a) &&
+    isCell(v.abs_change) &&
+    isCell(v.rel_change)
+  );
+}
+
+/** The JSON of `moelab analyze --compare A B`. */
+export function isCompareReport(v: unknown): v is CompareReport {
+  return (
+    isObj(v) &&
+    v.version === 1 &&
+    v.mode === 'compare' &&
+    isStr(v.a) &&
+    isStr(v.b) &&
+    isInt(v.num_tensors) &&
+    isInt(v.num_changed) &&
+    v.num_changed >= 0 &&
+    v.num_changed <= v.num_tensors &&
+    Array.isArray(v.tensors) &&
+    v.tensors.length === v.num_changed &&
+    v.tensors.every(isTensorChange)
+  );
+}
+
+function isWeightsTarget(v: unknown): v is WeightsTarget {
+  return isObj(v) && (v.kind === 'run' || v.kind === 'checkpoint' || v.kind === 'pair') && isStr(v.label, 1000);
+}
+
+function isAnalysisStatus(v: Obj): v is Obj & AnalysisStatusMessage {
+  const job = v.job;
+  return (
+    (v.target === null || isWeightsTarget(v.target)) &&
+    (v.state === 'none' || v.state === 'running' || v.state === 'failed' || v.state === 'unavailable') &&
+    isStr(v.detail, 2000) &&
+    (job === undefined || (isObj(job) && isInt(job.index) && isInt(job.count) && job.index >= 1 && job.index <= job.count))
+  );
+}
+
+function isAnalysisResult(v: Obj): v is Obj & AnalysisResultMessage {
+  return (
+    isWeightsTarget(v.target) &&
+    typeof v.cached === 'boolean' &&
+    isNum(v.writtenAt) &&
+    isWeightReport(v.report) &&
+    (v.compare === undefined || isCompareReport(v.compare))
+  );
+}
+
+function isWeightsInit(v: unknown): boolean {
+  return v === undefined || (isObj(v) && (v.target === null || isWeightsTarget(v.target)) && typeof v.show === 'boolean');
+}
+
 export function parseHostToRouter(v: unknown): HostToRouterMessage | undefined {
   if (!isObj(v)) return undefined;
   switch (v.type) {
     case 'init':
-      return v.panel === 'router' && isStrArray(v.runIds) && isRunList(v.runs) && Array.isArray(v.routing) && v.routing.every(isRoutingBlock)
+      return v.panel === 'router' && isStrArray(v.runIds) && isRunList(v.runs) && Array.isArray(v.routing) && v.routing.every(isRoutingBlock) && isWeightsInit(v.weights)
         ? (v as unknown as HostToRouterMessage)
         : undefined;
+    case 'analysisStatus':
+      return isAnalysisStatus(v) ? (v as unknown as HostToRouterMessage) : undefined;
+    case 'analysisResult':
+      return isAnalysisResult(v) ? (v as unknown as HostToRouterMessage) : undefined;
     case 'appendRouting':
       return Array.isArray(v.routing) && v.routing.every(isRoutingBlock) ? (v as unknown as HostToRouterMessage) : undefined;
     case 'runs':
@@ -173,6 +325,8 @@ export function parseWebviewToHost(v: unknown): WebviewToHostMessage | undefined
         : undefined;
     case 'protocolError':
       return isNum(v.dropped) && isStr(v.detail, 1000) ? { type: 'protocolError', dropped: v.dropped, detail: v.detail } : undefined;
+    case 'requestAnalysis':
+      return typeof v.force === 'boolean' ? { type: 'requestAnalysis', force: v.force } : undefined;
     default:
       return undefined;
   }
@@ -206,7 +360,11 @@ export function parseRouterState(v: unknown): RouterState | undefined {
     isStr(v.runB) &&
     (v.router === 'all' || v.router === 'ffn' || v.router === 'attn') &&
     isStr(v.layerFilter) &&
-    isNum(v.step);
+    isNum(v.step) &&
+    (v.tab === undefined || v.tab === 'routing' || v.tab === 'weights') &&
+    (v.weightsLayer === undefined || isInt(v.weightsLayer)) &&
+    (v.weightsRouter === undefined || isRouterKind(v.weightsRouter)) &&
+    (v.weightsMatrix === undefined || isStr(v.weightsMatrix, 100));
   return ok ? (v as unknown as RouterState) : undefined;
 }
 

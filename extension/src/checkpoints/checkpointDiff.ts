@@ -48,3 +48,20 @@ export function renderDiff(labelA: string, labelB: string, d: CheckpointDiff, er
   for (const t of d.onlyB) lines.push(`+${fmt(t)}`);
   return lines.join('\n') + '\n';
 }
+
+/**
+ * Why two checkpoints cannot be compared tensor by tensor (other names or shapes; a dtype alone
+ * is fine, the engine compares values in float64), or undefined when they can.
+ */
+export function architectureMismatch(labelA: string, labelB: string, d: CheckpointDiff): string | undefined {
+  const shapes = d.changed.filter((c) => c.a.shape.join(',') !== c.b.shape.join(','));
+  if (!d.onlyA.length && !d.onlyB.length && !shapes.length) return undefined;
+  const parts: string[] = [];
+  if (d.onlyA.length) parts.push(`${d.onlyA.length} tensor${d.onlyA.length > 1 ? 's' : ''} only in ${labelA} (e.g. ${d.onlyA[0].name})`);
+  if (d.onlyB.length) parts.push(`${d.onlyB.length} only in ${labelB} (e.g. ${d.onlyB[0].name})`);
+  if (shapes.length) {
+    const s = shapes[0];
+    parts.push(`${shapes.length} with another shape (e.g. ${s.a.name}: [${s.a.shape.join(', ')}] vs [${s.b.shape.join(', ')}])`);
+  }
+  return `${labelA} and ${labelB} have different architectures, so their weights cannot be compared tensor by tensor: ${parts.join('; ')}.`;
+}

@@ -1,15 +1,16 @@
 // Commands on checkpoints: compare, export, copy path, open in the router panel.
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { loadCheckpoint } from '../checkpoints/checkpointLoader';
-import { diffTensors, renderDiff } from '../checkpoints/checkpointDiff';
+import { architectureMismatch, diffTensors, renderDiff } from '../checkpoints/checkpointDiff';
 import type { CheckpointsTreeProvider } from '../checkpoints/checkpointsTree';
 import type { DiffDocumentProvider } from '../checkpoints/diffDocument';
 import { hasSubcommand } from '../engine/interpreter';
 import type { JobRunner } from '../jobs/jobRunner';
-import { analyzeArgs, type ExportFormat, exportArgs } from '../jobs/taskArgs';
+import { type ExportFormat, exportArgs } from '../jobs/taskArgs';
+import { checkpointSpec, pairSpec, runSpec } from '../panels/analysisCache';
 import type { PanelsApi } from '../panels/register';
+import type { RunStore } from '../runs/runStore';
 import { requireTrust } from '../trust';
 import type { CheckpointRef } from '../checkpoints/checkpointLoader';
 import { checkpointRefsFrom } from './commandArgs';
@@ -19,6 +20,8 @@ export interface CheckpointCommandDeps {
   panels: PanelsApi;
   tree: CheckpointsTreeProvider;
   diffDocs: DiffDocumentProvider;
+  /** Finds the run folder of a run group node (its whole run is analyzed). */
+  store?: RunStore;
 }
 
 async function pickCheckpoint(tree: CheckpointsTreeProvider, title: string, exclude: string[] = []): Promise<CheckpointRef | undefined> {
@@ -36,6 +39,10 @@ async function pickCheckpoint(tree: CheckpointsTreeProvider, title: string, excl
 
 const refLabel = (r: CheckpointRef) => (r.runId ? `${r.runId}/${r.label}` : r.label);
 
+function isRunGroupNode(v: unknown): v is { kind: 'runGroup'; runId: string } {
+  return typeof v === 'object' && v !== null && (v as { kind?: unknown }).kind === 'runGroup' && typeof (v as { runId?: unknown }).runId === 'string';
+}
+
 export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Disposable[] {
   const { tree, runner } = d;
   const oneRef = async (arg: unknown, title: string) => checkpointRefsFrom(arg)[0] ?? (await pickCheckpoint(tree, title));
@@ -47,10 +54,15 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
     }),
 
     vscode.commands.registerCommand('moelab.openCheckpointInRouterPanel', async (arg?: unknown) => {
+      // A run group stands for its run: drift over all its checkpoints.
+      const run = isRunGroupNode(arg) ? d.store?.get(arg.runId) : undefined;
+      if (run) {
+        d.panels.openRouterPanel([run.id], { spec: await runSpec(run), show: true });
+        return;
+      }
       const ref = await oneRef(arg, 'MoE Lab: router panel for which checkpoint?');
       if (!ref) return;
-      if (ref.runId) d.panels.openRouterPanel([ref.runId]);
-      else void vscode.window.showInformationMessage('MoE Lab: the router panel shows the routing logged by a run; this checkpoint is not inside a run folder.');
+      d.panels.openRouterPanel(ref.runId ? [ref.runId] : [], { spec: checkpointSpec(ref.dir, refLabel(ref), ref.runId), show: true });
     }),
 
     vscode.commands.registerCommand('moelab.exportCheckpoint', async (arg?: unknown) => {
@@ -73,26 +85,44 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
       await runner.runEngine(`MoE Lab: export ${refLabel(ref)} (${fmt.label})`, exportArgs(ref.dir, fmt.label, out.fsPath, path.dirname(ref.dir)));
     }),
 
-    vscode.commands.registerCommand('moelab.compareCheckpoints', async (arg?: unknown, selection?: unknown) => {
-      const refs = checkpointRefsFrom(arg, selection);
-      const a = refs[0] ?? (await pickCheckpoint(tree, 'MoE Lab: compare — first checkpoint'));
-      if (!a) return;
-      const b = refs[1] ?? (await pickCheckpoint(tree, `MoE Lab: compare ${refLabel(a)} with…`, [a.dir]));
-      if (!b) return;
-      if (await engineCanAnalyze(runner)) {
-        const out = path.join(os.tmpdir(), `moelab-analyze-${Date.now()}.json`);
-        const started = await runner.runEngine(`MoE Lab: analyze ${refLabel(a)} vs ${refLabel(b)}`, analyzeArgs(a.dir, b.dir, out, path.dirname(a.dir)));
-        if (started && (await started.exit) === 0) {
-          await vscode.window.showTextDocument(vscode.Uri.file(out), { preview: false });
-          return;
-        }
-        if (started) return; // the task terminal shows why it failed
-      }
-      const [la, lb] = await Promise.all([loadCheckpoint(a.dir), loadCheckpoint(b.dir)]);
-      const errors = [...la.errors.map((e) => `A: ${e}`), ...lb.errors.map((e) => `B: ${e}`)];
-      await d.diffDocs.show(`${refLabel(a)} vs ${refLabel(b)}`, renderDiff(a.dir, b.dir, diffTensors(la.tensors, lb.tensors), errors));
-    }),
+    vscode.commands.registerCommand('moelab.compareCheckpoints', (arg?: unknown, selection?: unknown) => compare(arg, selection)),
+    vscode.commands.registerCommand('moelab.compareCheckpointWith', (arg?: unknown, selection?: unknown) => compare(arg, selection)),
   ];
+
+  /**
+   * Two checkpoints of one architecture: the tensors that differ and the similarity view, in the
+   * router panel's Weights tab (engine tasks). Other architectures: say why, offer the header diff.
+   * Without the engine (Restricted Mode, not installed): the header diff.
+   */
+  async function compare(arg: unknown, selection: unknown): Promise<void> {
+    const refs = checkpointRefsFrom(arg, selection);
+    const a = refs[0] ?? (await pickCheckpoint(tree, 'MoE Lab: compare — first checkpoint'));
+    if (!a) return;
+    const b = refs[1] ?? (await pickCheckpoint(tree, `MoE Lab: compare ${refLabel(a)} with…`, [a.dir]));
+    if (!b) return;
+    const [la, lb] = await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'MoE Lab: reading checkpoint headers' }, () =>
+      Promise.all([loadCheckpoint(a.dir), loadCheckpoint(b.dir)]),
+    );
+    const errors = [...la.errors.map((e) => `A: ${e}`), ...lb.errors.map((e) => `B: ${e}`)];
+    const diff = diffTensors(la.tensors, lb.tensors);
+    const showHeaderDiff = () => d.diffDocs.show(`${refLabel(a)} vs ${refLabel(b)}`, renderDiff(a.dir, b.dir, diff, errors));
+    if (errors.length) {
+      await showHeaderDiff();
+      return;
+    }
+    const mismatch = architectureMismatch(refLabel(a), refLabel(b), diff);
+    if (mismatch) {
+      const pick = await vscode.window.showWarningMessage(`MoE Lab: ${mismatch}`, 'Show Header Diff');
+      if (pick) await showHeaderDiff();
+      return;
+    }
+    if (!(await engineCanAnalyze(runner))) {
+      await showHeaderDiff();
+      return;
+    }
+    const spec = pairSpec({ dir: a.dir, label: refLabel(a), runId: a.runId }, { dir: b.dir, label: refLabel(b), runId: b.runId });
+    d.panels.openRouterPanel(spec.runIds, { spec, show: true });
+  }
 }
 
 /** The engine's analysis is richer (weights, routers); the header diff is the fallback. */

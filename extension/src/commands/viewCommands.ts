@@ -3,6 +3,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { CheckpointsTreeProvider } from '../checkpoints/checkpointsTree';
+import { runSpec } from '../panels/analysisCache';
 import type { PanelsApi } from '../panels/register';
 import type { RunStore } from '../runs/runStore';
 import { shownStatus } from '../runs/runStore';
@@ -44,6 +45,11 @@ export function registerViewCommands(d: ViewCommandDeps): vscode.Disposable[] {
     vscode.commands.registerCommand('moelab.openRouterPanel', (arg?: unknown, selection?: unknown) => {
       const ids = runIdsFrom(arg, selection);
       panels.openRouterPanel(ids.length ? ids : undefined);
+    }),
+    vscode.commands.registerCommand('moelab.analyzeWeights', async (arg?: unknown, selection?: unknown) => {
+      const [id] = selectedRuns(arg, selection).length ? selectedRuns(arg, selection) : ((await pickRuns(store, 'MoE Lab: analyze the weights of which run?', false)) ?? []);
+      const run = id ? store.get(id) : undefined;
+      if (run) panels.openRouterPanel([run.id], { spec: await runSpec(run), show: true });
     }),
     vscode.commands.registerCommand('moelab.compareRuns', async (arg?: unknown, selection?: unknown) => {
       let ids = selectedRuns(arg, selection);

@@ -86,7 +86,18 @@ export function exportArgs(ckpt: string, format: ExportFormat, out: string, base
 }
 
 export function analyzeArgs(a: string, b: string, out: string, base: string): string[] {
-  return ['analyze', '--ckpt', pathArg(a, base), '--ckpt', pathArg(b, base), '--out', pathArg(out, base)];
+  return analyzeCheckpointsArgs([a, b], out, base);
+}
+
+/** Weight analysis of checkpoints in step order: the first is the drift reference, the last is described. */
+export function analyzeCheckpointsArgs(ckpts: string[], out: string, base: string): string[] {
+  if (!ckpts.length) throw new TaskArgError('analyze needs at least one checkpoint');
+  return ['analyze', ...ckpts.flatMap((c) => ['--ckpt', pathArg(c, base)]), '--out', pathArg(out, base)];
+}
+
+/** The tensors that differ between two checkpoints of one architecture. */
+export function compareArgs(a: string, b: string, out: string, base: string): string[] {
+  return ['analyze', '--compare', pathArg(a, base), pathArg(b, base), '--out', pathArg(out, base)];
 }
 
 /** pip arguments (after `<python> -m`) that install the engine into the chosen interpreter. */

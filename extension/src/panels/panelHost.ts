@@ -3,11 +3,13 @@
 // of what the webview posts (malformed messages are dropped and counted).
 import * as vscode from 'vscode';
 import type { MetricRecord, RoutingRecord, RunStoreApi } from '../runs/model';
-import type { PanelKind, WebviewToHostMessage } from '../../../webview/src/protocol';
+import type { PanelKind, WebviewToHostMessage, WeightsTarget } from '../../../webview/src/protocol';
 import { parseWebviewToHost } from '../../../webview/src/protocolGuards';
+import { type AnalysisSpec, runSpec } from './analysisCache';
 import { makeNonce } from './nonce';
 import { selectRuns, toMetricBlocks, toRoutingRows, toRunSummary } from './panelData';
 import type { WarningLedger } from './warningLedger';
+import type { WeightsAnalyzer } from './weightsAnalysis';
 import { webviewHtml } from './webviewHtml';
 
 export const VIEW_TYPES: Record<PanelKind, string> = { dashboard: 'moelab.dashboard', router: 'moelab.routerPanel' };
@@ -26,9 +28,18 @@ export function createPanel(kind: PanelKind, extensionUri: vscode.Uri): vscode.W
   return vscode.window.createWebviewPanel(VIEW_TYPES[kind], TITLES[kind], vscode.ViewColumn.Active, webviewOptions(extensionUri));
 }
 
+/** What the router panel's Weights tab shows: an explicit target, else the panel's first run. */
+export interface WeightsOptions {
+  spec?: AnalysisSpec;
+  /** Open on the Weights tab (once: a reload keeps the tab the user chose). */
+  show: boolean;
+}
+
 export class PanelHost implements vscode.Disposable {
   private readonly disposables: vscode.Disposable[] = [];
   private ready = false;
+  private weightsSpec: AnalysisSpec | undefined;
+  private showWeights = false;
   /** Messages from the webview that failed validation (for diagnostics). */
   dropped = 0;
 
@@ -40,7 +51,11 @@ export class PanelHost implements vscode.Disposable {
     private readonly extensionUri: vscode.Uri,
     private readonly ledger: WarningLedger,
     private readonly log: (line: string) => void,
+    private readonly weights?: WeightsAnalyzer,
+    weightsOptions?: WeightsOptions,
   ) {
+    this.weightsSpec = weightsOptions?.spec;
+    this.showWeights = weightsOptions?.show ?? false;
     const webview = panel.webview;
     webview.options = webviewOptions(extensionUri);
     const asset = (file: string): string => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', 'webview', file)).toString();
@@ -54,10 +69,25 @@ export class PanelHost implements vscode.Disposable {
     );
   }
 
-  /** Show other runs in the same panel. */
-  setRuns(runIds: string[]): void {
+  /** Show other runs (and weights of another target) in the same panel. */
+  setRuns(runIds: string[], weights?: WeightsOptions): void {
     this.runIds = runIds;
+    this.weightsSpec = weights?.spec;
+    this.showWeights = weights?.show ?? false;
     if (this.ready) this.sendInit();
+  }
+
+  private weightsTarget(): WeightsTarget | null {
+    if (this.weightsSpec) return { kind: this.weightsSpec.kind, label: this.weightsSpec.label };
+    const run = this.runIds.length ? this.store.get(this.runIds[0]) : undefined;
+    return run ? { kind: 'run', label: `run ${run.id}` } : null;
+  }
+
+  /** Resolved when the tab asks, so a run's checkpoints are listed as they are then. */
+  private async resolveWeightsSpec(): Promise<AnalysisSpec | undefined> {
+    if (this.weightsSpec) return this.weightsSpec;
+    const run = this.runIds.length ? this.store.get(this.runIds[0]) : undefined;
+    return run ? runSpec(run) : undefined;
   }
 
   private runs(): ReturnType<RunStoreApi['list']> {
@@ -79,7 +109,8 @@ export class PanelHost implements vscode.Disposable {
       void this.panel.webview.postMessage({ type: 'init', panel: 'dashboard', runIds: this.runIds, runs: summaries, blocks: runs.flatMap((r) => toMetricBlocks(r.id, this.store.metrics(r.id))) });
     } else {
       const routing = runs.map((r) => ({ runId: r.id, rows: toRoutingRows(this.store.routing(r.id)) })).filter((b) => b.rows.length > 0);
-      void this.panel.webview.postMessage({ type: 'init', panel: 'router', runIds: this.runIds, runs: summaries, routing });
+      void this.panel.webview.postMessage({ type: 'init', panel: 'router', runIds: this.runIds, runs: summaries, routing, weights: { target: this.weightsTarget(), show: this.showWeights } });
+      this.showWeights = false;
     }
   }
 
@@ -123,6 +154,20 @@ export class PanelHost implements vscode.Disposable {
         return;
       case 'saveFile':
         await this.save(message.suggestedName, message.format, message.data);
+        return;
+      case 'requestAnalysis':
+        if (this.kind !== 'router') return;
+        if (!this.weights) {
+          this.post({ type: 'analysisStatus', target: this.weightsTarget(), state: 'unavailable', detail: 'Weight analysis is not available in this window.' });
+          return;
+        }
+        try {
+          await this.weights.request(await this.resolveWeightsSpec(), message.force, (m) => this.post(m));
+        } catch (err) {
+          // Reading the run folder or creating the cache folder failed: say so in the tab.
+          this.log(`[panels] weight analysis: ${String(err)}`);
+          this.post({ type: 'analysisStatus', target: this.weightsTarget(), state: 'failed', detail: `Could not analyze: ${String(err)}`.slice(0, 1900) });
+        }
         return;
     }
   }

@@ -66,3 +66,9 @@ export function colorLegend(color: CellColor, lo: number, hi: number, labels: [s
   if (c) wrap.append(c);
   return wrap;
 }
+
+/** Cosine similarity, −1..1: cold for opposite, the background for orthogonal, hot for the same direction. */
+export function cosineColor(theme: ThemeColors): CellColor {
+  const s = scaleDiverging(interpolateRgbBasis([theme.cold, theme.background, theme.hot])).domain([-1, 0, 1]).clamp(true);
+  return (v) => s(v);
+}

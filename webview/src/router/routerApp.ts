@@ -48,6 +48,8 @@ export class RouterApp {
   constructor(
     root: HTMLElement,
     private state: RouterState,
+    /** The panel's state also holds the Weights tab's fields: save patches, not our copy. */
+    private readonly persist: (patch: Partial<RouterState>) => void = (patch) => saveState({ ...this.state, ...patch }),
   ) {
     this.list = new VirtualList(ROW_HEIGHT, (i) => this.renderRow(i), 'MoE layers');
     root.replaceChildren(
@@ -115,7 +117,7 @@ export class RouterApp {
 
   private update(patch: Partial<RouterState>): void {
     this.state = { ...this.state, ...patch };
-    saveState(this.state);
+    this.persist(patch);
   }
 
   private nameOf(runId: string): string {
