@@ -17,7 +17,7 @@ def test_quick_demo_end_to_end(tmp_path):
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     ev = json.loads((out / "eval.json").read_text())
-    labels = ["seed", "branch-code", "branch-math", "branch-prose", *DEMO_METHODS]
+    labels = ["seed", "branch-code", "branch-math", "branch-prose", "tune", *DEMO_METHODS]
     assert list(ev["models"]) == labels
     for label in labels:
         assert set(ev["models"][label]["domains"]) == {"code", "math", "prose"}
@@ -30,3 +30,7 @@ def test_quick_demo_end_to_end(tmp_path):
     # every MoE trained on the same token budget
     tokens = {m: json.loads((out / f"demo-moe-{m}" / "run.json").read_text())["total_steps"] for m in DEMO_METHODS}
     assert len(set(tokens.values())) == 1
+    # UpIT: the fine-tuning run's checkpoints are its experts, one more is merged, routers pre-optimized
+    meta = json.loads((out / "demo-upcycle-upit" / "checkpoint" / "config.json").read_text())["moelab"]
+    assert [p["path"].split("/")[-3] for p in meta["parents"]] == ["demo-seed", "demo-tune", "demo-tune", "demo-tune"]
+    assert len(meta["genealogy"]) == 1 and meta["router_preopt"]["trained"]

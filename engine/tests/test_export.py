@@ -34,6 +34,10 @@ KINDS = {
     # Expert capacity drops slots at inference too: the export must drop the same ones.
     "sparse-capacity": dict(model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1],
                                                                  capacity_factor=0.75, method="sparse")),
+    # UpIT: full FFN experts are Mixtral's layout; LoRA experts are deltas on a shared FFN.
+    "upit-full": dict(model_type="mixtral", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1], method="upit")),
+    "upit-lora": dict(model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[1], lora_rank=4,
+                                                           lora_alpha=4.0, method="upit")),
 }
 EXPECTED_ROUTERS = {
     "dense": [],
@@ -43,6 +47,8 @@ EXPECTED_ROUTERS = {
     "bam-skv-top1": ["router_probs.L1.attn", "router_probs.L1.ffn"],
     "mixtral": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
     "sparse-capacity": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
+    "upit-full": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
+    "upit-lora": ["router_probs.L1.ffn"],
 }
 
 
@@ -55,6 +61,8 @@ def make_ckpt(root: Path, kind: str, seed: int = 0, **over: object) -> Path:
         for name, p in model.named_parameters():
             if name.endswith(("gate.weight", "router.weight")):
                 p.normal_(0, 1.0)
+            if ".lora_b_" in name:  # LoRA B starts at zero: make the experts differ
+                p.normal_(0, 0.1)
     out = root / kind
     out.mkdir(parents=True)
     save_model(model, out)

@@ -24,7 +24,7 @@ def test_schema_shape():
     assert exp["$schema"].startswith("http://json-schema.org/draft-07")
     stage = exp["definitions"]["StageConfig"]
     assert stage["required"] == ["kind"]
-    assert stage["properties"]["kind"]["enum"] == ["dense", "branch", "upcycle", "moe", "eval"]
+    assert stage["properties"]["kind"]["enum"] == ["dense", "branch", "tune", "upcycle", "moe", "eval"]
     assert stage["properties"]["lr"] == {"anyOf": [{"type": "number"}, {"type": "null"}], "default": None}
     assert exp["additionalProperties"] is False
     train = schemas()["train.schema.json"]
@@ -56,7 +56,7 @@ def test_demo_experiment_roundtrips():
         ({"stages": [{"kind": "dense"}, {"kind": "branch"}, {"kind": "moe", "lr": "high"}]},
          "experiment.json: stages[2].lr: expected a number, got the string 'high'"),
         ({"stages": [{"kind": "dense", "stepz": 3}]}, "experiment.json: stages[0].stepz: unknown field (did you mean 'steps'?)"),
-        ({"stages": [{"kind": "seed"}]}, "experiment.json: stages[0].kind: expected one of 'dense', 'branch', 'upcycle', 'moe', 'eval', got the string 'seed'"),
+        ({"stages": [{"kind": "seed"}]}, "experiment.json: stages[0].kind: expected one of 'dense', 'branch', 'tune', 'upcycle', 'moe', 'eval', got the string 'seed'"),
         ({"stages": [{"kind": "dense"}, {"kind": "upcycle", "methods": ["bt"]}]}, "experiment.json: stages[1].methods[0]: 'bt' is not a method"),
         ({"stages": [{"kind": "dense"}, {"kind": "branch", "domains": ["law"]}]}, "experiment.json: stages[1].domains[0]: 'law' is not a domain"),
         ({"stages": [{"kind": "branch"}, {"kind": "dense"}]}, "experiment.json: stages: kinds must come in the order"),

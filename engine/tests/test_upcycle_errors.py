@@ -138,9 +138,23 @@ def test_expert_is_an_moe(capsys, tmp_path, good):
     assert str(moe / "config.json") in line and "already a mixture" in line
 
 
-def test_upit_not_implemented(capsys, tmp_path, good):
-    line = _run(capsys, tmp_path, "--method", "upit", "--seed", str(good), "--expert", str(good))
-    assert "upit" in line and "not implemented" in line
+@pytest.mark.parametrize("args,option", [
+    (["--expert", "{good}", "--num-experts", "3"], "--expert"),  # one checkpoint: no pair to merge
+    (["--expert", "{good}", "--expert", "{good}", "--num-experts", "1"], "--num-experts"),
+    (["--expert", "{good}", "--lora-rank", "999"], "--lora-rank"),
+    (["--expert", "{good}", "--dare-drop", "1"], "--dare-drop"),
+    (["--expert", "{good}", "--router-data", "nonsense-domain"], "--router-data"),
+])
+def test_upit_bad_options(capsys, tmp_path, good, args, option):
+    line = _run(capsys, tmp_path, "--method", "upit", "--seed", str(good), *(a.format(good=good) for a in args))
+    assert option in line
+
+
+def test_upit_checkpoints_of_another_architecture(capsys, tmp_path, good):
+    other = save_hf(make_hf("llama", seed=1, hidden_size=48), tmp_path / "other")
+    line = _run(capsys, tmp_path, "--method", "upit", "--seed", str(good), "--expert", str(good),
+                "--expert", str(other), "--num-experts", "3")
+    assert str(other) in line and "hidden_size" in line
 
 
 @pytest.mark.parametrize("args,option", [

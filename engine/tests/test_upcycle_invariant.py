@@ -1,7 +1,7 @@
 """DESIGN §2 invariant: when every expert is the seed, the upcycled model computes the seed.
 
-Checked against transformers' own dense model on the seed, for every method, FFN top-k 1, 2, N,
-BAM attention soft / top-1 / top-2, MoE on all layers and every other layer, two router seeds;
+Checked against transformers' own dense model on the seed, for every method (UpIT with full and
+with LoRA experts, one of them a merged child), FFN top-k 1, 2, N, BAM attention soft / top-1 / top-2, MoE on all layers and every other layer, two router seeds;
 Mixtral-compatible outputs are also loaded by transformers' MixtralForCausalLM.
 """
 
@@ -32,19 +32,22 @@ def seed(tmp_path_factory):
 def _combos():
     for method in ("sparse", "btx", "bam-ekv", "bam-skv"):
         attn = (0, 1, 2) if method.startswith("bam") else (0,)
-        yield from itertools.product([method], (1, 2, N), attn, ("all", "every-other"), (0, 1))
+        yield from itertools.product([method], (1, 2, N), attn, ("all", "every-other"), (0, 1), (0,))
+    # UpIT, full FFN experts and rank-4 LoRA experts; two checkpoints, so one expert is a merged child.
+    yield from itertools.product(["upit"], (1, 2, N), (0,), ("all", "every-other"), (0, 1), (0, 4))
 
 
-@pytest.mark.parametrize("method,top_k,attn_top_k,layers,router_seed", list(_combos()))
-def test_all_experts_equal_the_seed(seed, tmp_path, method, top_k, attn_top_k, layers, router_seed):
+@pytest.mark.parametrize("method,top_k,attn_top_k,layers,router_seed,lora_rank", list(_combos()))
+def test_all_experts_equal_the_seed(seed, tmp_path, method, top_k, attn_top_k, layers, router_seed, lora_rank):
     root, ref = seed
-    experts = [] if method == "sparse" else [root / "single", root / "sharded", root / "single"]
+    experts = {"sparse": [], "upit": [root / "single", root / "sharded"]}.get(
+        method, [root / "single", root / "sharded", root / "single"])
     out = upcycle(UpcycleOptions(
         method=method, seed=root / "single", experts=experts, out=tmp_path / "moe", num_experts=N,
-        top_k=top_k, attn_top_k=attn_top_k, moe_layers=layers, router_seed=router_seed,
+        top_k=top_k, attn_top_k=attn_top_k, moe_layers=layers, router_seed=router_seed, lora_rank=lora_rank,
     ))
     cfg = json.loads((out / "config.json").read_text())
-    mixtral = method in ("sparse", "btx") and layers == "all"
+    mixtral = method in ("sparse", "btx", "upit") and layers == "all" and not lora_rank
     assert cfg["model_type"] == ("mixtral" if mixtral else "moelab")
     ours = our_logits(out, IDS)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)

@@ -59,7 +59,7 @@ def paper_checks(ev: dict) -> dict[str, bool]:
     """The orderings the BAM paper reports, checked at this scale."""
     m = ev["models"]
     avg = {k: v["average"]["ppl"] for k, v in m.items()}
-    moes = [k for k in avg if k != "seed" and not k.startswith("branch-")]
+    moes = [k for k in avg if k not in ("seed", "tune") and not k.startswith("branch-")]
     out: dict[str, bool] = {}
     if "seed" in avg and moes:
         out["every MoE beats the seed on average perplexity"] = all(avg[k] < avg["seed"] for k in moes)
@@ -67,4 +67,6 @@ def paper_checks(ev: dict) -> dict[str, bool]:
         out["bam-ekv <= btx on average perplexity"] = avg["bam-ekv"] <= avg["btx"]
     if "bam-skv" in avg and "btx" in avg:
         out["bam-skv <= btx on average perplexity"] = avg["bam-skv"] <= avg["btx"]
+    if "upit" in avg and "tune" in avg:
+        out["upit <= its fine-tuned dense model (tune) on average perplexity"] = avg["upit"] <= avg["tune"]
     return out

@@ -41,7 +41,7 @@ from moelab.io.tensor_io import (
     bytes_to_tensor,
     locate,
 )
-from moelab.methods.api import UpcycleOptions
+from moelab.methods.api import UPIT_FIELDS, UpcycleOptions
 from moelab.methods.provenance import ParentHasher, provenance
 from moelab.models.config import ModelConfig, MoEConfig
 from moelab.models.model import meta_model
@@ -86,6 +86,13 @@ class MixSpec:
     shared_sources: list[int]  # every other parameter is the mean of these sources (one: a copy)
     attn_experts: bool = False  # BAM: attention experts too
     shared_kv: bool = False  # BAM shared-KV: K and V are shared parameters (averaged), Q and O per expert
+    lora_rank: int = 0  # UpIT LoRA: experts are low-rank deltas on a shared dense FFN
+    lora_alpha: float = 0.0
+    # A method that makes tensors no source holds (UpIT's merged children, LoRA factors) claims
+    # them here: given an output tensor name, the location to copy or a function that computes
+    # it; None leaves the name to the common plan.
+    compute: Callable[[str], TensorLoc | Callable[[FileCache], torch.Tensor] | None] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # merged into config.json's "moelab" record
 
 
 @dataclass
@@ -93,9 +100,10 @@ class Step:
     name: str  # output tensor name (disk layout)
     shape: tuple[int, ...]
     dtype: str  # output safetensors dtype
-    kind: str  # "copy" | "mean" | "router"
+    kind: str  # "copy" | "mean" | "router" | "compute"
     srcs: list[TensorLoc] = field(default_factory=list)
     layer: int = -1  # for routers and progress
+    fn: Callable[[FileCache], torch.Tensor] | None = None  # kind "compute"
 
 
 # ---- 1. sources ---------------------------------------------------------------------------------
@@ -182,6 +190,8 @@ def output_config(opts: UpcycleOptions, spec: MixSpec) -> ModelConfig:
         attn_experts=spec.attn_experts,
         attn_top_k=opts.attn_top_k if spec.attn_experts else 0,
         shared_kv=spec.shared_kv,
+        lora_rank=spec.lora_rank,
+        lora_alpha=spec.lora_alpha,
         method=opts.method,
     )
     cfg = dataclasses.replace(seed, moe=moe, model_type="moelab")
@@ -196,8 +206,16 @@ def plan(spec: MixSpec, cfg: ModelConfig) -> list[Step]:
     router_dtype = seed.tensors["model.embed_tokens.weight"].dtype
     steps = []
     for name, shape in model_shapes(cfg).items():
+        layer = int(lm[1]) if (lm := _LAYER.match(name)) else -1
         if m := _ROUTER.match(name):
             steps.append(Step(name, shape, router_dtype, "router", layer=int(m[1])))
+            continue
+        claimed = spec.compute(name) if spec.compute else None
+        if isinstance(claimed, TensorLoc):
+            steps.append(Step(name, shape, claimed.dtype, "copy", [claimed], layer))
+            continue
+        if claimed is not None:
+            steps.append(Step(name, shape, router_dtype, "compute", layer=layer, fn=claimed))
             continue
         if m := _FFN_EXPERT.match(name):
             dense, srcs = f"{m[1]}.mlp.{_MIXTRAL_TO_DENSE[m[3]]}.weight", [spec.sources[spec.expert_sources[int(m[2])]]]
@@ -206,7 +224,6 @@ def plan(spec: MixSpec, cfg: ModelConfig) -> list[Step]:
         else:
             dense, srcs = name, shared
         locs = [s.tensors[dense] for s in srcs]
-        layer = int(lm[1]) if (lm := _LAYER.match(name)) else -1
         out_dtype = seed.tensors[dense].dtype
         steps.append(Step(name, shape, out_dtype, "copy" if len(locs) == 1 else "mean", locs, layer))
     return steps
@@ -264,6 +281,9 @@ def execute(steps: list[Step], writer: StreamingShardWriter, files: FileCache, r
         if step.kind == "router":
             kind = "attn" if "self_attn" in step.name else "ffn"
             writer.write_tensor(step.name, init_router(step.shape, step.dtype, router_seed, step.layer, kind))
+        elif step.kind == "compute":
+            assert step.fn is not None
+            writer.write_tensor(step.name, step.fn(files).to(TORCH_DTYPES[step.dtype]).contiguous())
         elif step.kind == "copy" and step.srcs[0].dtype == step.dtype:
             writer.copy(step.name, step.srcs[0], files.fd(step.srcs[0].path))
         else:
@@ -281,6 +301,9 @@ def _options_record(opts: UpcycleOptions, num_experts: int) -> dict[str, Any]:
     d = dataclasses.asdict(opts)
     for k in ("method", "seed", "experts", "out", "overwrite"):
         d.pop(k, None)
+    if opts.method != "upit":
+        for k in UPIT_FIELDS:
+            d.pop(k, None)
     d["num_experts"] = num_experts
     return d
 
@@ -295,8 +318,6 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
     report = progress or _stderr_progress(f"upcycle {opts.method}")
     if opts.router_init not in ("random", "hidden"):
         raise ConfigError(f"--router-init {opts.router_init!r}: expected random or hidden")
-    if opts.router_init == "hidden":
-        raise MoELabError("--router-init hidden: not implemented yet (use random)")
     if opts.max_shard_bytes <= 0:
         raise ConfigError(f"--max-shard-size: must be positive (got {opts.max_shard_bytes} bytes)")
     seed = open_source(opts.seed, "seed")
@@ -327,6 +348,7 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
             hf = cfg.to_hf_dict()
             hf["torch_dtype"] = hf["dtype"] = _dtype_name(seed.tensors["model.embed_tokens.weight"].dtype)
             hf["moelab"] = provenance(opts.method, _options_record(opts, len(spec.expert_sources)), hasher.parents())
+            hf["moelab"].update(spec.meta)
             (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
             for name in TOKENIZER_FILES:
                 if (seed.path / name).is_file():

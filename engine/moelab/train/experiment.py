@@ -6,11 +6,13 @@ Stages run in order; each names the kind of work it does:
            (steps 0) or continue training it
   branch   one run per domain in `domains` (default: all), each continuing from the seed on
            that domain only
+  tune     UpIT's fine-tuning run: the seed continued on the mixture, keeping every checkpoint
+           (one per `ckpt_every` steps); those checkpoints are method upit's experts
   upcycle  one MoE checkpoint per method in `methods`, from the seed and the branches
   moe      one training run per upcycled method, on the equal mixture of all domains
   eval     per-domain loss and perplexity of the seed, every branch and every MoE -> eval.json
 
-Run ids are <name>-seed, <name>-branch-<domain>, <name>-upcycle-<method>, <name>-moe-<method>,
+Run ids are <name>-seed, <name>-branch-<domain>, <name>-tune, <name>-upcycle-<method>, <name>-moe-<method>,
 <name>-eval; a stage's `name` replaces the part after "<name>-" (or "<name>-<part>-").
 """
 
@@ -34,8 +36,8 @@ from moelab.train.config import Hyper, PerRouter, _help
 class StageConfig:
     """One stage of the pipeline; training settings left out take the experiment's `defaults`."""
 
-    kind: Literal["dense", "branch", "upcycle", "moe", "eval"]
-    name: str = field(default="", metadata=_help("run id part (default: seed, branch, upcycle, moe, eval)"))
+    kind: Literal["dense", "branch", "tune", "upcycle", "moe", "eval"]
+    name: str = field(default="", metadata=_help("run id part (default: seed, branch, tune, upcycle, moe, eval)"))
     # dense
     model: ModelConfig | None = field(default=None, metadata=_help("dense: architecture of a seed trained from scratch"))
     init: str = field(default="", metadata=_help("dense: start from this checkpoint directory (a Hugging Face seed)"))
@@ -50,6 +52,11 @@ class StageConfig:
     router_init: Literal["random", "hidden"] = "random"
     router_seed: int = 0
     keep_seed: bool = field(default=True, metadata=_help("the seed is one more expert (BAM's general-text expert)"))
+    # upcycle, method upit (its experts are the tune stage's checkpoints)
+    lora_rank: int = field(default=0, metadata=_help("upit: 0 = full FFN experts, r = rank-r LoRA experts"))
+    dare_drop: float = field(default=0.5, metadata=_help("upit: DARE drop rate of merged experts"))
+    router_samples: int = field(default=128, metadata=_help("upit: router pre-optimization seed-set windows"))
+    router_steps: int = field(default=60, metadata=_help("upit: router pre-optimization steps"))
     # training overrides (dense, branch, moe)
     steps: int | None = None
     batch_size: int | None = None
@@ -108,7 +115,7 @@ class ExperimentConfig:
                 raise ConfigError(f"stages[{i}]: give `model` (from scratch) or `init` (a checkpoint), not both")
             if s.kind == "upcycle" and not s.methods:
                 raise ConfigError(f"stages[{i}].methods: the upcycle stage needs at least one method")
-        order = ["dense", "branch", "upcycle", "moe", "eval"]
+        order = ["dense", "branch", "tune", "upcycle", "moe", "eval"]
         if kinds != sorted(kinds, key=order.index):
             raise ConfigError(f"stages: kinds must come in the order {' -> '.join(order)} (got {' -> '.join(kinds)})")
         if "dense" not in kinds:
@@ -116,6 +123,9 @@ class ExperimentConfig:
         if "moe" in kinds and "upcycle" not in kinds:
             raise ConfigError("stages: a 'moe' stage needs an 'upcycle' stage before it")
         moe, up = self.stage("moe"), self.stage("upcycle")
+        if up is not None and "upit" in up.methods and "tune" not in kinds:
+            raise ConfigError(f"stages[{self.stages.index(up)}].methods: upit needs a 'tune' stage (its "
+                              "intermediate checkpoints are upit's experts)")
         if moe is not None and up is not None:
             i = self.stages.index(moe)
             for j, m in enumerate(moe.methods):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from moelab.train import jsoncfg
 from moelab.train.config import HYPER_FIELDS, TrainConfig
 from moelab.train.evaluate import evaluate_checkpoint
 from moelab.train.experiment import ExperimentConfig, StageConfig
+from moelab.train.router_preopt import PreoptConfig, preoptimize_checkpoint
 from moelab.train.rundir import RunDir, read_run_json, write_json_atomic
 from moelab.train.trainer import resolve_device, train
 
@@ -35,6 +37,10 @@ class PipelineResult:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _log_as(run_id: str) -> Callable[[str], None]:
+    return lambda msg: _log(f"[{run_id}] router pre-optimization: {msg}")
 
 
 class Pipeline:
@@ -75,6 +81,8 @@ class Pipeline:
         assert dense is not None
         seed_id = self.run_id(dense, "seed")
         branch = exp.stage("branch")
+        tune = exp.stage("tune")
+        tune_id = self.run_id(tune, "tune") if tune else ""
         up = exp.stage("upcycle")
         moe = exp.stage("moe")
         domains = (branch.domains or [s.domain for s in exp.data.sources]) if branch else []
@@ -86,8 +94,10 @@ class Pipeline:
         self._queue(seed_id, "dense")
         for bid in branch_ids.values():
             self._queue(bid, "branch", parents=[seed_id])
+        if tune:
+            self._queue(tune_id, "branch", parents=[seed_id])
         for m, uid in up_ids.items():
-            self._queue(uid, "upcycle", m, [seed_id, *branch_ids.values()])
+            self._queue(uid, "upcycle", m, self._up_parents(m, seed_id, list(branch_ids.values()), tune_id))
         for m, mid in moe_ids.items():
             self._queue(mid, "moe", m, [up_ids.get(m, "")])
 
@@ -105,11 +115,25 @@ class Pipeline:
             if ck is None:
                 return r
             branches[d] = r.checkpoints[f"branch-{d}"] = ck
+        # 2b. UpIT's fine-tuning run: the seed on the mixture, every checkpoint kept as an expert
+        tuned: list[Path] = []
+        if tune:
+            h = tune.hyper(exp.defaults)
+            cfg = self._train_config(tune, tune_id, "branch", init=str(seed), parents=[seed_id])
+            cfg.keep_last = h.steps // h.ckpt_every + 1
+            ck = self._train(cfg)
+            if ck is None:
+                return r
+            r.checkpoints["tune"] = ck
+            tuned = sorted(p for p in ck.parent.glob("step-*") if (p / "config.json").exists())
         # 3. upcycle: one MoE checkpoint per method
         upcycled: dict[str, Path] = {}
         for m, uid in up_ids.items():
             assert up is not None
-            ck = self._upcycle(up, m, uid, seed, list(branches.values()), [seed_id, *branch_ids.values()])
+            experts = tuned if m == "upit" else list(branches.values())
+            ck = self._upcycle(up, m, uid, seed, experts,
+                               self._up_parents(m, seed_id, list(branch_ids.values()), tune_id),
+                               n_others=len(branches) + (1 if up.keep_seed else 0))
             if ck is not None:
                 upcycled[m] = r.checkpoints[f"upcycle-{m}"] = ck
         # 4. MoE training on the equal mixture
@@ -137,8 +161,17 @@ class Pipeline:
             r.status = "failed"
         return r
 
+    @staticmethod
+    def _up_parents(method: str, seed_id: str, branch_ids: list[str], tune_id: str) -> list[str]:
+        return [seed_id, tune_id] if method == "upit" else [seed_id, *branch_ids]
+
+    def _router_data(self) -> str:
+        """The seed set of router pre-optimization: the experiment's own domains."""
+        srcs = self.exp.data.sources
+        return ",".join(s.domain if s.kind == "synthetic" else s.path for s in srcs if s.kind in ("synthetic", "text", "jsonl"))
+
     def _upcycle(self, stage: StageConfig, method: str, run_id: str, seed: Path, experts: list[Path],
-                 parents: list[str]) -> Path | None:
+                 parents: list[str], n_others: int = 0) -> Path | None:
         path = self.out / run_id
         out = path / "checkpoint"
         info = read_run_json(path)
@@ -148,11 +181,15 @@ class Pipeline:
         n = stage.num_experts
         if method == "sparse" and n is None:
             n = len(experts) + (1 if stage.keep_seed else 0)  # as many experts as the other methods
+        if method == "upit" and n is None:
+            n = max(n_others, len(experts))  # as many as the others: the genetic step adds the rest
         opts = UpcycleOptions(method=method, seed=seed, experts=[] if method == "sparse" else experts, out=out,
                               num_experts=n, top_k=stage.top_k, attn_top_k=stage.attn_top_k,
                               router_seed=stage.router_seed, moe_layers=stage.moe_layers,
-                              router_init=stage.router_init, keep_seed=stage.keep_seed and method != "sparse",
-                              overwrite=True)
+                              router_init=stage.router_init,
+                              keep_seed=stage.keep_seed and method not in ("sparse", "upit"),
+                              overwrite=True, lora_rank=stage.lora_rank if method == "upit" else 0,
+                              dare_drop=stage.dare_drop, merge_seed=stage.router_seed)
         rd = RunDir(path, run_id, "upcycle", method=method, parents=parents, experiment=self.exp.name,
                     config=jsoncfg.to_dict(opts) | {"seed": str(seed), "experts": [str(e) for e in opts.experts],
                                                     "out": str(out)})
@@ -162,6 +199,11 @@ class Pipeline:
             # The MoE reads text like its seed: carry the seed's tokenizer files along.
             seed_cfg = load_config(seed)
             load_tokenizer(seed, seed_cfg.vocab_size, seed_cfg.eos_token_id).save(Path(ck))
+            data = self._router_data()
+            if (method == "upit" or stage.router_init == "hidden") and data:
+                preoptimize_checkpoint(Path(ck), PreoptConfig(
+                    data=data, samples=stage.router_samples, steps=stage.router_steps, seq_len=self.exp.data.seq_len,
+                    seed=stage.router_seed, init=stage.router_init, train=method == "upit"), _log_as(run_id))
         except Exception as e:  # one method failing must not stop the others
             msg = str(e) or type(e).__name__
             rd.set_status("failed", msg)
