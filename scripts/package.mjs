@@ -109,7 +109,9 @@ for (const target of targets) {
   const out = path.join(root, 'dist', `${pkg.name}-${target}-${pkg.version}.vsix`);
   run(
     process.execPath,
-    [vsce, 'package', '--target', target, '--dependencies', '--allow-missing-repository', '--skip-license', '--out', out],
+    // --no-rewrite-relative-links: the README links docs/ and engine/ files by relative path; with no
+    // repository URL vsce would refuse to package rather than leave them relative.
+    [vsce, 'package', '--target', target, '--dependencies', '--allow-missing-repository', '--no-rewrite-relative-links', '--skip-license', '--out', out],
     dir,
   );
   const mb = fs.statSync(out).size / 2 ** 20;

@@ -123,6 +123,33 @@ describe('inspector on real ONNX exports', { skip: HAVE_VENV ? false : NO_VENV_R
     fs.rmSync(path.join(noTok, 'moelab_tokenizer.json'));
     const noModel = copy('nomodel');
     fs.rmSync(path.join(noModel, 'model.onnx'));
+    // Hostile variants of a real model: truncated, empty, bytes flipped at fixed-seed spots, a folder.
+    const real = fs.readFileSync(path.join(byteDir, 'model.onnx'));
+    const truncated = copy('truncated');
+    fs.writeFileSync(path.join(truncated, 'model.onnx'), real.subarray(0, Math.floor(real.length / 2)));
+    const empty = copy('empty');
+    fs.writeFileSync(path.join(empty, 'model.onnx'), Buffer.alloc(0));
+    const flipped = copy('flipped');
+    const bytes = Buffer.from(real);
+    let seed = 42;
+    for (let i = 0; i < 64; i++) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      bytes[seed % Math.min(bytes.length, 4096)] ^= 0xff; // the graph's header and first nodes
+    }
+    fs.writeFileSync(path.join(flipped, 'model.onnx'), bytes);
+    const folder = copy('folder');
+    fs.rmSync(path.join(folder, 'model.onnx'));
+    fs.mkdirSync(path.join(folder, 'model.onnx'));
+    for (const dir of [truncated, empty, flipped, folder]) {
+      const t0 = performance.now();
+      await assert.rejects(loadExport(dir, { threads: 1 }), (e: Error) => {
+        assert.ok(e instanceof InspectorError, `${dir}: ${e}`);
+        assert.match(e.message, new RegExp(`${path.basename(dir)}/model\\.onnx: `));
+        assert.ok(!e.message.includes('\n'), e.message);
+        return true;
+      });
+      assert.ok(performance.now() - t0 < 20_000, `${dir}: took ${performance.now() - t0} ms`);
+    }
     const cases: [string, RegExp][] = [
       [corrupt, /corrupt\/model\.onnx: not a model onnxruntime can load/],
       [mismatched, /mismatched\/model\.onnx: does not match routing\.json beside it \(missing outputs router_probs\.L0\.attn/],

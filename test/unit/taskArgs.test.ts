@@ -1,14 +1,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import {
   analyzeArgs,
+  compareArgs,
   demoArgs,
   engineInvocation,
   exportArgs,
   installArgs,
   runExperimentArgs,
+  trainArgs,
   TaskArgError,
   upcycleArgs,
 } from '../../extension/src/jobs/taskArgs';
@@ -93,6 +97,45 @@ describe('task arguments', () => {
     assert.deepEqual(installArgs({ editable: '/w s/engine' }), ['pip', 'install', '-e', '/w s/engine']);
     assert.deepEqual(installArgs({ local: '/ext/engine' }), ['pip', 'install', '/ext/engine']);
     assert.deepEqual(installArgs({}), ['pip', 'install', 'moelab']);
+  });
+});
+
+describe('hostile paths through a real process', () => {
+  it('every job builder: files land where named, and nothing else runs', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'moelab-argv-'));
+    const ws = path.join(root, "work space $(touch PWNED1); `touch PWNED2` 'q' \"dq\"");
+    fs.mkdirSync(ws);
+    // A stand-in interpreter (no shell anywhere): records its argv and creates the --out path it is given.
+    const fake = path.join(root, 'fake python $(touch PWNED3)');
+    fs.writeFileSync(
+      fake,
+      `#!${process.execPath}\nconst fs = require('fs');\nconst a = process.argv.slice(2);\nfs.appendFileSync(process.env.ARGV_LOG, JSON.stringify(a) + '\\n');\nconst i = a.indexOf('--out');\nif (i >= 0) fs.mkdirSync(a[i + 1], { recursive: true });\n`,
+    );
+    fs.chmodSync(fake, 0o755);
+    const log = path.join(root, 'argv.jsonl');
+    const names = ['runs; touch PWNED4', '$(touch PWNED5)', "it's `id`", '-rf && touch PWNED6'];
+    const jobs: string[][] = [];
+    for (const n of names) {
+      jobs.push(demoArgs(n, ws));
+      jobs.push(runExperimentArgs(`${n}.moelab.json`, ws), trainArgs(`${n}.json`, ws));
+      jobs.push(upcycleArgs({ method: 'btx', seed: `seed ${n}`, experts: [n, `${n}2`], out: `out ${n}`, topK: 2 }, ws));
+      jobs.push(exportArgs(n, 'onnx', `export ${n}`, ws), analyzeArgs(n, `${n}b`, `analysis ${n}`, ws), compareArgs(n, `${n}c`, `cmp ${n}`, ws));
+    }
+    for (const job of jobs) {
+      const inv = engineInvocation(fake, job);
+      execFileSync(inv.command, inv.args, { cwd: ws, env: { ...process.env, ...inv.env, ARGV_LOG: log } });
+    }
+    const seen = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(seen, jobs.map((j) => ['-m', 'moelab', ...j]));
+    for (const job of jobs.filter((j) => j.includes('--out'))) {
+      const out = job[job.indexOf('--out') + 1];
+      assert.ok(fs.statSync(out).isDirectory(), `missing ${out}`);
+      assert.equal(path.dirname(out), ws);
+    }
+    const pwned = fs.readdirSync(root, { recursive: true }).map(String).filter((f) => path.basename(f).startsWith('PWNED'));
+    assert.deepEqual(pwned, []);
+    assert.ok(!fs.readdirSync(process.cwd()).some((f) => f.startsWith('PWNED')));
+    fs.rmSync(root, { recursive: true, force: true });
   });
 });
 

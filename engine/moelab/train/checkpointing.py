@@ -9,6 +9,7 @@ rename, so a reader following `latest` never sees a partial checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -96,6 +97,18 @@ def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None) -> T
 
 
 def _prune(root: Path, keep_last: int) -> None:
+    """Deletes all but the newest `keep_last` checkpoints, and the temp folders of writers that were
+    killed (.step-*.tmp-*, .step-*.old-*). A checkpoint is renamed to a hidden name before it is
+    deleted, so a reader listing step-* folders never finds a half-deleted one."""
     ckpts = sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name))
     for old in ckpts[: max(0, len(ckpts) - keep_last)]:
-        shutil.rmtree(old, ignore_errors=True)
+        hidden = old.with_name(f".{old.name}.del-{os.getpid()}")
+        try:
+            old.rename(hidden)
+        except OSError:
+            continue
+        shutil.rmtree(hidden, ignore_errors=True)
+    # One writer per run directory: any other hidden step folder is a leftover.
+    for left in root.iterdir():
+        if left.name.startswith(".step-") and left.is_dir():
+            shutil.rmtree(left, ignore_errors=True)

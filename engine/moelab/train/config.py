@@ -92,7 +92,7 @@ class TrainConfig(Hyper):
         p = f"{where}: " if where else ""
         if not self.run_id:
             raise ConfigError(f"{p}run_id: missing (required)")
-        if "/" in self.run_id or self.run_id in (".", ".."):
+        if "/" in self.run_id or "\0" in self.run_id or self.run_id in (".", ".."):
             raise ConfigError(f"{p}run_id: {self.run_id!r} is not a plain directory name")
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "ckpt_every", "keep_last"):
             if getattr(self, name) < 1 and not (name == "steps" and self.steps == 0):

@@ -96,7 +96,7 @@ class ExperimentConfig:
         default=None, metadata=_help("resources for `moelab slurm script|submit` (ignored by `moelab run`)"))
 
     def validate(self) -> None:
-        if not self.name or "/" in self.name:
+        if not self.name or "/" in self.name or "\0" in self.name or self.name in (".", ".."):
             raise ConfigError(f"name: {self.name!r} is not a plain name")
         kinds = [s.kind for s in self.stages]
         if not kinds:

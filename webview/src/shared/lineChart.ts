@@ -235,6 +235,8 @@ export class LineChart {
     if (this.hoverPx !== undefined) this.hover(this.hoverPx);
     this.lastDrawMs = performance.now() - t0;
     this.root.dataset.points = String(this.lines.reduce((s, l) => s + l.n, 0));
+    // The curves drawn (one per run, or per group): what tests and screen readers can check.
+    this.root.dataset.series = JSON.stringify(this.lines.filter((l) => l.n > 0).map((l) => l.id));
     this.root.dispatchEvent(new CustomEvent('chart-drawn', { bubbles: true }));
   }
 
@@ -313,8 +315,21 @@ export class LineChart {
       ctx.lineWidth = opts.highlighted === l.id ? 2.5 : opts.theme.highContrast ? 2 : 1.5;
       this.path(ctx, strong[i], opts.logScale);
       ctx.stroke();
+      this.dots(ctx, strong[i], opts.logScale, ctx.lineWidth + 1.5);
     }
     ctx.restore();
+  }
+
+  /** A point with no drawable neighbour (a run with one eval so far, a point between gaps) gets a
+   *  dot: a path of one point strokes nothing. */
+  private dots(ctx: CanvasRenderingContext2D, pts: Float64Array, log: boolean, r: number): void {
+    const ok = (k: number) => k >= 0 && k < pts.length && Number.isFinite(pts[k]) && Number.isFinite(pts[k + 1]) && (!log || pts[k + 1] > 0);
+    for (let k = 0; k < pts.length; k += 2) {
+      if (!ok(k) || ok(k - 2) || ok(k + 2)) continue;
+      ctx.beginPath();
+      ctx.arc(this.x(pts[k]), this.y(pts[k + 1]), r, 0, 2 * Math.PI);
+      ctx.fill();
+    }
   }
 
   private hover(px: number | undefined): void {
