@@ -302,7 +302,9 @@ export class DashboardApp {
   private renderTable(): void {
     const runs = this.visibleRuns();
     const head = el('tr', {}, ['Run', 'Train loss (last)', 'Train loss (min)', 'Eval loss (last)', 'Eval loss (best)', 'Best at step'].map((h) => el('th', { scope: 'col', text: h })));
-    const rows = runs.map((r) => {
+    // Runs without a loss (upcycle and eval stages) would only add rows of dashes.
+    const withLoss = runs.filter((r) => (this.store.get(r.id, 'train/loss')?.n ?? 0) > 0 || (this.store.get(r.id, 'eval/loss')?.n ?? 0) > 0);
+    const rows = withLoss.map((r) => {
       const train = this.store.get(r.id, 'train/loss');
       const evl = this.store.get(r.id, 'eval/loss');
       const stat = (s: typeof train): { last: number; min: number; at: number } => {

@@ -61,9 +61,10 @@ export function colorLegend(color: CellColor, lo: number, hi: number, labels: [s
   canvas.className = 'heat';
   const wrap = document.createElement('div');
   wrap.className = 'legend-scale';
-  const [a, b, c] = labels;
-  wrap.append(a, canvas, b);
-  if (c) wrap.append(c);
+  const [low, middle, high] = labels;
+  // Spans, not bare text: adjacent text nodes in a flex row merge into one run ("fair shareoverloaded").
+  const span = (text: string) => Object.assign(document.createElement('span'), { textContent: text });
+  wrap.append(span(low), canvas, span(high), span(`(centre: ${middle})`));
   return wrap;
 }
 

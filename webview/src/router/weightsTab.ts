@@ -288,7 +288,7 @@ export class WeightsApp {
     const report = r.report;
     const t = this.theme;
     const color = cosineColor(t);
-    const legend = (): HTMLElement => colorLegend(color, -1, 1, ['cosine −1', '+1', '']);
+    const legend = (): HTMLElement => colorLegend(color, -1, 1, ['cosine −1', '0', '+1']);
     const matrix = this.matrixOf(entry) ?? '';
     const cos = entry.expert_cosine[matrix] ?? [];
     const threshold = report.threshold;
