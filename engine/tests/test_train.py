@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,13 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from moelab.io.checkpoint import load_model
 from moelab.models.config import ModelConfig, MoEConfig
 from moelab.models.model import MoELabForCausalLM
+from moelab.models.routing import RouterLogits
 from moelab.train import jsoncfg
 from moelab.train.checkpointing import latest_checkpoint
 from moelab.train.config import TrainConfig, load_train_config
+from moelab.train.evaluate import MAX_COACT_EXPERTS, RoutingStats
 from moelab.train.runlog import read_jsonl, truncate_after
 from moelab.train.schedule import lr_at
 from moelab.train.trainer import TrainingDiverged, train
@@ -92,14 +96,8 @@ def test_train_writes_run_directory(tmp_path):
 
 
 def test_moe_training_logs_routing(tmp_path):
-    mcfg = ModelConfig(**TINY_MODEL, model_type="moelab",
-                       moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True))
-    from moelab.io.checkpoint import save_model
-
-    init = tmp_path / "moe-init"
-    init.mkdir()
-    save_model(MoELabForCausalLM(mcfg), init)
-    tiny_config(tmp_path, "m", stage="moe", method="bam-ekv", init=str(init), steps=4, log_every=2,
+    init = _moe_init(tmp_path, MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True))
+    tiny_config(tmp_path, "m", stage="moe", method="bam-ekv", init=init, steps=4, log_every=2,
                 load_balancing={"ffn": 0.01, "attn": 0.0})
     cfg = load_train_config(tmp_path / "m.json")
     cfg.model = None
@@ -116,6 +114,69 @@ def test_moe_training_logs_routing(tmp_path):
     assert set(r["by_domain"]) == {"code", "math", "prose"}
     assert json.loads((run / "run.json").read_text())["method"] == "bam-ekv"
     assert load_model(latest_checkpoint(run / "checkpoints")).config.moe.attn_experts
+    # co-activation: top-k FFN routers only (the soft attention router uses every expert)
+    loads = [r for r in routing if "load" in r]
+    assert all(("coact" in r) == (r["router"] == "ffn") for r in loads)
+    for r in (r for r in loads if "coact" in r):
+        c = torch.tensor(r["coact"])
+        assert c.shape == (3, 3) and bool(((c >= 0) & (c <= 1)).all())
+        picked = torch.tensor(r["load"]) > 0
+        assert torch.equal(c.diagonal(), picked.float())
+    # saturation: appended at the end, one per (logged step, FFN layer), 1.0 at the final step
+    sat = [r for r in routing if "saturation" in r]
+    assert routing[-len(sat):] == sat and all("load" not in r for r in sat)
+    assert sorted((r["step"], r["layer"]) for r in sat) == [(s, layer) for s in (1, 2, 4) for layer in (0, 1)]
+    assert all(r["router"] == "ffn" and 0 <= r["saturation"] <= 1 for r in sat)
+    assert all(r["saturation"] == 1.0 for r in sat if r["step"] == 4)
+
+
+def test_coactivation_matches_a_hand_count():
+    # 4 tokens, 4 experts, top-2: {0,1}, {0,2}, {0,1}, {1,2}; expert 3 is never picked.
+    logits = torch.tensor([[5.0, 4, 0, -1], [5, 0, 4, -1], [4, 5, 0, -1], [0, 5, 4, -1]])
+    stats = RoutingStats()
+    stats.add([RouterLogits(0, "ffn", logits, 2), RouterLogits(0, "attn", logits, 0)], ["code"] * 2)
+    ffn, attn = sorted(stats.records(1), key=lambda r: r["router"], reverse=True)
+    # P(b | a) = tokens with a and b / tokens with a; a = 0 is picked by 3 tokens, 1 by 3, 2 by 2
+    assert ffn["coact"] == [[1.0, round(2 / 3, 4), round(1 / 3, 4), 0.0],
+                            [round(2 / 3, 4), 1.0, round(1 / 3, 4), 0.0],
+                            [0.5, 0.5, 1.0, 0.0],
+                            [0.0, 0.0, 0.0, 0.0]]
+    assert "coact" not in attn
+    many = RoutingStats()
+    many.add([RouterLogits(0, "ffn", torch.randn(8, MAX_COACT_EXPERTS + 1), 2)], ["code"])
+    assert "coact" not in many.records(1)[0]  # E*E numbers a record: only for small E
+
+
+def _moe_init(tmp_path: Path, moe: MoEConfig) -> str:
+    from moelab.io.checkpoint import save_model
+
+    init = tmp_path / "moe-init"
+    init.mkdir()
+    save_model(MoELabForCausalLM(ModelConfig(**TINY_MODEL, model_type="moelab", moe=moe)), init)
+    return str(init)
+
+
+def _train_moe(tmp_path: Path, run_id: str, init: str) -> Path:
+    tiny_config(tmp_path, run_id, stage="moe", init=init, steps=8, log_every=2, ckpt_every=4, eval_every=4)
+    cfg = load_train_config(tmp_path / f"{run_id}.json")
+    cfg.model = None
+    train(cfg, quiet=True)
+    return tmp_path / "runs" / run_id
+
+
+def test_saturation_survives_a_resume(tmp_path):
+    init = _moe_init(tmp_path, MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1]))
+    ref = _train_moe(tmp_path, "ref", init)
+    run = _train_moe(tmp_path, "killed", init)
+    # As if killed after the final records were written but before the run was marked done, and
+    # the final checkpoint was lost: it resumes from step 4, whose trainer state holds the probe.
+    shutil.rmtree(run / "checkpoints" / "step-000008")
+    (run / "checkpoints" / "latest").write_text("step-000004\n")
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    _train_moe(tmp_path, "killed", init)
+    expected = (ref / "routing.jsonl").read_text()
+    assert '"saturation"' in expected and (run / "routing.jsonl").read_text() == expected
 
 
 def test_read_jsonl_partial_and_garbage(tmp_path):

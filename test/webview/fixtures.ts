@@ -1,6 +1,6 @@
 // Synthetic runs shaped like the demo's (DESIGN §4): metrics every 10 steps,
 // eval every 50 with per-domain losses, routing per logged step × layer × router.
-import type { Cell, MetricBlock, RoutingRow, RunSummary } from '../../webview/src/protocol';
+import type { Cell, MetricBlock, RoutingRow, RunSummary, SaturationPoint } from '../../webview/src/protocol';
 
 interface JsonBlock extends MetricBlock {
   step: number[];
@@ -98,15 +98,22 @@ export function routingRows(shape: RoutingShape): RoutingRow[] {
         // Domain d prefers expert d % E more and more as training goes: specialisation grows.
         const by_domain = Object.fromEntries(DOMAINS.map((d, di) => [d, norm(raw.map((v, e) => v * (e % DOMAINS.length === di ? 1 + 4 * t : 1)))]));
         const row: RoutingRow = { step, layer, router, load, prob, by_domain };
-        if (shape.perToken) {
-          row.saturation = Math.min(1, 0.2 + 0.8 * t + (r() - 0.5) * 0.05);
-          row.coactivation = Array.from({ length: E }, (_, i) => Array.from({ length: E }, (_, j) => (i === j ? 1 : 0.1 + 0.4 * Math.abs(Math.sin(i * 3 + j)))));
+        if (shape.perToken && router === 'ffn') {
+          row.coact = Array.from({ length: E }, (_, i) => Array.from({ length: E }, (_, j) => (i === j ? 1 : Math.round((0.05 + 0.4 * Math.abs(Math.sin(i * 3 + j + layer))) * 1e4) / 1e4)));
         }
         rows.push(row);
       }
     }
   }
   return rows;
+}
+
+/** What the engine appends when a run is done: saturation per logged step and top-k (FFN) router, 1 at the last step. */
+export function saturationPoints(rows: readonly RoutingRow[]): SaturationPoint[] {
+  const last = Math.max(1, ...rows.map((row) => row.step));
+  return rows
+    .filter((row) => row.router === 'ffn')
+    .map(({ step, layer, router }) => ({ step, layer, router, saturation: step === last ? 1 : Math.round((0.3 + 0.6 * Math.sqrt(step / last) + 0.02 * Math.sin(layer)) * 1e5) / 1e5 }));
 }
 
 export function steps(to: number, every: number): number[] {

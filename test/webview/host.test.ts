@@ -3,11 +3,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { toMetricBlocks, toRoutingRows, toRunSummary } from '../../extension/src/panels/panelData';
+import { isEmptyBlock, toMetricBlocks, toRoutingBlock, toRoutingRows, toRunSummary } from '../../extension/src/panels/panelData';
+import { isRoutingRecord } from '../../extension/src/runs/records';
 import { WarningLedger } from '../../extension/src/panels/warningLedger';
 import { webviewHtml } from '../../extension/src/panels/webviewHtml';
 import { makeNonce } from '../../extension/src/panels/nonce';
-import { isMetricBlock, isRoutingRow, parseHostToDashboard, parseHostToRouter, parseWebviewToHost } from '../../webview/src/protocolGuards';
+import { isMetricBlock, isRoutingBlock, isRoutingRow, isSaturationPoint, parseHostToDashboard, parseHostToRouter, parseWebviewToHost } from '../../webview/src/protocolGuards';
 
 describe('webview HTML', () => {
   const nonce = makeNonce();
@@ -79,6 +80,44 @@ describe('panel data shaping', () => {
     assert.equal(rows.length, 1);
     assert.ok(isRoutingRow(rows[0]));
     assert.deepEqual(Object.keys(rows[0].by_domain ?? {}), ['code']);
+  });
+
+  it('splits routing.jsonl into rows with co-activation and saturation to merge', () => {
+    const records = [
+      { step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.4, 0.6], coact: [[1, 0.25], [0.5, 1]] },
+      { step: 1, layer: 1, router: 'ffn', load: [0.5, 0.5], prob: [0.4, 0.6], coact: [[1, 0.25]] },
+      // appended when the run is done: no load, so no row (and no zero-load row)
+      { step: 1, layer: 0, router: 'ffn', saturation: 0.75 },
+      { step: 1, layer: 1, router: 'ffn', saturation: 1.5 },
+      { step: 1, layer: 0, router: 'moe', saturation: 0.5 },
+    ];
+    assert.ok(records.every(isRoutingRecord), 'the run store keeps saturation records');
+    assert.equal(isRoutingRecord({ step: 1, layer: 0, router: 'ffn' }), false);
+    const block = toRoutingBlock('r', records);
+    assert.ok(isRoutingBlock(block));
+    assert.deepEqual(block.rows.map((r) => [r.layer, r.coact]), [[0, [[1, 0.25], [0.5, 1]]], [1, undefined]]);
+    assert.ok(block.rows.every((r) => r.load.length === 2));
+    assert.deepEqual(block.saturation, [{ step: 1, layer: 0, router: 'ffn', saturation: 0.75 }]);
+    assert.ok(!isEmptyBlock(toRoutingBlock('r', records.slice(2))) && isEmptyBlock(toRoutingBlock('r', [])));
+    assert.equal(toRoutingBlock('r', records.slice(0, 1)).saturation, undefined);
+  });
+
+  it('validates co-activation matrices and saturation points', () => {
+    const row = { step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.5, 0.5] };
+    assert.ok(isRoutingRow({ ...row, coact: [[1, 0], [0.5, 1]] }));
+    for (const coact of [[[1, 0]], [[1, 0], [0.5]], [[1, 0], [0.5, 'x']], 'no', [[1, 0], null]]) assert.equal(isRoutingRow({ ...row, coact }), false, JSON.stringify(coact));
+    assert.ok(isRoutingRow({ ...row, saturation: 0.5 }));
+    assert.equal(isRoutingRow({ ...row, saturation: '0.5' }), false);
+    const point = { step: 10, layer: 2, router: 'attn', saturation: 1 };
+    assert.ok(isSaturationPoint(point) && isSaturationPoint({ ...point, saturation: 0 }));
+    for (const bad of [{ ...point, saturation: 1.01 }, { ...point, saturation: -0.1 }, { ...point, saturation: Number.NaN }, { ...point, layer: 0.5 }, { ...point, router: 'moe' }, { ...point, step: '1' }, null]) {
+      assert.equal(isSaturationPoint(bad), false, JSON.stringify(bad));
+    }
+    assert.ok(isRoutingBlock({ runId: 'r', rows: [], saturation: [point] }));
+    assert.equal(isRoutingBlock({ runId: 'r', rows: [], saturation: point }), false);
+    assert.equal(isRoutingBlock({ runId: 'r', rows: [], saturation: [{ ...point, saturation: 2 }] }), false);
+    assert.ok(parseHostToRouter({ type: 'appendRouting', routing: [{ runId: 'r', rows: [row], saturation: [point] }] }));
+    assert.equal(parseHostToRouter({ type: 'appendRouting', routing: [{ runId: 'r', rows: [row], saturation: [{ ...point, router: 'x' }] }] }), undefined);
   });
 
   it('summarizes run.json', () => {

@@ -45,7 +45,7 @@ export interface MetricBlock {
   values: Record<string, Column>;
 }
 
-/** One line of routing.jsonl (DESIGN §4), plus optional per-token statistics. */
+/** One line of routing.jsonl (DESIGN §4) with load and prob, plus what the engine merges in. */
 export interface RoutingRow {
   step: number;
   layer: number;
@@ -57,20 +57,32 @@ export interface RoutingRow {
   by_domain?: Record<string, number[]>;
   /**
    * Router saturation (OLMoE, §5.3): the share of a token's top-k experts at this
-   * step that are also among its top-k at the final checkpoint, averaged over
-   * tokens, in [0, 1]. Needs per-token routing: the engine does not log it yet.
+   * step that are also among its top-k at the final step, averaged over a fixed
+   * probe batch, in [0, 1]. Written in separate records when training finishes
+   * (SaturationPoint); the webview copies it onto the row of the same step.
    */
   saturation?: number;
   /**
-   * Expert co-activation (OLMoE): E×E, entry [i][j] = fraction of tokens routed to
-   * expert j among those routed to expert i (diagonal 1 or omitted as 0). Needs per-token data.
+   * Expert co-activation (OLMoE): E×E, entry [a][b] = P(b | a), the fraction of tokens
+   * routed to expert b among those routed to expert a (diagonal 1, or 0 when a is
+   * never picked). Only for top-k routers with at most 64 experts.
    */
-  coactivation?: number[][];
+  coact?: number[][];
+}
+
+/** A routing.jsonl record without load: saturation for an earlier (step, layer, router). */
+export interface SaturationPoint {
+  step: number;
+  layer: number;
+  router: 'ffn' | 'attn';
+  saturation: number;
 }
 
 export interface RoutingBlock {
   runId: string;
   rows: RoutingRow[];
+  /** Applied after `rows`, onto rows of the same step, layer and router already received. */
+  saturation?: SaturationPoint[];
 }
 
 // ---- host -> webview -------------------------------------------------------

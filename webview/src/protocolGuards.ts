@@ -15,6 +15,7 @@ import type {
   RouterWarning,
   RoutingBlock,
   RoutingRow,
+  SaturationPoint,
   RunSummary,
   TensorChange,
   WebviewToHostMessage,
@@ -94,8 +95,16 @@ function isRouterKind(v: unknown): v is 'ffn' | 'attn' {
   return v === 'ffn' || v === 'attn';
 }
 
+function hasRoutingKey(v: Record<string, unknown>): boolean {
+  return isNum(v.step) && Number.isInteger(v.layer) && isRouterKind(v.router);
+}
+
+export function isSaturationPoint(v: unknown): v is SaturationPoint {
+  return isObj(v) && hasRoutingKey(v) && isNum(v.saturation) && v.saturation >= 0 && v.saturation <= 1;
+}
+
 export function isRoutingRow(v: unknown): v is RoutingRow {
-  if (!isObj(v) || !isNum(v.step) || !Number.isInteger(v.layer) || !isRouterKind(v.router)) return false;
+  if (!isObj(v) || !hasRoutingKey(v)) return false;
   if (!isNumArray(v.load) || !isNumArray(v.prob) || v.load.length === 0) return false;
   if (v.prob.length !== 0 && v.prob.length !== v.load.length) return false;
   const e = v.load.length;
@@ -107,15 +116,16 @@ export function isRoutingRow(v: unknown): v is RoutingRow {
     }
   }
   if (v.saturation !== undefined && !isNum(v.saturation)) return false;
-  if (v.coactivation !== undefined) {
-    if (!Array.isArray(v.coactivation) || v.coactivation.length !== e) return false;
-    for (const row of v.coactivation) if (!isNumArray(row) || row.length !== e) return false;
+  if (v.coact !== undefined) {
+    if (!Array.isArray(v.coact) || v.coact.length !== e) return false;
+    for (const row of v.coact) if (!isNumArray(row) || row.length !== e) return false;
   }
   return true;
 }
 
 export function isRoutingBlock(v: unknown): v is RoutingBlock {
-  return isObj(v) && isStr(v.runId) && Array.isArray(v.rows) && v.rows.every(isRoutingRow);
+  if (!isObj(v) || !isStr(v.runId) || !Array.isArray(v.rows) || !v.rows.every(isRoutingRow)) return false;
+  return v.saturation === undefined || (Array.isArray(v.saturation) && v.saturation.every(isSaturationPoint));
 }
 
 export function parseHostToDashboard(v: unknown): HostToDashboardMessage | undefined {

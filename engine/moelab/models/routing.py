@@ -24,6 +24,18 @@ class RouterLogits:
         k = self.top_k if self.top_k > 0 else 1
         return self.logits.topk(k, dim=-1).indices
 
+    @property
+    def sparse(self) -> bool:
+        """Top-k routing that leaves experts out: per-token expert sets (co-activation, saturation)
+        mean something only then; a soft or all-expert router uses every expert for every token."""
+        return 0 < self.top_k < self.logits.shape[-1]
+
+
+def top_k_mask(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """[tokens, k] expert indices -> [tokens, experts] float one-hot mask of each token's expert set."""
+    idx = indices.reshape(-1, indices.shape[-1]).long()
+    return torch.zeros(idx.shape[0], num_experts, device=idx.device).scatter_(1, idx, 1.0)
+
 
 def route_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixtral's rule: softmax in fp32, keep the top k, renormalise so the kept weights sum to 1."""

@@ -1,5 +1,6 @@
 """Training checkpoints: checkpoints/step-000100/ = config.json + model.safetensors (a loadable
-model directory) + optimizer.pt + trainer.pt (step, tokens, elapsed time, RNG states).
+model directory) + optimizer.pt + trainer.pt (step, tokens, elapsed time, RNG states, and the
+saturation probe's routing history).
 
 A checkpoint directory appears whole or not at all (written to a temp dir, then renamed), and
 `checkpoints/latest` names the newest complete one; it is rewritten atomically only after the
@@ -13,7 +14,7 @@ import os
 import random
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ class TrainerState:
     step: int  # optimizer steps completed
     tokens: int  # training tokens consumed
     elapsed: float  # training wall time so far, seconds (continues across resumes)
+    probe: dict[str, Any] = field(default_factory=dict)  # train/saturation.py's per-step top-k history
 
 
 def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, optimizer: torch.optim.Optimizer, state: TrainerState,
@@ -57,6 +59,7 @@ def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, optimizer: torch.
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "python_rng": random.getstate(),
                 "numpy_rng": np.random.get_state(),
+                "probe": state.probe,
             },
             tmp / "trainer.pt",
         )
@@ -93,7 +96,8 @@ def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None) -> T
         torch.cuda.set_rng_state_all(st["cuda_rng"])
     random.setstate(st["python_rng"])
     np.random.set_state(st["numpy_rng"])
-    return TrainerState(step=int(st["step"]), tokens=int(st["tokens"]), elapsed=float(st["elapsed"]))
+    return TrainerState(step=int(st["step"]), tokens=int(st["tokens"]), elapsed=float(st["elapsed"]),
+                        probe=st.get("probe") or {})  # checkpoints from before the probe have none
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -108,7 +112,10 @@ def _prune(root: Path, keep_last: int) -> None:
         except OSError:
             continue
         shutil.rmtree(hidden, ignore_errors=True)
-    # One writer per run directory: any other hidden step folder is a leftover.
+    # One writer per run directory: any other hidden step folder, or temp file of `latest` (a
+    # writer killed between its mkstemp and its rename), is a leftover.
     for left in root.iterdir():
         if left.name.startswith(".step-") and left.is_dir():
             shutil.rmtree(left, ignore_errors=True)
+        elif left.name.startswith(".latest.") and left.is_file():
+            left.unlink(missing_ok=True)

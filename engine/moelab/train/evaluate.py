@@ -1,5 +1,5 @@
 """Per-domain loss / perplexity, and routing statistics (expert load and mean router probability,
-overall and per domain) for every MoE layer and router kind."""
+overall and per domain, and expert co-activation) for every MoE layer and router kind."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from moelab.data.packing import eval_windows
 from moelab.data.tokenizer import load_tokenizer
 from moelab.io.checkpoint import load_model
 from moelab.models.model import MoELabForCausalLM
-from moelab.models.routing import RouterLogits
+from moelab.models.routing import RouterLogits, top_k_mask
+
+# A record carries E*E numbers: past this it would dwarf the rest of routing.jsonl (and the panel).
+MAX_COACT_EXPERTS = 64
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -25,7 +28,8 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 class RoutingStats:
     """Accumulates, per (layer, router kind): routing-slot counts per expert (top-k slots; a soft
-    router counts each token's top-1), summed router probabilities, and counts per domain."""
+    router counts each token's top-1), summed router probabilities, counts per domain, and for
+    top-k routers with at most MAX_COACT_EXPERTS experts the expert co-occurrence counts."""
 
     def __init__(self) -> None:
         self._acc: dict[tuple[int, str], dict[str, Any]] = {}
@@ -47,6 +51,11 @@ class RoutingStats:
             a["counts"] += torch.bincount(sel.reshape(-1), minlength=n).double()
             a["prob"] += probs.sum(dim=(0, 1)).double()
             a["tokens"] += probs.shape[0] * probs.shape[1]
+            if r.sparse and n <= MAX_COACT_EXPERTS:
+                m = top_k_mask(r.selected(), n)
+                # (Mᵀ M)[a, b] = tokens routed to both a and b; the diagonal counts tokens routed to a.
+                a.setdefault("coact", torch.zeros(n, n, dtype=torch.float64))
+                a["coact"] += (m.T @ m).double().cpu()
             for d in dict.fromkeys(row_domains):
                 idx = torch.tensor([i for i, x in enumerate(row_domains) if x == d])
                 c = a["by_domain"].setdefault(d, torch.zeros(n, dtype=torch.float64))
@@ -56,15 +65,25 @@ class RoutingStats:
         out = []
         for (layer, kind), a in sorted(self._acc.items()):
             total = a["counts"].sum().item() or 1.0
-            out.append({
+            rec: dict[str, Any] = {
                 "step": step,
                 "layer": layer,
                 "router": kind,
                 "load": _r(a["counts"] / total),
                 "prob": _r(a["prob"] / max(1, a["tokens"])),
                 "by_domain": {d: _r(c / (c.sum().item() or 1.0)) for d, c in a["by_domain"].items()},
-            })
+            }
+            if "coact" in a:
+                rec["coact"] = conditional_coactivation(a["coact"])
+            out.append(rec)
         return out
+
+
+def conditional_coactivation(counts: torch.Tensor) -> list[list[float]]:
+    """Co-occurrence counts [E, E] -> P(b | a) = counts[a, b] / counts[a, a] (row a, column b): the
+    diagonal is 1, and an expert never picked gets a row of zeros rather than a division by zero."""
+    picked = counts.diagonal().clamp(min=1).unsqueeze(1)
+    return [[round(float(x), 4) for x in row] for row in counts / picked]
 
 
 def _r(t: torch.Tensor) -> list[float]:

@@ -1,5 +1,16 @@
 """metrics.jsonl and routing.jsonl: append-only JSON lines, flushed per line.
 
+routing.jsonl (DESIGN.md §4) holds, per logged step, MoE layer and router kind:
+  {"step", "layer", "router": "ffn"|"attn", "load": [...], "prob": [...], "by_domain": {...},
+   "coact": [[P(b | a) for b] for a]}
+"coact" (expert co-activation, on the same tokens as "load") is there only for top-k routers with at
+most MAX_COACT_EXPERTS (64) experts: row a, column b is the share of the tokens routed to a that are
+also routed to b; the diagonal is 1, or 0 for an expert never picked. When a run is done, one more
+record per logged step and top-k router is appended, without "load":
+  {"step", "layer", "router", "saturation": share of the probe tokens' top-k experts at that step
+   that are in their top-k at the final step (OLMoE §5.3), in [0, 1]}
+Readers merge it into the record of the same step, layer and router (train/saturation.py).
+
 Readers (the extension, `moelab eval`, resume) may see a file while it is being written, so
 `read_jsonl` accepts a partial last line and skips lines it cannot parse, counting them.
 """
@@ -9,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -79,12 +91,12 @@ class JsonlWriter:
         self._f.close()
 
 
-def truncate_after(path: Path, step: int) -> None:
-    """Keep only records with "step" <= `step` (and drop unparsable lines): on resume from the
-    checkpoint of `step`, the curve continues without duplicates."""
+def truncate_after(path: Path, step: int, keep: Callable[[dict[str, Any]], bool] = lambda r: True) -> None:
+    """Keep only records with "step" <= `step` that `keep` accepts (and drop unparsable lines): on
+    resume from the checkpoint of `step`, the curve continues without duplicates."""
     path = Path(path)
     if not path.exists():
         return
     records, _ = read_jsonl(path)
-    kept = [r for r in records if isinstance(r.get("step"), int | float) and r["step"] <= step]
+    kept = [r for r in records if isinstance(r.get("step"), int | float) and r["step"] <= step and keep(r)]
     write_text_atomic(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))

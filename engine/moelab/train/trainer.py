@@ -36,6 +36,7 @@ from moelab.train.evaluate import RoutingStats, evaluate, summary
 from moelab.train.progress import Progress
 from moelab.train.rundir import RunDir, read_run_json, write_json_atomic
 from moelab.train.runlog import JsonlWriter, truncate_after
+from moelab.train.saturation import SaturationProbe, is_saturation_record, probe_batch
 from moelab.train.schedule import lr_at
 
 
@@ -180,7 +181,9 @@ class Trainer:
             state = ck.load_trainer_state(self.resume_from, optimizer)
             if main:
                 truncate_after(metrics_path, state.step)
-                truncate_after(routing_path, state.step)
+                # Saturation records are written at the end from the final routing: a run killed
+                # after writing them redoes them, so they must not survive as duplicates.
+                truncate_after(routing_path, state.step, keep=lambda r: not is_saturation_record(r))
             self._say(f"[{cfg.run_id}] resuming from {self.resume_from.name}")
         else:
             state = ck.TrainerState(step=0, tokens=0, elapsed=0.0)
@@ -190,6 +193,8 @@ class Trainer:
             for old in self.ckpt_root.glob("step-*") if main else []:
                 shutil.rmtree(old, ignore_errors=True)
         run.set_status("running")
+        probe = SaturationProbe(state.probe) if model.config.moe is not None and main else None
+        probe_inputs = probe_batch(eval_sets)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                     else contextlib.nullcontext())
         metrics = self.dist.main_only(lambda: JsonlWriter(metrics_path))
@@ -266,6 +271,8 @@ class Trainer:
                         if routing:
                             for rec in routing.records(state.step):
                                 routing_log.write(rec)
+                        if probe is not None:
+                            probe.record(model, probe_inputs, state.step, autocast)
                     if progress:  # every step (the bar throttles its redraws); rate over this session
                         session = max(1e-9, state.elapsed - t_start_elapsed)
                         progress.update(state.step, loss, (state.tokens - t_start_tokens) / session)
@@ -301,8 +308,23 @@ class Trainer:
                 "run": cfg.run_id, "step": state.step, "checkpoint": last_ckpt.name,
                 "domains": final, "average": summary(final),
             })
+            self._write_saturation(routing_path, probe)
         run.set_status("done")
         return TrainResult("done", last_ckpt, state.step)
+
+    @staticmethod
+    def _write_saturation(routing_path: Path, probe: SaturationProbe | None) -> None:
+        """Appends one {"step", "layer", "router", "saturation"} record per logged step and sparse
+        router; readers merge them into the routing records of the same step, layer and router."""
+        if probe is None:
+            return
+        log = JsonlWriter(routing_path)
+        try:
+            for rec in probe.records():
+                log.write(rec)
+            log.sync()
+        finally:
+            log.close()
 
     def _eval(self, model: MoELabForCausalLM, eval_sets: dict[str, torch.Tensor], autocast: Any,
               metrics: JsonlWriter, state: ck.TrainerState, progress: Progress | None) -> None:

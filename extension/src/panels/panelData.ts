@@ -2,7 +2,7 @@
 // The store hands us whatever JSON the engine wrote: every value is checked,
 // so that what we post always passes the webview's validation.
 import type { MetricRecord, RoutingRecord, RunInfo } from '../runs/model';
-import type { Cell, MetricBlock, RoutingRow, RunSummary } from '../../../webview/src/protocol';
+import type { Cell, MetricBlock, RoutingBlock, RoutingRow, RunSummary, SaturationPoint } from '../../../webview/src/protocol';
 
 const SKIP = new Set(['step', 'tokens', 'time', 'split', 'domain']);
 
@@ -79,13 +79,18 @@ function numArray(v: unknown, length?: number): number[] | undefined {
   return v.every((x) => num(x) !== undefined) ? (v as number[]) : undefined;
 }
 
-export function toRoutingRow(r: RoutingRecord): RoutingRow | undefined {
+function routingKey(r: RoutingRecord): Pick<RoutingRow, 'step' | 'layer' | 'router'> | undefined {
   const step = num(r.step);
   const layer = num(r.layer);
   const router = r.router === 'attn' ? 'attn' : r.router === 'ffn' ? 'ffn' : undefined;
+  return step === undefined || layer === undefined || !Number.isInteger(layer) || !router ? undefined : { step, layer, router };
+}
+
+export function toRoutingRow(r: RoutingRecord): RoutingRow | undefined {
+  const key = routingKey(r);
   const load = numArray(r.load);
-  if (step === undefined || layer === undefined || !Number.isInteger(layer) || !router || !load?.length) return undefined;
-  const row: RoutingRow = { step, layer, router, load, prob: numArray(r.prob, load.length) ?? [] };
+  if (!key || !load?.length) return undefined;
+  const row: RoutingRow = { ...key, load, prob: numArray(r.prob, load.length) ?? [] };
   if (r.by_domain && typeof r.by_domain === 'object') {
     const by: Record<string, number[]> = {};
     for (const [d, v] of Object.entries(r.by_domain)) {
@@ -94,21 +99,34 @@ export function toRoutingRow(r: RoutingRecord): RoutingRow | undefined {
     }
     row.by_domain = by;
   }
-  const sat = num(r.saturation);
-  if (sat !== undefined) row.saturation = sat;
-  if (Array.isArray(r.coactivation) && r.coactivation.length === load.length && r.coactivation.every((x) => numArray(x, load.length))) {
-    row.coactivation = r.coactivation as number[][];
+  if (Array.isArray(r.coact) && r.coact.length === load.length && r.coact.every((x) => numArray(x, load.length))) {
+    row.coact = r.coact;
   }
   return row;
 }
 
+/** A record without load that carries saturation (written when the run is done). */
+export function toSaturationPoint(r: RoutingRecord): SaturationPoint | undefined {
+  const key = routingKey(r);
+  const saturation = num(r.saturation);
+  if (!key || r.load !== undefined || saturation === undefined || saturation < 0 || saturation > 1) return undefined;
+  return { ...key, saturation };
+}
+
 export function toRoutingRows(records: readonly RoutingRecord[]): RoutingRow[] {
-  const out: RoutingRow[] = [];
-  for (const r of records) {
-    const row = toRoutingRow(r);
-    if (row) out.push(row);
-  }
-  return out;
+  return records.map(toRoutingRow).filter((row): row is RoutingRow => row !== undefined);
+}
+
+/** A run's records as one message block: per-step rows, and saturation to merge into them. */
+export function toRoutingBlock(runId: string, records: readonly RoutingRecord[]): RoutingBlock {
+  const saturation = records.map(toSaturationPoint).filter((p): p is SaturationPoint => p !== undefined);
+  const block: RoutingBlock = { runId, rows: toRoutingRows(records) };
+  if (saturation.length) block.saturation = saturation;
+  return block;
+}
+
+export function isEmptyBlock(b: RoutingBlock): boolean {
+  return b.rows.length === 0 && !b.saturation?.length;
 }
 
 /** The runs a panel shows: those asked for (that exist), or every run when none was asked for. */

@@ -7,7 +7,7 @@ import type { PanelKind, WebviewToHostMessage, WeightsTarget } from '../../../we
 import { parseWebviewToHost } from '../../../webview/src/protocolGuards';
 import { type AnalysisSpec, runSpec } from './analysisCache';
 import { makeNonce } from './nonce';
-import { selectRuns, toMetricBlocks, toRoutingRows, toRunSummary } from './panelData';
+import { isEmptyBlock, selectRuns, toMetricBlocks, toRoutingBlock, toRunSummary } from './panelData';
 import type { WarningLedger } from './warningLedger';
 import type { WeightsAnalyzer } from './weightsAnalysis';
 import { webviewHtml } from './webviewHtml';
@@ -108,7 +108,7 @@ export class PanelHost implements vscode.Disposable {
     if (this.kind === 'dashboard') {
       void this.panel.webview.postMessage({ type: 'init', panel: 'dashboard', runIds: this.runIds, runs: summaries, blocks: runs.flatMap((r) => toMetricBlocks(r.id, this.store.metrics(r.id))) });
     } else {
-      const routing = runs.map((r) => ({ runId: r.id, rows: toRoutingRows(this.store.routing(r.id)) })).filter((b) => b.rows.length > 0);
+      const routing = runs.map((r) => toRoutingBlock(r.id, this.store.routing(r.id))).filter((b) => !isEmptyBlock(b));
       void this.panel.webview.postMessage({ type: 'init', panel: 'router', runIds: this.runIds, runs: summaries, routing, weights: { target: this.weightsTarget(), show: this.showWeights } });
       this.showWeights = false;
     }
@@ -119,7 +119,7 @@ export class PanelHost implements vscode.Disposable {
     if (this.kind === 'dashboard' && append.metrics.length) {
       this.post({ type: 'appendMetrics', blocks: toMetricBlocks(runId, append.metrics) });
     } else if (this.kind === 'router' && append.routing.length) {
-      this.post({ type: 'appendRouting', routing: [{ runId, rows: toRoutingRows(append.routing) }] });
+      this.post({ type: 'appendRouting', routing: [toRoutingBlock(runId, append.routing)] });
     }
   }
 

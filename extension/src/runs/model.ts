@@ -45,14 +45,19 @@ export interface MetricRecord {
   [extra: string]: unknown;
 }
 
-/** One line of routing.jsonl. */
+/**
+ * One line of routing.jsonl: per logged step, load and prob (and coact); when the run is done,
+ * one more record per logged step with saturation and no load (merged by the panels).
+ */
 export interface RoutingRecord {
   step: number;
   layer: number;
   router: 'ffn' | 'attn' | string;
-  load: number[];
-  prob: number[];
+  load?: number[];
+  prob?: number[];
   by_domain?: Record<string, number[]>;
+  coact?: number[][];
+  saturation?: number;
   [extra: string]: unknown;
 }
 

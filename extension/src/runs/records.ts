@@ -12,15 +12,10 @@ export function isMetricRecord(v: unknown): v is MetricRecord {
   return isObject(v) && typeof v.step === 'number' && Number.isFinite(v.step);
 }
 
+/** A per-step record (load and prob), or a saturation record the engine appends when a run is done. */
 export function isRoutingRecord(v: unknown): v is RoutingRecord {
-  return (
-    isObject(v) &&
-    typeof v.step === 'number' &&
-    typeof v.layer === 'number' &&
-    typeof v.router === 'string' &&
-    isNumberArray(v.load) &&
-    isNumberArray(v.prob)
-  );
+  if (!isObject(v) || typeof v.step !== 'number' || typeof v.layer !== 'number' || typeof v.router !== 'string') return false;
+  return v.load === undefined ? typeof v.saturation === 'number' : isNumberArray(v.load) && isNumberArray(v.prob);
 }
 
 /** Parses run.json; `dir` is where it was found. The id falls back to the folder name. */

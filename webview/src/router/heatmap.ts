@@ -53,7 +53,7 @@ export function drawMatrix(canvas: HTMLCanvasElement, rows: number, cols: number
   ctx.putImageData(img, 0, 0);
 }
 
-/** A small colour ramp with end labels, so each heatmap can be read. */
+/** A small colour ramp with end labels, so each heatmap can be read; an empty middle label is left out. */
 export function colorLegend(color: CellColor, lo: number, hi: number, labels: [string, string, string]): HTMLElement {
   const canvas = document.createElement('canvas');
   const n = 64;
@@ -64,7 +64,8 @@ export function colorLegend(color: CellColor, lo: number, hi: number, labels: [s
   const [low, middle, high] = labels;
   // Spans, not bare text: adjacent text nodes in a flex row merge into one run ("fair shareoverloaded").
   const span = (text: string) => Object.assign(document.createElement('span'), { textContent: text });
-  wrap.append(span(low), canvas, span(high), span(`(centre: ${middle})`));
+  wrap.append(span(low), canvas, span(high));
+  if (middle) wrap.append(span(`(centre: ${middle})`));
   return wrap;
 }
 

@@ -2,7 +2,7 @@
 // and a virtualized list with one row per (layer, router): expert load over
 // steps, the domain × expert matrix at the chosen step, and for BAM's soft
 // attention router the distribution of its weights per expert.
-import type { HostToRouterMessage, RouterState, RouterWarning, RunSummary } from '../protocol';
+import type { HostToRouterMessage, RouterState, RouterWarning, RoutingBlock, RunSummary } from '../protocol';
 import { select, slider, textField } from '../shared/controls';
 import { el } from '../shared/dom';
 import { fmtValue } from '../shared/format';
@@ -15,9 +15,19 @@ import { quantiles, utilization } from './routingStats';
 import { VirtualList } from './virtualList';
 
 const ROW_HEIGHT = 200;
+/** The engine's MAX_COACT_EXPERTS: larger routers log no co-activation. */
+const COACT_MAX_EXPERTS = 64;
 
 export function defaultRouterState(): RouterState {
   return { panel: 'router', runIds: [], runA: '', runB: '', router: 'all', layerFilter: '', step: -1 };
+}
+
+/** Why a router has no co-activation matrix (the engine's rule in train/evaluate.py). */
+export function coactAbsence(s: LayerSeries): string {
+  const e = s.entries[s.entries.length - 1]?.row.load.length ?? 0;
+  if (e > COACT_MAX_EXPERTS) return `No co-activation: logged for at most ${COACT_MAX_EXPERTS} experts (this router has ${e}).`;
+  if (s.router === 'attn') return 'No co-activation: a soft router uses every expert.';
+  return 'No co-activation in this run\'s routing.jsonl (older engine, or no top-k).';
 }
 
 /** "0-7, 12" → {0..7, 12}; empty or unparsable → every layer. */
@@ -72,7 +82,7 @@ export class RouterApp {
       case 'init':
         this.runs = message.runs;
         this.routing = new Map();
-        for (const b of message.routing) this.runRouting(b.runId).append(b.rows);
+        this.ingest(message.routing);
         this.update({ runIds: message.runIds });
         this.pickRuns();
         this.renderToolbar();
@@ -83,7 +93,7 @@ export class RouterApp {
         break;
       case 'appendRouting': {
         const before = this.routing.size;
-        for (const b of message.routing) this.runRouting(b.runId).append(b.rows);
+        this.ingest(message.routing);
         if (this.routing.size !== before) {
           this.pickRuns();
           this.renderToolbar();
@@ -92,6 +102,14 @@ export class RouterApp {
       }
     }
     this.schedule();
+  }
+
+  private ingest(blocks: readonly RoutingBlock[]): void {
+    for (const b of blocks) {
+      const run = this.runRouting(b.runId);
+      run.append(b.rows);
+      if (b.saturation) run.mergeSaturation(b.saturation);
+    }
   }
 
   private runRouting(runId: string): RunRouting {
@@ -149,7 +167,7 @@ export class RouterApp {
         select('Compare with', [{ value: '', label: '— none —' }, ...runOptions], this.state.runB, (v) => this.change({ runB: v })),
         select<RouterState['router']>('Router', [{ value: 'all', label: 'FFN and attention' }, { value: 'ffn', label: 'FFN' }, { value: 'attn', label: 'Attention' }], this.state.router, (v) => this.change({ router: v })),
         textField('Layers', this.state.layerFilter, 'e.g. 0-7, 12', (v) => this.change({ layerFilter: v })),
-        slider('Step (domain × expert)', 0, Math.max(0, steps.length - 1), 1, Math.max(0, idx), (i) => {
+        slider('Step (domain × expert, co-activation)', 0, Math.max(0, steps.length - 1), 1, Math.max(0, idx), (i) => {
           const s = steps[i];
           return s === undefined ? '–' : `${s}${i === steps.length - 1 ? ' (latest)' : ''}`;
         }, (i) => this.change({ step: i >= steps.length - 1 ? -1 : steps[i] })),
@@ -252,7 +270,7 @@ export class RouterApp {
         });
       const saturation = run.perToken.saturation
         ? miniChart('Router saturation over steps', series((en) => en.row.saturation), [0, 1])
-        : el('p', { class: 'note empty-note', text: 'Router saturation (OLMoE) compares each token\'s top-k experts at a step with its top-k at the final checkpoint, so it needs per-token routing. The engine does not log it yet: when routing.jsonl records carry "saturation", it is plotted here.' });
+        : el('p', { class: 'note empty-note', text: 'Router saturation (OLMoE) compares each token\'s top-k experts at a step with its top-k at the final step, on a fixed probe batch. The engine writes it when training finishes (top-k routers only), so it shows here once this run is done.' });
       return el('div', { class: 'overview-run' }, [
         el('div', { class: 'card' }, [
           el('h3', { text: `${this.nameOf(run.runId)} · utilization at step ${step}` }),
@@ -329,17 +347,32 @@ export class RouterApp {
 
     const right = el('div', {}, [domainBox]);
     if (s.router === 'attn') right.append(this.probDistribution(s));
-    if (entry?.row.coactivation) {
-      const co = el('canvas', { class: 'heat', 'aria-label': 'Expert co-activation' });
-      co.style.height = '60px';
-      co.style.width = '60px';
-      const m = entry.row.coactivation;
-      drawMatrix(co, e, e, (r, c) => (r === c ? NaN : m[r][c]), shareColor(this.theme, 1));
-      right.append(el('div', { class: 'note', text: 'Co-activation (expert × expert)' }), co);
-    } else if (s.router === 'ffn') {
-      right.append(el('div', { class: 'note', text: 'Co-activation needs per-token routing (not logged yet).' }));
-    }
-    return el('div', {}, [title, el('div', { class: 'layer-cell' }, [el('div', {}, [heat, readout]), right])]);
+    return el('div', {}, [title, el('div', { class: 'layer-cell' }, [el('div', {}, [heat, readout]), right, this.coactivation(s, entry)])]);
+  }
+
+  /** P(b | a) at the chosen step: rows a, columns b; the diagonal (always 1) is left blank so the rest keeps its contrast. */
+  private coactivation(s: LayerSeries, entry: Entry | undefined): HTMLElement {
+    const m = entry?.row.coact;
+    if (!entry || !m) return el('div', { class: 'coact-box note', 'data-coact': 'absent', text: coactAbsence(s) });
+    const e = m.length;
+    let max = 0;
+    for (let a = 0; a < e; a++) for (let b = 0; b < e; b++) if (a !== b) max = Math.max(max, m[a][b]);
+    const color = shareColor(this.theme, max);
+    const canvas = el('canvas', { class: 'heat coact', 'aria-label': `Expert co-activation P(b | a) at step ${entry.row.step}, layer ${s.layer}: rows a, columns b` });
+    const readout = el('div', { class: 'hover-readout', text: `${e} × ${e} experts` });
+    drawMatrix(canvas, e, e, (a, b) => (a === b ? NaN : m[a][b]), color);
+    canvas.addEventListener('pointermove', (ev) => {
+      const rect = canvas.getBoundingClientRect();
+      const a = Math.floor(((ev.clientY - rect.top) / rect.height) * e);
+      const b = Math.floor(((ev.clientX - rect.left) / rect.width) * e);
+      if (a >= 0 && a < e && b >= 0 && b < e) readout.textContent = `P(${b} | ${a}) = ${fmtValue(m[a][b])}`;
+    });
+    return el('div', { class: 'coact-box', 'data-coact': 'shown' }, [
+      el('div', { class: 'note', title: 'Share of the tokens routed to expert a (row) that are also routed to expert b (column); the diagonal (always 1) is blank', text: `Co-activation P(b | a), step ${entry.row.step}` }),
+      canvas,
+      colorLegend(color, 0, max, ['0', '', fmtValue(max)]),
+      readout,
+    ]);
   }
 
   /** BAM's soft attention router: the spread over steps of each expert's mean weight. */

@@ -1,6 +1,6 @@
 // routing.jsonl per run, indexed by (layer, router) and step, with each record's
 // statistics computed once when it arrives (live appends never recompute history).
-import type { RouterWarning, RoutingRow } from '../protocol';
+import type { RouterWarning, RoutingRow, SaturationPoint } from '../protocol';
 import { collapsedOnto, deadExperts, DEAD_WINDOW, imbalance, specialization } from './routingStats';
 
 export interface Entry {
@@ -25,7 +25,8 @@ export class RunRouting {
   readonly layers = new Map<string, LayerSeries>();
   private stepSet = new Set<number>();
   private sortedSteps: number[] | undefined;
-  perToken = { saturation: false, coactivation: false };
+  /** Whether any record carries saturation (written when the run is done). */
+  perToken = { saturation: false };
 
   constructor(readonly runId: string) {}
 
@@ -47,7 +48,22 @@ export class RunRouting {
       this.stepSet.add(row.step);
       this.sortedSteps = undefined;
       if (row.saturation !== undefined) this.perToken.saturation = true;
-      if (row.coactivation !== undefined) this.perToken.coactivation = true;
+    }
+  }
+
+  /**
+   * Saturation arrives in records of its own, written when the run is done, for steps whose
+   * rows came earlier: it is copied onto those rows (a step with no row, thinned out by the
+   * host's decimation, is skipped).
+   */
+  mergeSaturation(points: readonly SaturationPoint[]): void {
+    for (const p of points) {
+      const s = this.layers.get(layerKey(p.layer, p.router));
+      const i = s ? indexAtOrBefore(s.entries, p.step) : -1;
+      const entry = s?.entries[i];
+      if (entry?.row.step !== p.step) continue;
+      entry.row = { ...entry.row, saturation: p.saturation };
+      this.perToken.saturation = true;
     }
   }
 
@@ -85,12 +101,19 @@ export class RunRouting {
   }
 }
 
+/** Index of the last entry whose step is ≤ `step` (entries are sorted by step), or -1. */
+function indexAtOrBefore(entries: readonly Entry[], step: number): number {
+  let lo = 0;
+  let hi = entries.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (entries[mid].row.step <= step) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return hi;
+}
+
 /** The entry at the given step, or the last one before it. */
 export function entryAt(series: LayerSeries, step: number): Entry | undefined {
-  let found: Entry | undefined;
-  for (const e of series.entries) {
-    if (e.row.step > step) break;
-    found = e;
-  }
-  return found ?? series.entries[0];
+  return series.entries[Math.max(0, indexAtOrBefore(series.entries, step))];
 }
