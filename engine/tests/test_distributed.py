@@ -1,5 +1,5 @@
-"""Data parallelism: a 2-process gloo run under torchrun logs the losses of a 1-process run with the
-same global batch, and only rank 0 writes the run directory."""
+"""Data parallelism: a 2-process gloo run under torchrun (DDP or FSDP) logs the losses of a 1-process
+run with the same global batch, and only rank 0 writes the run directory, in the single-process format."""
 
 from __future__ import annotations
 
@@ -8,18 +8,22 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from moelab.errors import ConfigError
+from moelab.launch import distributed
 from moelab.launch.distributed import Dist
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+                                    reason="torchrun not installed")
 
 
-def _config(run_id: str) -> dict:
+def _config(run_id: str, **extra: object) -> dict:
     # An MoE from scratch with gradient accumulation: covers unused experts and no_sync.
     # The load-balancing loss is per rank by design (see launch/distributed.py), so it is off here.
     return {
@@ -30,6 +34,7 @@ def _config(run_id: str) -> dict:
                   "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64,
                   "eos_token_id": 0, "moe": {"num_experts": 4, "top_k": 1, "moe_layers": [0, 1]}},
         "data": {"seq_len": 16, "synthetic_train_chars": 20000, "synthetic_eval_chars": 2000},
+        **extra,
     }
 
 
@@ -44,26 +49,35 @@ def _losses(run_dir: Path) -> list[tuple[int, str, float]]:
     return [(r["step"], r["split"], r["loss"]) for r in rows]
 
 
-@pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_two_gloo_ranks_match_one_process(tmp_path):
-    from safetensors.torch import load_file
-
-    for run_id in ("single", "ddp"):
-        (tmp_path / f"{run_id}.json").write_text(json.dumps(_config(run_id)))
-    single = subprocess.run([sys.executable, "-m", "moelab", "train", "single.json", "--quiet"], cwd=tmp_path,
-                            env=_env(), capture_output=True, text=True, timeout=120)
-    assert single.returncode == 0, single.stderr
+def _torchrun(config: str) -> list[str]:
     torchrun = str(TORCHRUN) if TORCHRUN.exists() else "torchrun"
-    ddp = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "moelab", "train", "ddp.json", "--quiet"],
-                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    return [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "moelab", "train", config, "--quiet"]
 
-    one, two = tmp_path / "runs" / "single", tmp_path / "runs" / "ddp"
+
+def _train(cwd: Path, run_id: str, ranks: int, **extra: object) -> Path:
+    (cwd / f"{run_id}.json").write_text(json.dumps(_config(run_id, **extra)))
+    cmd = _torchrun(f"{run_id}.json") if ranks > 1 else [sys.executable, "-m", "moelab", "train", f"{run_id}.json", "--quiet"]
+    done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return cwd / "runs" / run_id
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """The reference: one process, the whole global batch."""
+    return _train(tmp_path_factory.mktemp("single"), "single", 1)
+
+
+def _same_curve(one: Path, two: Path) -> None:
     a, b = _losses(one), _losses(two)
     # Same records (rank 1 wrote none), same losses.
     assert [(s, k) for s, k, _ in a] == [(s, k) for s, k, _ in b]
     for (step, split, la), (_, _, lb) in zip(a, b):
         assert abs(la - lb) <= 1e-5, (step, split, la, lb)
+
+
+def _same_checkpoints(one: Path, two: Path) -> None:
+    from safetensors.torch import load_file
 
     info = json.loads((two / "run.json").read_text())
     assert info["status"] == "done" and info["error"] is None
@@ -76,6 +90,55 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     assert max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa) <= 1e-5
 
 
+@needs_torchrun
+def test_two_gloo_ranks_match_one_process(tmp_path, single):
+    two = _train(tmp_path, "ddp", 2)
+    _same_curve(single, two)
+    _same_checkpoints(single, two)
+
+
+@needs_torchrun
+def test_fsdp_two_gloo_ranks_match_one_process(tmp_path, single):
+    two = _train(tmp_path, "fsdp", 2, parallel="fsdp")
+    _same_curve(single, two)
+    _same_checkpoints(single, two)
+    # Gradient norms are global ones (not a rank's shard), and optimizer.pt has one process's layout,
+    # so the checkpoint resumes under any world size.
+    norms = [[r["grad_norm"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+             for d in (single, two)]
+    assert norms[0] == pytest.approx(norms[1], abs=1e-5)
+    oa, ob = (torch.load(d / "checkpoints" / "step-000004" / "optimizer.pt", weights_only=True) for d in (single, two))
+    assert [g["params"] for g in oa["param_groups"]] == [g["params"] for g in ob["param_groups"]]
+    assert oa["state"].keys() == ob["state"].keys()
+    for i, st in oa["state"].items():
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(st[k], ob["state"][i][k], atol=1e-6), (i, k)
+
+
+@needs_torchrun
+def test_fsdp_stop_and_resume_continues_the_curve(tmp_path, single):
+    cfg = "fsdp_stop.json"
+    (tmp_path / cfg).write_text(json.dumps(_config("fsdp_stop", parallel="fsdp", debug_step_delay=1.0)))
+    run = tmp_path / "runs" / "fsdp_stop"
+    proc = subprocess.Popen(_torchrun(cfg), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        proc.terminate()  # torchrun passes SIGTERM on to its workers, which agree on a step and checkpoint
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "stopped", info
+    assert (run / "checkpoints" / "latest").read_text().strip() < "step-000004"
+    _train(tmp_path, "fsdp_stop", 2, parallel="fsdp")  # same config, resumed from `latest`
+    _same_curve(single, run)
+
+
 def test_single_process_is_a_no_op():
     d = Dist()
     batch, rows = torch.zeros(4, 3), ["a", "b", "c", "d"]
@@ -85,6 +148,16 @@ def test_single_process_is_a_no_op():
     assert d.wrap(model) is model
     assert d.on_main(lambda: 7) == 7
     d.check_batch(3)
+
+
+def test_fsdp_in_one_process_trains_unsharded_and_says_so_once(monkeypatch, capsys):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(distributed, "_told_unsharded", False)
+    for _ in range(2):
+        d = distributed.setup(torch.device("cpu"), "fsdp")
+        assert not d.sharded and d.build_device == torch.device("cpu")
+    assert capsys.readouterr().err.count("parallel=fsdp needs torchrun") == 1
+    assert Dist(rank=0, world_size=2, parallel="fsdp").sharded and not Dist(rank=0, world_size=2).sharded
 
 
 def test_shards_partition_the_global_batch():

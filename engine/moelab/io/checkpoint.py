@@ -129,12 +129,13 @@ def write_config(out: Path, cfg: ModelConfig, moelab_meta: dict[str, Any] | None
 
 
 def save_model(model: MoELabForCausalLM, out: Path, moelab_meta: dict[str, Any] | None = None,
-               max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
-    """Writes config.json and the weights into an existing directory `out` (callers make it atomic)."""
+               max_shard_bytes: int = DEFAULT_SHARD_BYTES, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Writes config.json and the weights into an existing directory `out` (callers make it atomic).
+    `state` replaces `model.state_dict()` where the model's own is sharded (FSDP gathers it first)."""
     out = Path(out)
     if not out.is_dir():
         raise MoELabError(f"{out}: not a directory")
-    state = model.state_dict()
+    state = dict(model.state_dict() if state is None else state)
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     writer = ShardedWriter(out, max_shard_bytes)

@@ -9,6 +9,10 @@ batch (batches are a pure function of the data seed and the step) and keeps rows
 DDP averages the gradients, and the per-rank mean losses are averaged for logging, so with equal
 shards the optimizer sees what one process would see and the logged loss curve is the same one.
 
+`parallel="fsdp"` shards the parameters, gradients and optimizer state over the ranks instead of
+replicating them (launch/fsdp.py); the data sharding, and so the loss curve, is the same as DDP's.
+Checkpoints are gathered into the single-process format either way.
+
 Known differences from one process, documented in docs/REMOTE.md: the load-balancing loss is
 computed per rank on its shard (as Megatron and most MoE trainers do), and routing.jsonl
 statistics come from rank 0's shard.
@@ -18,11 +22,12 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -31,6 +36,7 @@ from moelab.errors import ConfigError
 
 T = TypeVar("T")
 FAILURE_STATUSES = ("failed", "diverged")
+Parallel = Literal["ddp", "fsdp"]
 
 
 @dataclass
@@ -39,10 +45,22 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    parallel: Parallel = "ddp"
 
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP: parameters live in shards, so every forward pass is a collective all ranks must join."""
+        return self.enabled and self.parallel == "fsdp"
+
+    @property
+    def build_device(self) -> torch.device:
+        """Where to build or load the full model: on the CPU under FSDP (a model that does not fit one
+        GPU must not be put on one whole); `wrap` then moves each rank's shards to `device`."""
+        return torch.device("cpu") if self.sharded else self.device
 
     @property
     def is_main(self) -> bool:
@@ -54,12 +72,21 @@ class Dist:
         """The module to call for training forward passes. Checkpoints and eval keep using `model`."""
         # DDP's no_sync must cover the forward pass: that is where DDP decides whether the coming
         # backward all-reduces, so `no_sync` below wraps the forward only.
+        # Under FSDP the model is sharded in place and is itself the module to call: build the
+        # optimizer after `wrap`, over the sharded parameters.
         if not self.enabled:
             return model
+        # MoE experts that get no token in a batch have no gradient: DDP and FSDP must be told to expect that.
+        is_moe = getattr(getattr(model, "config", None), "moe", None) is not None
+        if self.sharded:
+            from moelab.launch import fsdp
+
+            sharded = fsdp.shard(model, self.device)
+            if is_moe:
+                sharded.set_reduce_scatter_unused_params(True)  # type: ignore[operator]
+            return sharded
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        # MoE experts that get no token in a batch have no gradient: DDP must be told to expect that.
-        is_moe = getattr(getattr(model, "config", None), "moe", None) is not None
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DDP(model, device_ids=ids, find_unused_parameters=is_moe)
 
@@ -76,9 +103,42 @@ class Dist:
 
     def no_sync(self, wrapped: torch.nn.Module, last_micro: bool) -> AbstractContextManager[Any]:
         """Gradient accumulation: all-reduce only on the last micro-batch of a step."""
+        # FSDP (no `no_sync`) reduce-scatters every micro-batch on purpose: deferring it would keep
+        # the full unsharded gradients of the whole model on every rank, which is what FSDP avoids.
         if self.enabled and not last_micro and hasattr(wrapped, "no_sync"):
             return wrapped.no_sync()
         return nullcontext()
+
+    def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
+        """Clips to the global gradient norm and returns it (under FSDP, over all ranks' shards)."""
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if self.sharded:
+            from moelab.launch import fsdp
+
+            norm = fsdp.full_norm(norm)
+        return float(norm.item())
+
+    # ---- checkpoint state ------------------------------------------------------------------------
+
+    def full_state(self, model: torch.nn.Module,
+                   optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The unsharded model and optimizer state dicts, as one process has them, for rank 0 to save.
+        Under FSDP a collective (every rank calls it, before `on_main`) whose result only rank 0 gets."""
+        if not self.sharded:
+            return model.state_dict(), optimizer.state_dict()
+        from moelab.launch import fsdp
+
+        return fsdp.full_model_state(model), fsdp.full_optimizer_state(model, optimizer)
+
+    def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                             read: Callable[[], dict[str, Any]]) -> None:
+        """Restores a saved `optimizer.state_dict()`; under FSDP rank 0 `read`s it and scatters the shards."""
+        if not self.sharded:
+            optimizer.load_state_dict(read())
+            return
+        from moelab.launch import fsdp
+
+        fsdp.load_optimizer_state(model, optimizer, read() if self.is_main else None)
 
     # ---- collectives for logging and control -------------------------------------------------
 
@@ -159,14 +219,17 @@ class _WorkerRunDir:
 
 
 _current: Dist | None = None
+_told_unsharded = False
 
 
-def setup(device: torch.device) -> Dist:
+def setup(device: torch.device, parallel: Parallel = "ddp") -> Dist:
     """Joins the torchrun process group (once per process) and returns this rank's view.
     `device` is what the config asked for; on CUDA each rank takes the GPU of its LOCAL_RANK."""
     global _current
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
+        if parallel == "fsdp":
+            _tell_unsharded()
         return Dist(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
@@ -179,7 +242,19 @@ def setup(device: torch.device) -> Dist:
             dist.init_process_group(backend=backend, timeout=timeout)
             atexit.register(_teardown)
         _current = Dist(rank=rank, world_size=world, local_rank=local_rank, device=device)
+    # The process group outlives one run (a pipeline trains its stages in one process); the
+    # parallelism is each run's own.
+    _current.parallel = parallel
     return _current
+
+
+def _tell_unsharded() -> None:
+    # A config written for a cluster still runs on a laptop: one note, not an error per stage.
+    global _told_unsharded
+    if not _told_unsharded:
+        print("moelab: parallel=fsdp needs torchrun with several processes; training unsharded in this one",
+              file=sys.stderr, flush=True)
+        _told_unsharded = True
 
 
 def _teardown() -> None:

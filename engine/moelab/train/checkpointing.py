@@ -14,6 +14,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,14 +43,16 @@ class TrainerState:
     probe: dict[str, Any] = field(default_factory=dict)  # train/saturation.py's per-step top-k history
 
 
-def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, optimizer: torch.optim.Optimizer, state: TrainerState,
-                    tok: Tokenizer, meta: dict[str, Any], keep_last: int) -> Path:
+def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, weights: dict[str, torch.Tensor],
+                    optimizer_state: dict[str, Any], state: TrainerState, tok: Tokenizer, meta: dict[str, Any],
+                    keep_last: int) -> Path:
+    """`weights` and `optimizer_state` are the full (unsharded) state dicts: `model` gives the config only."""
     name = ckpt_name(state.step)
     target = Path(ckpt_root) / name
     with atomic_dir(target, overwrite=True) as tmp:
-        save_model(model, tmp, moelab_meta=meta)
+        save_model(model, tmp, moelab_meta=meta, state=weights)
         tok.save(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(
             {
                 "step": state.step,
@@ -84,11 +87,22 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     return path
 
 
-def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None) -> TrainerState:
+OptimizerLoader = Callable[[Callable[[], dict[str, Any]]], None]
+
+
+def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None,
+                       load_optimizer: OptimizerLoader | None = None) -> TrainerState:
+    """Restores the RNGs and returns the counters. The optimizer state goes to `optimizer`, or through
+    `load_optimizer(read)` when it must be sharded (FSDP), which calls `read()` where it needs the dict."""
+    def read() -> dict[str, Any]:
+        return torch.load(ckpt / "optimizer.pt", weights_only=True)
+
     try:
         st = torch.load(ckpt / "trainer.pt", weights_only=False)
-        if optimizer is not None:
-            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        if load_optimizer is not None:
+            load_optimizer(read)
+        elif optimizer is not None:
+            optimizer.load_state_dict(read())
     except (OSError, RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{ckpt}: cannot restore the trainer state ({e})") from None
     torch.set_rng_state(st["torch_rng"])

@@ -83,6 +83,9 @@ class TrainConfig(Hyper):
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_help("auto prefers CUDA"))
     seed: int = field(default=0, metadata=_help("model initialisation"))
     threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = torch's default"))
+    parallel: Literal["ddp", "fsdp"] = field(default="ddp", metadata=_help(
+        "under torchrun: ddp replicates the model on every rank; fsdp shards parameters, gradients and "
+        "optimizer state (models that do not fit one GPU). A single process always trains unsharded"))
     debug_nan_at_step: int = field(default=0, metadata=_help("testing: make the loss NaN at this step (0 = off)"))
     debug_step_delay: float = field(default=0.0, metadata=_help("testing: sleep this many seconds per step"))
     slurm: SlurmOptions | None = field(  # [slurm]

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ class Trainer:
         self.cfg, self.quiet = cfg, quiet
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        self.dist = distributed.setup(resolve_device(cfg.device))  # a no-op outside torchrun
+        self.dist = distributed.setup(resolve_device(cfg.device), cfg.parallel)  # a no-op outside torchrun
         self.dist.check_batch(cfg.batch_size)
         self.device = self.dist.device  # cuda:LOCAL_RANK under torchrun
         self.rd = self.dist.guard_run_dir(RunDir(run_path, cfg.run_id, cfg.stage, method=cfg.method,
@@ -119,8 +120,9 @@ class Trainer:
     def _build_model(self) -> tuple[MoELabForCausalLM, Tokenizer, dict[str, Any]]:
         cfg = self.cfg
         src = self.resume_from or (Path(cfg.init) if cfg.init else None)
+        device = self.dist.build_device  # the CPU under FSDP: `wrap` places the shards
         if src is not None:
-            model = load_model(src, device=self.device)
+            model = load_model(src, device=device)
             meta = dict(read_config_dict(src).get("moelab") or {})
         else:
             mcfg = cfg.model or default_seed_model()
@@ -129,7 +131,7 @@ class Trainer:
             if mcfg.moe is not None:
                 mcfg.model_type = "moelab" if mcfg.model_type in DENSE_TYPES else mcfg.model_type
             torch.manual_seed(cfg.seed)
-            model = MoELabForCausalLM(mcfg).to(self.device)
+            model = MoELabForCausalLM(mcfg).to(device)
             meta = {}
         tok_src = src if src is not None else None
         tok = load_tokenizer(tok_src, model.config.vocab_size, model.config.eos_token_id)
@@ -173,12 +175,13 @@ class Trainer:
                                  cfg.batch_size, cfg.data.seed)
         eval_sets = {d: eval_windows(t.eval, cfg.data.seq_len, cfg.eval_batches * cfg.batch_size)
                      for d, t in domains.items()}
-        optimizer = self._optimizer(model)
         fwd = self.dist.wrap(model)  # DDP for training steps; `model` for eval and checkpoints
+        optimizer = self._optimizer(model)  # after `wrap`: FSDP replaces the parameters with shards
         main = self.dist.is_main  # only rank 0 writes the run directory
         metrics_path, routing_path = run.file("metrics.jsonl"), run.file("routing.jsonl")
         if self.resume_from is not None:
-            state = ck.load_trainer_state(self.resume_from, optimizer)
+            state = ck.load_trainer_state(self.resume_from, optimizer,
+                                          partial(self.dist.load_optimizer_state, model, optimizer))
             if main:
                 truncate_after(metrics_path, state.step)
                 # Saturation records are written at the end from the final routing: a run killed
@@ -193,7 +196,9 @@ class Trainer:
             for old in self.ckpt_root.glob("step-*") if main else []:
                 shutil.rmtree(old, ignore_errors=True)
         run.set_status("running")
-        probe = SaturationProbe(state.probe) if model.config.moe is not None and main else None
+        # Rank 0 keeps the probe's history, but under FSDP its forward pass needs every rank.
+        probe = (SaturationProbe(state.probe) if model.config.moe is not None and (main or self.dist.sharded)
+                 else None)
         probe_inputs = probe_batch(eval_sets)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                     else contextlib.nullcontext())
@@ -247,7 +252,7 @@ class Trainer:
                     if log_now:
                         by_domain = self.dist.gather_lists(by_domain)
                     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item()
+                    grad_norm = self.dist.clip_grad_norm(model, clip)
                     if not math.isfinite(grad_norm):
                         self._diverged(step + 1, grad_norm, last_ckpt, progress, what="gradient norm")
                     optimizer.step()
@@ -284,9 +289,7 @@ class Trainer:
                     if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps or stopping:
                         metrics.sync()
                         routing_log.sync()
-                        last_ckpt = self.dist.on_main(lambda: ck.save_checkpoint(  # rank 0, barriers around
-                            self.ckpt_root, model, optimizer, state, tok, meta, cfg.keep_last)) \
-                            or self.ckpt_root / ck.ckpt_name(state.step)
+                        last_ckpt = self._save(model, optimizer, state, tok, meta)
                     if stopping:
                         if progress:
                             progress.message(f"[{cfg.run_id}] stopped at step {state.step}; checkpoint {last_ckpt.name}")
@@ -299,9 +302,7 @@ class Trainer:
                 progress.close()
         if last_ckpt is None or ck.ckpt_name(state.step) != last_ckpt.name:
             # steps == 0 (use the initial model as is) or a resume of an already finished loop.
-            last_ckpt = self.dist.on_main(lambda: ck.save_checkpoint(
-                self.ckpt_root, model, optimizer, state, tok, meta, cfg.keep_last)) \
-                or self.ckpt_root / ck.ckpt_name(state.step)
+            last_ckpt = self._save(model, optimizer, state, tok, meta)
         final = evaluate(model, eval_sets, cfg.batch_size, self.device, autocast)
         if main:
             write_json_atomic(run.file("eval.json"), {
@@ -311,6 +312,14 @@ class Trainer:
             self._write_saturation(routing_path, probe)
         run.set_status("done")
         return TrainResult("done", last_ckpt, state.step)
+
+    def _save(self, model: MoELabForCausalLM, optimizer: torch.optim.Optimizer, state: ck.TrainerState,
+              tok: Tokenizer, meta: dict[str, Any]) -> Path:
+        """Writes a checkpoint from rank 0 (barriers around it) and returns its path on every rank."""
+        weights, optim = self.dist.full_state(model, optimizer)  # under FSDP a gather that all ranks join
+        self.dist.on_main(lambda: ck.save_checkpoint(self.ckpt_root, model, weights, optim, state, tok, meta,
+                                                     self.cfg.keep_last))
+        return self.ckpt_root / ck.ckpt_name(state.step)
 
     @staticmethod
     def _write_saturation(routing_path: Path, probe: SaturationProbe | None) -> None:

@@ -1,0 +1,77 @@
+"""FSDP2 (`fully_shard`, per-parameter DTensor sharding) for models that do not fit one GPU.
+
+Used through `distributed.Dist` when the train config says `"parallel": "fsdp"` under torchrun.
+Checkpoints keep the single-process format: the full state dicts are gathered onto rank 0 (on the
+CPU, so no GPU ever holds the whole model), and optimizer.pt keeps `optimizer.state_dict()`'s
+integer parameter ids, so a checkpoint resumes under any world size and either parallelism.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+# Gathered on rank 0 only and moved to the CPU as it arrives: the other ranks get empty dicts.
+_GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# Rank 0 reads the checkpoint and scatters each rank its shards: one CPU copy per machine, not per rank.
+_SCATTER = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+
+
+def shard(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Shards each decoder layer, then the root (embeddings, final norm, head), as torchtitan does:
+    a layer's parameters are all-gathered just before it runs and freed after, so the peak memory is
+    one layer's full weights plus everyone's shards. Sharding happens in place; `model` is returned."""
+    # bf16 compute with fp32 gradient reduction on GPUs; the CPU path stays fp32 to match one process.
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+          if device.type == "cuda" else MixedPrecisionPolicy())
+    for layer in model.model.layers:  # type: ignore[union-attr]
+        fully_shard(layer, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    return model
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded state dict on rank 0 (CPU tensors); {} elsewhere. A collective: every rank calls it."""
+    return get_model_state_dict(model, options=_GATHER)
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """`optimizer.state_dict()` of the unsharded model on rank 0; {} elsewhere. A collective."""
+    by_name = get_optimizer_state_dict(model, optimizer, options=_GATHER)
+    if not by_name:
+        return {}
+    ids = {name: i for i, name in enumerate(_param_names(model, optimizer))}
+    groups = [{**g, "params": [ids[n] for n in g["params"]]} for g in by_name["param_groups"]]
+    return {"state": {ids[n]: s for n, s in by_name["state"].items()}, "param_groups": groups}
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         state: dict[str, Any] | None) -> None:
+    """Loads an `optimizer.state_dict()` (read on rank 0; None elsewhere) into the sharded optimizer.
+    A collective."""
+    by_name: dict[str, Any] = {}
+    if state is not None:
+        names = _param_names(model, optimizer)
+        by_name = {"state": {names[i]: s for i, s in state["state"].items()},
+                   "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, by_name, options=_SCATTER)
+
+
+def full_norm(norm: torch.Tensor) -> torch.Tensor:
+    """clip_grad_norm_ of DTensor gradients returns a DTensor: the global norm is its full value."""
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+
+def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Parameter names in `optimizer.state_dict()`'s id order (ids count through the groups in order)."""
+    name = {id(p): n for n, p in model.named_parameters()}
+    return [name[id(p)] for g in optimizer.param_groups for p in g["params"]]
