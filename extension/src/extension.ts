@@ -2,7 +2,7 @@
 import * as vscode from 'vscode';
 import { CheckpointsTreeProvider } from './checkpoints/checkpointsTree';
 import { DIFF_SCHEME, DiffDocumentProvider } from './checkpoints/diffDocument';
-import { EXPERIMENT_SELECTOR, ExperimentCodeLensProvider } from './codeLens';
+import { EXPERIMENT_SELECTOR, ExperimentCodeLensProvider, SBATCH_SELECTOR } from './codeLens';
 import { registerCheckpointCommands } from './commands/checkpointCommands';
 import { registerJobCommands } from './commands/jobCommands';
 import { registerViewCommands } from './commands/viewCommands';
@@ -10,6 +10,7 @@ import { EngineGate } from './engine/installer';
 import { EngineLocator } from './engine/locator';
 import { registerInspector } from './inspector/register';
 import { JobRunner, TASK_TYPE } from './jobs/jobRunner';
+import { registerSlurmCommands, SlurmJobs } from './jobs/slurmJobs';
 import { MoelabTaskProvider } from './jobs/taskProvider';
 import { type PanelsApi, registerPanels } from './panels/register';
 import type { RunStoreApi } from './runs/model';
@@ -39,7 +40,10 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
   const runner = new JobRunner(locator, gate);
   subs.push(locator, runner, runner.onDidEndJob(() => void store.refresh()));
 
-  const runsTree = new RunsTreeProvider(store);
+  const slurm = new SlurmJobs(runner, store);
+  subs.push(slurm);
+
+  const runsTree = new RunsTreeProvider(store, slurm);
   const runsView = vscode.window.createTreeView('moelab.runs', { treeDataProvider: runsTree, canSelectMany: true, showCollapseAll: true });
   const checkpointsTree = new CheckpointsTreeProvider(store);
   const checkpointsView = vscode.window.createTreeView('moelab.checkpoints', {
@@ -69,6 +73,7 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
     vscode.workspace.registerTextDocumentContentProvider(DIFF_SCHEME, diffDocs),
     vscode.tasks.registerTaskProvider(TASK_TYPE, new MoelabTaskProvider(runner)),
     vscode.languages.registerCodeLensProvider(EXPERIMENT_SELECTOR, codeLens),
+    vscode.languages.registerCodeLensProvider(SBATCH_SELECTOR, codeLens),
   );
 
   const panels = registerPanels(context, store, runner);
@@ -76,8 +81,9 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
   registerInspector(context, { runEngineTask });
 
   subs.push(
-    ...registerJobCommands({ context, runner, gate, store }),
-    ...registerViewCommands({ store, panels, checkpoints: checkpointsTree, runsView: runsView as vscode.TreeView<unknown> }),
+    ...registerJobCommands({ context, runner, gate, store, slurm }),
+    ...registerSlurmCommands(slurm),
+    ...registerViewCommands({ store, panels, checkpoints: checkpointsTree, runsView: runsView as vscode.TreeView<unknown>, slurm }),
     ...registerCheckpointCommands({ runner, panels, tree: checkpointsTree, diffDocs, store }),
   );
 

@@ -2,6 +2,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import type { SlurmSettings } from './jobs/slurmArgs';
 
 /** Absolute runs directories: relative entries are taken in every workspace folder. */
 export function runsDirectories(only?: vscode.WorkspaceFolder): string[] {
@@ -17,4 +18,35 @@ export function runsDirectories(only?: vscode.WorkspaceFolder): string[] {
     }
   }
   return [...out];
+}
+
+/**
+ * moelab.slurm.*, with only the values a user set: an unset one is left to the config's "slurm"
+ * object (the engine's flags override it, so passing a default would hide the file's choice).
+ */
+export function slurmSettings(folder?: vscode.WorkspaceFolder): SlurmSettings {
+  const c = vscode.workspace.getConfiguration('moelab.slurm', folder);
+  const str = (k: string) => {
+    const v = c.get<unknown>(k);
+    return typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined;
+  };
+  const int = (k: string) => {
+    const v = c.get<unknown>(k);
+    return typeof v === 'number' ? v : undefined;
+  };
+  return {
+    partition: str('partition'),
+    account: str('account'),
+    nodes: int('nodes'),
+    gpusPerNode: int('gpusPerNode'),
+    time: str('time'),
+    cpusPerTask: int('cpusPerTask'),
+  };
+}
+
+export type LauncherKind = 'local' | 'torchrun' | 'slurm';
+
+export function launcherKind(folder?: vscode.WorkspaceFolder): LauncherKind {
+  const v = vscode.workspace.getConfiguration('moelab', folder).get<string>('launcher', 'local');
+  return v === 'torchrun' || v === 'slurm' ? v : 'local';
 }

@@ -4,9 +4,10 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { EngineGate } from '../engine/installer';
 import type { JobRunner } from '../jobs/jobRunner';
+import type { SlurmJobs } from '../jobs/slurmJobs';
 import { demoArgs, runExperimentArgs, UPCYCLE_METHODS, type UpcycleMethod, upcycleArgs } from '../jobs/taskArgs';
 import type { RunStore } from '../runs/runStore';
-import { runsDirectories } from '../settings';
+import { launcherKind, runsDirectories } from '../settings';
 import { requireTrust } from '../trust';
 import { runIdsFrom } from './commandArgs';
 
@@ -15,6 +16,7 @@ export interface JobCommandDeps {
   runner: JobRunner;
   gate: EngineGate;
   store: RunStore;
+  slurm: SlurmJobs;
 }
 
 function folderOrWarn(): vscode.WorkspaceFolder | undefined {
@@ -60,6 +62,11 @@ export function registerJobCommands(d: JobCommandDeps): vscode.Disposable[] {
       const doc = vscode.workspace.textDocuments.find((t) => t.uri.toString() === uri.toString());
       if (doc?.isDirty) await doc.save();
       const folder = vscode.workspace.getWorkspaceFolder(uri) ?? vscode.workspace.workspaceFolders?.[0];
+      // With the slurm launcher an experiment becomes a batch job whose script is shown before submission.
+      if (launcherKind(folder) === 'slurm') {
+        await d.slurm.generateScript(uri);
+        return;
+      }
       const base = folder?.uri.fsPath ?? path.dirname(uri.fsPath);
       refreshWhenDone(await runner.runEngine(`MoE Lab: run ${path.basename(uri.fsPath)}`, runExperimentArgs(uri.fsPath, base), folder));
     }),
@@ -123,7 +130,10 @@ export function registerJobCommands(d: JobCommandDeps): vscode.Disposable[] {
 
     vscode.commands.registerCommand('moelab.stopRun', async (arg?: unknown, selection?: unknown) => {
       const [id] = runIdsFrom(arg, selection);
-      await runner.stopRun(id ? store.get(id) : undefined);
+      const run = id ? d.slurm.findRun(id) : undefined;
+      // A Slurm job runs on a compute node: scancel (via the engine), not a signal to a local pid.
+      if (run && (await d.slurm.stopsViaSlurm(run))) await d.slurm.cancel(run);
+      else await runner.stopRun(run);
     }),
   ];
 }

@@ -3,6 +3,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { CheckpointsTreeProvider } from '../checkpoints/checkpointsTree';
+import type { SlurmJobs } from '../jobs/slurmJobs';
 import { runSpec } from '../panels/analysisCache';
 import type { PanelsApi } from '../panels/register';
 import type { RunStore } from '../runs/runStore';
@@ -14,6 +15,7 @@ export interface ViewCommandDeps {
   panels: PanelsApi;
   checkpoints: CheckpointsTreeProvider;
   runsView: vscode.TreeView<unknown>;
+  slurm: SlurmJobs;
 }
 
 const LOG_NAMES = ['train.log', 'log.txt', 'stdout.log', 'run.log', 'output.log', 'stderr.log'];
@@ -62,8 +64,21 @@ export function registerViewCommands(d: ViewCommandDeps): vscode.Disposable[] {
     }),
     vscode.commands.registerCommand('moelab.openRunLog', async (arg?: unknown, selection?: unknown) => {
       const [id] = runIdsFrom(arg, selection).length ? runIdsFrom(arg, selection) : ((await pickRuns(store, 'MoE Lab: log of which run?', false)) ?? []);
-      const run = id ? store.get(id) : undefined;
+      const run = id ? d.slurm.findRun(id) : undefined;
       if (!run) return;
+      if (await d.slurm.isSlurmRun(run)) {
+        // Trusted: `moelab slurm log --follow` in a terminal. Restricted Mode starts no process,
+        // so the log file named in slurm.json is opened instead.
+        if (vscode.workspace.isTrusted) {
+          await d.slurm.followLog(run);
+          return;
+        }
+        const log = d.slurm.stateFor(run.dir)?.log ?? (await recordedLog(run.dir));
+        if (log) {
+          await vscode.window.showTextDocument(vscode.Uri.file(log), { preview: true });
+          return;
+        }
+      }
       // The engine's console output lives in the task terminal; a log file is used when the engine writes one.
       let target = path.join(run.dir, 'run.json');
       for (const name of LOG_NAMES) {
@@ -83,4 +98,19 @@ export function registerViewCommands(d: ViewCommandDeps): vscode.Disposable[] {
       if (run) void vscode.commands.executeCommand('revealFileInOS', vscode.Uri.file(run.dir));
     }),
   ];
+}
+
+/** The log path in runs/<id>/slurm.json (written by `moelab slurm submit`), if readable. */
+async function recordedLog(runDir: string): Promise<string | undefined> {
+  try {
+    const rec: unknown = JSON.parse(await fsp.readFile(path.join(runDir, 'slurm.json'), 'utf8'));
+    const log = typeof rec === 'object' && rec !== null ? (rec as { log?: unknown }).log : undefined;
+    if (typeof log === 'string' && log) {
+      await fsp.access(log);
+      return log;
+    }
+  } catch {
+    // no record or no log yet
+  }
+  return undefined;
 }

@@ -8,6 +8,8 @@ import type { EngineLocator } from '../engine/locator';
 import type { RunInfo } from '../runs/model';
 import { isPidAlive } from '../runs/records';
 import { requireTrust } from '../trust';
+import { launcherKind, slurmSettings } from '../settings';
+import { slurmTaskArgs } from './slurmArgs';
 import { DISTRIBUTED_COMMANDS, engineInvocation, type LauncherSettings } from './taskArgs';
 
 export const TASK_TYPE = 'moelab';
@@ -33,17 +35,10 @@ export function isMoelabTaskDefinition(d: vscode.TaskDefinition): d is MoelabTas
 export function launcherSettings(folder?: vscode.WorkspaceFolder): LauncherSettings {
   const c = vscode.workspace.getConfiguration('moelab', folder);
   return {
-    kind: c.get<'local' | 'torchrun' | 'slurm'>('launcher', 'local'),
+    kind: launcherKind(folder),
     device: c.get<string>('device', 'auto'),
     torchrunProcsPerNode: c.get<number>('torchrun.nprocPerNode', 1),
-    slurm: {
-      partition: c.get<string>('slurm.partition') || undefined,
-      account: c.get<string>('slurm.account') || undefined,
-      nodes: c.get<number>('slurm.nodes') || undefined,
-      gpusPerNode: c.get<number>('slurm.gpusPerNode') || undefined,
-      time: c.get<string>('slurm.time') || undefined,
-      extraArgs: c.get<string[]>('slurm.extraArgs', []),
-    },
+    slurm: slurmSettings(folder),
   };
 }
 
@@ -94,9 +89,13 @@ export class JobRunner implements vscode.Disposable {
 
   /** Builds the task for a definition; used by commands and by the TaskProvider's resolveTask. */
   engineTask(def: MoelabTaskDefinition, python: string, folder?: vscode.WorkspaceFolder, name?: string): vscode.Task {
-    const engineArgs = [def.command, ...(def.args ?? [])];
-    const inv = engineInvocation(python, engineArgs, launcherSettings(folder), DISTRIBUTED_COMMANDS.has(def.command));
     const cwd = def.cwd ?? folder?.uri.fsPath ?? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? os.homedir();
+    const launcher = launcherSettings(folder);
+    let engineArgs = [def.command, ...(def.args ?? [])];
+    const distribute = DISTRIBUTED_COMMANDS.has(def.command);
+    // Slurm: the engine writes and submits the sbatch script; the task itself only submits.
+    if (distribute && launcher.kind === 'slurm') engineArgs = slurmTaskArgs(engineArgs, launcher.slurm ?? {}, cwd);
+    const inv = engineInvocation(python, engineArgs, launcher, distribute);
     const task = new vscode.Task(
       def,
       folder ?? vscode.TaskScope.Workspace,

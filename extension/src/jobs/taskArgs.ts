@@ -3,6 +3,7 @@
 // string, so spaces, quotes, `$(...)` and `;` in paths reach the engine verbatim.
 // No vscode import.
 import * as path from 'node:path';
+import type { SlurmSettings } from './slurmArgs';
 
 export interface EngineInvocation {
   command: string;
@@ -112,19 +113,15 @@ export interface LauncherSettings {
   /** "auto" leaves the choice to the engine. Passed as MOELAB_DEVICE, not as a CLI flag. */
   device?: string;
   torchrunProcsPerNode?: number;
-  slurm?: {
-    partition?: string;
-    account?: string;
-    nodes?: number;
-    gpusPerNode?: number;
-    time?: string;
-    extraArgs?: string[];
-  };
+  /** Read by the callers that turn a training job into `moelab slurm submit` (see slurmArgs.ts). */
+  slurm?: SlurmSettings;
 }
 
 /**
- * `<python> -m moelab <args>`, wrapped in torchrun or srun when the launcher says so.
- * Only training-like commands are worth distributing; the caller decides via `distribute`.
+ * `<python> -m moelab <args>`, wrapped in torchrun when the launcher says so. Only training-like
+ * commands are worth distributing; the caller decides via `distribute`. The slurm launcher is no
+ * wrapper: callers replace the engine arguments with `moelab slurm ...` (slurmArgs.ts), which
+ * then runs here as a local command, so the engine alone writes sbatch scripts.
  */
 export function engineInvocation(python: string, engineArgs: string[], launcher: LauncherSettings = { kind: 'local' }, distribute = false): EngineInvocation {
   engineArgs.forEach(checkArg);
@@ -132,24 +129,10 @@ export function engineInvocation(python: string, engineArgs: string[], launcher:
   const env: Record<string, string> = { PYTHONUNBUFFERED: '1' };
   if (launcher.device && launcher.device !== 'auto') env.MOELAB_DEVICE = checkArg(launcher.device);
   const moelab = ['-m', 'moelab', ...engineArgs];
-  if (!distribute || launcher.kind === 'local') return { command: python, args: moelab, env };
-  if (launcher.kind === 'torchrun') {
-    const n = launcher.torchrunProcsPerNode ?? 1;
-    return { command: python, args: ['-m', 'torch.distributed.run', '--standalone', ...intArg('--nproc-per-node', n), ...moelab], env };
-  }
-  const s = launcher.slurm ?? {};
-  const srun = [
-    ...(s.partition ? [`--partition=${checkArg(s.partition)}`] : []),
-    ...(s.account ? [`--account=${checkArg(s.account)}`] : []),
-    ...(s.nodes ? [`--nodes=${s.nodes}`] : []),
-    ...(s.gpusPerNode ? [`--gpus-per-node=${s.gpusPerNode}`, `--ntasks-per-node=1`] : []),
-    ...(s.time ? [`--time=${checkArg(s.time)}`] : []),
-    ...(s.extraArgs ?? []).map(checkArg),
-  ];
-  // One srun task per node; torchrun spreads the GPUs of the node.
-  const inner = s.gpusPerNode && s.gpusPerNode > 1 ? ['-m', 'torch.distributed.run', `--nproc-per-node=${s.gpusPerNode}`, ...moelab] : moelab;
-  return { command: 'srun', args: [...srun, python, ...inner], env };
+  if (!distribute || launcher.kind !== 'torchrun') return { command: python, args: moelab, env };
+  const n = launcher.torchrunProcsPerNode ?? 1;
+  return { command: python, args: ['-m', 'torch.distributed.run', '--standalone', ...intArg('--nproc-per-node', n), ...moelab], env };
 }
 
-/** Engine subcommands that train and therefore go through torchrun / Slurm when configured. */
+/** Engine subcommands that train and therefore go through torchrun / `moelab slurm submit` when configured. */
 export const DISTRIBUTED_COMMANDS: ReadonlySet<string> = new Set(['train', 'run']);

@@ -25,6 +25,8 @@ export interface RunInfo {
   group?: string;
   /** Set by the run store: status says running but the pid is dead on this host. */
   stale?: boolean;
+  /** Set by the Slurm view: a submitted job whose run.json does not exist yet. */
+  slurmOnly?: boolean;
   /** Free-form extra fields the engine writes (e.g. total_steps, error). */
   [extra: string]: unknown;
 }

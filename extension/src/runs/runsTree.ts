@@ -1,6 +1,7 @@
 // The Runs view: maps the pure tree model to TreeItems and refreshes on store events
 // (throttled, because metrics arrive many times a second during training).
 import * as vscode from 'vscode';
+import type { SlurmJobs } from '../jobs/slurmJobs';
 import type { RunStore } from './runStore';
 import { buildRunsTree, type RunsTreeNode } from './runsTreeModel';
 
@@ -12,9 +13,13 @@ export class RunsTreeProvider implements vscode.TreeDataProvider<RunsTreeNode>, 
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly disposables: vscode.Disposable[] = [];
 
-  constructor(private readonly store: RunStore) {
+  constructor(
+    private readonly store: RunStore,
+    private readonly slurm?: SlurmJobs,
+  ) {
     this.disposables.push(
       this.changed,
+      ...(slurm ? [slurm.onDidChange(() => this.invalidate())] : []),
       store.onDidChangeRuns(() => this.invalidate()),
       store.onDidAppend(() => this.invalidate()),
     );
@@ -36,7 +41,13 @@ export class RunsTreeProvider implements vscode.TreeDataProvider<RunsTreeNode>, 
   getChildren(node?: RunsTreeNode): RunsTreeNode[] {
     if (!node) {
       if (this.dirty) {
-        this.roots = buildRunsTree(this.store.list(), (id) => this.store.latestTrain(id), (id) => this.store.badLines(id));
+        const slurm = this.slurm;
+        this.roots = buildRunsTree(
+          [...this.store.list(), ...(slurm?.pendingWithoutRun() ?? [])],
+          (id) => this.store.latestTrain(id),
+          (id) => this.store.badLines(id),
+          slurm ? (dir) => slurm.stateFor(dir) : undefined,
+        );
         this.dirty = false;
       }
       return this.roots;
@@ -54,6 +65,11 @@ export class RunsTreeProvider implements vscode.TreeDataProvider<RunsTreeNode>, 
       item.contextValue = `moelab.run.${node.status}`;
       item.resourceUri = vscode.Uri.file(node.run.dir);
       item.command = { command: 'moelab.openDashboard', title: 'Open dashboard', arguments: [node] };
+      if (node.run.slurmOnly === true) {
+        // A Slurm job whose run has no run.json yet: nothing to chart, but it can be cancelled and its log read.
+        item.contextValue = `moelab.slurmJob.${node.status}`;
+        item.command = undefined;
+      }
       return item;
     }
     const item = new vscode.TreeItem(node.label, vscode.TreeItemCollapsibleState.Expanded);

@@ -1,6 +1,7 @@
 // Pure shape of the Runs view: experiments → stages → runs, with the labels, descriptions and
 // icons each item shows. runsTree.ts only maps these to vscode.TreeItems. No vscode import.
 import { formatCount } from '../checkpoints/checkpointModel';
+import { type SlurmJobState, slurmLabel } from '../jobs/slurmArgs';
 import type { MetricRecord, RunInfo } from './model';
 import { totalSteps } from './records';
 import { shownStatus } from './runStore';
@@ -57,10 +58,14 @@ function fmtNum(v: number): string {
 }
 
 /** "step 120/400 · loss 2.310 · 1.2K tok/s" — what a glance at the sidebar should tell. */
-export function runDescription(run: RunInfo, latest: MetricRecord | undefined): string {
+export function runDescription(run: RunInfo, latest: MetricRecord | undefined, slurm?: SlurmJobState): string {
   const status = shownStatus(run);
   const parts: string[] = [];
-  if (status !== 'done' && status !== 'running') parts.push(statusLabel(status));
+  // While Slurm has the job, its word ("queued (slurm 1234)") beats run.json's; once the job is
+  // gone run.json says done/failed. A job that ended before the trainer wrote run.json (cancelled,
+  // failed to start) still says so, since run.json then keeps "queued".
+  if (slurm && (slurm.active || status === 'queued')) parts.push(slurmLabel(slurm));
+  else if (status !== 'done' && status !== 'running') parts.push(statusLabel(status));
   if (latest) {
     const total = totalSteps(run);
     parts.push(total ? `step ${latest.step}/${total}` : `step ${latest.step}`);
@@ -71,7 +76,7 @@ export function runDescription(run: RunInfo, latest: MetricRecord | undefined): 
   return parts.join(' · ');
 }
 
-export function runTooltip(run: RunInfo, latest: MetricRecord | undefined, bad?: { metrics: number; routing: number }): string {
+export function runTooltip(run: RunInfo, latest: MetricRecord | undefined, bad?: { metrics: number; routing: number }, slurm?: SlurmJobState): string {
   const status = shownStatus(run);
   const lines = [`**${run.id}** — ${statusLabel(status)}`, ''];
   const row = (k: string, v: unknown) => {
@@ -85,6 +90,11 @@ export function runTooltip(run: RunInfo, latest: MetricRecord | undefined, bad?:
   row('ended', run.ended);
   row('host', run.host);
   row('pid', run.pid);
+  if (slurm) {
+    row('Slurm job', `${slurm.jobId}: ${slurm.state}${slurm.reason ? ` (${slurm.reason})` : ''}`);
+    row('Slurm nodes', slurm.nodes);
+    row('Slurm log', slurm.log);
+  }
   if (latest) {
     row('step', latest.step);
     row('tokens', latest.tokens);
@@ -113,6 +123,7 @@ export function buildRunsTree(
   runs: readonly RunInfo[],
   latest: (runId: string) => MetricRecord | undefined,
   badLines?: (runId: string) => { metrics: number; routing: number },
+  slurm?: (runDir: string) => SlurmJobState | undefined,
 ): ExperimentNode[] {
   const groups = new Map<string, Map<string, RunNode[]>>();
   for (const run of runs) {
@@ -120,14 +131,15 @@ export function buildRunsTree(
     const stage = run.stage ? String(run.stage) : 'other';
     const last = latest(run.id);
     const status = shownStatus(run);
+    const job = slurm?.(run.dir);
     const node: RunNode = {
       kind: 'run',
       key: `run:${run.dir}`,
       run,
       status,
       label: run.id,
-      description: runDescription(run, last),
-      tooltip: runTooltip(run, last, badLines?.(run.id)),
+      description: runDescription(run, last, job),
+      tooltip: runTooltip(run, last, badLines?.(run.id), job),
       icon: STATUS_ICONS[status] ?? { id: 'circle-outline' },
     };
     let stages = groups.get(group);
