@@ -134,6 +134,24 @@ def test_cancel_a_running_job(tmp_path):
         subprocess.run(["scancel", job_id], capture_output=True)
 
 
+def test_edited_generated_script_shows_its_run_as_queued(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY_TRAIN, "run_id": "edited", "out": "runs"}))
+    script = tmp_path / "edited.sbatch"
+    assert moelab("slurm", "script", str(config), "--out", str(script), cwd=tmp_path).returncode == 0
+    # The user's edit: the job sleeps instead of training, so it is still queued or running below.
+    text = script.read_text()
+    script.write_text("\n".join("sleep 300" if " -m moelab " in line else line for line in text.splitlines()) + "\n")
+    res = moelab("slurm", "submit", "--script", str(script), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    job_id = res.stdout.strip()
+    try:
+        info = json.loads((tmp_path / "runs" / "edited" / "run.json").read_text())
+        assert info["status"] == "queued" and info["slurm_job_id"] == job_id and info["id"] == "edited"
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True)
+
+
 def test_unknown_job_and_bad_target(tmp_path):
     res = moelab("slurm", "status", "999999", "--json", cwd=tmp_path)
     assert res.returncode == 0 and json.loads(res.stdout)["state"] == "UNKNOWN"

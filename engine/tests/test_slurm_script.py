@@ -12,7 +12,7 @@ import pytest
 from moelab.cli import main
 from moelab.errors import ConfigError
 from moelab.launch import slurm_options, train_target
-from moelab.launch.sbatch_script import JobSpec, render, run_dir_of_script
+from moelab.launch.sbatch_script import JobSpec, config_of_script, render, run_dir_of_script
 from moelab.launch.slurm_options import SlurmOptions
 
 
@@ -37,6 +37,7 @@ def test_single_process_runs_plain_python(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "tiny-1"
     assert f'#SBATCH --output="{run_dir}/slurm-%j.out"' in text or f"#SBATCH --output={run_dir}/slurm-%j.out" in text
     assert run_dir_of_script(text) == run_dir
+    assert config_of_script(text) == _config(tmp_path).resolve()
 
 
 def test_config_slurm_object_and_cli_overrides(tmp_path, capsys):

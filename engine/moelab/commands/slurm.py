@@ -109,8 +109,8 @@ def _script(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from moelab.io.atomic import write_text_atomic
-    from moelab.launch import job_record, slurm_cli
-    from moelab.launch.sbatch_script import LOG_NAME, run_dir_of_script
+    from moelab.launch import job_record, slurm_cli, train_target
+    from moelab.launch.sbatch_script import LOG_NAME, config_of_script, run_dir_of_script
     from moelab.launch.slurm_options import SlurmOptions, as_dict
 
     extra: list[str] = []
@@ -129,6 +129,11 @@ def _submit(args: argparse.Namespace) -> int:
         run_dir = (args.run_dir or run_dir_of_script(text) or script.parent).expanduser().resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         config, target = None, None
+        made_from = config_of_script(text)
+        if made_from is not None and made_from.is_file():
+            # A generated (maybe edited) script: its config says what the queued run is.
+            target = train_target.load(made_from)
+            config = target.config
         opts = SlurmOptions().merged(_overrides(args))
         # Command-line options override the script's #SBATCH lines; only the ones given are passed.
         for key, value in _overrides(args).items():

@@ -15,6 +15,7 @@ from moelab.errors import ConfigError
 from moelab.launch.slurm_options import SlurmOptions
 
 RUN_DIR_MARK = "# moelab-run-dir: "  # lets `slurm submit --script` find where to record the job
+CONFIG_MARK = "# moelab-config: "  # ... and the config, to show the run as queued before it starts
 LOG_NAME = "slurm-%j.out"  # %j: Slurm puts the job id in
 DEFAULT_RDZV_PORT = 29500
 
@@ -37,6 +38,9 @@ def _sbatch_value(value: str, what: str) -> str:
 
 
 def render(spec: JobSpec, opts: SlurmOptions) -> str:
+    if any(c in f"{spec.source}{spec.run_dir}" for c in "\n\r"):
+        # Both land on comment lines: a newline would turn the rest of the path into a command.
+        raise ConfigError(f"{spec.source!r}: a Slurm script cannot name a path with a newline in it")
     log = spec.run_dir / LOG_NAME
     directives = [f"--job-name={_sbatch_value(spec.job_name, 'the job name')}", f"--nodes={opts.nodes}"]
     # One Slurm task per node: torchrun, not srun, starts the per-GPU workers.
@@ -63,6 +67,7 @@ def render(spec: JobSpec, opts: SlurmOptions) -> str:
         "# Edit freely, then submit with: moelab slurm submit --script THIS_FILE",
         *(f"#SBATCH {d}" for d in directives),
         f"{RUN_DIR_MARK}{spec.run_dir}",
+        f"{CONFIG_MARK}{spec.source}",
         "",
         "set -euo pipefail",
         f"cd {q(str(spec.workdir))}",
@@ -91,7 +96,16 @@ def render(spec: JobSpec, opts: SlurmOptions) -> str:
 
 def run_dir_of_script(text: str) -> Path | None:
     """The run directory a generated script records (None for hand-written scripts)."""
+    return _marked_path(text, RUN_DIR_MARK)
+
+
+def config_of_script(text: str) -> Path | None:
+    """The train config or experiment a generated script was made from (None for hand-written scripts)."""
+    return _marked_path(text, CONFIG_MARK)
+
+
+def _marked_path(text: str, mark: str) -> Path | None:
     for line in text.splitlines():
-        if line.startswith(RUN_DIR_MARK):
-            return Path(line[len(RUN_DIR_MARK):].strip())
+        if line.startswith(mark):
+            return Path(line[len(mark):].strip())
     return None
