@@ -12,7 +12,6 @@ from typing import Literal
 
 from moelab.data.mixture import DataConfig
 from moelab.errors import ConfigError
-from moelab.io.json_file import read_json
 from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab slurm`, not by the trainer
 from moelab.models.config import ModelConfig
 from moelab.train import jsoncfg
@@ -121,18 +120,9 @@ def default_seed_model(parallel_block: bool = False) -> ModelConfig:
 
 def load_train_config(path: Path) -> TrainConfig:
     path = Path(path)
-    raw = read_json(path, ConfigError)
-    try:
-        cfg = jsoncfg.from_dict(TrainConfig, raw)
-        cfg.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{path.name}: {e}") from None
-    # Relative paths in a config file are relative to the file, as users of VS Code expect.
-    base = path.parent
-    cfg.out = str(base / cfg.out) if not Path(cfg.out).is_absolute() else cfg.out
-    if cfg.init and not Path(cfg.init).is_absolute():
-        cfg.init = str(base / cfg.init)
+    cfg = jsoncfg.load_file(TrainConfig, path)
+    cfg.out = jsoncfg.beside(path.parent, cfg.out)
+    cfg.init = jsoncfg.beside(path.parent, cfg.init) if cfg.init else cfg.init
     for s in cfg.data.sources:
-        if s.path and not Path(s.path).expanduser().is_absolute():
-            s.path = str(base / s.path)
+        s.path = jsoncfg.beside(path.parent, s.path) if s.path else s.path
     return cfg

@@ -24,7 +24,6 @@ from typing import Literal
 
 from moelab.data.mixture import DataConfig
 from moelab.errors import ConfigError
-from moelab.io.json_file import read_json
 from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab slurm`, not by the pipeline
 from moelab.methods.api import METHODS
 from moelab.models.config import ModelConfig
@@ -138,19 +137,10 @@ class ExperimentConfig:
 
 def load_experiment(path: Path) -> ExperimentConfig:
     path = Path(path)
-    raw = read_json(path, ConfigError)
-    try:
-        exp = jsoncfg.from_dict(ExperimentConfig, raw)
-        exp.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{path.name}: {e}") from None
-    base = path.parent
-    if not Path(exp.out).is_absolute():
-        exp.out = str(base / exp.out)
+    exp = jsoncfg.load_file(ExperimentConfig, path)
+    exp.out = jsoncfg.beside(path.parent, exp.out)
     for s in exp.stages:
-        if s.init and not Path(s.init).is_absolute():
-            s.init = str(base / s.init)
+        s.init = jsoncfg.beside(path.parent, s.init) if s.init else s.init
     for src in exp.data.sources:
-        if src.path and not Path(src.path).expanduser().is_absolute():
-            src.path = str(base / src.path)
+        src.path = jsoncfg.beside(path.parent, src.path) if src.path else src.path
     return exp

@@ -12,9 +12,11 @@ import dataclasses
 import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from moelab.errors import ConfigError
+from moelab.io.json_file import read_json
 
 T = TypeVar("T")
 
@@ -22,6 +24,26 @@ T = TypeVar("T")
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass `cls` from parsed JSON, or raise ConfigError naming the field at fault."""
     return _convert(cls, data, where)
+
+
+def load_file(cls: type[T], path: Path) -> T:
+    """A config dataclass from a JSON file, validated (its `validate()`); errors name the file."""
+    raw = read_json(path, ConfigError)
+    try:
+        obj = from_dict(cls, raw)
+        obj.validate()  # type: ignore[attr-defined]
+    except ConfigError as e:
+        raise ConfigError(f"{path.name}: {e}") from None
+    return obj
+
+
+def beside(base: Path, p: str) -> str:
+    """`p` as written in a config file: relative paths are relative to the file, as users of VS Code
+    expect; `~` is expanded."""
+    if not p:
+        return p
+    q = Path(p).expanduser()
+    return str(q if q.is_absolute() else base / q)
 
 
 def to_dict(obj: Any) -> Any:
