@@ -14,6 +14,23 @@ export class EmaState {
     this.debias = this.debias * this.weight + (1 - this.weight);
     return this.last / this.debias;
   }
+
+  /** `next` over finite ys[from..to) into out[from..to). */
+  extend(ys: Float64Array, from: number, to: number, out: Float64Array): void {
+    const w = this.weight;
+    if (w <= 0) {
+      out.set(ys.subarray(from, to), from);
+      return;
+    }
+    let last = this.last, debias = this.debias;
+    for (let i = from; i < to; i++) {
+      last = last * w + (1 - w) * ys[i];
+      debias = debias * w + (1 - w);
+      out[i] = last / debias;
+    }
+    this.last = last;
+    this.debias = debias;
+  }
 }
 
 export function smoothInto(ys: ArrayLike<number>, n: number, weight: number, out: Float64Array): EmaState {

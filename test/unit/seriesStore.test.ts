@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Series } from '../../webview/src/dashboard/seriesStore';
+import { decimateM4 } from '../../webview/src/shared/decimate';
+import { smoothInto } from '../../webview/src/shared/smoothing';
+
+describe('dashboard series', () => {
+  it('typed columns: gaps skipped, a resumed run replaces the steps it logs again, smoothing as if computed whole', () => {
+    const s = new Series('r', 'loss', 0.6);
+    const steps = new Float64Array([1, 2, 3, 4, 5, 3, 4, 5, 6]);
+    const ys = new Float64Array([5, 4, NaN, 3, 2.5, 9, 8, 7, 6]);
+    const zeros = new Float64Array(steps.length);
+    s.reserve(steps.length);
+    s.pushColumn(steps, zeros, zeros, ys, 0);
+    assert.deepEqual(Array.from(s.step.subarray(0, s.n)), [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(Array.from(s.y.subarray(0, s.n)), [5, 4, 9, 8, 7, 6]);
+    const ref = new Float64Array(s.n);
+    smoothInto(s.y, s.n, 0.6, ref);
+    for (let i = 0; i < s.n; i++) assert.ok(Math.abs(s.smooth[i] - ref[i]) < 1e-12, `smooth[${i}]`);
+  });
+
+  it('plain and typed columns give the same series', () => {
+    const steps = [1, 2, 3, 4];
+    const ys = [1, null, 3, 2];
+    const a = new Series('a', 'loss', 0.5);
+    a.reserve(4);
+    a.pushColumn(steps, [null, null, null, null], [null, null, null, null], ys, 0);
+    const b = new Series('b', 'loss', 0.5);
+    b.reserve(4);
+    const nan = new Float64Array(4).fill(NaN);
+    b.pushColumn(new Float64Array(steps), nan, nan, new Float64Array(ys.map((v) => v ?? NaN)), 0);
+    assert.deepEqual(Array.from(b.smooth.subarray(0, b.n)), Array.from(a.smooth.subarray(0, a.n)));
+  });
+});
+
+describe('M4 decimation', () => {
+  it('keeps every column\'s first, min, max and last point, in index order', () => {
+    const n = 10_000;
+    const xs = new Float64Array(n), ys = new Float64Array(n);
+    for (let i = 0; i < n; i++) { xs[i] = i; ys[i] = Math.sin(i / 37) * (i % 7); }
+    const columns = 50;
+    const out = decimateM4(xs, ys, n, 0, n - 1, columns);
+    assert.ok(out.length / 2 <= columns * 4 + 4);
+    for (let i = 2; i < out.length; i += 2) assert.ok(out[i] >= out[i - 2], 'x ascending');
+    // The global extremes survive decimation.
+    let lo = Infinity, hi = -Infinity;
+    for (let i = 1; i < out.length; i += 2) { lo = Math.min(lo, out[i]); hi = Math.max(hi, out[i]); }
+    assert.equal(lo, Math.min(...ys));
+    assert.equal(hi, Math.max(...ys));
+  });
+});
