@@ -261,8 +261,10 @@ def _mean_or_convert(step: Step, files: FileCache, writer: StreamingShardWriter)
             rb = src.nbytes // rows if rows else 0
             chunk = bytes_to_tensor(files.read(src, r0 * rb, (r1 - r0) * rb), src.dtype,
                                     ((r1 - r0), *row_shape) if step.shape else ())
-            # add_ widens the 16-bit chunk inside the kernel: no temporary copy, one pass
-            acc = chunk.to(acc_dtype) if acc is None else acc.add_(chunk)
+            # Widen first, then add: a same-dtype add_ is a quarter faster on CPU than add_'s own
+            # mixed-dtype path, for one chunk-sized temporary (measured on 16 MB bf16 chunks).
+            wide_chunk = chunk.to(acc_dtype)
+            acc = wide_chunk if acc is None else acc.add_(wide_chunk)
         assert acc is not None
         if len(step.srcs) > 1:
             acc.div_(len(step.srcs))
