@@ -292,7 +292,7 @@ def execute(steps: list[Step], writer: StreamingShardWriter, files: FileCache, r
             _mean_or_convert(step, files, writer)
 
 
-def _stderr_progress(prefix: str) -> Callable[[str], None]:
+def stderr_progress(prefix: str) -> Callable[[str], None]:
     def report(msg: str) -> None:
         print(f"{prefix}: {msg}", file=sys.stderr, flush=True)
 
@@ -317,7 +317,7 @@ def _dtype_name(dtype: str) -> str:
 def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Source, list[Source]], MixSpec],
                 progress: Callable[[str], None] | None = None) -> Path:
     """Validates every input, plans, and writes opts.out atomically (whole or not at all)."""
-    report = progress or _stderr_progress(f"upcycle {opts.method}")
+    report = progress or stderr_progress(f"upcycle {opts.method}")
     if opts.router_init not in ("random", "hidden"):
         raise ConfigError(f"--router-init {opts.router_init!r}: expected random or hidden")
     if opts.max_shard_bytes <= 0:

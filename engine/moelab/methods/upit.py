@@ -31,7 +31,7 @@ import torch
 from moelab.errors import ConfigError
 from moelab.io.tensor_io import FileCache, TensorLoc, bytes_to_tensor
 from moelab.methods.api import UpcycleOptions
-from moelab.methods.common import MixSpec, Source, _stderr_progress, moe_layer_indices
+from moelab.methods.common import MixSpec, Source, moe_layer_indices, stderr_progress
 
 _FFN = ("gate_proj", "up_proj", "down_proj")
 _TO_DENSE = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
@@ -201,7 +201,7 @@ def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Source], progress
     pool = Pool(seed, members, opts)
     layers = moe_layer_indices(opts.moe_layers, cfg.num_hidden_layers)
     names = [f"model.layers.{i}.mlp.{p}.weight" for i in layers for p in _FFN]
-    expand(pool, names, n, progress or _stderr_progress("upcycle upit"))
+    expand(pool, names, n, progress or stderr_progress("upcycle upit"))
 
     idx = list(range(1, len(experts) + 1)) + ([0] if opts.keep_seed else [])
     lora_alpha = float(opts.lora_rank)  # scale 1: the SVD factors carry the delta's size
