@@ -4,6 +4,11 @@ import type { MetricBlock, XAxisMode } from '../protocol';
 import { EmaState, smoothInto } from '../shared/smoothing';
 import { lowerBound } from '../shared/decimate';
 
+/** A column as Float64Array, null as NaN (a gap), so one typed loop serves plain and typed messages. */
+function asTyped(a: ArrayLike<number | null>): Float64Array {
+  return a instanceof Float64Array ? a : Float64Array.from({ length: a.length }, (_, i) => a[i] ?? NaN);
+}
+
 function grow(a: Float64Array, need: number): Float64Array {
   if (need <= a.length) return a;
   const b = new Float64Array(Math.max(need, a.length * 2, 64));
@@ -43,31 +48,10 @@ export class Series {
 
   /** Bulk append of a column (the common, in-order case without per-point calls). */
   pushColumn(steps: ArrayLike<number>, tokens: ArrayLike<number | null>, times: ArrayLike<number | null>, ys: ArrayLike<number | null>, t0: number): void {
-    if (steps instanceof Float64Array && tokens instanceof Float64Array && times instanceof Float64Array && ys instanceof Float64Array) {
-      this.pushTyped(steps, tokens, times, ys, t0);
-      return;
-    }
-    const len = steps.length;
-    for (let i = 0; i < len; i++) {
-      const y = ys[i];
-      if (y === null || !Number.isFinite(y)) continue;
-      const step = steps[i];
-      const tok = tokens[i];
-      const t = times[i];
-      if (this.n > 0 && step <= this.step[this.n - 1]) {
-        this.push(step, tok ?? NaN, t === null ? NaN : t - t0, y);
-        continue;
-      }
-      const k = this.n++;
-      this.step[k] = step;
-      this.tokens[k] = tok ?? NaN;
-      this.time[k] = t === null ? NaN : t - t0;
-      this.y[k] = y;
-      this.smooth[k] = this.ema.next(y);
-    }
+    this.pushTyped(asTyped(steps), asTyped(tokens), asTyped(times), asTyped(ys), t0);
   }
 
-  /** pushColumn for typed columns (no nulls: NaN marks a gap), which V8 keeps on its fast path. */
+  /** The append loop, on typed columns (NaN marks a gap), which V8 keeps on its fast path. */
   private pushTyped(steps: Float64Array, tokens: Float64Array, times: Float64Array, ys: Float64Array, t0: number): void {
     const len = steps.length;
     // Copy the in-order points, then smooth them in one pass; a point that goes back in steps
