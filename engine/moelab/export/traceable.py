@@ -7,6 +7,10 @@
 the weighted outputs back with `index_add` (ScatterND add). Same sum as the eager experts, same
 FLOPs (top-k of E, not all E), and expert capacity is honoured. The swap shares the parameters
 (no copy) and is undone on exit, so the model is left as it was.
+
+Top-k attention experts pack each expert's tokens with host-side sizes too; while exporting they
+run every expert and weight it by the sparse top-k weights (zero for the experts a token did not
+pick): the same function at the soft mixture's cost, which the inspection graph can afford.
 """
 
 from __future__ import annotations
@@ -80,10 +84,11 @@ def traceable(model: nn.Module) -> Iterator[nn.Module]:
             # (correct, just slower in onnxruntime).
             if isinstance(parent, ExpertAttention) and callable(getattr(parent, "_stacked", None)):
                 parent._stacked = _stacked_matmul  # instance attribute: shadows the method
+                parent._routed = parent._soft
                 patched.append(parent)
         yield model
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
         for m in patched:
-            del m._stacked
+            del m._stacked, m._routed

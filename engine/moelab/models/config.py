@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moelab.errors import ConfigError
+from moelab.models.routing import ROUTER_WEIGHTS
 
 DENSE_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_TYPES = (*DENSE_TYPES, "mixtral", "moelab")
@@ -35,6 +36,8 @@ class MoEConfig:
     # FFN expert capacity: each expert takes at most ceil(capacity_factor · tokens · top_k / num_experts)
     # routed slots, later tokens dropping first (GShard / Switch). 0 = dropless (every slot computed).
     capacity_factor: float = 0.0
+    # How kept top-k router probabilities become weights: st | renorm | raw (models/routing.py).
+    router_weights: str = "st"
     method: str = ""  # sparse | btx | bam-ekv | bam-skv | upit
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,6 +50,10 @@ class MoEConfig:
         if unknown:
             raise ConfigError(f"moe config: unknown field(s) {sorted(unknown)}")
         return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.router_weights not in ROUTER_WEIGHTS:
+            raise ConfigError(f"moe config: router_weights {self.router_weights!r} is not one of {', '.join(ROUTER_WEIGHTS)}")
 
 
 @dataclass
@@ -196,6 +203,8 @@ class ModelConfig:
             and m.lora_rank == 0
             and not self.attention_bias
             and not self.parallel_block
+            # Mixtral renormalises the kept weights: Switch-style raw weights are another function.
+            and m.router_weights != "raw"
         )
 
 

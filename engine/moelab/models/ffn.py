@@ -227,7 +227,7 @@ class SparseMoE(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         assert cfg.moe is not None
-        self.layer, self.top_k = layer, cfg.moe.top_k
+        self.layer, self.top_k, self.rule = layer, cfg.moe.top_k, cfg.moe.router_weights
         self.gate = nn.Linear(cfg.hidden_size, cfg.moe.num_experts, bias=False)
         self.experts = Experts(cfg.moe.num_experts, cfg.hidden_size, cfg.intermediate_size,
                                capacity_factor=cfg.moe.capacity_factor)
@@ -236,6 +236,6 @@ class SparseMoE(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         logits = self.gate(flat)
-        weights, idx = route_top_k(logits, self.top_k)
+        weights, idx = route_top_k(logits, self.top_k, self.rule)
         y = self.experts(flat, idx, weights)
         return y.view(shape), RouterLogits(self.layer, "ffn", logits, self.top_k)

@@ -81,7 +81,7 @@ class LoRASparseMoE(nn.Module):
         if moe.lora_rank > min(cfg.hidden_size, cfg.intermediate_size):
             raise ConfigError(f"moe.lora_rank {moe.lora_rank}: larger than the FFN's smaller side "
                               f"({min(cfg.hidden_size, cfg.intermediate_size)})")
-        self.layer, self.top_k = layer, moe.top_k
+        self.layer, self.top_k, self.rule = layer, moe.top_k, moe.router_weights
         self.gate = nn.Linear(cfg.hidden_size, moe.num_experts, bias=False)
         self.shared_mlp = DenseFFN(cfg)
         self.experts = LoRAExperts(moe.num_experts, cfg.hidden_size, cfg.intermediate_size, moe.lora_rank,
@@ -91,6 +91,6 @@ class LoRASparseMoE(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         logits = self.gate(flat)
-        weights, idx = route_top_k(logits, self.top_k)
+        weights, idx = route_top_k(logits, self.top_k, self.rule)
         y = self.experts(self.shared_mlp, flat, idx, weights)
         return y.view(shape), RouterLogits(self.layer, "ffn", logits, self.top_k)

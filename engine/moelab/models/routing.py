@@ -37,17 +37,34 @@ def top_k_mask(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
     return torch.zeros(idx.shape[0], num_experts, device=idx.device).scatter_(1, idx, 1.0)
 
 
-def route_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixtral's rule: softmax in fp32, keep the top k, renormalise so the kept weights sum to 1."""
+# How the kept top-k probabilities become mixture weights (MoEConfig.router_weights):
+# - "st" (default): the forward value is Mixtral's renormalised weight (the kept weights sum to 1,
+#   so identical experts reproduce the dense model exactly, for every k), the gradient is that of
+#   the kept raw probabilities (straight-through). Renormalising alone makes the single weight of
+#   top-1 routing the constant 1: the router would get no gradient from the language-model loss.
+# - "renorm": Mixtral exactly, forward and gradient (no LM-loss gradient at k = 1).
+# - "raw": Switch Transformer: the kept probabilities unnormalised, forward and gradient. The
+#   weights of a token sum to less than 1, so the identical-experts invariant does not hold.
+ROUTER_WEIGHTS = ("st", "renorm", "raw")
+
+
+def route_top_k(logits: torch.Tensor, k: int, rule: str = "st") -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax in fp32, keep the top k; returns ([tokens, k] weights, [tokens, k] expert indices)."""
     probs = torch.softmax(logits.float(), dim=-1)
-    weights, idx = probs.topk(k, dim=-1)
-    weights = weights / weights.sum(dim=-1, keepdim=True)
-    return weights, idx
+    kept, idx = probs.topk(k, dim=-1)
+    if rule == "raw":
+        return kept, idx
+    renorm = kept / kept.sum(dim=-1, keepdim=True)
+    if rule == "renorm":
+        return renorm, idx
+    if rule != "st":
+        raise ValueError(f"router_weights {rule!r}: expected one of {ROUTER_WEIGHTS}")
+    return kept + (renorm - kept).detach(), idx
 
 
-def mixture_weights(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Dense [tokens, experts] mixture weights: softmax for k == 0 (soft), else renormalised top-k."""
+def mixture_weights(logits: torch.Tensor, k: int, rule: str = "st") -> torch.Tensor:
+    """Dense [tokens, experts] mixture weights: softmax for k == 0 (soft), else top-k by `rule`."""
     if k <= 0 or k >= logits.shape[-1]:
         return torch.softmax(logits.float(), dim=-1)
-    weights, idx = route_top_k(logits, k)
+    weights, idx = route_top_k(logits, k, rule)
     return torch.zeros_like(logits, dtype=torch.float32).scatter(-1, idx, weights)
