@@ -101,15 +101,15 @@ def test_script_out_writes_file(tmp_path, capsys):
 
 
 def test_queued_run_json_and_cancel_before_start(tmp_path):
-    from moelab.launch import job_record
+    from moelab.train import rundir
 
     run_dir = tmp_path / "runs" / "r1"
     raw = {"run_id": "r1", "stage": "moe", "method": "btx", "steps": 7}
-    assert job_record.mark_queued(run_dir, raw, "r1", "42")
+    assert rundir.mark_queued(run_dir, raw, "r1", "42")
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "queued" and info["stage"] == "moe" and info["slurm_job_id"] == "42" and info["pid"] is None
-    assert not job_record.mark_queued(run_dir, raw, "r1", "43")  # a resubmission keeps the run's own run.json
-    assert job_record.mark_cancelled(run_dir, "42")
+    assert not rundir.mark_queued(run_dir, raw, "r1", "43")  # a resubmission keeps the run's own run.json
+    assert rundir.mark_cancelled(run_dir, "42")
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "stopped" and "42" in info["error"]
 

@@ -112,6 +112,7 @@ def _submit(args: argparse.Namespace) -> int:
     from moelab.launch import job_record, slurm_cli, train_target
     from moelab.launch.sbatch_script import LOG_NAME, config_of_script, run_dir_of_script
     from moelab.launch.slurm_options import SlurmOptions, as_dict
+    from moelab.train import rundir
 
     extra: list[str] = []
     if args.script is None:
@@ -146,7 +147,7 @@ def _submit(args: argparse.Namespace) -> int:
     log = Path(job.get("StdOut") or str(run_dir / LOG_NAME).replace("%j", job_id))
     record = job_record.write(run_dir, job_id, script, log, as_dict(opts), config)
     if target is not None and not target.experiment:
-        job_record.mark_queued(run_dir, target.raw, target.run_id, job_id)
+        rundir.mark_queued(run_dir, target.raw, target.run_id, job_id)
     if args.json:
         print(json.dumps(record))
     else:
@@ -184,11 +185,12 @@ def _status(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from moelab.launch import job_record, slurm_cli
+    from moelab.train import rundir
 
     job_id, rec = job_record.resolve(args.target, args.runs)
     slurm_cli.scancel(job_id)
     if rec and rec.get("run_dir"):
-        job_record.mark_cancelled(Path(rec["run_dir"]), job_id)
+        rundir.mark_cancelled(Path(rec["run_dir"]), job_id)
     print(f"moelab: cancel requested for job {job_id}", file=sys.stderr)
     return 0
 

@@ -84,32 +84,3 @@ def resolve(target: str, runs_root: Path) -> tuple[str, dict[str, Any] | None]:
                 return target, rec
         return target, None
     raise MoELabError(f"{target}: neither a Slurm job id nor a run directory")
-
-
-def mark_queued(run_dir: Path, raw_config: dict[str, Any], run_id: str, job_id: str) -> bool:
-    """Writes run.json with status "queued" for a run that has none yet, so the Runs view shows a
-    submitted job before it starts; the trainer keeps "queued" until it sets "running". An existing
-    run.json (a resubmitted run) is left as it is. Returns whether it wrote one."""
-    from moelab.train.rundir import STAGES, RunDir, read_run_json
-
-    if read_run_json(run_dir) is not None:
-        return False
-    stage = raw_config.get("stage", "dense")
-    rd = RunDir(run_dir, run_id, stage if stage in STAGES else "dense", method=str(raw_config.get("method") or ""),
-                parents=list(raw_config.get("parents") or []), config=raw_config,
-                experiment=str(raw_config.get("experiment") or ""), total_steps=int(raw_config.get("steps") or 0))
-    rd.info.update(pid=None, slurm_job_id=job_id)  # the submitting process is not the run's
-    rd.save()
-    return True
-
-
-def mark_cancelled(run_dir: Path, job_id: str) -> bool:
-    """A job cancelled before it started never writes run.json: say so there ("stopped")."""
-    from moelab.train.rundir import now_iso, read_run_json, write_json_atomic
-
-    info = read_run_json(run_dir)
-    if not info or info.get("status") != "queued":
-        return False
-    info.update(status="stopped", ended=now_iso(), error=f"Slurm job {job_id} cancelled before it started")
-    write_json_atomic(Path(run_dir) / "run.json", info)
-    return True

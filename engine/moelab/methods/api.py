@@ -1,44 +1,17 @@
 """The one entry point for weight surgery: dense checkpoints in, an MoE checkpoint directory out.
 
 Implemented in this package (sparse.py, btx.py, bam.py, upit.py); callers (the CLI's upcycle
-command, the demo and experiment pipelines) use only `UpcycleOptions` and `upcycle`.
+command, the demo and experiment pipelines) use only `UpcycleOptions` and `upcycle`. The options
+live in options.py, which the method modules import: this dispatcher imports them, not the reverse.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-METHODS = ("sparse", "btx", "bam-ekv", "bam-skv", "upit")
+from moelab.methods.options import METHODS, UPIT_FIELDS, UpcycleOptions
 
-
-@dataclass
-class UpcycleOptions:
-    method: str
-    seed: Path
-    experts: list[Path] = field(default_factory=list)  # dense expert checkpoints (btx, bam; upit: a run's checkpoints)
-    out: Path = Path("moe")
-    num_experts: int | None = None  # default: len(experts) (sparse: 4)
-    top_k: int = 2  # FFN routing
-    attn_top_k: int = 0  # BAM attention routing: 0 = soft mixture over all experts
-    router_seed: int = 0
-    moe_layers: str = "all"  # "all" | "every-other" | comma-separated layer indices
-    # "random" | "hidden" (mergekit-style hidden-state means). The surgery always draws random
-    # routers: setting them from data is a forward pass over samples, done after it by
-    # train/router_preopt.py (as is UpIT's pre-optimization); `moelab upcycle` and the pipeline do both.
-    router_init: str = "random"
-    keep_seed: bool = False  # add the seed itself as one more expert (BAM's general-text expert)
-    max_shard_bytes: int = 2 * 1024**3
-    overwrite: bool = False
-    # upit: experts are intermediate checkpoints of one fine-tuning run; when fewer than
-    # num_experts, children DARE(α·Δ_j + (1-α)·Δ_k) of the most different pair are added.
-    lora_rank: int = 0  # 0 = full FFN experts; r > 0 = rank-r LoRA experts on the seed's FFN
-    dare_drop: float = 0.5  # DARE's drop rate p
-    dare_rescale: bool = True  # rescale the kept delta entries by 1/(1-p)
-    merge_seed: int = 0  # seeds α and the DARE masks
-
-
-UPIT_FIELDS = ("lora_rank", "dare_drop", "dare_rescale", "merge_seed")
+__all__ = ["METHODS", "UPIT_FIELDS", "UpcycleOptions", "upcycle"]
 
 
 def upcycle(opts: UpcycleOptions) -> Path:

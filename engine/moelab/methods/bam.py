@@ -8,9 +8,9 @@ Everything else is the experts' mean, as in BTX. The attention router is soft by
 
 from __future__ import annotations
 
-from moelab.methods.api import UpcycleOptions
 from moelab.methods.btx import mix_spec as btx_mix_spec
 from moelab.methods.common import MixSpec, Source
+from moelab.methods.options import UpcycleOptions
 
 
 def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Source]) -> MixSpec:

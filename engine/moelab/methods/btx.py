@@ -7,8 +7,8 @@ BAM (bam.py) mixes the same way and adds attention experts, so the choice of exp
 from __future__ import annotations
 
 from moelab.errors import ConfigError
-from moelab.methods.api import UpcycleOptions
 from moelab.methods.common import MixSpec, Source
+from moelab.methods.options import UpcycleOptions
 
 
 def expert_indices(opts: UpcycleOptions, experts: list[Source]) -> list[int]:

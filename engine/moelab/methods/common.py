@@ -41,7 +41,7 @@ from moelab.io.tensor_io import (
     bytes_to_tensor,
     locate,
 )
-from moelab.methods.api import UPIT_FIELDS, UpcycleOptions
+from moelab.methods.options import UPIT_FIELDS, UpcycleOptions
 from moelab.methods.provenance import ParentHasher, provenance
 from moelab.models.config import ModelConfig, MoEConfig
 from moelab.models.model import meta_model

@@ -4,8 +4,8 @@ attention, embeddings and norms are the seed's; routers are new."""
 from __future__ import annotations
 
 from moelab.errors import ConfigError
-from moelab.methods.api import UpcycleOptions
 from moelab.methods.common import MixSpec, Source
+from moelab.methods.options import UpcycleOptions
 
 DEFAULT_EXPERTS = 4
 

@@ -30,8 +30,8 @@ import torch
 
 from moelab.errors import ConfigError
 from moelab.io.tensor_io import FileCache, TensorLoc, bytes_to_tensor
-from moelab.methods.api import UpcycleOptions
 from moelab.methods.common import MixSpec, Source, moe_layer_indices, stderr_progress
+from moelab.methods.options import UpcycleOptions
 
 _FFN = ("gate_proj", "up_proj", "down_proj")
 _TO_DENSE = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
