@@ -1,7 +1,8 @@
 """The `moelab` command: parse, call, report failures in one line (a traceback only with --debug).
 
 Each subcommand lives in `moelab/commands/<name>.py` with `add_parser(subparsers)` and
-`run(args) -> int`; modules are imported lazily so `moelab --help` stays fast.
+`run(args) -> int`; only the module of the command being run is imported, so `moelab --help` and
+`moelab --version` import no torch.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from moelab import __version__
 from moelab.errors import MoELabError
@@ -28,21 +30,38 @@ COMMANDS = {
 }
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line: the first word that is not an option (the top-level
+    options take no value), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _load_command(name: str) -> ModuleType:
+    """The module of one command. A module that fails to import is an error that names it, never a
+    command quietly missing from the parser."""
+    module = f"moelab.commands.{name.replace('-', '_')}"
+    try:
+        return importlib.import_module(module)
+    except Exception as e:  # a syntax error or a missing dependency, in our module or in one it imports
+        raise MoELabError(f"command {name!r} is unavailable: {module} failed to import ({type(e).__name__}: {e})") from e
+
+
+def build_parser(argv: Sequence[str] = ()) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The parser, with the full options of the command that `argv` names and a one-line entry for the
+    others: only that command's module is imported (most import torch), so `moelab --help` and
+    `moelab --version`, which the extension runs to probe the engine, stay fast."""
     parser = argparse.ArgumentParser(prog="moelab", description="MoE Lab engine: Mixture-of-Experts upcycling research.")
     parser.add_argument("--version", action="version", version=f"moelab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules: dict[str, object] = {}
+    chosen = _command_of(argv)
+    modules: dict[str, ModuleType] = {}
     for name, help_text in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"moelab.commands.{name.replace('-', '_')}")
-        except ModuleNotFoundError as e:
-            if e.name != f"moelab.commands.{name}":
-                raise
-            continue
-        mod.add_parser(sub, help_text)  # type: ignore[attr-defined]
-        modules[name] = mod
+        if name == chosen:
+            modules[name] = _load_command(name)
+            modules[name].add_parser(sub, help_text)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser, modules
 
 
@@ -50,12 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser, modules = build_parser()
+        parser, modules = build_parser(argv)
         args = parser.parse_args(argv)
         if not args.command:
             parser.print_help()
             return 2
-        return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+        return int(modules[args.command].run(args) or 0)
     except MoELabError as e:
         if debug:
             raise
