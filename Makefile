@@ -44,6 +44,8 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check engine bench
+	@# The engine's layer order and import circles (docs/ARCHITECTURE.md, "Engine layers").
+	$(PY) -m pytest -q -p no:cacheprovider engine/tests/test_layers.py
 	npm run -s lint
 
 test-engine: $(VENV)/.stamp
