@@ -44,7 +44,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check engine bench
-	@# The engine's layer order and import circles (docs/ARCHITECTURE.md, "Engine layers").
+	@# The engine's layer order and import circles (docs/ARCHITECTURE.md §5).
 	$(PY) -m pytest -q -p no:cacheprovider engine/tests/test_layers.py
 	npm run -s lint
 

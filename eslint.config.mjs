@@ -1,8 +1,8 @@
 import tseslint from 'typescript-eslint';
 
-// Extension-host modules that must not load `vscode` at run time (docs/ARCHITECTURE.md, "Extension
-// services"): the inspector's worker thread has no `vscode` module, and the unit tests run these
-// in plain Node. Type-only imports (vscode.Event in an interface) are erased and allowed.
+// Extension-host modules that must not load `vscode` at run time (docs/ARCHITECTURE.md §6): the
+// inspector's worker thread has no `vscode` module, and the unit tests run these in plain Node.
+// Type-only imports (vscode.Event in an interface) are erased and allowed.
 const VSCODE_FREE = [
   'checkpoints/checkpointDiff.ts',
   'checkpoints/checkpointLoader.ts',

@@ -1,4 +1,4 @@
-"""The engine's layers (docs/ARCHITECTURE.md, "Engine layers"), enforced on the source.
+"""The engine's layers (docs/ARCHITECTURE.md §5), enforced on the source.
 
 Every import in engine/moelab counts, those inside functions too: a lazy import still ties the two
 modules together, it only hides the knot until run time.

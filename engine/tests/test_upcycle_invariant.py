@@ -1,4 +1,4 @@
-"""DESIGN §2 invariant: when every expert is the seed, the upcycled model computes the seed.
+"""ARCHITECTURE §2 invariant: when every expert is the seed, the upcycled model computes the seed.
 
 Checked against transformers' own dense model on the seed, for every method (UpIT with full and
 with LoRA experts, one of them a merged child), FFN top-k 1, 2, N, BAM attention soft / top-1 / top-2, MoE on all layers and every other layer, two router seeds;

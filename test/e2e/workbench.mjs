@@ -1,7 +1,7 @@
 // A real VS Code workbench for the end-to-end tests: code-server (VS Code 1.100.3 server + web
 // UI, a real extension host) on 127.0.0.1 without auth, driven by playwright-core and Debian's
-// /usr/bin/chromium. Adapted from ../shared/vscode-e2e/smoke.mjs (see README.md there for the
-// pitfalls this works around). Every server gets fresh user-data and extensions dirs.
+// /usr/bin/chromium (installed by install.sh in this folder; README.md here lists the pitfalls
+// this works around). Every server gets fresh user-data and extensions dirs.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';

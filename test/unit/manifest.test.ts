@@ -16,7 +16,7 @@ function sources(dir: string): string {
 }
 
 describe('package.json manifest', () => {
-  it('declares the palette commands of DESIGN §5 under "MoE Lab", with Run Demo as moelab.runDemo', () => {
+  it('declares the palette commands of ARCHITECTURE §6 under "MoE Lab", with Run Demo as moelab.runDemo', () => {
     const ids = c.commands.map((x: { command: string }) => x.command);
     for (const id of ['newExperiment', 'runExperiment', 'runDemo', 'upcycle', 'openDashboard', 'openRouterPanel', 'compareRuns', 'stopRun', 'inspectRouting', 'exportCheckpoint', 'installEngine', 'refresh']) {
       assert.ok(ids.includes(`moelab.${id}`), id);

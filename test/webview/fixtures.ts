@@ -1,4 +1,4 @@
-// Synthetic runs shaped like the demo's (DESIGN §4): metrics every 10 steps,
+// Synthetic runs shaped like the demo's (ARCHITECTURE §4): metrics every 10 steps,
 // eval every 50 with per-domain losses, routing per logged step × layer × router.
 import type { Cell, MetricBlock, RoutingRow, RunSummary, SaturationPoint } from '../../webview/src/protocol';
 

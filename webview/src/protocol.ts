@@ -1,5 +1,5 @@
 // The one message protocol between the extension host and the webview panels
-// (DESIGN §5). Types only: the runtime checks live in protocolGuards.ts so that
+// (ARCHITECTURE §7). Types only: the runtime checks live in protocolGuards.ts so that
 // both sides validate every message they receive against these shapes.
 
 export type PanelKind = 'dashboard' | 'router';
@@ -45,7 +45,7 @@ export interface MetricBlock {
   values: Record<string, Column>;
 }
 
-/** One line of routing.jsonl (DESIGN §4) with load and prob, plus what the engine merges in. */
+/** One line of routing.jsonl (ARCHITECTURE §4) with load and prob, plus what the engine merges in. */
 export interface RoutingRow {
   step: number;
   layer: number;

@@ -1,4 +1,4 @@
-"""`moelab demo [--out DIR] [--quick]`: the embedded default pipeline on CPU (DESIGN.md §6)."""
+"""`moelab demo [--out DIR] [--quick]`: the embedded default pipeline on CPU (ARCHITECTURE.md §8)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Expert e computes SwiGLU with W + s·B_e A_e for each of the three projections (s = lora_alpha /
 lora_rank), so when every B_e is zero each expert *is* the shared FFN and the layer computes
-the dense model exactly (DESIGN §2 invariant). Parameter names keep Mixtral's layout for the
+the dense model exactly (ARCHITECTURE §2 invariant). Parameter names keep Mixtral's layout for the
 router (`gate`) and put the factors under `experts` (io/layout.py stacks `lora_[ab]_w[123]`):
 
     block_sparse_moe.gate.weight                         [E, d]

@@ -1,4 +1,4 @@
-"""The embedded default experiment (DESIGN.md §6): three synthetic domains, a tiny byte-level seed,
+"""The embedded default experiment (ARCHITECTURE.md §8): three synthetic domains, a tiny byte-level seed,
 one branch per domain, every method upcycled from the same seed and branches (the seed kept as an
 expert), each MoE trained on the same token budget, then per-domain perplexity of everything.
 

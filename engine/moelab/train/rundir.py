@@ -1,4 +1,4 @@
-"""The run directory of DESIGN.md §4: run.json (rewritten atomically on every status change),
+"""The run directory of ARCHITECTURE.md §4: run.json (rewritten atomically on every status change),
 metrics.jsonl, routing.jsonl, checkpoints/, eval.json."""
 
 from __future__ import annotations

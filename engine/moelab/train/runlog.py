@@ -1,6 +1,6 @@
 """metrics.jsonl and routing.jsonl: append-only JSON lines, flushed per line.
 
-routing.jsonl (DESIGN.md §4) holds, per logged step, MoE layer and router kind:
+routing.jsonl (ARCHITECTURE.md §4) holds, per logged step, MoE layer and router kind:
   {"step", "layer", "router": "ffn"|"attn", "load": [...], "prob": [...], "by_domain": {...},
    "coact": [[P(b | a) for b] for a]}
 "coact" (expert co-activation, on the same tokens as "load") is there only for top-k routers with at

@@ -1,4 +1,4 @@
-// The run-directory contract of DESIGN.md §4, as the extension sees it.
+// The run-directory contract of ARCHITECTURE.md §4, as the extension sees it.
 // Shared by the Runs view, the status bar and the webview panel hosts.
 import type * as vscode from 'vscode';
 

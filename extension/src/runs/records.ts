@@ -1,4 +1,4 @@
-// Validation of run-directory files (DESIGN §4). Lenient on extra fields, strict on the ones
+// Validation of run-directory files (ARCHITECTURE §4). Lenient on extra fields, strict on the ones
 // the views index by, so one odd line cannot break a chart. No vscode import.
 import type { MetricRecord, RoutingRecord, RunInfo } from './model';
 

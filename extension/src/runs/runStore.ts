@@ -47,7 +47,7 @@ interface RunEntry {
   shownStatus: string;
 }
 
-/** Statuses a user sees: DESIGN §4's plus "stale" (running on this host, process gone). */
+/** Statuses a user sees: ARCHITECTURE §4's plus "stale" (running on this host, process gone). */
 export function shownStatus(run: RunInfo): string {
   return run.stale === true ? 'stale' : run.status;
 }

@@ -1,5 +1,5 @@
 // Which charts the dashboard shows, in what order, with which titles: the
-// metrics of DESIGN §4 first, then whatever else numeric the engine logs.
+// metrics of ARCHITECTURE §4 first, then whatever else numeric the engine logs.
 export interface ChartSpec {
   metric: string;
   title: string;
