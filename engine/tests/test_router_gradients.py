@@ -1,4 +1,4 @@
-"""DESIGN §2: every router learns from the language-model loss at every k, and top-k attention
+"""ARCHITECTURE §2: every router learns from the language-model loss at every k, and top-k attention
 runs only the experts it selects.
 
 The gradient checks use the next-token loss alone (no auxiliary loss): at top-1, Mixtral's
