@@ -288,3 +288,16 @@ def test_config_errors_name_the_field(tmp_path):
         load_train_config(bad)
     cfg = jsoncfg.from_dict(TrainConfig, jsoncfg.to_dict(TrainConfig(run_id="x")))
     assert cfg == TrainConfig(run_id="x")
+
+
+def test_moelab_device_env_chooses_auto(monkeypatch):
+    """The extension's `moelab.device` setting reaches the engine as MOELAB_DEVICE."""
+    from moelab.errors import ConfigError
+    from moelab.train.trainer import resolve_device
+
+    monkeypatch.setenv("MOELAB_DEVICE", "cpu")
+    assert resolve_device("auto").type == "cpu"
+    monkeypatch.setenv("MOELAB_DEVICE", "tpu-9")
+    with pytest.raises(ConfigError, match="MOELAB_DEVICE"):
+        resolve_device("auto")
+    assert resolve_device("cpu").type == "cpu"  # an explicit config wins over the environment

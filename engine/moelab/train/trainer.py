@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import signal
 import sys
@@ -53,11 +54,21 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto` takes MOELAB_DEVICE when set (the extension's `moelab.device` setting), else CUDA
+    where torch sees a GPU, else the CPU."""
+    source = "device"
+    if name == "auto" and os.environ.get("MOELAB_DEVICE", "auto") != "auto":
+        name, source = os.environ["MOELAB_DEVICE"], "MOELAB_DEVICE"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device")
+        raise ConfigError(f"{source}: 'cuda' was asked for but torch sees no CUDA device")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{source}: 'mps' was asked for but torch sees no Apple GPU")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{source}: {name!r} is not a device (auto, cpu, cuda, cuda:N, mps)") from None
 
 
 class _StopFlag:
