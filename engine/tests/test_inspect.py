@@ -32,7 +32,7 @@ def _json(capsys, *args):
 
 def test_dense_counts_and_flops(capsys, ckpts):
     seed, _, _ = ckpts
-    s = _json(capsys, "--ckpt", str(seed), "--seq-len", "100")
+    s = _json(capsys, "--ckpt", str(seed), "--seq-len", "100", "--attention", "full")
     attn = D * H * HD * 2 + D * 2 * HD * 2  # q, o + k, v (2 kv heads)
     per_layer = attn + FFN_EXPERT + 2 * D
     total = 2 * V * D + L * per_layer + D
@@ -40,6 +40,8 @@ def test_dense_counts_and_flops(capsys, ckpts):
     matmul = total - V * D - (2 * L + 1) * D
     assert s["flops_per_token"] == 2 * matmul + L * 4 * 100 * HD * H
     assert s["method"] == "dense" and s["num_experts"] == 0
+    causal = _json(capsys, "--ckpt", str(seed), "--seq-len", "100", "--unit", "mac")  # mean 50.5 keys
+    assert causal["flops_per_token"] == matmul + L * 2 * 50.5 * HD * H
 
 
 def test_btx_active_params(capsys, ckpts):
@@ -56,7 +58,10 @@ def test_bam_top2_attention_counts(capsys, ckpts):
     s = _json(capsys, "--ckpt", str(bam), "--seq-len", "10")
     attn_expert = D * H * HD * 2 + D * 2 * HD * 2
     assert s["moe_layers"] == [1] and s["attn_top_k"] == 2
-    assert s["params_total"] - s["params_active"] == 2 * FFN_EXPERT + 1 * attn_expert
+    # Top-2 of 3 attention experts: one expert's Q and O idle; expert-KV K and V run for all.
+    q_o = D * H * HD * 2
+    assert attn_expert > q_o
+    assert s["params_total"] - s["params_active"] == 2 * FFN_EXPERT + 1 * q_o
     assert [lay["attn_experts"] for lay in s["per_layer"]] == [0, 3]
 
 

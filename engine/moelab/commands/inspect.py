@@ -1,34 +1,24 @@
 """`moelab inspect`: structure, parameter counts and FLOPs of a checkpoint, from its config and
 safetensors headers alone (no weight is read); with --text, the experts each token is routed to.
 
-Counting rules (documented here because papers differ):
-- total params: every tensor on disk (a tied head is counted once, as the embedding).
-- active params per token: total minus, in each MoE layer, the FFN experts a token does not use
-  ((N - top_k) experts' parameters) and, for top-k attention experts, the (N - attn_top_k)
-  unused attention experts. A soft attention mixture runs every expert: all are active.
-- FLOPs per token (forward) = 2 · active matmul params + attention score FLOPs, where matmul
-  params are the active params minus the embedding lookup, norm weights and biases (plus the
-  embedding once more when the head is tied to it), and attention score FLOPs are
-  4 · T · head_dim · (query heads of the active attention experts) per layer: QKᵀ and A·V for a
-  token attending over T = --seq-len positions (the PaLM / Kaplan convention).
+The counting rules live in the engine: parameters in analysis/param_count.py, FLOPs in
+models/flops.py (its docstring states what is counted and the convention options).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from moelab.analysis.param_count import count_params
 from moelab.errors import ConfigError, MoELabError
 from moelab.io.checkpoint import read_config_dict
-from moelab.io.safetensors_file import tensor_files, tensor_shapes
+from moelab.io.safetensors_file import tensor_files
 from moelab.models.config import ModelConfig
-
-_EXPERT = re.compile(r"^model\.layers\.(\d+)\.(block_sparse_moe|self_attn)\.experts\.(\d+)\.")
+from moelab.models.flops import ATTENTION_MODES, UNITS, Convention, forward_flops
 
 
 def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
@@ -36,48 +26,29 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--ckpt", required=True, type=Path, metavar="DIR")
     p.add_argument("--text", default=None, metavar="STR", help="print the experts each token of STR is routed to")
     p.add_argument("--seq-len", type=int, default=2048, metavar="T", help="context length for attention FLOPs")
+    p.add_argument("--attention", choices=ATTENTION_MODES, default="causal",
+                   help="attention-score convention: causal = mean (T+1)/2 keys per query, full = T, none")
+    p.add_argument("--unit", choices=UNITS, default="flop", help="flop (a multiply-add = 2) or mac")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
-def summarize(ckpt: Path, seq_len: int = 2048) -> dict[str, Any]:
+def summarize(ckpt: Path, seq_len: int = 2048, conv: Convention | None = None) -> dict[str, Any]:
     ckpt = Path(ckpt)
+    conv = conv or Convention(seq_len=seq_len)
     raw = read_config_dict(ckpt)
     cfg = ModelConfig.from_hf_dict(raw, source=str(ckpt / "config.json"))
-    shapes = tensor_shapes(ckpt)
-    numel = {n: math.prod(s) for n, (s, _) in shapes.items()}
-    total = sum(numel.values())
+    params = count_params(ckpt, cfg)
+    flops = forward_flops(cfg, conv)
     moe = cfg.moe
-    n_exp = moe.num_experts if moe else 1
-    per_expert: dict[tuple[int, str], dict[int, int]] = {}  # (layer, "ffn"|"attn") -> {expert: params}
-    for name, n in numel.items():
-        if m := _EXPERT.match(name):
-            kind = "ffn" if m[2] == "block_sparse_moe" else "attn"
-            per_expert.setdefault((int(m[1]), kind), {}).setdefault(int(m[3]), 0)
-            per_expert[(int(m[1]), kind)][int(m[3])] += n
-
-    layers, inactive, score_flops = [], 0, 0
-    for i in range(cfg.num_hidden_layers):
-        is_moe = cfg.is_moe_layer(i)
-        ffn = per_expert.get((i, "ffn"), {})
-        attn = per_expert.get((i, "attn"), {})
-        ffn_k = moe.top_k if moe and ffn else 0
-        attn_k = (moe.attn_top_k or n_exp) if moe and attn else 0
-        if ffn:
-            inactive += sum(ffn.values()) - round(ffn_k * sum(ffn.values()) / len(ffn))
-        if attn:
-            inactive += sum(attn.values()) - round(attn_k * sum(attn.values()) / len(attn))
-        heads = cfg.num_attention_heads * (attn_k if attn else 1)
-        score_flops += 4 * seq_len * cfg.head_dim * heads
+    layers = []
+    for lay, fl in zip(params.per_layer, flops.per_layer):
+        attn = lay["attn_experts"]
         layers.append({
-            "layer": i, "moe": is_moe,
-            "ffn_experts": len(ffn), "ffn_top_k": ffn_k,
-            "attn_experts": len(attn), "attn_top_k": (moe.attn_top_k if moe and attn else 0),
-            "params": sum(n for name, n in numel.items() if name.startswith(f"model.layers.{i}.")),
+            "layer": lay["layer"], "moe": cfg.is_moe_layer(lay["layer"]),
+            "ffn_experts": lay["ffn_experts"], "ffn_top_k": moe.top_k if moe and lay["ffn_experts"] else 0,
+            "attn_experts": attn, "attn_top_k": moe.attn_top_k if moe and attn else 0,
+            "params": lay["params"], "flops_per_token": fl["total"],
         })
-    active = total - inactive
-    embed = numel.get("model.embed_tokens.weight", 0)
-    not_matmul = embed + sum(n for name, n in numel.items() if name.endswith("norm.weight") or name.endswith(".bias"))
-    matmul = active - not_matmul + (embed if cfg.tie_word_embeddings else 0)
     files = sorted(set(tensor_files(ckpt).values()))
     meta = raw.get("moelab") or {}
     return {
@@ -86,19 +57,20 @@ def summarize(ckpt: Path, seq_len: int = 2048) -> dict[str, Any]:
         "method": meta.get("method") or (moe.method if moe else "") or "dense",
         "layers": cfg.num_hidden_layers,
         "moe_layers": list(moe.moe_layers) if moe else [],
-        "num_experts": n_exp if moe else 0,
+        "num_experts": moe.num_experts if moe else 0,
         "top_k": moe.top_k if moe else 0,
         "attn_experts": bool(moe and moe.attn_experts),
         "attn_top_k": moe.attn_top_k if moe else 0,
         "shared_kv": bool(moe and moe.shared_kv),
         "parallel_block": cfg.parallel_block,
-        "params_total": total,
-        "params_active": active,
-        "seq_len": seq_len,
-        "flops_per_token": 2 * matmul + score_flops,
+        "params_total": params.total,
+        "params_active": params.active,
+        "seq_len": conv.seq_len,
+        "flops_per_token": flops.total,
+        "flops": flops.to_dict(),
         "weights_bytes": sum(p.stat().st_size for p in files),
         "disk_bytes": sum(p.stat().st_size for p in ckpt.iterdir() if p.is_file()),
-        "dtypes": sorted({dt for _, dt in shapes.values()}),
+        "dtypes": params.dtypes,
         "parents": meta.get("parents", []),
         "per_layer": layers,
     }
@@ -123,17 +95,18 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(f"MoE layers   {','.join(map(str, s['moe_layers']))}")
         print(f"experts      FFN: {s['num_experts']} per MoE layer, top-{s['top_k']}; attention: {attn}")
     print(f"params       total {_human(s['params_total'])}, active per token {_human(s['params_active'])}")
-    print(f"FLOPs/token  {_human(s['flops_per_token'], 'FLOP')} at seq-len {s['seq_len']} "
-          "(2 x active matmul params + 4 x T x head_dim x active query heads per layer)")
+    unit = "FLOP" if s["flops"]["convention"]["unit"] == "flop" else "MAC"
+    print(f"{unit + 's/token':12s} {_human(s['flops_per_token'], unit)} ({s['flops']['convention']['text']})")
     print(f"on disk      {_human(s['disk_bytes'], 'B')} ({_human(s['weights_bytes'], 'B')} of weights)")
     for p in s["parents"]:
         print(f"parent       {p.get('role', '?'):6s} {p.get('path', '?')}")
-    print("layer  kind   ffn experts  attn experts  params")
+    print(f"layer  kind   ffn experts  attn experts  params    {unit}s/token")
     for lay in s["per_layer"]:
         ffn = f"{lay['ffn_experts']} (top-{lay['ffn_top_k']})" if lay["ffn_experts"] else "dense"
         at = (f"{lay['attn_experts']} ({'soft' if lay['attn_top_k'] == 0 else 'top-' + str(lay['attn_top_k'])})"
               if lay["attn_experts"] else "dense")
-        print(f"{lay['layer']:5d}  {'MoE' if lay['moe'] else 'dense':5s}  {ffn:11s}  {at:12s}  {_human(lay['params'])}")
+        print(f"{lay['layer']:5d}  {'MoE' if lay['moe'] else 'dense':5s}  {ffn:11s}  {at:12s}  {_human(lay['params']):8s}  "
+              f"{_human(lay['flops_per_token'], unit)}")
 
 
 def tokenize(ckpt: Path, text: str, vocab_size: int) -> tuple[list[int], list[str]]:
@@ -182,7 +155,8 @@ def route_text(ckpt: Path, text: str) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     if args.seq_len < 1:
         raise ConfigError(f"--seq-len {args.seq_len}: must be positive")
-    summary = summarize(args.ckpt, args.seq_len)
+    conv = Convention(seq_len=args.seq_len, attention=args.attention, unit=args.unit)
+    summary = summarize(args.ckpt, conv=conv)
     routes = route_text(args.ckpt, args.text) if args.text is not None else None
     if args.json:
         if routes is not None:
