@@ -1,12 +1,11 @@
-"""BAM attention experts: one stacked attention call vs N separate ones vs dense, and FLOPs per token.
+"""BAM attention experts: one stacked attention call vs N separate ones vs dense.
 
 Part 1 (timing, CPU): moelab's ExpertAttention (expert-KV, shared-KV) against
   - the same mixture computed as N separate dense attention calls, one per expert, summed with the
     router's weights (what a straightforward implementation does), and
   - shared-KV with K/V tiled E times (moelab's previous code) instead of SDPA's enable_gqa,
   - one dense attention (the seed's cost: the floor).
-Part 2: FLOPs per token for dense, BTX, BAM-ekv and BAM-skv at the BAM paper's small
-configuration, next to the paper's figures, with the counting convention spelled out.
+FLOPs per token at the BAM paper's configuration: bench/flops_convention.py (the engine's count).
 
     .venv/bin/python bench/bam_attention.py [--reps 7] [--threads 1]
 """
@@ -124,72 +123,14 @@ def time_shape(name: str, b: int, t: int, hid: int, heads: int, e: int, reps: in
         print(f"  {n:30s} {fwd[n]:9.2f} {fb[n]:11.2f}   {note}")
 
 
-# ---- FLOPs per token ----------------------------------------------------------------------------
-
-
-def flops_per_token(method: str, d: int, ffn: int, heads: int, layers: int, experts: int, top_k: int, seq: int,
-                    vocab: int, gated: bool = True, scores: bool = True, causal: bool = False) -> dict[str, float]:
-    """Forward FLOPs per token (2 per multiply-add), per layer and whole model.
-
-    Projections: 4·d² MACs per attention expert (Q, K, V, O; head_dim·heads = d); shared-KV runs
-    Q and O per expert and K, V once. Attention scores: QKᵀ and A·V, 2·seq·d MACs per attention
-    expert (halved if `causal`, i.e. counting only the unmasked half). FFN: 3·d·ffn MACs per active
-    expert (SwiGLU; 2·d·ffn if not gated). Routers: d·E MACs each. The embedding lookup is free;
-    the LM head (d·vocab MACs) is reported in the whole-model figure only."""
-    s = (2 * seq * d * (0.5 if causal else 1.0)) if scores else 0.0
-    attn_one = 4 * d * d + s
-    ffn_one = (3 if gated else 2) * d * ffn
-    if method == "dense":
-        attn, ffn_, router = attn_one, ffn_one, 0
-    elif method in ("btx", "sparse"):
-        attn, ffn_, router = attn_one, top_k * ffn_one, d * experts
-    elif method == "bam-ekv":
-        attn, ffn_, router = experts * attn_one, top_k * ffn_one, 2 * d * experts
-    elif method == "bam-skv":
-        attn, ffn_, router = experts * (2 * d * d + s) + 2 * d * d, top_k * ffn_one, 2 * d * experts
-    else:
-        raise ValueError(method)
-    layer = 2 * (attn + ffn_ + router)
-    return {"layer": layer, "model": layers * layer + 2 * d * vocab, "attn": 2 * attn, "ffn": 2 * ffn_}
-
-
-def flops_table() -> None:
-    d, ffn, heads, layers, e, k = 1024, 4096, 8, 6, 4, 2
-    paper = {"btx": 21.51e6, "bam-ekv": 48.26e6}
-    print(f"\n== FLOPs per token, BAM small configuration: d={d}, ffn={ffn} (SwiGLU), {heads} heads, {layers} layers, "
-          f"{e} experts, top-{k} FFN, soft attention (all {e} attention experts run)")
-    for seq, vocab in ((128, 32000), (2048, 32000)):
-        print(f"  seq {seq}, vocab {vocab}; attention scores counted (full T×T, not halved for the causal mask); "
-              "embedding lookup free; FLOPs = 2·MACs, forward only")
-        print(f"    {'method':9s} {'per layer':>11s} {'attn':>9s} {'ffn':>9s} {'whole model':>12s}  {'paper':>8s}")
-        for mth in ("dense", "btx", "bam-ekv", "bam-skv"):
-            f = flops_per_token(mth, d, ffn, heads, layers, e, k, seq, vocab)
-            p = f"{paper[mth] / 1e6:7.2f}M" if mth in paper else ""
-            print(f"    {mth:9s} {f['layer'] / 1e6:10.2f}M {f['attn'] / 1e6:8.2f}M {f['ffn'] / 1e6:8.2f}M "
-                  f"{f['model'] / 1e6:11.1f}M  {p:>8s}")
-    # The paper's two figures, reproduced: per layer, seq 128, FLOPs = 2·MACs, full-score attention,
-    # with an FFN term of 12.58M FLOPs — one SwiGLU expert of ffn 4096 counted in MACs (3·d·ffn),
-    # equivalently two SwiGLU experts of ffn 1024 in FLOPs. We could not find a single consistent
-    # count of "ffn 4096, top-2" that gives 12.58M; the attention term (8.91M per expert) is exact.
-    a = 2 * (4 * d * d + 2 * 128 * d)
-    f12 = 3 * d * ffn
-    r = 2 * d * e
-    print("  paper's convention, reconstructed (per layer, seq 128, FFN term 12.58M; see RESULTS.md):")
-    print(f"    btx     {(a + f12 + r) / 1e6:6.2f}M  (paper 21.51M)")
-    print(f"    bam-ekv {(e * a + f12 + 2 * r) / 1e6:6.2f}M  (paper 48.26M)")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: the machine is shared)")
-    ap.add_argument("--flops-only", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    if not args.flops_only:
-        timing(args.reps)
-    flops_table()
+    timing(args.reps)
 
 
 if __name__ == "__main__":
