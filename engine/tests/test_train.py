@@ -16,6 +16,7 @@ import torch
 
 from moelab.io.checkpoint import load_model
 from moelab.models.config import ModelConfig, MoEConfig
+from moelab.models.flops import train_flops
 from moelab.models.model import MoELabForCausalLM
 from moelab.models.routing import RouterLogits
 from moelab.train import jsoncfg
@@ -78,7 +79,7 @@ def test_train_writes_run_directory(tmp_path):
     tr = [r for r in recs if r["split"] == "train"]
     ev = [r for r in recs if r["split"] == "eval"]
     assert [r["step"] for r in tr] == list(range(1, 13))
-    assert set(tr[0]) >= {"step", "tokens", "time", "split", "loss", "lr", "lb_loss", "z_loss", "grad_norm",
+    assert set(tr[0]) >= {"step", "tokens", "time", "flops", "split", "loss", "lr", "lb_loss", "z_loss", "grad_norm",
                           "tokens_per_s", "domain"}
     assert [r["step"] for r in ev] == [6, 12] and set(ev[0]["domain"]) == {"code", "math", "prose"}
     assert tr[-1]["loss"] < tr[0]["loss"]
@@ -177,6 +178,36 @@ def test_saturation_survives_a_resume(tmp_path):
     _train_moe(tmp_path, "killed", init)
     expected = (ref / "routing.jsonl").read_text()
     assert '"saturation"' in expected and (run / "routing.jsonl").read_text() == expected
+
+
+def test_flops_accumulate_and_continue_across_resume(tmp_path):
+    init = _moe_init(tmp_path, MoEConfig(num_experts=3, top_k=1, moe_layers=[1], attn_experts=True))
+    run = _train_moe(tmp_path, "f", init)
+    per_step = train_flops(load_model(init).config, 4, TINY_DATA["seq_len"])  # batch 4, grad_accum 1
+    recs, _ = read_jsonl(run / "metrics.jsonl")
+    assert len(recs) > 4 and all(r["flops"] == r["step"] * per_step for r in recs)  # train and eval records
+    info = json.loads((run / "run.json").read_text())
+    assert info["flops"] == 8 * per_step and info["flops_per_token"] == per_step / (4 * TINY_DATA["seq_len"])
+
+    # Resume from step 4, whose trainer state says (as if counted differently) 1e6 FLOPs more:
+    # the curve continues from the checkpoint's count, it is not recomputed from the step.
+    def resume_from_step_4(edit) -> list[dict]:
+        shutil.rmtree(run / "checkpoints" / "step-000008", ignore_errors=True)
+        (run / "checkpoints" / "latest").write_text("step-000004\n")
+        st_path = run / "checkpoints" / "step-000004" / "trainer.pt"
+        st = torch.load(st_path, weights_only=False)
+        edit(st)
+        torch.save(st, st_path)
+        (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
+        _train_moe(tmp_path, "f", init)
+        return read_jsonl(run / "metrics.jsonl")[0]
+
+    recs = resume_from_step_4(lambda st: st.update(flops=st["flops"] + 1e6))
+    assert all(r["flops"] == r["step"] * per_step + (1e6 if r["step"] > 4 else 0) for r in recs)
+    assert json.loads((run / "run.json").read_text())["flops"] == 8 * per_step + 1e6
+    # A checkpoint from before the count (no "flops"): every step so far is counted at today's cost.
+    recs = resume_from_step_4(lambda st: st.pop("flops"))
+    assert all(r["flops"] == r["step"] * per_step for r in recs)
 
 
 def test_read_jsonl_partial_and_garbage(tmp_path):

@@ -40,6 +40,9 @@ class TrainerState:
     step: int  # optimizer steps completed
     tokens: int  # training tokens consumed
     elapsed: float  # training wall time so far, seconds (continues across resumes)
+    # Training FLOPs executed so far (models/flops.py, forward + backward); None when a checkpoint
+    # from before the count was loaded: the trainer then derives it from `tokens`.
+    flops: float | None = 0.0
     probe: dict[str, Any] = field(default_factory=dict)  # train/saturation.py's per-step top-k history
 
 
@@ -58,6 +61,7 @@ def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, weights: dict[str
                 "step": state.step,
                 "tokens": state.tokens,
                 "elapsed": state.elapsed,
+                "flops": state.flops,
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "python_rng": random.getstate(),
@@ -68,7 +72,8 @@ def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, weights: dict[str
         )
         # The same facts, readable without torch (the extension, humans).
         (tmp / "trainer_state.json").write_text(
-            json.dumps({"step": state.step, "tokens": state.tokens, "elapsed": state.elapsed, "data_position": state.step}) + "\n"
+            json.dumps({"step": state.step, "tokens": state.tokens, "elapsed": state.elapsed, "flops": state.flops,
+                        "data_position": state.step}) + "\n"
         )
     write_text_atomic(Path(ckpt_root) / "latest", name + "\n")
     _prune(Path(ckpt_root), keep_last)
@@ -110,7 +115,9 @@ def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None,
         torch.cuda.set_rng_state_all(st["cuda_rng"])
     random.setstate(st["python_rng"])
     np.random.set_state(st["numpy_rng"])
+    flops = st.get("flops")
     return TrainerState(step=int(st["step"]), tokens=int(st["tokens"]), elapsed=float(st["elapsed"]),
+                        flops=None if flops is None else float(flops),
                         probe=st.get("probe") or {})  # checkpoints from before the probe have none
 
 

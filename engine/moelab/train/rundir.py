@@ -1,5 +1,9 @@
 """The run directory of ARCHITECTURE.md §4: run.json (rewritten atomically on every status change),
-metrics.jsonl, routing.jsonl, checkpoints/, eval.json."""
+metrics.jsonl, routing.jsonl, checkpoints/, eval.json.
+
+Training runs add to run.json "flops" (training FLOPs executed, as of the newest checkpoint; the
+total when done) and "flops_per_token" (forward + backward per training token), and to every
+metrics.jsonl record "flops" (cumulative at that step); models/flops.py states the count."""
 
 from __future__ import annotations
 

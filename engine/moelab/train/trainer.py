@@ -3,6 +3,11 @@
 Determinism: every batch is a function of (data seed, step), the model has no dropout, and the
 optimizer and RNG states are checkpointed, so on CPU a run killed with SIGKILL and resumed logs
 exactly the losses an uninterrupted run logs.
+
+Compute: every metrics record and run.json carry "flops", the training FLOPs executed so far
+(models/flops.py: the matmuls and causal attention a step runs, forward + backward = 3× forward;
+evaluation and the saturation probe are not training compute and are not counted). It continues
+across resumes from the checkpoint's trainer state.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from moelab.io.checkpoint import load_model, read_config_dict
 from moelab.launch import distributed
 from moelab.models.aux_losses import load_balancing_loss, z_loss
 from moelab.models.config import DENSE_TYPES
+from moelab.models.flops import train_flops
 from moelab.models.model import MoELabForCausalLM
 from moelab.train import checkpointing as ck
 from moelab.train import jsoncfg
@@ -200,12 +206,18 @@ class Trainer:
                 truncate_after(routing_path, state.step, keep=lambda r: not is_saturation_record(r))
             self._say(f"[{cfg.run_id}] resuming from {self.resume_from.name}")
         else:
-            state = ck.TrainerState(step=0, tokens=0, elapsed=0.0)
+            state = ck.TrainerState(step=0, tokens=0, elapsed=0.0, flops=0.0)
             for name in ("metrics.jsonl", "routing.jsonl", "eval.json"):
                 if main:
                     run.file(name).unlink(missing_ok=True)
             for old in self.ckpt_root.glob("step-*") if main else []:
                 shutil.rmtree(old, ignore_errors=True)
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.data.seq_len
+        flops_per_step = train_flops(model.config, cfg.batch_size * cfg.grad_accum, cfg.data.seq_len)
+        if state.flops is None:  # a checkpoint from before the count: every step so far cost the same
+            state.flops = state.step * flops_per_step
+        run.info["flops_per_token"] = flops_per_step / tokens_per_step
+        run.info["flops"] = state.flops
         run.set_status("running")
         # Rank 0 keeps the probe's history, but under FSDP its forward pass needs every rank.
         probe = (SaturationProbe(state.probe) if model.config.moe is not None and (main or self.dist.sharded)
@@ -216,7 +228,6 @@ class Trainer:
         metrics = self.dist.main_only(lambda: JsonlWriter(metrics_path))
         routing_log = self.dist.main_only(lambda: JsonlWriter(routing_path))
         progress = Progress(cfg.run_id, cfg.steps, state.step) if not self.quiet and main else None
-        tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.data.seq_len
         last_ckpt = self.resume_from
         t_window, tokens_window = time.monotonic(), 0
         t_start_elapsed, t_start, t_start_tokens = state.elapsed, time.monotonic(), state.tokens
@@ -270,6 +281,7 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     state.step += 1
                     state.tokens += tokens_per_step
+                    state.flops += flops_per_step
                     tokens_window += tokens_per_step
                     state.elapsed = t_start_elapsed + (time.monotonic() - t_start)
                     loss = loss_sum / cfg.grad_accum
@@ -279,7 +291,7 @@ class Trainer:
                         t_window, tokens_window = time.monotonic(), 0
                         metrics.write({
                             "step": state.step, "tokens": state.tokens, "time": round(state.elapsed, 3),
-                            "split": "train", "loss": loss, "lr": lr,
+                            "flops": state.flops, "split": "train", "loss": loss, "lr": lr,
                             "lb_loss": lb_sum / n_aux if n_aux else None, "z_loss": z_sum / n_aux if n_aux else None,
                             "grad_norm": grad_norm, "tokens_per_s": round(tps, 1),
                             "domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
@@ -328,8 +340,13 @@ class Trainer:
               tok: Tokenizer, meta: dict[str, Any]) -> Path:
         """Writes a checkpoint from rank 0 (barriers around it) and returns its path on every rank."""
         weights, optim = self.dist.full_state(model, optimizer)  # under FSDP a gather that all ranks join
-        self.dist.on_main(lambda: ck.save_checkpoint(self.ckpt_root, model, weights, optim, state, tok, meta,
-                                                     self.cfg.keep_last))
+
+        def write() -> None:
+            ck.save_checkpoint(self.ckpt_root, model, weights, optim, state, tok, meta, self.cfg.keep_last)
+            self.rd.info["flops"] = state.flops  # run.json's total as of the newest checkpoint
+            self.rd.save()
+
+        self.dist.on_main(write)
         return self.ckpt_root / ck.ckpt_name(state.step)
 
     @staticmethod
@@ -351,7 +368,8 @@ class Trainer:
         res = evaluate(model, eval_sets, self.cfg.batch_size, self.device, autocast)
         avg = summary(res)
         metrics.write({
-            "step": state.step, "tokens": state.tokens, "time": round(state.elapsed, 3), "split": "eval",
+            "step": state.step, "tokens": state.tokens, "time": round(state.elapsed, 3), "flops": state.flops,
+            "split": "eval",
             "loss": avg["loss"], "ppl": avg["ppl"], "domain": {d: v["loss"] for d, v in res.items()},
         })
         if progress:
