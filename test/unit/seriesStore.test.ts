@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Series } from '../../webview/src/dashboard/seriesStore';
+import { Series, SeriesStore } from '../../webview/src/dashboard/seriesStore';
 import { decimateM4 } from '../../webview/src/shared/decimate';
 import { smoothInto } from '../../webview/src/shared/smoothing';
 
@@ -11,7 +11,7 @@ describe('dashboard series', () => {
     const ys = new Float64Array([5, 4, NaN, 3, 2.5, 9, 8, 7, 6]);
     const zeros = new Float64Array(steps.length);
     s.reserve(steps.length);
-    s.pushColumn(steps, zeros, zeros, ys, 0);
+    s.pushColumn(steps, zeros, zeros, zeros, ys, 0);
     assert.deepEqual(Array.from(s.step.subarray(0, s.n)), [1, 2, 3, 4, 5, 6]);
     assert.deepEqual(Array.from(s.y.subarray(0, s.n)), [5, 4, 9, 8, 7, 6]);
     const ref = new Float64Array(s.n);
@@ -24,12 +24,25 @@ describe('dashboard series', () => {
     const ys = [1, null, 3, 2];
     const a = new Series('a', 'loss', 0.5);
     a.reserve(4);
-    a.pushColumn(steps, [null, null, null, null], [null, null, null, null], ys, 0);
+    a.pushColumn(steps, [null, null, null, null], [null, null, null, null], [null, null, null, null], ys, 0);
     const b = new Series('b', 'loss', 0.5);
     b.reserve(4);
     const nan = new Float64Array(4).fill(NaN);
-    b.pushColumn(new Float64Array(steps), nan, nan, new Float64Array(ys.map((v) => v ?? NaN)), 0);
+    b.pushColumn(new Float64Array(steps), nan, nan, nan, new Float64Array(ys.map((v) => v ?? NaN)), 0);
     assert.deepEqual(Array.from(b.smooth.subarray(0, b.n)), Array.from(a.smooth.subarray(0, a.n)));
+  });
+
+  it('FLOPs x axis: follows the points through a resume, gaps for blocks without the column', () => {
+    const store = new SeriesStore();
+    // A run resumed from step 2 whose checkpoint counted 100 FLOPs more than the lost steps did.
+    store.append({ runId: 'r', split: 'train', step: [1, 2, 3], tokens: [4, 8, 12], flops: [10, 20, 30], time: [0, 1, 2], values: { loss: [3, 2, 1] } });
+    store.append({ runId: 'r', split: 'train', step: [3, 4], tokens: [12, 16], flops: [130, 140], time: [3, 4], values: { loss: [1.5, 1.2] } });
+    const s = store.get('r', 'train/loss')!;
+    assert.deepEqual(Array.from(s.x('flops').subarray(0, s.n)), [10, 20, 130, 140]);
+    assert.deepEqual(Array.from(s.x('tokens').subarray(0, s.n)), [4, 8, 12, 16]);
+    store.append({ runId: 'old', split: 'train', step: [1, 2], tokens: [4, 8], time: [0, 1], values: { loss: [3, 2] } });
+    const old = store.get('old', 'train/loss')!;
+    assert.ok(Array.from(old.x('flops').subarray(0, old.n)).every(Number.isNaN));
   });
 });
 

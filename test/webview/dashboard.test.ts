@@ -119,17 +119,20 @@ describe('dashboard webview', () => {
     assert.equal(saved[0].format, 'png');
     assert.equal(Buffer.from(saved[0].data ?? '', 'base64').subarray(1, 4).toString(), 'PNG');
     assert.equal(saved[1].format, 'csv');
-    assert.match(saved[1].data ?? '', /^run,metric,step,tokens,time_s,value,smoothed\nbtx-s1,train\/lr,0,/);
+    assert.match(saved[1].data ?? '', /^run,metric,step,tokens,flops,time_s,value,smoothed\nbtx-s1,train\/lr,0,0,0,/);
     await p.page.close();
   });
 
   it('restores its options from getState after a reload', async () => {
-    const q = await openPanel(browser, 'dashboard', { state: { panel: 'dashboard', runIds: [], smoothing: 0, logScale: true, ignoreOutliers: true, groupByExperiment: false, xAxis: 'tokens', filter: 'btx', hidden: [], pinned: ['train/lr'] } });
+    const q = await openPanel(browser, 'dashboard', { state: { panel: 'dashboard', runIds: [], smoothing: 0, logScale: true, ignoreOutliers: true, groupByExperiment: false, xAxis: 'flops', filter: 'btx', hidden: [], pinned: ['train/lr'] } });
     await q.send(init());
     await settled(q.page);
     assert.equal(await q.page.locator('.legend-item').count(), 1);
     assert.equal(await q.page.locator('.chart-grid.pinned figure[data-metric="train/lr"]').count(), 1);
-    assert.equal(await q.page.locator('figure[data-metric="train/loss"] .axis-label').textContent(), 'tokens');
+    assert.equal(await q.page.locator('figure[data-metric="train/loss"] .axis-label').textContent(), 'training FLOPs');
+    // x runs over the FLOPs column (up to ~2.5e14), not steps or tokens: ticks in tera
+    const ticks = await q.page.locator('figure[data-metric="train/loss"] .axis-x .tick text').allTextContents();
+    assert.ok(ticks.length > 1 && ticks.slice(1).every((t) => /T$/.test(t)), ticks.join(' '));
     await q.page.close();
   });
 

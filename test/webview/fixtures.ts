@@ -5,6 +5,7 @@ import type { Cell, MetricBlock, RoutingRow, RunSummary, SaturationPoint } from 
 interface JsonBlock extends MetricBlock {
   step: number[];
   tokens: Cell[];
+  flops: Cell[];
   time: Cell[];
   values: Record<string, Cell[]>;
 }
@@ -32,12 +33,13 @@ export const RUNS: RunSummary[] = [
 
 export function metricBlocks(runId: string, seed: number, fromStep: number, toStep: number, floor = 1.2): MetricBlock[] {
   const r = rng(seed * 7919 + fromStep);
-  const train: JsonBlock = { runId, split: 'train', step: [], tokens: [], time: [], values: { loss: [], lr: [], grad_norm: [], tokens_per_s: [], lb_loss: [], z_loss: [] } };
-  const evl: JsonBlock = { runId, split: 'eval', step: [], tokens: [], time: [], values: { loss: [], ...Object.fromEntries(DOMAINS.map((d) => [`domain/${d}`, [] as Cell[]])) } };
+  const train: JsonBlock = { runId, split: 'train', step: [], tokens: [], flops: [], time: [], values: { loss: [], lr: [], grad_norm: [], tokens_per_s: [], lb_loss: [], z_loss: [] } };
+  const evl: JsonBlock = { runId, split: 'eval', step: [], tokens: [], flops: [], time: [], values: { loss: [], ...Object.fromEntries(DOMAINS.map((d) => [`domain/${d}`, [] as Cell[]])) } };
   for (let step = fromStep; step <= toStep; step += 10) {
     const base = floor + 3.2 * Math.exp(-step / (250 + seed * 30));
     train.step.push(step);
     train.tokens.push(step * 4096);
+    train.flops.push(step * 4096 * 6e7); // 3 × forward of a ~10M-parameter model per token
     train.time.push(1_700_000_000 + step * 0.8);
     train.values.loss.push(base + (r() - 0.5) * 0.35 + (r() < 0.01 ? 2 : 0));
     train.values.lr.push(step < 100 ? 3e-4 * (step / 100) : 3e-4 * 0.5 * (1 + Math.cos((Math.PI * step) / 2000)));
@@ -48,6 +50,7 @@ export function metricBlocks(runId: string, seed: number, fromStep: number, toSt
     if (step % 50 === 0) {
       evl.step.push(step);
       evl.tokens.push(step * 4096);
+      evl.flops.push(step * 4096 * 6e7);
       evl.time.push(1_700_000_000 + step * 0.8);
       evl.values.loss.push(base + 0.08);
       DOMAINS.forEach((d, i) => evl.values[`domain/${d}`].push(base + 0.1 + i * 0.15 + (r() - 0.5) * 0.05));

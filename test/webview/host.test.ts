@@ -59,7 +59,7 @@ describe('panel data shaping', () => {
   it('turns metrics.jsonl records into valid columnar blocks', () => {
     const blocks = toMetricBlocks('r1', [
       { step: 0, tokens: 0, time: 5, split: 'train', loss: 4, lr: 0 },
-      { step: 10, tokens: 40960, time: 6, split: 'train', loss: 3.5, lr: 1e-4, grad_norm: 2, note: 'x' },
+      { step: 10, tokens: 40960, flops: 1.5e12, time: 6, split: 'train', loss: 3.5, lr: 1e-4, grad_norm: 2, note: 'x' },
       { step: 10, split: 'eval', loss: 3.6, domain: { code: 3.2, math: 3.9 } },
       { step: Number.NaN, split: 'train', loss: 1 },
       { step: 20, split: 'train', loss: Number.POSITIVE_INFINITY },
@@ -68,6 +68,10 @@ describe('panel data shaping', () => {
     assert.ok(blocks.every(isMetricBlock));
     assert.deepEqual(blocks[0].step, [0, 10]);
     assert.deepEqual(blocks[0].values.grad_norm, [null, 2]);
+    // flops is an x-axis column (null before the engine counted it), not a metric chart
+    assert.deepEqual(blocks[0].flops, [null, 1.5e12]);
+    assert.equal(blocks[0].values.flops, undefined);
+    assert.equal(isMetricBlock({ ...blocks[0], flops: [1] }), false); // one cell per step, or none at all
     assert.deepEqual(blocks[1].values['domain/code'], [3.2]);
   });
 

@@ -39,6 +39,11 @@ export interface MetricBlock {
   /** Seconds, as the engine writes them (wall clock or since start). */
   time: Column;
   /**
+   * Cumulative training FLOPs executed (forward + backward), the engine's "flops" field;
+   * absent from blocks of senders that predate it, null cells for runs that predate it.
+   */
+  flops?: Column;
+  /**
    * One column per numeric field: "loss", "lr", "lb_loss", "z_loss", "grad_norm",
    * "tokens_per_s", any extra numeric field, and "domain/<name>" per eval domain.
    */
@@ -282,7 +287,7 @@ export type WebviewToHostMessage = ReadyMessage | SaveFileMessage | RouterWarnin
 
 // ---- persisted webview state (setState/getState, and the serializer's restore) ----
 
-export type XAxisMode = 'step' | 'tokens' | 'time';
+export type XAxisMode = 'step' | 'tokens' | 'flops' | 'time';
 
 export interface DashboardState {
   panel: 'dashboard';

@@ -85,6 +85,7 @@ export function isMetricBlock(v: unknown): v is MetricBlock {
   } else if (!isNumArray(step)) return false;
   const n = (step as ArrayLike<number>).length;
   if (!isCellArray(v.tokens, n) || !isCellArray(v.time, n) || !isObj(v.values)) return false;
+  if (v.flops !== undefined && !isCellArray(v.flops, n)) return false;
   for (const key of Object.keys(v.values)) {
     if (key.length > 200 || !isCellArray(v.values[key], n)) return false;
   }
@@ -355,7 +356,7 @@ export function parseDashboardState(v: unknown): DashboardState | undefined {
     typeof v.logScale === 'boolean' &&
     typeof v.ignoreOutliers === 'boolean' &&
     typeof v.groupByExperiment === 'boolean' &&
-    (v.xAxis === 'step' || v.xAxis === 'tokens' || v.xAxis === 'time') &&
+    (v.xAxis === 'step' || v.xAxis === 'tokens' || v.xAxis === 'flops' || v.xAxis === 'time') &&
     isStr(v.filter) &&
     isStrArray(v.hidden) &&
     isStrArray(v.pinned);

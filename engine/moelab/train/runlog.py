@@ -1,5 +1,10 @@
 """metrics.jsonl and routing.jsonl: append-only JSON lines, flushed per line.
 
+metrics.jsonl (ARCHITECTURE.md §4) holds one record per logged step and split:
+  {"step", "tokens", "time", "flops", "split": "train"|"eval", "loss", ...}
+"flops" is the cumulative training compute at that step: FLOPs executed forward and backward
+(models/flops.py; backward = 2× forward), continuing across resumes; eval records repeat it.
+
 routing.jsonl (ARCHITECTURE.md §4) holds, per logged step, MoE layer and router kind:
   {"step", "layer", "router": "ffn"|"attn", "load": [...], "prob": [...], "by_domain": {...},
    "coact": [[P(b | a) for b] for a]}

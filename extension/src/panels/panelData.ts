@@ -4,7 +4,8 @@
 import type { MetricRecord, RoutingRecord, RunInfo } from '../runs/model';
 import type { Cell, MetricBlock, RoutingBlock, RoutingRow, RunSummary, SaturationPoint } from '../../../webview/src/protocol';
 
-const SKIP = new Set(['step', 'tokens', 'time', 'split', 'domain']);
+// The x-axis columns (step, tokens, flops, time) are not metrics of their own.
+const SKIP = new Set(['step', 'tokens', 'flops', 'time', 'split', 'domain']);
 
 function num(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
@@ -33,12 +34,13 @@ export function toMetricBlocks(runId: string, records: readonly MetricRecord[]):
   interface Building extends MetricBlock {
     step: number[];
     tokens: Cell[];
+    flops: Cell[];
     time: Cell[];
     values: Record<string, Cell[]>;
   }
   const blocks: Record<'train' | 'eval', Building> = {
-    train: { runId, split: 'train', step: [], tokens: [], time: [], values: {} },
-    eval: { runId, split: 'eval', step: [], tokens: [], time: [], values: {} },
+    train: { runId, split: 'train', step: [], tokens: [], flops: [], time: [], values: {} },
+    eval: { runId, split: 'eval', step: [], tokens: [], flops: [], time: [], values: {} },
   };
   for (const r of records) {
     const step = num(r.step);
@@ -60,6 +62,7 @@ export function toMetricBlocks(runId: string, records: readonly MetricRecord[]):
     if (!cells.length) continue;
     b.step.push(step);
     b.tokens.push(num(r.tokens) ?? null);
+    b.flops.push(num(r.flops) ?? null);
     b.time.push(num(r.time) ?? null);
     for (const [k, n] of cells) {
       let col = b.values[k];

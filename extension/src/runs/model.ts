@@ -21,6 +21,10 @@ export interface RunInfo {
   host?: string;
   pid?: number;
   config?: Record<string, unknown>;
+  /** Training runs: training FLOPs executed (forward + backward) as of the newest checkpoint; the total when done. */
+  flops?: number;
+  /** Training runs: FLOPs per training token (forward + backward, engine models/flops.py). */
+  flops_per_token?: number;
   /** Set by the run store: `experiment` when present, else the parent folder's name. */
   group?: string;
   /** Set by the run store: status says running but the pid is dead on this host. */
@@ -35,6 +39,8 @@ export interface RunInfo {
 export interface MetricRecord {
   step: number;
   tokens?: number;
+  /** Cumulative training FLOPs executed, forward + backward (engine: models/flops.py). */
+  flops?: number;
   time?: number;
   split?: 'train' | 'eval' | string;
   loss?: number;

@@ -98,6 +98,7 @@ export function runTooltip(run: RunInfo, latest: MetricRecord | undefined, bad?:
   if (latest) {
     row('step', latest.step);
     row('tokens', latest.tokens);
+    if (typeof latest.flops === 'number') row('training FLOPs', latest.flops.toExponential(2));
     row('loss', latest.loss);
     row('lr', latest.lr);
     row('tokens/s', latest.tokens_per_s);

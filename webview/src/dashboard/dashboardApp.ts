@@ -20,7 +20,7 @@ interface ChartSlot {
   pinButton: HTMLElement;
 }
 
-const X_LABEL: Record<XAxisMode, string> = { step: 'step', tokens: 'tokens', time: 'time' };
+const X_LABEL: Record<XAxisMode, string> = { step: 'step', tokens: 'tokens', flops: 'training FLOPs', time: 'time' };
 
 export function defaultDashboardState(runIds: string[] = []): DashboardState {
   return { panel: 'dashboard', runIds, smoothing: 0.6, logScale: false, ignoreOutliers: false, groupByExperiment: false, xAxis: 'step', filter: '', hidden: [], pinned: [] };
@@ -116,7 +116,12 @@ export class DashboardApp {
         this.renderLegend();
         this.redrawAll();
       }),
-      select<XAxisMode>('X axis', [{ value: 'step', label: 'Step' }, { value: 'tokens', label: 'Tokens' }, { value: 'time', label: 'Wall time' }], s.xAxis, (v) => {
+      select<XAxisMode>('X axis', [
+          { value: 'step', label: 'Step' },
+          { value: 'tokens', label: 'Tokens' },
+          { value: 'flops', label: 'FLOPs' },
+          { value: 'time', label: 'Wall time' },
+        ], s.xAxis, (v) => {
         this.update({ xAxis: v });
         for (const slot of this.slots.values()) slot.chart.resetZoom();
         this.redrawAll();
@@ -337,12 +342,12 @@ export class DashboardApp {
   private exportCsv(metric: string): void {
     const slot = this.slots.get(metric);
     if (!slot) return;
-    const out = ['run,metric,step,tokens,time_s,value,smoothed'];
+    const out = ['run,metric,step,tokens,flops,time_s,value,smoothed'];
     for (const r of this.visibleRuns()) {
       const s = this.store.get(r.id, metric);
       if (!s) continue;
       for (let i = 0; i < s.n; i++) {
-        out.push([r.id, metric, s.step[i], s.tokens[i], s.time[i], s.y[i], s.smooth[i]].map(csvField).join(','));
+        out.push([r.id, metric, s.step[i], s.tokens[i], s.flops[i], s.time[i], s.y[i], s.smooth[i]].map(csvField).join(','));
       }
     }
     saveCsv(`${fileStem(slot.spec.title)}.csv`, out.join('\n') + '\n');

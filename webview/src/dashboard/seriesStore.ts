@@ -20,6 +20,7 @@ export class Series {
   n = 0;
   step: Float64Array = new Float64Array(0);
   tokens: Float64Array = new Float64Array(0);
+  flops: Float64Array = new Float64Array(0);
   time: Float64Array = new Float64Array(0);
   y: Float64Array = new Float64Array(0);
   smooth: Float64Array = new Float64Array(0);
@@ -34,25 +35,33 @@ export class Series {
   }
 
   x(mode: XAxisMode): Float64Array {
-    return mode === 'step' ? this.step : mode === 'tokens' ? this.tokens : this.time;
+    return mode === 'step' ? this.step : mode === 'tokens' ? this.tokens : mode === 'flops' ? this.flops : this.time;
   }
 
   reserve(extra: number): void {
     const need = this.n + extra;
     this.step = grow(this.step, need);
     this.tokens = grow(this.tokens, need);
+    this.flops = grow(this.flops, need);
     this.time = grow(this.time, need);
     this.y = grow(this.y, need);
     this.smooth = grow(this.smooth, need);
   }
 
   /** Bulk append of a column (the common, in-order case without per-point calls). */
-  pushColumn(steps: ArrayLike<number>, tokens: ArrayLike<number | null>, times: ArrayLike<number | null>, ys: ArrayLike<number | null>, t0: number): void {
-    this.pushTyped(asTyped(steps), asTyped(tokens), asTyped(times), asTyped(ys), t0);
+  pushColumn(
+    steps: ArrayLike<number>,
+    tokens: ArrayLike<number | null>,
+    flops: ArrayLike<number | null>,
+    times: ArrayLike<number | null>,
+    ys: ArrayLike<number | null>,
+    t0: number,
+  ): void {
+    this.pushTyped(asTyped(steps), asTyped(tokens), asTyped(flops), asTyped(times), asTyped(ys), t0);
   }
 
   /** The append loop, on typed columns (NaN marks a gap), which V8 keeps on its fast path. */
-  private pushTyped(steps: Float64Array, tokens: Float64Array, times: Float64Array, ys: Float64Array, t0: number): void {
+  private pushTyped(steps: Float64Array, tokens: Float64Array, flops: Float64Array, times: Float64Array, ys: Float64Array, t0: number): void {
     const len = steps.length;
     // Copy the in-order points, then smooth them in one pass; a point that goes back in steps
     // (a resumed run) takes the general path, after the smoothing of what came before it.
@@ -63,20 +72,21 @@ export class Series {
       const step = steps[i];
       if (this.n > 0 && step <= this.step[this.n - 1]) {
         this.ema.extend(this.y, from, this.n, this.smooth);
-        this.push(step, tokens[i], times[i] - t0, y);
+        this.push(step, tokens[i], times[i] - t0, y, flops[i]);
         from = this.n;
         continue;
       }
       const k = this.n++;
       this.step[k] = step;
       this.tokens[k] = tokens[i];
+      this.flops[k] = flops[i];
       this.time[k] = times[i] - t0;
       this.y[k] = y;
     }
     this.ema.extend(this.y, from, this.n, this.smooth);
   }
 
-  push(step: number, tokens: number, time: number, y: number): void {
+  push(step: number, tokens: number, time: number, y: number, flops = NaN): void {
     if (this.n > 0 && step <= this.step[this.n - 1]) {
       // A run resumed from an earlier checkpoint logs those steps again: the new
       // points replace the old ones, as the curve continues from the checkpoint.
@@ -86,6 +96,7 @@ export class Series {
     const i = this.n++;
     this.step[i] = step;
     this.tokens[i] = tokens;
+    this.flops[i] = flops;
     this.time[i] = time;
     this.y[i] = y;
     this.smooth[i] = this.ema.next(y);
@@ -144,6 +155,8 @@ export class SeriesStore {
       if (t0 !== undefined) this.t0.set(block.runId, t0);
     }
     const base = t0 ?? 0;
+    // Blocks from senders that predate the FLOPs count: a column of gaps.
+    const flops = block.flops ?? new Float64Array(n).fill(NaN);
     for (const [key, column] of Object.entries(block.values)) {
       const metric = `${block.split}/${key}`;
       const id = `${block.runId}\u0000${metric}`;
@@ -153,7 +166,7 @@ export class SeriesStore {
         this.series.set(id, s);
       }
       s.reserve(n);
-      s.pushColumn(block.step, block.tokens, block.time, column, base);
+      s.pushColumn(block.step, block.tokens, flops, block.time, column, base);
       touched.add(metric);
     }
     this.version++;
