@@ -76,6 +76,18 @@ describe('checkpoint model', () => {
     assert.equal(hard.summary.activeParams, P(t) - ffnExperts * (2 / 3) - 3 * 2 * 8 * 8 * (2 / 3));
   });
 
+  it('BAM expert-KV top-k, engine config.json: Q and O of unselected experts idle, every K and V active', () => {
+    const t = bamTensors(2, 4, 8, 32, 50, false);
+    const ffnExperts = 2 * 4 * 3 * 8 * 32;
+    const qo = 2 * 4 * 2 * 8 * 8;
+    const top2 = buildCheckpointModel(asInfo(t), { model_type: 'moelab', moe: { num_experts: 4, top_k: 1, attn_experts: true, attn_top_k: 2 } }, 0);
+    assert.equal(top2.summary.attentionTopK, 2);
+    assert.equal(top2.summary.activeParams, P(t) - ffnExperts * (3 / 4) - qo * (2 / 4));
+    const soft = buildCheckpointModel(asInfo(t), { model_type: 'moelab', moe: { num_experts: 4, top_k: 1, attn_experts: true, attn_top_k: 0 } }, 0);
+    assert.equal(soft.summary.attentionTopK, 'soft');
+    assert.equal(soft.summary.activeParams, P(t) - ffnExperts * (3 / 4));
+  });
+
   it('dense Llama: active = total', () => {
     const t: TensorSpec[] = [
       { name: 'model.layers.0.self_attn.q_proj.weight', dtype: 'BF16', shape: [4, 4] },

@@ -112,7 +112,8 @@ export function readConfig(config: unknown): {
 } {
   const c = asRecord(config) ?? {};
   const m = asRecord(c.moelab);
-  const moe = asRecord(m?.moe);
+  // The engine's own config.json keeps the MoE settings at top level (`moe`).
+  const moe = asRecord(m?.moe) ?? asRecord(c.moe);
   const moelab: MoelabMeta | undefined = m
     ? {
         method: typeof m.method === 'string' ? m.method : undefined,
@@ -127,7 +128,8 @@ export function readConfig(config: unknown): {
       }
     : undefined;
   const attnRaw = moe?.attn_top_k ?? moe?.attention_top_k ?? moe?.attention;
-  const attentionTopK = attnRaw === 'soft' ? 'soft' : num(attnRaw);
+  // attn_top_k 0 (or ≥ the experts) is the engine's soft mixture.
+  const attentionTopK = attnRaw === 'soft' || attnRaw === 0 ? 'soft' : num(attnRaw);
   return {
     modelType: typeof c.model_type === 'string' ? c.model_type : undefined,
     topK: num(c.num_experts_per_tok) ?? num(moe?.top_k) ?? num(moe?.ffn_top_k) ?? num(moe?.num_experts_per_tok),
@@ -192,8 +194,11 @@ export function buildCheckpointModel(tensors: readonly TensorInfo[], config: unk
       if (attE && attE.experts.length > 0) {
         const e = attE.experts.length;
         attentionExperts = Math.max(attentionExperts, e);
-        // BAM's attention mixture is soft by default: every expert runs for every token.
-        if (typeof cfg.attentionTopK === 'number') inactive += attE.params * (1 - Math.min(cfg.attentionTopK, e) / e);
+        // BAM's attention mixture is soft by default: every expert runs for every token. Top-k
+        // runs Q and O of the selected experts only; expert-KV's K and V run for every expert
+        // (later tokens routed there read them), as the engine counts (analysis/param_count.py).
+        const qo = attE.experts.flatMap((x) => x.tensors).filter((t) => /\.[qo]_proj\.(weight|bias)$/.test(t.name));
+        if (typeof cfg.attentionTopK === 'number') inactive += qo.reduce((s, t) => s + tensorParams(t), 0) * (1 - Math.min(cfg.attentionTopK, e) / e);
       }
       return { index, groups: list, params: list.reduce((s, g) => s + g.params, 0) };
     });
@@ -270,7 +275,7 @@ export function summaryRows(s: CheckpointSummary): SummaryRow[] {
   rows.push({
     label: 'active per token',
     value: `${formatCount(s.activeParams)}${s.totalParams > 0 ? ` (${((100 * s.activeParams) / s.totalParams).toFixed(1)}%)` : ''}`,
-    tooltip: `${s.activeParams.toLocaleString('en-US')}: FFN experts count top-k of E; soft attention experts all count.`,
+    tooltip: `${s.activeParams.toLocaleString('en-US')}: FFN experts count top-k of E; soft attention experts all count, top-k ones Q and O of k (K and V of all).`,
   });
   rows.push({ label: 'on disk', value: formatBytes(s.bytesOnDisk) });
   rows.push({ label: 'tensors', value: String(s.tensorCount) });
