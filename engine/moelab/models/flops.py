@@ -8,7 +8,8 @@ What is counted is what the engine's forward runs, per token:
 - attention experts (BAM): a soft mixture (attn_top_k 0, or ≥ num_experts) runs every expert;
   top-k runs Q, O and the scores for the k selected experts only, while expert-KV computes K and V
   of ALL experts for every token (a later token routed to expert i needs this token's Kᵢ, Vᵢ) and
-  shared-KV one K and V.
+  shared-KV one K and V. (The engine packs each expert's routed queries per batch row and pads
+  the rows to the longest, so a batch of several rows runs some padding on top of this count.)
 - FFN experts: top_k experts per token, dropless (a capacity factor can only drop work, so the
   count is then an upper bound). UpIT's LoRA experts: the shared gate and up projections once,
   then per selected expert the shared down projection and the three low-rank deltas.
