@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Tests and the demo run on a 2-core machine: no thread oversubscription.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test setup lint test-engine test-ext test-e2e build package clean
+.PHONY: demo test setup lint test-engine test-ext test-e2e build package clean chromium
 
 setup: $(VENV)/.stamp node_modules/.stamp
 
@@ -54,7 +54,11 @@ test-engine: $(VENV)/.stamp
 	bash scripts/slurm-local.sh start
 	$(PY) -m pytest -q --durations=15 engine/tests
 
-test-ext: node_modules/.stamp
+# The webview tests drive Debian's Chromium (never a downloaded browser); a fresh machine lacks it.
+chromium:
+	@[ -x /usr/bin/chromium ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test-ext: node_modules/.stamp chromium
 	npm run -s lint
 	npm run -s build
 	npm test
