@@ -21,6 +21,10 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+# What `freeze` may list; moelab.train.freeze defines each group's parameters.
+FreezeGroup = Literal["backbone", "experts", "attention", "routers"]
+
+
 @dataclass
 class PerRouter:
     """A coefficient per router kind: FFN routers and (BAM) attention routers."""
@@ -51,6 +55,9 @@ class Hyper:
         default_factory=lambda: PerRouter(ffn=0.001, attn=0.001),
         metadata=_help("router z-loss coefficient β per router kind (β·mean logsumexp²)"),
     )
+    freeze: list[FreezeGroup] = field(default_factory=list, metadata=_help(
+        "parameters not trained: backbone (embeddings, norms, LM head, dense FFNs, non-expert attention), "
+        "experts (FFN experts), attention (every attention weight but the router), routers"))
     log_every: int = field(default=10, metadata=_help("train metrics and routing every N steps"))
     eval_every: int = field(default=50, metadata=_help("per-domain evaluation every N steps (and at the end)"))
     eval_batches: int = field(default=4, metadata=_help("eval batches (of batch_size sequences) per domain"))

@@ -28,7 +28,7 @@ from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab 
 from moelab.methods.api import METHODS
 from moelab.models.config import ModelConfig
 from moelab.train import jsoncfg
-from moelab.train.config import Hyper, PerRouter, _help
+from moelab.train.config import FreezeGroup, Hyper, PerRouter, _help
 
 
 @dataclass
@@ -67,6 +67,7 @@ class StageConfig:
     grad_clip: float | None = None
     load_balancing: PerRouter | None = None
     z_loss: PerRouter | None = None
+    freeze: list[FreezeGroup] | None = None
     log_every: int | None = None
     eval_every: int | None = None
     eval_batches: int | None = None

@@ -41,6 +41,7 @@ from moelab.train import checkpointing as ck
 from moelab.train import jsoncfg
 from moelab.train.config import TrainConfig, default_seed_model
 from moelab.train.evaluate import RoutingStats, evaluate, summary
+from moelab.train.freeze import apply_freeze
 from moelab.train.progress import Progress
 from moelab.train.rundir import RunDir, read_run_json, write_json_atomic
 from moelab.train.runlog import JsonlWriter, truncate_after
@@ -152,6 +153,8 @@ class Trainer:
             meta = {}
         tok_src = src if src is not None else None
         tok = load_tokenizer(tok_src, model.config.vocab_size, model.config.eos_token_id)
+        # Before `wrap`: DDP and FSDP must see which parameters take no gradient.
+        self.rd.info["freeze"] = apply_freeze(model, cfg.freeze).to_dict()
         meta.update({"run_id": cfg.run_id, "stage": cfg.stage})
         if cfg.method:
             meta.setdefault("method", cfg.method)
