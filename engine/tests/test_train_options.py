@@ -1,4 +1,4 @@
-"""Training options the papers and peers use: freezing parts of the model."""
+"""Training options the papers and peers use: freezing parts of the model, MoE options of a run."""
 
 from __future__ import annotations
 
@@ -119,3 +119,67 @@ def test_frozen_run_resumes_to_the_same_weights(tmp_path):
     train(_config(tmp_path, "cut", init, freeze=["backbone"]), quiet=True)
     a, b = _weights(ref.checkpoint), _weights(latest_checkpoint(run / "checkpoints"))
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+# ---- MoE options for a training run ---------------------------------------------------------------------
+
+
+def test_moe_run_changes_capacity_and_jitter_and_records_alpha(tmp_path):
+    """A Mixtral trained with a capacity becomes model_type moelab; the α it trained with is in
+    config.json's moelab record and, for a Mixtral, mapped to router_aux_loss_coef (export keeps it)."""
+    import transformers
+
+    from moelab.export.hf_export import export_hf
+    from moelab.models.aux_losses import mixtral_aux_loss_coef
+
+    mixtral = MoEConfig(num_experts=4, top_k=1, moe_layers=[0, 1])
+    init = tmp_path / "mixtral"
+    init.mkdir()
+    torch.manual_seed(0)
+    save_model(MoELabForCausalLM(ModelConfig(**TINY_MODEL, model_type="mixtral", moe=mixtral)), init)
+    lb = {"ffn": 0.03, "attn": 0.0}
+    res = train(_config(tmp_path, "plain", str(init), steps=2, load_balancing=lb, router_jitter_noise=0.1), quiet=True)
+    cfg = json.loads((res.checkpoint / "config.json").read_text())
+    assert cfg["model_type"] == "mixtral" and cfg["router_jitter_noise"] == 0.1
+    assert cfg["moelab"]["load_balancing"] == lb
+    assert cfg["router_aux_loss_coef"] == pytest.approx(mixtral_aux_loss_coef(0.03, 1, 2)) == pytest.approx(0.06)
+    out = tmp_path / "hf"
+    out.mkdir()
+    assert export_hf(res.checkpoint, out) == "mixtral"
+    hf_cfg = transformers.AutoConfig.from_pretrained(out)
+    assert hf_cfg.router_aux_loss_coef == pytest.approx(0.06) and hf_cfg.router_jitter_noise == 0.1
+
+    res = train(_config(tmp_path, "capped", str(init), steps=2, capacity_factor=0.5), quiet=True)
+    cfg = json.loads((res.checkpoint / "config.json").read_text())
+    assert cfg["model_type"] == "moelab" and cfg["moe"]["capacity_factor"] == 0.5
+    assert json.loads((tmp_path / "runs" / "capped" / "run.json").read_text())["config"]["capacity_factor"] == 0.5
+
+
+def test_capacity_on_a_dense_run_is_refused(tmp_path):
+    cfg = _config(tmp_path, "d", "", stage="dense", model=TINY_MODEL, capacity_factor=1.0)
+    with pytest.raises(ConfigError, match="^capacity_factor: the model has no MoE layers"):
+        train(cfg, quiet=True)
+
+
+def test_experiment_stages_carry_the_options(tmp_path):
+    from moelab.train import jsoncfg
+    from moelab.train.experiment import ExperimentConfig
+    from moelab.train.pipeline import Pipeline
+
+    exp = jsoncfg.from_dict(ExperimentConfig, {
+        "name": "e", "out": str(tmp_path / "runs"), "device": "cpu", "threads": 1, "data": TINY_DATA,
+        "defaults": {"steps": 2, "batch_size": 4, "log_every": 1, "eval_every": 2, "ckpt_every": 2, "eval_batches": 1},
+        "stages": [
+            {"kind": "dense", "model": {**TINY_MODEL, "num_hidden_layers": 4}},
+            {"kind": "upcycle", "methods": ["sparse"], "num_experts": 4, "capacity_factor": 2.0, "router_jitter_noise": 0.05},
+            {"kind": "moe", "capacity_factor": 1.5, "freeze": ["backbone"]},
+        ]})
+    res = Pipeline(exp, quiet=True).run()
+    assert res.status == "done", res.failures
+    up = json.loads((res.checkpoints["upcycle-sparse"] / "config.json").read_text())["moe"]
+    assert (up["moe_layers"], up["capacity_factor"], up["router_jitter_noise"]) == ([1, 3], 2.0, 0.05)
+    moe = json.loads((res.checkpoints["sparse"] / "config.json").read_text())["moe"]
+    assert (moe["capacity_factor"], moe["router_jitter_noise"]) == (1.5, 0.05)
+    info = json.loads((tmp_path / "runs" / "e-moe-sparse" / "run.json").read_text())
+    assert info["freeze"]["groups"] == ["backbone"] and info["freeze"]["frozen_params"] > 0
+    assert json.loads((tmp_path / "runs" / "e-seed" / "run.json").read_text())["freeze"]["frozen_params"] == 0

@@ -59,13 +59,21 @@ def test_tensors_come_from_the_right_inputs(tmp_path, models, method):
 
     for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
         check_shared(name)
+    moe_layers = [1] if method == "sparse" else [0, 1]  # sparse: every other layer by default, as its paper
+    assert json.loads((out / "config.json").read_text())["moe"]["moe_layers"] == moe_layers
     for layer in range(LAYERS):
         pre = f"model.layers.{layer}"
-        for e in range(n):
-            for w, dense in FFN.items():
-                assert torch.equal(got[f"{pre}.block_sparse_moe.experts.{e}.{w}.weight"], by_expert[e][f"{pre}.mlp.{dense}.weight"])
-        gate = got[f"{pre}.block_sparse_moe.gate.weight"]
-        assert gate.shape == (n, 32) and 0.5 * ROUTER_STD < gate.std() < 2 * ROUTER_STD
+        if layer not in moe_layers:
+            for dense in FFN.values():
+                check_shared(f"{pre}.mlp.{dense}.weight")
+            assert not any(k.startswith(f"{pre}.block_sparse_moe.") for k in got)
+        else:
+            for e in range(n):
+                for w, dense in FFN.items():
+                    assert torch.equal(got[f"{pre}.block_sparse_moe.experts.{e}.{w}.weight"],
+                                       by_expert[e][f"{pre}.mlp.{dense}.weight"])
+            gate = got[f"{pre}.block_sparse_moe.gate.weight"]
+            assert gate.shape == (n, 32) and 0.5 * ROUTER_STD < gate.std() < 2 * ROUTER_STD
         for ln in ("input_layernorm", "post_attention_layernorm"):
             check_shared(f"{pre}.{ln}.weight")
         attn = f"{pre}.self_attn"

@@ -41,8 +41,14 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--attn-top-k", type=int, default=0, metavar="K",
                    help="BAM attention experts per token: 0 = soft mixture over all (default), 1, 2, ...")
     p.add_argument("--router-seed", type=int, default=0, metavar="S", help="seed of the random routers")
-    p.add_argument("--moe-layers", default="all", metavar="SPEC",
-                   help="all (default), every-other (layers 1,3,5,...) or indices like 1,3; other layers stay dense")
+    p.add_argument("--moe-layers", default="", metavar="SPEC",
+                   help="all, every-other (layers 1,3,5,...) or indices like 1,3; other layers stay dense "
+                        "(default: every-other for sparse, as its paper does; all for the others)")
+    p.add_argument("--capacity-factor", type=float, default=0.0, metavar="C",
+                   help="FFN expert capacity: each expert takes at most ceil(C·tokens·top_k/experts) slots, "
+                        "later tokens dropped (0 = dropless, default; >0 makes the output model_type moelab)")
+    p.add_argument("--router-jitter-noise", type=float, default=0.0, metavar="EPS",
+                   help="while training, multiply every router's input by uniform(1-EPS, 1+EPS) (default 0 = off)")
     p.add_argument("--router-init", default="random", choices=("random", "hidden"),
                    help="hidden: each router row is the mean hidden state of the --router-data samples "
                         "whose lowest-loss expert it routes to (needs --router-data)")
@@ -73,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         router_seed=args.router_seed, moe_layers=args.moe_layers, router_init=args.router_init,
         keep_seed=args.keep_seed, max_shard_bytes=parse_size(args.max_shard_size), overwrite=args.overwrite,
         lora_rank=args.lora_rank, dare_drop=args.dare_drop, dare_rescale=not args.no_dare_rescale,
-        merge_seed=args.merge_seed,
+        merge_seed=args.merge_seed, capacity_factor=args.capacity_factor,
+        router_jitter_noise=args.router_jitter_noise,
     )
     preopt = preopt_config(args)
     if preopt is not None:

@@ -14,6 +14,7 @@ from moelab.errors import CheckpointError, MoELabError
 from moelab.io import layout
 from moelab.io.json_file import read_json
 from moelab.io.safetensors_file import INDEX_NAME, SINGLE_NAME, TensorReader
+from moelab.models.aux_losses import mixtral_aux_loss_coef
 from moelab.models.config import ModelConfig
 from moelab.models.model import MoELabForCausalLM, meta_model
 from moelab.models.rope import inv_frequencies
@@ -125,6 +126,11 @@ def write_config(out: Path, cfg: ModelConfig, moelab_meta: dict[str, Any] | None
     d = cfg.to_hf_dict()
     if moelab_meta:
         d["moelab"] = moelab_meta
+    lb = (moelab_meta or {}).get("load_balancing")
+    alpha = lb.get("ffn") if isinstance(lb, dict) else None
+    if cfg.model_type == "mixtral" and cfg.moe is not None and isinstance(alpha, int | float):
+        # The α this MoE trained with, as the coefficient that balances as strongly in transformers.
+        d["router_aux_loss_coef"] = mixtral_aux_loss_coef(float(alpha), cfg.moe.top_k, len(cfg.moe.moe_layers))
     (Path(out) / "config.json").write_text(json.dumps(d, indent=2) + "\n")
 
 

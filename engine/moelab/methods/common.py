@@ -183,6 +183,8 @@ def output_config(opts: UpcycleOptions, spec: MixSpec) -> ModelConfig:
         raise ConfigError(f"--top-k {opts.top_k}: must be between 1 and the number of experts ({n})")
     if spec.attn_experts and not 0 <= opts.attn_top_k <= n:
         raise ConfigError(f"--attn-top-k {opts.attn_top_k}: must be 0 (soft) or between 1 and {n}")
+    if opts.capacity_factor > 0 and spec.lora_rank > 0:
+        raise ConfigError("--capacity-factor: expert capacity is not supported with LoRA experts (--lora-rank > 0)")
     moe = MoEConfig(
         num_experts=n,
         top_k=opts.top_k,
@@ -192,6 +194,8 @@ def output_config(opts: UpcycleOptions, spec: MixSpec) -> ModelConfig:
         shared_kv=spec.shared_kv,
         lora_rank=spec.lora_rank,
         lora_alpha=spec.lora_alpha,
+        capacity_factor=opts.capacity_factor,
+        router_jitter_noise=opts.router_jitter_noise,
         method=opts.method,
     )
     cfg = dataclasses.replace(seed, moe=moe, model_type="moelab")
@@ -320,6 +324,10 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
     report = progress or stderr_progress(f"upcycle {opts.method}")
     if opts.router_init not in ("random", "hidden"):
         raise ConfigError(f"--router-init {opts.router_init!r}: expected random or hidden")
+    if not opts.capacity_factor >= 0:
+        raise ConfigError(f"--capacity-factor {opts.capacity_factor}: must be 0 (dropless) or positive")
+    if not 0 <= opts.router_jitter_noise < 1:
+        raise ConfigError(f"--router-jitter-noise {opts.router_jitter_noise}: must be in [0, 1)")
     if opts.max_shard_bytes <= 0:
         raise ConfigError(f"--max-shard-size: must be positive (got {opts.max_shard_bytes} bytes)")
     seed = open_source(opts.seed, "seed")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moelab.models.config import ModelConfig
+from moelab.models.jitter import router_jitter
 from moelab.models.rope import apply_rope
 from moelab.models.routing import RouterLogits, mixture_weights, route_top_k
 
@@ -65,6 +66,7 @@ class ExpertAttention(nn.Module):
         self.layer, self.n_experts, self.top_k, self.shared_kv = layer, e, m.attn_top_k, m.shared_kv
         self.rule = m.router_weights
         self.n_heads, self.n_kv, self.head_dim = h, kv, d
+        self.jitter_noise = m.router_jitter_noise
         self.router = nn.Linear(hid, e, bias=False)
         self.experts = nn.Module()
         self.experts.q_proj = nn.Parameter(torch.empty(e, h * d, hid))
@@ -92,7 +94,7 @@ class ExpertAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
         b, t, _ = x.shape
-        logits = self.router(x).reshape(b * t, self.n_experts)
+        logits = self.router(router_jitter(x, self.jitter_noise, self.training)).reshape(b * t, self.n_experts)
         if 0 < self.top_k < self.n_experts:
             out = self._routed(x, logits, cos, sin)
         else:

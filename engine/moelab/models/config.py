@@ -38,7 +38,16 @@ class MoEConfig:
     capacity_factor: float = 0.0
     # How kept top-k router probabilities become weights: st | renorm | raw (models/routing.py).
     router_weights: str = "st"
+    # Router jitter (Switch; Mixtral's router_jitter_noise): in training only, every router's input
+    # (FFN and attention routers) is multiplied by uniform(1-ε, 1+ε) noise. 0 = off.
+    router_jitter_noise: float = 0.0
     method: str = ""  # sparse | btx | bam-ekv | bam-skv | upit
+
+    def __post_init__(self) -> None:
+        if not self.capacity_factor >= 0:
+            raise ConfigError(f"capacity_factor {self.capacity_factor}: must be 0 (dropless) or positive")
+        if not 0 <= self.router_jitter_noise < 1:
+            raise ConfigError(f"router_jitter_noise {self.router_jitter_noise}: must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,6 +154,7 @@ class ModelConfig:
                 num_experts=n,
                 top_k=int(d.get("num_experts_per_tok", 2)),
                 moe_layers=list(range(cfg.num_hidden_layers)),
+                router_jitter_noise=float(d.get("router_jitter_noise") or 0.0),
             )
             meta = d.get("moelab") or {}
             cfg.moe.method = str(meta.get("method", ""))
@@ -186,6 +196,8 @@ class ModelConfig:
             assert self.moe is not None
             d["num_local_experts"] = self.moe.num_experts
             d["num_experts_per_tok"] = self.moe.top_k
+            d["router_jitter_noise"] = self.moe.router_jitter_noise
+            # transformers' default; `write_config` maps the engine's α to it when the α is known.
             d["router_aux_loss_coef"] = 0.01
             d["output_router_logits"] = False
         if self.model_type == "moelab":
@@ -201,6 +213,7 @@ class ModelConfig:
             and m.moe_layers == list(range(self.num_hidden_layers))
             and not m.attn_experts
             and m.lora_rank == 0
+            and m.capacity_factor == 0  # transformers' Mixtral is dropless
             and not self.attention_bias
             and not self.parallel_block
             # Mixtral renormalises the kept weights: Switch-style raw weights are another function.

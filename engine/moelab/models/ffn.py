@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moelab.models.config import ModelConfig
+from moelab.models.jitter import router_jitter
 from moelab.models.routing import RouterLogits, route_top_k
 
 IMPLEMENTATIONS = ("auto", "loop", "grouped_mm", "padded")
@@ -228,6 +229,7 @@ class SparseMoE(nn.Module):
         super().__init__()
         assert cfg.moe is not None
         self.layer, self.top_k, self.rule = layer, cfg.moe.top_k, cfg.moe.router_weights
+        self.jitter_noise = cfg.moe.router_jitter_noise
         self.gate = nn.Linear(cfg.hidden_size, cfg.moe.num_experts, bias=False)
         self.experts = Experts(cfg.moe.num_experts, cfg.hidden_size, cfg.intermediate_size,
                                capacity_factor=cfg.moe.capacity_factor)
@@ -235,7 +237,7 @@ class SparseMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        logits = self.gate(flat)
+        logits = self.gate(router_jitter(flat, self.jitter_noise, self.training))
         weights, idx = route_top_k(logits, self.top_k, self.rule)
         y = self.experts(flat, idx, weights)
         return y.view(shape), RouterLogits(self.layer, "ffn", logits, self.top_k)

@@ -25,6 +25,7 @@ from torch import nn
 from moelab.errors import ConfigError
 from moelab.models.config import ModelConfig
 from moelab.models.ffn import DenseFFN
+from moelab.models.jitter import router_jitter
 from moelab.models.routing import RouterLogits, route_top_k
 
 
@@ -82,6 +83,7 @@ class LoRASparseMoE(nn.Module):
             raise ConfigError(f"moe.lora_rank {moe.lora_rank}: larger than the FFN's smaller side "
                               f"({min(cfg.hidden_size, cfg.intermediate_size)})")
         self.layer, self.top_k, self.rule = layer, moe.top_k, moe.router_weights
+        self.jitter_noise = moe.router_jitter_noise
         self.gate = nn.Linear(cfg.hidden_size, moe.num_experts, bias=False)
         self.shared_mlp = DenseFFN(cfg)
         self.experts = LoRAExperts(moe.num_experts, cfg.hidden_size, cfg.intermediate_size, moe.lora_rank,
@@ -90,7 +92,7 @@ class LoRASparseMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        logits = self.gate(flat)
+        logits = self.gate(router_jitter(flat, self.jitter_noise, self.training))
         weights, idx = route_top_k(logits, self.top_k, self.rule)
         y = self.experts(self.shared_mlp, flat, idx, weights)
         return y.view(shape), RouterLogits(self.layer, "ffn", logits, self.top_k)

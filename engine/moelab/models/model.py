@@ -6,6 +6,7 @@ block_sparse_moe.gate); expert weights are stacked in memory and split per exper
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from moelab.errors import ConfigError
 from moelab.models.attention import Attention, ExpertAttention
 from moelab.models.config import ModelConfig
-from moelab.models.ffn import DenseFFN, SparseMoE
+from moelab.models.ffn import DenseFFN, Experts, SparseMoE
 from moelab.models.norm import RMSNorm
 from moelab.models.rope import RotaryEmbedding
 from moelab.models.routing import RouterLogits
@@ -104,6 +106,27 @@ class MoELabForCausalLM(nn.Module):
             routers.extend(r)
         h = self.model.norm(x)
         return CausalLMOutput(logits=self.lm_head(h), router_logits=routers, hidden_states=h)
+
+    def set_moe_options(self, capacity_factor: float | None = None, router_jitter_noise: float | None = None) -> None:
+        """Changes the MoE's capacity factor and router jitter in place (None = keep): config and modules.
+        A Mixtral that no longer computes what transformers' Mixtral does becomes model_type moelab."""
+        moe = self.config.moe
+        if moe is None:
+            name = "capacity_factor" if capacity_factor is not None else "router_jitter_noise"
+            raise ConfigError(f"{name}: the model has no MoE layers (a dense model routes nothing)")
+        new = dataclasses.replace(
+            moe, capacity_factor=moe.capacity_factor if capacity_factor is None else capacity_factor,
+            router_jitter_noise=moe.router_jitter_noise if router_jitter_noise is None else router_jitter_noise)
+        if new.capacity_factor > 0 and new.lora_rank > 0:
+            raise ConfigError("capacity_factor: expert capacity is not supported with LoRA experts (lora_rank > 0)")
+        self.config.moe = new
+        for m in self.modules():
+            if isinstance(m, Experts):
+                m.capacity_factor = new.capacity_factor
+            if hasattr(m, "jitter_noise"):  # FFN and attention routers
+                m.jitter_noise = new.router_jitter_noise
+        if self.config.model_type == "mixtral" and not self.config.mixtral_compatible():
+            self.config.model_type = "moelab"
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

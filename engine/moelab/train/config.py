@@ -82,6 +82,10 @@ class TrainConfig(Hyper):
     model: ModelConfig | None = field(
         default=None, metadata=_help("architecture of a model trained from scratch (default: the tiny byte-level seed)")
     )
+    capacity_factor: float | None = field(default=None, metadata=_help(
+        "MoE: expert capacity factor for this run (0 = dropless); null = as the checkpoint says"))
+    router_jitter_noise: float | None = field(default=None, metadata=_help(
+        "MoE: router input × uniform(1-ε, 1+ε) while training (0 = off); null = as the checkpoint says"))
     data: DataConfig = field(default_factory=DataConfig)
     domains: list[str] = field(
         default_factory=list, metadata=_help("domains to train on (default: every source, by its weight)")

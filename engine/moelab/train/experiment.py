@@ -47,7 +47,12 @@ class StageConfig:
     num_experts: int | None = field(default=None, metadata=_help("upcycle: experts of `sparse` (default: as many as the others)"))
     top_k: int = 2
     attn_top_k: int = field(default=0, metadata=_help("BAM attention routing: 0 = soft mixture over all experts"))
-    moe_layers: str = field(default="all", metadata=_help("all | every-other | comma-separated layer indices"))
+    moe_layers: str = field(default="", metadata=_help(
+        "all | every-other | comma-separated layer indices (default: every-other for sparse, all for the others)"))
+    capacity_factor: float | None = field(default=None, metadata=_help(
+        "upcycle: FFN expert capacity factor of the MoE (default 0 = dropless); moe: change it for training"))
+    router_jitter_noise: float | None = field(default=None, metadata=_help(
+        "upcycle: router jitter ε of the MoE (default 0 = off); moe: change it for training"))
     router_init: Literal["random", "hidden"] = "random"
     router_seed: int = 0
     keep_seed: bool = field(default=True, metadata=_help("the seed is one more expert (BAM's general-text expert)"))

@@ -145,7 +145,9 @@ class Pipeline:
                     "failed", f"upcycle stage {up_ids.get(m, m)} did not produce a checkpoint")
                 continue
             try:
-                ck = self._train(self._train_config(moe, mid, "moe", init=str(upcycled[m]), method=m, parents=[up_ids[m]]))
+                ck = self._train(self._train_config(moe, mid, "moe", init=str(upcycled[m]), method=m, parents=[up_ids[m]],
+                                                    capacity_factor=moe.capacity_factor,
+                                                    router_jitter_noise=moe.router_jitter_noise))
             except MoELabError as e:  # a diverged or failed MoE does not stop the other methods
                 r.failures[mid] = str(e)
                 _log(f"[{mid}] failed: {e}")
@@ -189,7 +191,9 @@ class Pipeline:
                               router_init=stage.router_init,
                               keep_seed=stage.keep_seed and method not in ("sparse", "upit"),
                               overwrite=True, lora_rank=stage.lora_rank if method == "upit" else 0,
-                              dare_drop=stage.dare_drop, merge_seed=stage.router_seed)
+                              dare_drop=stage.dare_drop, merge_seed=stage.router_seed,
+                              capacity_factor=stage.capacity_factor or 0.0,
+                              router_jitter_noise=stage.router_jitter_noise or 0.0)
         rd = RunDir(path, run_id, "upcycle", method=method, parents=parents, experiment=self.exp.name,
                     config=jsoncfg.to_dict(opts) | {"seed": str(seed), "experts": [str(e) for e in opts.experts],
                                                     "out": str(out)})

@@ -151,11 +151,16 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             model = MoELabForCausalLM(mcfg).to(device)
             meta = {}
+        if cfg.capacity_factor is not None or cfg.router_jitter_noise is not None:
+            model.set_moe_options(cfg.capacity_factor, cfg.router_jitter_noise)
         tok_src = src if src is not None else None
         tok = load_tokenizer(tok_src, model.config.vocab_size, model.config.eos_token_id)
         # Before `wrap`: DDP and FSDP must see which parameters take no gradient.
         self.rd.info["freeze"] = apply_freeze(model, cfg.freeze).to_dict()
         meta.update({"run_id": cfg.run_id, "stage": cfg.stage})
+        if model.config.moe is not None:
+            # The α and β this MoE trained with: an export to Mixtral maps α to router_aux_loss_coef.
+            meta.update({"load_balancing": jsoncfg.to_dict(cfg.load_balancing), "z_loss": jsoncfg.to_dict(cfg.z_loss)})
         if cfg.method:
             meta.setdefault("method", cfg.method)
         return model.train(), tok, meta
