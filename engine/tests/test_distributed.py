@@ -188,3 +188,18 @@ def test_workers_write_only_their_failure():
     assert rd.calls == [("failed", "rank 1: boom")]
     assert worker.file("metrics.jsonl") == "metrics.jsonl"
     assert Dist(rank=1, world_size=2).main_only(lambda: 1 / 0).write({"x": 1}) is None
+
+
+@needs_torchrun
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_frozen_backbone_under_two_ranks(tmp_path, parallel):
+    """`freeze`: DDP and FSDP leave the frozen parameters out of gradient sync and the optimizer."""
+    from safetensors.torch import load_file
+
+    one = _train(tmp_path, "one", 1, freeze=["backbone", "routers"])
+    two = _train(tmp_path, parallel, 2, parallel=parallel, freeze=["backbone", "routers"])
+    _same_curve(one, two)
+    _same_checkpoints(one, two)
+    first = load_file(two / "checkpoints" / "step-000002" / "model.safetensors")
+    last = load_file(two / "checkpoints" / "step-000004" / "model.safetensors")
+    assert all(torch.equal(first[k], last[k]) == ("experts" not in k) for k in first)

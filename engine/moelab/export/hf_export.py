@@ -1,7 +1,10 @@
 """`--format hf`: a plain Hugging Face directory (config.json + safetensors + tokenizer files).
 
 A `moelab` checkpoint that Mixtral can express exactly is written as model_type mixtral, so
-transformers and the serving stacks load it; the rest keep model_type moelab.
+transformers and the serving stacks load it; the rest keep model_type moelab. Expert capacity is
+one thing Mixtral cannot express (transformers' Mixtral is dropless): such a model stays moelab.
+A Mixtral gets the router jitter as `router_jitter_noise` and, when the checkpoint records the α
+it trained with, `router_aux_loss_coef` = α·L/k (models/aux_losses.py: mixtral_aux_loss_coef).
 """
 
 from __future__ import annotations
