@@ -103,9 +103,9 @@ def test_jitter_round_trips_through_mixtral_and_draws_as_transformers_does(tmp_p
 
 
 def test_bad_moe_options_are_one_line_errors():
-    with pytest.raises(ConfigError, match=r"^router_jitter_noise 1.5: must be in \[0, 1\)$"):
+    with pytest.raises(ConfigError, match=r"^moe config: router_jitter_noise 1.5: must be in \[0, 1\)$"):
         MoEConfig(router_jitter_noise=1.5)
-    with pytest.raises(ConfigError, match=r"^capacity_factor -1.0: must be 0 \(dropless\) or positive$"):
+    with pytest.raises(ConfigError, match=r"^moe config: capacity_factor -1.0: must be 0 \(dropless\) or positive$"):
         MoEConfig.from_dict({"capacity_factor": -1.0})
     lora = _model(MoEConfig(num_experts=4, moe_layers=[0], lora_rank=4))
     with pytest.raises(ConfigError, match="capacity_factor: expert capacity is not supported with LoRA"):

@@ -43,12 +43,6 @@ class MoEConfig:
     router_jitter_noise: float = 0.0
     method: str = ""  # sparse | btx | bam-ekv | bam-skv | upit
 
-    def __post_init__(self) -> None:
-        if not self.capacity_factor >= 0:
-            raise ConfigError(f"capacity_factor {self.capacity_factor}: must be 0 (dropless) or positive")
-        if not 0 <= self.router_jitter_noise < 1:
-            raise ConfigError(f"router_jitter_noise {self.router_jitter_noise}: must be in [0, 1)")
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -63,6 +57,10 @@ class MoEConfig:
     def __post_init__(self) -> None:
         if self.router_weights not in ROUTER_WEIGHTS:
             raise ConfigError(f"moe config: router_weights {self.router_weights!r} is not one of {', '.join(ROUTER_WEIGHTS)}")
+        if not self.capacity_factor >= 0:
+            raise ConfigError(f"moe config: capacity_factor {self.capacity_factor}: must be 0 (dropless) or positive")
+        if not 0 <= self.router_jitter_noise < 1:
+            raise ConfigError(f"moe config: router_jitter_noise {self.router_jitter_noise}: must be in [0, 1)")
 
 
 @dataclass
