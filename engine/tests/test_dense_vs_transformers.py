@@ -1,4 +1,6 @@
-"""Dense Llama-family checkpoints saved by transformers load into moelab with the same logits."""
+"""Dense checkpoints of every supported family, saved by transformers, load into moelab with the
+same logits as transformers' own model class (windows of 5 over 19 tokens, so tokens past the
+window are checked; soft-caps small enough that tanh bends the scores)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,20 @@ CASES = {
     "llama-linear-rope": ("llama", {"rope_parameters": {"rope_type": "linear", "rope_theta": 5000.0, "factor": 4.0}}),
     "llama-tied": ("llama", {"tie_word_embeddings": True}),
     "mistral": ("mistral", {}),
+    "mistral-window": ("mistral", {"sliding_window": 5}),
     "qwen2-bias-tied": ("qwen2", {"tie_word_embeddings": True}),
+    "qwen2-window-layers": ("qwen2", {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1}),
+    "qwen3-headdim": ("qwen3", {"head_dim": 16}),
+    "phi3-fused-window": ("phi3", {"sliding_window": 5}),
+    "olmo2": ("olmo2", {}),
+    "gemma-tied": ("gemma", {"tie_word_embeddings": True}),
+    "gemma2-softcap-window": ("gemma2", {"sliding_window": 5, "attn_logit_softcapping": 2.0,
+                                         "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 12}),
+    "gemma3-local-rope": ("gemma3_text", {"sliding_window": 5, "num_hidden_layers": 3, "query_pre_attn_scalar": 12,
+                                          "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+                                          "final_logit_softcapping": 3.0, "rope_parameters": {
+                                              "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                                              "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}}),
 }
 
 
@@ -33,7 +48,9 @@ def test_logits_match_transformers(tmp_path, case, shard):
         assert (path / "model.safetensors.index.json").exists()
     if "rope_parameters" in overrides:  # transformers kept the scaling, so it is really exercised
         saved = json.loads((path / "config.json").read_text())["rope_parameters"]
-        assert saved["rope_type"] == overrides["rope_parameters"]["rope_type"]
+        want = overrides["rope_parameters"]
+        saved, want = saved.get("full_attention", saved), want.get("full_attention", want)  # Gemma3: per layer type
+        assert saved["rope_type"] == want["rope_type"]
     ids = input_ids(t=19)
     ref = hf_logits(model, ids)
     assert ref.abs().max() > 0.1  # the random weights do reach the logits

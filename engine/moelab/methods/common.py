@@ -33,6 +33,7 @@ from moelab.errors import CheckpointError, ConfigError, MoELabError
 from moelab.io import layout
 from moelab.io.atomic import atomic_dir
 from moelab.io.checkpoint import load_config
+from moelab.io.fused import split_fused
 from moelab.io.tensor_io import (
     TORCH_DTYPES,
     FileCache,
@@ -128,7 +129,7 @@ def open_source(path: Path, role: str) -> Source:
     if cfg.moe is not None:
         raise ConfigError(f"{path / 'config.json'}: already a mixture of experts ({cfg.model_type}); "
                           "upcycling starts from dense checkpoints")
-    tensors = locate(path)
+    tensors = split_fused(locate(path), cfg, path)
     for name, shape in model_shapes(cfg).items():
         loc = tensors.get(name)
         if loc is None:
