@@ -38,7 +38,7 @@ def load_config(ckpt: Path) -> ModelConfig:
 
 
 def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> MoELabForCausalLM:
-    """Any checkpoint MoE Lab reads or writes: HF llama/mistral/qwen2, Mixtral, or model_type moelab."""
+    """Any checkpoint MoE Lab reads or writes: a dense family (config.FAMILIES), Mixtral, or model_type moelab."""
     ckpt = Path(ckpt)
     cfg = load_config(ckpt)
     model = meta_model(cfg)

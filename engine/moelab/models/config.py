@@ -120,7 +120,7 @@ class ModelConfig:
     layer_types: list[str] | None = None
     attn_logit_softcapping: float | None = None  # scores -> cap·tanh(scores/cap) (Gemma2)
     final_logit_softcapping: float | None = None  # logits likewise (Gemma2/3)
-    query_pre_attn_scalar: float | None = None  # scores scaled by this**-0.5, not head_dim**-0.5 (Gemma)
+    query_pre_attn_scalar: int | float | None = None  # scores scaled by this**-0.5, not head_dim**-0.5 (Gemma)
     rope_local_theta: float | None = None  # RoPE base of the sliding layers (Gemma3's rope_local_base_freq)
 
     def __post_init__(self) -> None:
@@ -229,7 +229,7 @@ class ModelConfig:
                 if family == "gemma2" or not dense else None,
                 final_logit_softcapping=_opt_float(d.get("final_logit_softcapping"))
                 if family in ("gemma2", "gemma3_text") or not dense else None,
-                query_pre_attn_scalar=_opt_float(d.get("query_pre_attn_scalar", 256))
+                query_pre_attn_scalar=_opt_number(d.get("query_pre_attn_scalar", 256))
                 if family in ("gemma2", "gemma3_text") else None,
                 rope_local_theta=local_theta,
             )
@@ -349,6 +349,12 @@ _ARCHITECTURES = {
 
 def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+def _opt_number(v: Any) -> int | float | None:
+    """A number kept an int when it is one (transformers' strict configs type query_pre_attn_scalar int)."""
+    f = _opt_float(v)
+    return int(f) if f is not None and f.is_integer() else f
 
 
 def _read_window(d: dict[str, Any], family: str, model_type: str, n_layers: int) -> tuple[int | None, list[str] | None]:
