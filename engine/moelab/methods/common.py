@@ -51,7 +51,7 @@ from moelab.models.model import meta_model
 ARCH_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "attention_bias", "tie_word_embeddings", "parallel_block",
-    "rope_theta", "rope_scaling", "rms_norm_eps", "arch", "sliding_window", "layer_types",
+    "rope_theta", "rope_scaling", "rms_norm_eps", "computes_as", "sliding_window", "layer_types",
     "attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "rope_local_theta",
 )
 TOKENIZER_FILES = (

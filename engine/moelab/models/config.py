@@ -128,6 +128,8 @@ class ModelConfig:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if not self.family:
             self.family = self.model_type if self.model_type in FAMILIES else "llama"
+        if self.model_type in FAMILIES and self.family != self.model_type:
+            raise ConfigError(f"family {self.family!r}: a dense model's family is its model_type ({self.model_type!r})")
         if self.family not in FAMILIES:
             raise ConfigError(f"base_model_type {self.family!r} is not supported (expected one of {', '.join(FAMILIES)})")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -147,6 +149,13 @@ class ModelConfig:
     @property
     def arch(self) -> Family:
         return FAMILIES[self.family]
+
+    @property
+    def computes_as(self) -> str:
+        """The first family that computes what this one does: Mistral's and Phi-3's decoders (Phi-3
+        split) are Llama's (their windows are `sliding_window`), so their checkpoints mix."""
+        spec = dataclasses.replace(self.arch, fused_on_disk=False)
+        return next(n for n, f in FAMILIES.items() if dataclasses.replace(f, fused_on_disk=False) == spec)
 
     @property
     def is_moe(self) -> bool:
