@@ -1,4 +1,6 @@
-"""Tiny random Hugging Face Llama-family models for tests (every parameter randomised, biases too)."""
+"""Tiny random Hugging Face decoders of every supported family for tests (every parameter
+randomised, biases and norms too), built by transformers' own classes with eager attention (the
+reference math: its SDPA path drops Gemma2's soft-cap)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ VOCAB = 97
 def base_config(**overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = dict(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
         rms_norm_eps=1e-6, tie_word_embeddings=False,
     )
     cfg.update(overrides)
@@ -27,9 +29,20 @@ def make_hf(kind: str = "llama", seed: int = 0, **overrides: Any) -> torch.nn.Mo
         "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+        "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM),
+        "olmo2": (transformers.Olmo2Config, transformers.Olmo2ForCausalLM),
+        "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM),
+        "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM),
+        "gemma3_text": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM),
     }
     config_cls, model_cls = classes[kind]
-    config = config_cls(**base_config(**overrides))
+    # Special tokens inside the tiny vocabulary (several families default to ids past it).
+    fields = base_config(**{"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, **overrides})
+    if kind == "phi3":
+        fields.pop("head_dim")  # Phi-3 has no head_dim field: hidden_size / heads
+    config = config_cls(**fields)
+    config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     randomize(model, seed)

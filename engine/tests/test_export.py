@@ -38,6 +38,18 @@ KINDS = {
     "upit-full": dict(model_type="mixtral", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1], method="upit")),
     "upit-lora": dict(model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[1], lora_rank=4,
                                                            lora_alpha=4.0, method="upit")),
+    # Other families: windows, soft-caps, q/k norms (per attention expert), local RoPE, post norms.
+    "gemma2-bam-ekv": dict(model_type="moelab", family="gemma2", sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention"], attn_logit_softcapping=2.0,
+                           final_logit_softcapping=3.0, query_pre_attn_scalar=12,
+                           moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True, method="bam-ekv")),
+    "gemma3-bam-skv": dict(model_type="moelab", family="gemma3_text", sliding_window=4, rope_local_theta=100.0,
+                           layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=12,
+                           moe=MoEConfig(num_experts=3, top_k=1, moe_layers=[0, 1], attn_experts=True, shared_kv=True,
+                                         attn_top_k=1, method="bam-skv")),
+    "olmo2-bam-ekv": dict(model_type="moelab", family="olmo2",
+                          moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[1], attn_experts=True, attn_top_k=2,
+                                        method="bam-ekv")),
 }
 EXPECTED_ROUTERS = {
     "dense": [],
@@ -49,6 +61,9 @@ EXPECTED_ROUTERS = {
     "sparse-capacity": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
     "upit-full": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
     "upit-lora": ["router_probs.L1.ffn"],
+    "gemma2-bam-ekv": ["router_probs.L0.attn", "router_probs.L0.ffn", "router_probs.L1.attn", "router_probs.L1.ffn"],
+    "gemma3-bam-skv": ["router_probs.L0.attn", "router_probs.L0.ffn", "router_probs.L1.attn", "router_probs.L1.ffn"],
+    "olmo2-bam-ekv": ["router_probs.L1.attn", "router_probs.L1.ffn"],
 }
 
 
@@ -63,6 +78,8 @@ def make_ckpt(root: Path, kind: str, seed: int = 0, **over: object) -> Path:
                 p.normal_(0, 1.0)
             if ".lora_b_" in name:  # LoRA B starts at zero: make the experts differ
                 p.normal_(0, 0.1)
+            if name.endswith(("q_norm", "k_norm", "q_norm.weight", "k_norm.weight")):
+                p.add_(torch.randn_like(p) * 0.3)  # q/k norms start equal: make the attention experts' differ
     out = root / kind
     out.mkdir(parents=True)
     save_model(model, out)

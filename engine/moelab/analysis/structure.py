@@ -23,7 +23,8 @@ _ROUTER = {
 }
 _EXPERT = {
     "ffn": re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(\w+)\.weight$"),
-    "attn": re.compile(r"^model\.layers\.(\d+)\.self_attn\.experts\.(\d+)\.(\w+)\.weight$"),
+    # Projections only: per-expert q/k norm weights (Qwen3, OLMo2, Gemma3 families) are vectors.
+    "attn": re.compile(r"^model\.layers\.(\d+)\.self_attn\.experts\.(\d+)\.(\w+_proj)\.weight$"),
 }
 # The dense tensor an expert matrix was copied from, in the parent checkpoint's layer L.
 PARENT_TENSOR = {

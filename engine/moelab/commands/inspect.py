@@ -54,6 +54,7 @@ def summarize(ckpt: Path, seq_len: int = 2048, conv: Convention | None = None) -
     return {
         "checkpoint": str(ckpt.resolve()),
         "model_type": cfg.model_type,
+        "family": cfg.family,
         "method": meta.get("method") or (moe.method if moe else "") or "dense",
         "layers": cfg.num_hidden_layers,
         "moe_layers": list(moe.moe_layers) if moe else [],
@@ -86,7 +87,8 @@ def _human(n: float, unit: str = "") -> str:
 def _print_summary(s: dict[str, Any]) -> None:
     moe = s["num_experts"] > 0
     print(f"checkpoint   {s['checkpoint']}")
-    print(f"model        {s['model_type']}, method {s['method']}, {s['layers']} layers"
+    family = f" ({s['family']})" if s["family"] != s["model_type"] else ""
+    print(f"model        {s['model_type']}{family}, method {s['method']}, {s['layers']} layers"
           f"{', parallel block' if s['parallel_block'] else ''}, {'/'.join(s['dtypes'])}")
     if moe:
         attn = ("none" if not s["attn_experts"] else

@@ -34,6 +34,7 @@ class TraceableExperts(nn.Module):
         # The very same Parameter objects: the exported weights are the checkpoint's.
         self.w1, self.w2, self.w3 = experts.w1, experts.w2, experts.w3
         self.capacity_factor = float(getattr(experts, "capacity_factor", 0.0) or 0.0)
+        self.act_fn = experts.act_fn
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         n_experts = self.w1.shape[0]
@@ -46,7 +47,7 @@ class TraceableExperts(nn.Module):
             tokens = hit.any(-1).nonzero().squeeze(-1)
             w = (weights * hit.to(weights.dtype)).sum(-1).index_select(0, tokens).to(x.dtype)
             xe = x.index_select(0, tokens)
-            ye = (F.silu(xe @ self.w1[e].t()) * (xe @ self.w3[e].t())) @ self.w2[e].t()
+            ye = (self.act_fn(xe @ self.w1[e].t()) * (xe @ self.w3[e].t())) @ self.w2[e].t()
             out = out.index_add(0, tokens, ye * w.unsqueeze(-1))
         return out
 

@@ -12,12 +12,13 @@ from safetensors.torch import save_file
 
 from moelab.errors import CheckpointError, MoELabError
 from moelab.io import layout
+from moelab.io.fused import split_fused
 from moelab.io.json_file import read_json
 from moelab.io.safetensors_file import INDEX_NAME, SINGLE_NAME, TensorReader
 from moelab.models.aux_losses import mixtral_aux_loss_coef
 from moelab.models.config import ModelConfig
 from moelab.models.model import MoELabForCausalLM, meta_model
-from moelab.models.rope import inv_frequencies
+from moelab.models.rope import RotaryEmbedding
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 
@@ -38,12 +39,12 @@ def load_config(ckpt: Path) -> ModelConfig:
 
 
 def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> MoELabForCausalLM:
-    """Any checkpoint MoE Lab reads or writes: HF llama/mistral/qwen2, Mixtral, or model_type moelab."""
+    """Any checkpoint MoE Lab reads or writes: a dense family (config.FAMILIES), Mixtral, or model_type moelab."""
     ckpt = Path(ckpt)
     cfg = load_config(ckpt)
     model = meta_model(cfg)
     with TensorReader(ckpt) as reader:
-        state = layout.from_disk(dict(reader.items()))
+        state = layout.from_disk(split_fused(dict(reader.items()), cfg, ckpt))
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     expected = model.state_dict()
@@ -63,7 +64,9 @@ def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     # Buffers created on meta (rotary frequencies) are computed for real.
-    model.model.rotary.inv_freq = inv_frequencies(cfg)
+    for m in model.modules():
+        if isinstance(m, RotaryEmbedding):
+            m.inv_freq = m.frequencies()
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -1,8 +1,9 @@
 """Stacked expert parameters in memory <-> one tensor per expert on disk.
 
 Disk names are Mixtral's (`block_sparse_moe.experts.{e}.w1.weight`) and, for BAM attention
-experts, `self_attn.experts.{e}.q_proj.weight` (bias: `.bias`). In memory a module's
-`experts.w1` holds all experts stacked on dim 0; `experts.q_bias` stacks the q biases.
+experts, `self_attn.experts.{e}.q_proj.weight` (bias: `.bias`; per-expert q/k norms:
+`self_attn.experts.{e}.q_norm.weight`). In memory a module's `experts.w1` holds all experts
+stacked on dim 0; `experts.q_bias` stacks the q biases.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 
 import torch
 
-_STACKED = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<name>w1|w2|w3|q_proj|k_proj|v_proj|o_proj|lora_[ab]_w[123])$")
+_STACKED = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<name>w1|w2|w3|q_proj|k_proj|v_proj|o_proj|q_norm|k_norm|lora_[ab]_w[123])$")
 _STACKED_BIAS = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<name>[qkv])_bias$")
 _PER_EXPERT = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<e>\d+)\.(?P<name>\w+)\.(?P<kind>weight|bias)$")
 

@@ -1,7 +1,9 @@
 """Branch-Attend-Mix (Zhang et al., 2024): BTX's mixing plus attention experts.
 
-bam-ekv: attention expert i is all of dense expert i's Q, K, V, O (and biases).
-bam-skv: per-expert Q and O; K and V are shared parameters, the mean of the experts'.
+bam-ekv: attention expert i is all of dense expert i's Q, K, V, O (and biases, and the q/k norms
+of the families that have them: Qwen3, OLMo2, Gemma3).
+bam-skv: per-expert Q and O (and q_norm); K and V are shared parameters, the mean of the experts',
+and so is k_norm: it normalises the one shared K, so it goes with K, not with the experts.
 Everything else is the experts' mean, as in BTX. The attention router is soft by default
 (--attn-top-k 0), or top-k.
 """

@@ -33,6 +33,7 @@ from moelab.errors import CheckpointError, ConfigError, MoELabError
 from moelab.io import layout
 from moelab.io.atomic import atomic_dir
 from moelab.io.checkpoint import load_config
+from moelab.io.fused import split_fused
 from moelab.io.tensor_io import (
     TORCH_DTYPES,
     FileCache,
@@ -50,7 +51,8 @@ from moelab.models.model import meta_model
 ARCH_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "attention_bias", "tie_word_embeddings", "parallel_block",
-    "rope_theta", "rope_scaling", "rms_norm_eps",
+    "rope_theta", "rope_scaling", "rms_norm_eps", "computes_as", "sliding_window", "layer_types",
+    "attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "rope_local_theta",
 )
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -60,7 +62,8 @@ ROUTER_STD = 0.02  # small, so initial routing is near uniform (and the invarian
 CHUNK_BYTES = 16 * 1024 * 1024  # rows of a mean are processed this many source bytes at a time (bounds RSS)
 
 _FFN_EXPERT = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
-_ATTN_EXPERT = re.compile(r"^(model\.layers\.\d+)\.self_attn\.experts\.(\d+)\.([qkvo]_proj)\.(weight|bias)$")
+# BAM: an attention expert's q/k norms come with its projections (shared-KV's k_norm is shared, averaged).
+_ATTN_EXPERT = re.compile(r"^(model\.layers\.\d+)\.self_attn\.experts\.(\d+)\.([qkvo]_proj|[qk]_norm)\.(weight|bias)$")
 _ROUTER = re.compile(r"^model\.layers\.(\d+)\.(block_sparse_moe\.gate|self_attn\.router)\.weight$")
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 _MIXTRAL_TO_DENSE = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
@@ -128,7 +131,7 @@ def open_source(path: Path, role: str) -> Source:
     if cfg.moe is not None:
         raise ConfigError(f"{path / 'config.json'}: already a mixture of experts ({cfg.model_type}); "
                           "upcycling starts from dense checkpoints")
-    tensors = locate(path)
+    tensors = split_fused(locate(path), cfg, path)
     for name, shape in model_shapes(cfg).items():
         loc = tensors.get(name)
         if loc is None:

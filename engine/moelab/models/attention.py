@@ -13,9 +13,14 @@ and E times the K/V gradient traffic), the query heads of all experts are ordere
 (group g, expert i, head j within the group) so that SDPA's grouped-query attention
 (``enable_gqa``) maps every expert's heads onto the one K/V: measured 15-25% faster forward and
 backward on CPU than the tiled K/V (bench/bam_attention.py, RESULTS.md).
+
+The families' attention features apply per expert as in the dense attention: q/k norms (per
+expert; shared-KV's k_norm is shared with K), sliding windows, score soft-caps and scales.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +28,7 @@ from torch import nn
 
 from moelab.models.config import ModelConfig
 from moelab.models.jitter import router_jitter
+from moelab.models.norm import family_norm, rms_normalize, scale_normed
 from moelab.models.rope import apply_rope
 from moelab.models.routing import RouterLogits, mixture_weights, route_top_k
 
@@ -35,8 +41,61 @@ def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
+def visible_keys(q_pos: torch.Tensor, t: int, window: int | None) -> torch.Tensor:
+    """[..., Tq, T] bool, True where the query at position q_pos [..., Tq] may read the key at
+    position j < t: j <= q_pos, and q_pos - j < window when windowed (transformers'
+    sliding_window_overlay: a query sees itself and the window-1 keys before it)."""
+    d = q_pos.unsqueeze(-1) - torch.arange(t, device=q_pos.device)
+    return (d >= 0) & (d < window) if window is not None else d >= 0
+
+
+def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap·tanh(x/cap) (Gemma2's attention scores and final logits); identity without a cap."""
+    return x if cap is None else torch.tanh(x / cap) * cap
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
+           window: int | None = None, cap: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """GQA attention (q [B, Hq, Tq, D]; k, v [B, Hkv, T, D]) with a score scale (None: 1/sqrt(D)), an
+    optional score soft-cap and a bool `mask` broadcasting to [B, Hq, Tq, T] (None: causal over Tq = T,
+    within `window`). The plain causal case keeps SDPA's is_causal kernel; a soft-cap acts between
+    the two matmuls, where SDPA has no hook, so it runs eagerly (scores [B, Hkv, Hq/Hkv, Tq, T])."""
+    if mask is None and cap is None and window is None and scale is None:
+        return _causal_attention(q, k, v)
+    b, hq, tq, d = q.shape
+    hkv, t = k.shape[1], k.shape[2]
+    if mask is None:
+        mask = visible_keys(torch.arange(tq, device=q.device), t, window)
+    if cap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=hq != hkv)
+    qg = q.view(b, hkv, hq // hkv, tq, d)
+    scores = softcap((qg @ k.unsqueeze(2).transpose(-1, -2)) * (d**-0.5 if scale is None else scale), cap)
+    grouped = mask.unsqueeze(-3) if mask.dim() > 2 else mask  # [B, 1, Tq, T] -> [B, 1, 1, Tq, T]
+    probs = torch.softmax(scores.masked_fill(~grouped, float("-inf")).float(), dim=-1).to(q.dtype)
+    return (probs @ v.unsqueeze(2)).view(b, hq, tq, d)
+
+
+def qk_normed(y: torch.Tensor, norm: Callable[[torch.Tensor], torch.Tensor] | None, mode: str,
+              head_dim: int) -> torch.Tensor:
+    """A q or k projection y [..., heads·d] through its norm: over each head (mode "head": Qwen3,
+    Gemma3) or over all of y ("full": OLMo2); y itself when the family has none ("")."""
+    if norm is None or not mode:
+        return y
+    if mode == "full":
+        return norm(y)
+    return norm(y.view(*y.shape[:-1], -1, head_dim)).view(y.shape)
+
+
+def _layer_attention_settings(module: nn.Module, cfg: ModelConfig, layer: int) -> None:
+    """The per-layer attention settings every attention module carries."""
+    module.scale = cfg.attn_scale() if cfg.query_pre_attn_scalar is not None else None
+    module.window = cfg.window(layer)
+    module.cap = cfg.attn_logit_softcapping
+    module.qk_norm = cfg.arch.qk_norm
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int = 0) -> None:
         super().__init__()
         h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.n_heads, self.n_kv, self.head_dim = h, kv, d
@@ -44,13 +103,19 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.attention_bias)
         self.v_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=False)
+        _layer_attention_settings(self, cfg, layer)
+        if self.qk_norm:  # Qwen3/Gemma3: over each head (head_dim); OLMo2: over the whole projection
+            self.q_norm = family_norm(cfg, d if self.qk_norm == "head" else h * d)
+            self.k_norm = family_norm(cfg, d if self.qk_norm == "head" else kv * d)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, None]:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        q = qk_normed(self.q_proj(x), getattr(self, "q_norm", None), self.qk_norm, self.head_dim)
+        k = qk_normed(self.k_proj(x), getattr(self, "k_norm", None), self.qk_norm, self.head_dim)
+        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-        y = _causal_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
+        y = attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, self.scale, self.window, self.cap)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1)), None
 
 
@@ -69,6 +134,16 @@ class ExpertAttention(nn.Module):
         self.jitter_noise = m.router_jitter_noise
         self.router = nn.Linear(hid, e, bias=False)
         self.experts = nn.Module()
+        _layer_attention_settings(self, cfg, layer)
+        self.norm_args = (cfg.rms_norm_eps, cfg.arch.norm_offset, cfg.arch.norm_weight_fp32)
+        if self.qk_norm:
+            # q/k norms belong to their projection: per expert, except shared-KV's one k_norm.
+            fill = torch.zeros if cfg.arch.norm_offset else torch.ones
+            self.experts.q_norm = nn.Parameter(fill(e, d if self.qk_norm == "head" else h * d))
+            if self.shared_kv:
+                self.k_norm = family_norm(cfg, d if self.qk_norm == "head" else kv * d)
+            else:
+                self.experts.k_norm = nn.Parameter(fill(e, d if self.qk_norm == "head" else kv * d))
         self.experts.q_proj = nn.Parameter(torch.empty(e, h * d, hid))
         self.experts.o_proj = nn.Parameter(torch.empty(e, hid, h * d))
         self.experts.q_bias = nn.Parameter(torch.zeros(e, h * d)) if cfg.attention_bias else None
@@ -92,6 +167,16 @@ class ExpertAttention(nn.Module):
         y = F.linear(x, w.reshape(e * o, hid), None if bias is None else bias.reshape(e * o))
         return y.view(*x.shape[:-1], e, o)
 
+    def _expert_norm(self, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Per-expert q/k norm of projections y [..., E, heads·d] with weights w [E, n], or of one
+        expert's y [..., heads·d] with its w [n]; y itself when the family has no q/k norm."""
+        if not self.qk_norm:
+            return y
+        eps, offset, fp32 = self.norm_args
+        wb = w.unsqueeze(-2) if self.qk_norm == "head" and w.dim() == 2 else w  # [E, 1, d] vs [..., E, heads, d]
+        return qk_normed(y, lambda z: scale_normed(rms_normalize(z, eps), wb, z.dtype, offset, fp32),
+                         self.qk_norm, self.head_dim)
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
         b, t, _ = x.shape
         logits = self.router(router_jitter(x, self.jitter_noise, self.training)).reshape(b * t, self.n_experts)
@@ -108,11 +193,12 @@ class ExpertAttention(nn.Module):
         b, t, _ = x.shape
         kv, d = self.n_kv, self.head_dim
         if self.shared_kv:
-            k = self.k_proj(x).view(b, t, kv, d).transpose(1, 2)
+            k = qk_normed(self.k_proj(x), getattr(self, "k_norm", None), self.qk_norm, d).view(b, t, kv, d).transpose(1, 2)
             v = self.v_proj(x).view(b, t, kv, d).transpose(1, 2)
         else:
             e = self.n_experts
-            k = self._stacked(x, self.experts.k_proj, self.experts.k_bias).reshape(b, t, e * kv, d).transpose(1, 2)
+            k = self._stacked(x, self.experts.k_proj, self.experts.k_bias)
+            k = self._expert_norm(k, getattr(self.experts, "k_norm", None)).reshape(b, t, e * kv, d).transpose(1, 2)
             v = self._stacked(x, self.experts.v_proj, self.experts.v_bias).reshape(b, t, e * kv, d).transpose(1, 2)
         return apply_rope(k, cos, sin), v
 
@@ -123,6 +209,7 @@ class ExpertAttention(nn.Module):
         e, h, kv, d = self.n_experts, self.n_heads, self.n_kv, self.head_dim
         weights = mixture_weights(logits, self.top_k, self.rule).to(x.dtype).view(b, t, e)
         q = self._stacked(x, self.experts.q_proj, self.experts.q_bias)  # [B, T, E, h*d]
+        q = self._expert_norm(q, getattr(self.experts, "q_norm", None))
         if self.shared_kv:
             # Query heads ordered (kv group g, expert i, head j of the group): GQA then sends all
             # E·h/kv heads of group g to the one shared K/V head g, no tiled copies of K and V.
@@ -132,7 +219,7 @@ class ExpertAttention(nn.Module):
             # i*kv + j // (h/kv): the plain GQA mapping over the stacked heads.
             q = q.reshape(b, t, e * h, d).transpose(1, 2)
         k, v = self._keys_values(x, cos, sin)
-        y = _causal_attention(apply_rope(q, cos, sin), k, v)  # [B, E*h, T, d]
+        y = attend(apply_rope(q, cos, sin), k, v, self.scale, self.window, self.cap)  # [B, E*h, T, d]
         # Back to [B, T, E, h, d] (shared-KV: undo the group-major head order).
         y = y.view(b, kv, e, h // kv, t, d).permute(0, 4, 2, 1, 3, 5) if self.shared_kv else y.transpose(1, 2)
         y = y.reshape(b, t, e, h * d) * weights.unsqueeze(-1)
@@ -155,7 +242,7 @@ class ExpertAttention(nn.Module):
         # unbind, not q_proj[i]: the backward of E separate selects writes E full-size zero gradients.
         wq, wo = self.experts.q_proj.unbind(0), self.experts.o_proj.unbind(0)
         bq = self.experts.q_bias.unbind(0) if self.experts.q_bias is not None else [None] * e
-        positions = torch.arange(t, device=x.device)
+        nq = self.experts.q_norm.unbind(0) if self.qk_norm else [None] * e
         out = x.new_zeros(b, t, hid)
         for i in range(e):
             tq = longest[i]
@@ -164,11 +251,11 @@ class ExpertAttention(nn.Module):
             # Routed positions first, in order (stable sort); the padding after them carries weight 0.
             pos = torch.argsort((~routed[..., i]).to(torch.int8), dim=1, stable=True)[:, :tq]  # [B, tq]
             xq = x.gather(1, pos.unsqueeze(-1).expand(b, tq, hid))
-            q = F.linear(xq, wq[i], bq[i]).view(b, tq, h, d).transpose(1, 2)
+            q = self._expert_norm(F.linear(xq, wq[i], bq[i]), nq[i]).view(b, tq, h, d).transpose(1, 2)
             q = apply_rope(q, cos[pos].unsqueeze(1), sin[pos].unsqueeze(1))
             heads = slice(None) if self.shared_kv else slice(i * kv, (i + 1) * kv)
-            visible = (positions <= pos.unsqueeze(-1)).unsqueeze(1)  # [B, 1, tq, T]: causal at packed positions
-            y = F.scaled_dot_product_attention(q, k[:, heads], v[:, heads], attn_mask=visible, enable_gqa=h != kv)
+            visible = visible_keys(pos, t, self.window).unsqueeze(1)  # [B, 1, tq, T]: causal at packed positions
+            y = attend(q, k[:, heads], v[:, heads], self.scale, self.window, self.cap, mask=visible)
             o = F.linear(y.transpose(1, 2).reshape(b, tq, h * d), wo[i])
             wi = w[..., i].gather(1, pos).to(o.dtype).unsqueeze(-1)
             out = out.scatter_add(1, pos.unsqueeze(-1).expand(b, tq, hid), o * wi)

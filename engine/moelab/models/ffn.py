@@ -1,4 +1,4 @@
-"""SwiGLU feed-forward: the dense block, and the sparse mixture of FFN experts.
+"""Gated feed-forward (SwiGLU; GeGLU for Gemma): the dense block, and the sparse mixture of FFN experts.
 
 The experts have three interchangeable implementations that compute the same function (tested
 to fp32 round-off, outputs and gradients, in tests/test_fast_paths.py):
@@ -26,6 +26,8 @@ dropped by all its experts leaves the MoE as zeros (the residual stream carries 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,11 @@ from moelab.models.jitter import router_jitter
 from moelab.models.routing import RouterLogits, route_top_k
 
 IMPLEMENTATIONS = ("auto", "loop", "grouped_mm", "padded")
+# The gate activations of the families (config.Family.hidden_act), as transformers' ACT2FN computes them.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+}
 
 
 class DenseFFN(nn.Module):
@@ -44,9 +51,10 @@ class DenseFFN(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.act_fn = ACTIVATIONS[cfg.arch.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
 def expert_capacity(capacity_factor: float, n_tokens: int, k: int, n_experts: int) -> int:
@@ -115,8 +123,9 @@ class Experts(nn.Module):
     """
 
     def __init__(self, n: int, hidden: int, inner: int, capacity_factor: float = 0.0,
-                 implementation: str = "auto") -> None:
+                 implementation: str = "auto", act: str = "silu") -> None:
         super().__init__()
+        self.act_fn = ACTIVATIONS[act]
         self.w1 = nn.Parameter(torch.empty(n, inner, hidden))
         self.w3 = nn.Parameter(torch.empty(n, inner, hidden))
         self.w2 = nn.Parameter(torch.empty(n, hidden, inner))
@@ -183,7 +192,7 @@ class Experts(nn.Module):
             if c == 0:
                 continue
             xe = xs[start : start + c]
-            outs.append((F.silu(xe @ w1[e].t()) * (xe @ w3[e].t())) @ w2[e].t())
+            outs.append((self.act_fn(xe @ w1[e].t()) * (xe @ w3[e].t())) @ w2[e].t())
             start += c
         ys = torch.cat(outs) if outs else xs.new_zeros(0, x.shape[-1])
         ys = ys * weights.reshape(-1)[order].unsqueeze(-1).to(ys.dtype)
@@ -197,7 +206,7 @@ class Experts(nn.Module):
         xs = x.index_select(0, order // k)
         if x.is_cuda and torch.is_autocast_enabled("cuda"):
             xs = xs.to(torch.get_autocast_dtype("cuda"))
-        h = F.silu(_gmm(xs, self.w1, offs)) * _gmm(xs, self.w3, offs)
+        h = self.act_fn(_gmm(xs, self.w1, offs)) * _gmm(xs, self.w3, offs)
         ys = _gmm(h, self.w2, offs)
         return _combine(ys, order, weights).to(x.dtype)
 
@@ -214,7 +223,7 @@ class Experts(nn.Module):
         dest = torch.where(keep, flat[order] * c + rank, e * c)  # row e·c is the spare row
         buf = x.new_zeros(e * c + 1, d).index_copy(0, dest, x.index_select(0, order // k))
         xb = buf[: e * c].view(e, c, d)
-        h = F.silu(torch.bmm(xb, self.w1.transpose(1, 2))) * torch.bmm(xb, self.w3.transpose(1, 2))
+        h = self.act_fn(torch.bmm(xb, self.w1.transpose(1, 2))) * torch.bmm(xb, self.w3.transpose(1, 2))
         y = torch.bmm(h, self.w2.transpose(1, 2)).reshape(e * c, d)
         ys = y.index_select(0, dest.clamp(max=e * c - 1))
         if cap:
@@ -232,7 +241,7 @@ class SparseMoE(nn.Module):
         self.jitter_noise = cfg.moe.router_jitter_noise
         self.gate = nn.Linear(cfg.hidden_size, cfg.moe.num_experts, bias=False)
         self.experts = Experts(cfg.moe.num_experts, cfg.hidden_size, cfg.intermediate_size,
-                               capacity_factor=cfg.moe.capacity_factor)
+                               capacity_factor=cfg.moe.capacity_factor, act=cfg.arch.hidden_act)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
         shape = x.shape

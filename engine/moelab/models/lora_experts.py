@@ -19,7 +19,6 @@ torch.export and ONNX handle), so the same forward runs eagerly and exports as i
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from moelab.errors import ConfigError
@@ -63,7 +62,7 @@ class LoRAExperts(nn.Module):
             tokens = hit.any(-1).nonzero().squeeze(-1)
             w = (weights * hit.to(weights.dtype)).sum(-1).index_select(0, tokens).to(x.dtype)
             xe = x.index_select(0, tokens)
-            h = F.silu(g0.index_select(0, tokens) + self._delta(xe, "w1", e)) * (
+            h = shared.act_fn(g0.index_select(0, tokens) + self._delta(xe, "w1", e)) * (
                 u0.index_select(0, tokens) + self._delta(xe, "w3", e))
             y = shared.down_proj(h) + self._delta(h, "w2", e)
             out = out.index_add(0, tokens, y * w.unsqueeze(-1))

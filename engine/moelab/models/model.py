@@ -1,7 +1,13 @@
 """The decoder: a Llama-family model whose attention and FFN blocks may be mixtures of experts.
 
 Parameter names match Hugging Face Llama/Mixtral (model.layers.L.self_attn.q_proj, ...,
-block_sparse_moe.gate); expert weights are stacked in memory and split per expert on disk.
+block_sparse_moe.gate) and the families' own norms (post_feedforward_layernorm, self_attn.q_norm);
+expert weights are stacked in memory and split per expert on disk. Where the norms sit:
+
+- pre (Llama): x += Attn(input_layernorm x); x += FFN(post_attention_layernorm x)
+- post (OLMo2): x += post_attention_layernorm Attn(x); x += post_feedforward_layernorm FFN(x)
+- sandwich (Gemma2/3): x += post_attention_layernorm Attn(input_layernorm x);
+  x += post_feedforward_layernorm FFN(pre_feedforward_layernorm x)
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import torch
 from torch import nn
 
 from moelab.errors import ConfigError
-from moelab.models.attention import Attention, ExpertAttention
+from moelab.models.attention import Attention, ExpertAttention, softcap
 from moelab.models.config import ModelConfig
 from moelab.models.ffn import DenseFFN, Experts, SparseMoE
-from moelab.models.norm import RMSNorm
+from moelab.models.norm import family_norm
 from moelab.models.rope import RotaryEmbedding
 from moelab.models.routing import RouterLogits
 
@@ -34,16 +40,23 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.parallel = cfg.parallel_block
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.layout = cfg.arch.norm_layout
+        hid = cfg.hidden_size
+        if self.layout != "post":
+            self.input_layernorm = family_norm(cfg, hid)
         moe = cfg.moe
         self.is_moe = cfg.is_moe_layer(layer)
         # Attention experts, like FFN experts, only in the MoE layers: a layer outside
         # moe_layers is a plain dense layer.
         self.self_attn: nn.Module = (
-            ExpertAttention(cfg, layer) if self.is_moe and moe is not None and moe.attn_experts else Attention(cfg)
+            ExpertAttention(cfg, layer) if self.is_moe and moe is not None and moe.attn_experts else Attention(cfg, layer)
         )
         if not self.parallel:
-            self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+            self.post_attention_layernorm = family_norm(cfg, hid)
+        if self.layout == "sandwich":
+            self.pre_feedforward_layernorm = family_norm(cfg, hid)
+        if self.layout != "pre":
+            self.post_feedforward_layernorm = family_norm(cfg, hid)
         if self.is_moe:
             self.block_sparse_moe = _make_sparse_moe(cfg, layer)
         else:
@@ -55,6 +68,8 @@ class DecoderLayer(nn.Module):
         return self.mlp(x), None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, list[RouterLogits]]:
+        if self.layout != "pre":
+            return self._forward_post_norms(x, cos, sin)
         h = self.input_layernorm(x)
         a, ra = self.self_attn(h, cos, sin)
         if self.parallel:
@@ -64,6 +79,14 @@ class DecoderLayer(nn.Module):
             x = x + a
             f, rf = self._ffn(self.post_attention_layernorm(x))
             x = x + f
+        return x, [r for r in (ra, rf) if r is not None]
+
+    def _forward_post_norms(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, list[RouterLogits]]:
+        sandwich = self.layout == "sandwich"
+        a, ra = self.self_attn(self.input_layernorm(x) if sandwich else x, cos, sin)
+        x = x + self.post_attention_layernorm(a)
+        f, rf = self._ffn(self.pre_feedforward_layernorm(x) if sandwich else x)
+        x = x + self.post_feedforward_layernorm(f)
         return x, [r for r in (ra, rf) if r is not None]
 
 
@@ -81,8 +104,12 @@ class Model(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm = family_norm(cfg, cfg.hidden_size)
         self.rotary = RotaryEmbedding(cfg)
+        # Gemma3's sliding layers rotate with their own base frequency.
+        self.local_layers = [i for i in range(cfg.num_hidden_layers) if cfg.uses_local_rope(i)]
+        if self.local_layers:
+            self.rotary_local = RotaryEmbedding(cfg, local=True)
 
 
 class MoELabForCausalLM(nn.Module):
@@ -98,14 +125,20 @@ class MoELabForCausalLM(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, input_ids: torch.Tensor) -> CausalLMOutput:
-        x = self.model.embed_tokens(input_ids)
-        cos, sin = self.model.rotary(input_ids.shape[1], x.device, x.dtype)
+        cfg, m = self.config, self.model
+        x = m.embed_tokens(input_ids)
+        if cfg.arch.embed_scale:  # Gemma: the scale rounded to the model dtype first, as transformers does
+            x = x * torch.tensor(cfg.hidden_size**0.5, dtype=x.dtype)
+        t = input_ids.shape[1]
+        rope = m.rotary(t, x.device, x.dtype)
+        rope_local = m.rotary_local(t, x.device, x.dtype) if m.local_layers else rope
         routers: list[RouterLogits] = []
-        for layer in self.model.layers:
-            x, r = layer(x, cos, sin)
+        for i, layer in enumerate(m.layers):
+            x, r = layer(x, *(rope_local if i in m.local_layers else rope))
             routers.extend(r)
-        h = self.model.norm(x)
-        return CausalLMOutput(logits=self.lm_head(h), router_logits=routers, hidden_states=h)
+        h = m.norm(x)
+        logits = softcap(self.lm_head(h), cfg.final_logit_softcapping)
+        return CausalLMOutput(logits=logits, router_logits=routers, hidden_states=h)
 
     def set_moe_options(self, capacity_factor: float | None = None, router_jitter_noise: float | None = None) -> None:
         """Changes the MoE's capacity factor and router jitter in place (None = keep): config and modules.

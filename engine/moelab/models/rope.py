@@ -10,10 +10,13 @@ from moelab.errors import ConfigError
 from moelab.models.config import ModelConfig
 
 
-def inv_frequencies(cfg: ModelConfig) -> torch.Tensor:
+def inv_frequencies(cfg: ModelConfig, local: bool = False) -> torch.Tensor:
+    """The rotary frequencies of the full-attention layers, or (local) of Gemma3's sliding layers,
+    which have their own base and no scaling."""
     dim = cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    scaling = cfg.rope_scaling or {}
+    theta = cfg.rope_local_theta if local and cfg.rope_local_theta is not None else cfg.rope_theta
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaling = {} if local else cfg.rope_scaling or {}
     kind = scaling.get("rope_type", "default")
     if kind == "default":
         return inv
@@ -38,13 +41,16 @@ def _llama3(inv: torch.Tensor, s: dict) -> torch.Tensor:
 
 
 class RotaryEmbedding(torch.nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, local: bool = False) -> None:
         super().__init__()
+        self.cfg, self.local = cfg, local
+        self.register_buffer("inv_freq", self.frequencies(), persistent=False)
+
+    def frequencies(self) -> torch.Tensor:
         # Computed on the CPU even when the model is built on the meta device: it is tiny, and
         # meta arange/pow would pull in torch's reference-op machinery for nothing.
         with torch.device("cpu"):
-            inv = inv_frequencies(cfg)
-        self.register_buffer("inv_freq", inv, persistent=False)
+            return inv_frequencies(self.cfg, self.local)
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         pos = torch.arange(seq_len, device=device, dtype=torch.float32)
