@@ -78,3 +78,13 @@ def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool
     ]
     return ExperimentConfig(name=name, out=out, device="auto", seed=0, threads=0, data=data,
                             defaults=defaults, stages=stages)
+
+
+def attention_ablation_experiment(out: str = "../runs") -> ExperimentConfig:
+    """The BAM paper's attention-routing ablation as one experiment (examples/attention-routing.moelab.json):
+    the study's pipeline for bam-ekv alone, in BAM's parallel-block setting, soft / top-2 / top-1."""
+    exp = demo_experiment(out, parallel_block=True, methods=["bam-ekv"], controls=False, name="attention-routing")
+    up = exp.stage("upcycle")
+    assert up is not None
+    up.variants = list(ATTN_ABLATION)
+    return exp
