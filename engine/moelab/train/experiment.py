@@ -137,7 +137,7 @@ class ExperimentConfig:
             for j, d in enumerate(s.domains):
                 if d not in domains:
                     raise ConfigError(f"stages[{i}].domains[{j}]: {d!r} is not a domain of data.sources ({', '.join(domains)})")
-            for j, m in enumerate(s.methods):
+            for j, m in enumerate(s.methods if s.kind != "moe" else []):  # moe's: checked against upcycle's below
                 if m not in METHODS:
                     raise ConfigError(f"stages[{i}].methods[{j}]: {m!r} is not a method ({', '.join(METHODS)})")
             if s.kind == "dense" and s.model is not None and s.init:
