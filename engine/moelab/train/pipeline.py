@@ -19,8 +19,8 @@ from moelab.data.tokenizer import load_tokenizer
 from moelab.errors import MoELabError
 from moelab.io.checkpoint import load_config
 from moelab.methods.api import UpcycleOptions, upcycle
+from moelab.models.flops import train_flops
 from moelab.train import jsoncfg
-from moelab.train.compute import train_flops_per_token
 from moelab.train.config import HYPER_FIELDS, Hyper, TrainConfig
 from moelab.train.evaluate import evaluate_checkpoint
 from moelab.train.experiment import ExperimentConfig, StageConfig, Variant
@@ -153,7 +153,7 @@ class Pipeline:
             if ck is None:
                 return r
             r.checkpoints["dense-continued"] = ck
-            self._budget("dense-continued", cont, 0, steps=steps, flops_of=ck,
+            self._budget("dense-continued", cont, 0, steps=steps, run_id=cont_id,
                          match="tokens of the branches + one MoE run" if cont.steps is None else "")
         # 3. upcycle: one MoE checkpoint per method and variant
         upcycled: dict[str, Path] = {}
@@ -187,7 +187,8 @@ class Pipeline:
                 if target is None:
                     r.failures[mid] = f"no upcycled checkpoint for {v.match_flops_of} to match the FLOPs of"
                     continue
-                ratio = train_flops_per_token(target, exp.data.seq_len) / train_flops_per_token(upcycled[x], exp.data.seq_len)
+                # The count the trainer adds up in run.json's "flops" (models/flops.py): a step of one costs ratio × the other's.
+                ratio = self._step_flops(target) / self._step_flops(upcycled[x])
                 steps, match = math.ceil(h.steps * ratio), f"training FLOPs of {v.match_flops_of}"
             cfg = self._train_config(moe, mid, "moe", init=str(upcycled[x]), method=v.method, parents=[up_ids[x]])
             cfg.steps = steps
@@ -201,7 +202,7 @@ class Pipeline:
                 return r
             r.checkpoints[x] = ck
             before = {"sparse": 0, "upit": r.budgets.get("tune", {}).get("tokens", 0)}.get(v.method, branch_tokens)
-            self._budget(x, moe, before, steps=steps, flops_of=ck, match=match or "tokens")
+            self._budget(x, moe, before, steps=steps, run_id=mid, match=match or "tokens")
         # 5. eval
         ev = exp.stage("eval")
         if ev is not None:
@@ -213,16 +214,21 @@ class Pipeline:
     def _tokens(self, h: Hyper, steps: int | None = None) -> int:
         return (h.steps if steps is None else steps) * h.batch_size * h.grad_accum * self.exp.data.seq_len
 
+    def _step_flops(self, ckpt: Path) -> float:
+        return train_flops(load_config(ckpt), 1, self.exp.data.seq_len)
+
     def _budget(self, label: str, stage: StageConfig, before: int, steps: int | None = None,
-                flops_of: Path | None = None, match: str = "") -> None:
+                run_id: str = "", match: str = "") -> None:
         """What a model's training cost: its own run's tokens, the tokens spent after the seed on the
-        way to it (branches or UpIT's fine-tuning run, then its own run), and its run's FLOPs."""
+        way to it (branches or UpIT's fine-tuning run, then its own run), and the training FLOPs its
+        run executed (run.json's "flops")."""
         h = stage.hyper(self.exp.defaults)
         tokens = self._tokens(h, steps)
         b: dict[str, Any] = {"steps": h.steps if steps is None else steps, "tokens": tokens,
                              "tokens_after_seed": 0 if label == "seed" else before + tokens}
-        if flops_of is not None:
-            b["train_flops"] = train_flops_per_token(flops_of, self.exp.data.seq_len) * tokens
+        flops = (read_run_json(self.out / run_id) or {}).get("flops") if run_id else None
+        if flops is not None:
+            b["train_flops"] = flops
         if match:
             b["matched_to"] = match
         self.result.budgets[label] = b

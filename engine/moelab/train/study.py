@@ -16,7 +16,7 @@ study.json, "schema": 1 (read by people and by the extension's Results view):
 
 A budget's `tokens` are its own training run's; `tokens_after_seed` adds what was trained on the way
 to it after the seed (the branches for btx and bam, UpIT's fine-tuning run for upit, nothing for
-sparse); `train_flops` counts its own run (forward + backward); `matched_to` says what the run's
+sparse); `train_flops` is its own run's executed training FLOPs (run.json "flops"); `matched_to` says what the run's
 length was matched to: "tokens" (the MoEs' shared budget), "training FLOPs of bam-ekv"
 (btx-compute) or "tokens of the branches + one MoE run" (dense-continued).
 """
