@@ -91,3 +91,14 @@ def test_quick_study_two_seeds(tmp_path):
     assert "BAM below BTX at equal compute" in verdicts and "UpIT below its fine-tuned dense model" not in verdicts
     assert all(v in ("holds in every seed", "holds on the mean only", "does not hold") for v in verdicts.values())
     assert "mean ± std over seeds" in p.stdout and "sequential block, seed 0" in p.stdout
+
+
+def test_seeds_option_errors_are_one_line(tmp_path, capsys):
+    from moelab.cli import main
+
+    for args, msg in ((["--seeds", "a,b"], "--seeds: expected comma-separated integers, got 'a,b'"),
+                      (["--seeds", "0,0"], "--seeds: expected distinct comma-separated integers, got '0,0'"),
+                      (["--seeds", "0", "--parallel-block"], "--seeds runs the parallel block at every seed")):
+        assert main(["demo", "--out", str(tmp_path / "runs"), *args]) == 1
+        assert capsys.readouterr().err.startswith(f"moelab: error: {msg}")
+    assert not (tmp_path / "runs").exists()  # nothing ran
