@@ -59,8 +59,8 @@ def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool
                          eval_every=50, eval_batches=4, ckpt_every=50, keep_last=1)
         # Sized so that one seed of the study (five methods, three controls, two ablation rows)
         # stays within ten minutes on two CPU cores (DEMO_RESULTS.md has the timings).
-        seed_steps, branch_steps, moe_steps = 300, 100, 80
-        tune_steps, tune_every, router_samples, router_steps = 90, 30, 96, 40
+        seed_steps, branch_steps, moe_steps = 300, 80, 70
+        tune_steps, tune_every, router_samples, router_steps = 75, 25, 96, 40
     half = {"lr": defaults.lr / 2, "warmup_steps": defaults.warmup_steps // 2}
     aux = {"load_balancing": PerRouter(ffn=0.01, attn=0.01), "z_loss": PerRouter(ffn=0.001, attn=0.001)}
     stages = [
