@@ -6,6 +6,14 @@ UpIT's experts are not the branches but the checkpoints of one fine-tuning run o
 mixture (the `tune` stage, a checkpoint every `ckpt_every` steps: three of them, expanded to four
 experts by one genetic merge), and its routers are pre-optimized on a seed set of the three domains.
 
+Beside the methods, the study's controls (README.md, "How methods are compared"):
+- `dense-continued`: the seed continued on the mixture for as many tokens as a BTX or BAM MoE
+  spent after the seed (the three branch runs plus one MoE training run): "is it just more training?"
+- `btx-compute`: BTX trained until it has executed bam-ekv's training FLOPs (equal compute; the
+  methods themselves are compared at equal tokens),
+- `bam-ekv-attn-top2`, `bam-ekv-attn-top1`: BAM expert-KV with top-2 and top-1 attention routing,
+  the BAM paper's attention-routing ablation (bam-ekv itself is the soft row).
+
 The method list is data: a method added here is trained and compared like the others.
 """
 
@@ -13,13 +21,25 @@ from __future__ import annotations
 
 from moelab.data.mixture import DataConfig
 from moelab.train.config import Hyper, PerRouter, default_seed_model
-from moelab.train.experiment import ExperimentConfig, StageConfig
+from moelab.train.experiment import ExperimentConfig, StageConfig, Variant
 
 DEMO_METHODS: list[str] = ["sparse", "btx", "bam-ekv", "bam-skv", "upit"]
+# The MoEs of the study beyond the methods: name -> what it is (the controls above).
+ATTN_ABLATION: list[Variant] = [Variant(name="bam-ekv-attn-top2", method="bam-ekv", attn_top_k=2),
+                                Variant(name="bam-ekv-attn-top1", method="bam-ekv", attn_top_k=1)]
+BTX_COMPUTE = Variant(name="btx-compute", method="btx", match_flops_of="bam-ekv")
+
+
+def study_variants(methods: list[str]) -> list[Variant]:
+    """The controls that apply to `methods`: each needs the methods it is a variant of."""
+    out = [v for v in ATTN_ABLATION if "bam-ekv" in methods]
+    return out + ([BTX_COMPUTE] if {"btx", "bam-ekv"} <= set(methods) else [])
 
 
 def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool = False,
-                    methods: list[str] | None = None, name: str = "demo") -> ExperimentConfig:
+                    methods: list[str] | None = None, name: str = "demo", controls: bool = True) -> ExperimentConfig:
+    """The demo's pipeline; `controls` adds the study's dense-continued, btx-compute and
+    attention-routing runs (see the module docstring)."""
     methods = list(methods or DEMO_METHODS)
     if quick:
         # Seconds, not minutes: enough steps to exercise every stage, not to learn much.
@@ -37,22 +57,34 @@ def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool
         data = DataConfig(seq_len=128, synthetic_train_chars=1_000_000, synthetic_eval_chars=65_536)
         defaults = Hyper(steps=200, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=20, log_every=10,
                          eval_every=50, eval_batches=4, ckpt_every=50, keep_last=1)
-        # Sized so that the five MoEs, the UpIT fine-tuning run and the seed fit in about ten
-        # CPU-minutes (DEMO_RESULTS.md has the timings).
-        seed_steps, branch_steps, moe_steps = 400, 120, 110
-        tune_steps, tune_every, router_samples, router_steps = 120, 40, 96, 40
+        # Sized so that one seed of the study (five methods, three controls, two ablation rows)
+        # stays within ten minutes on two CPU cores (DEMO_RESULTS.md has the timings).
+        seed_steps, branch_steps, moe_steps = 300, 80, 70
+        tune_steps, tune_every, router_samples, router_steps = 75, 25, 96, 40
+    half = {"lr": defaults.lr / 2, "warmup_steps": defaults.warmup_steps // 2}
     aux = {"load_balancing": PerRouter(ffn=0.01, attn=0.01), "z_loss": PerRouter(ffn=0.001, attn=0.001)}
     stages = [
         StageConfig(kind="dense", model=model, steps=seed_steps),
         # Branches continue the seed at a lower peak LR, as continued pre-training does.
-        StageConfig(kind="branch", steps=branch_steps, lr=defaults.lr / 2, warmup_steps=defaults.warmup_steps // 2),
-        *([StageConfig(kind="tune", steps=tune_steps, ckpt_every=tune_every, lr=defaults.lr / 2,
-                       warmup_steps=defaults.warmup_steps // 2)] if "upit" in methods else []),
+        StageConfig(kind="branch", steps=branch_steps, **half),
+        *([StageConfig(kind="tune", steps=tune_steps, ckpt_every=tune_every, **half)] if "upit" in methods else []),
+        # Its steps follow from the branches and the MoE stage (as many tokens as a BTX/BAM MoE after the seed).
+        *([StageConfig(kind="continued", **half)] if controls else []),
         StageConfig(kind="upcycle", methods=methods, top_k=2, keep_seed=True, router_samples=router_samples,
-                    router_steps=router_steps),
-        # Every MoE gets the same steps × batch × seq_len: the same token budget.
-        StageConfig(kind="moe", steps=moe_steps, lr=defaults.lr / 2, warmup_steps=defaults.warmup_steps // 2, **aux),
+                    router_steps=router_steps, variants=study_variants(methods) if controls else []),
+        # Every MoE gets the same steps × batch × seq_len (the same token budget), except btx-compute.
+        StageConfig(kind="moe", steps=moe_steps, **half, **aux),
         StageConfig(kind="eval"),
     ]
     return ExperimentConfig(name=name, out=out, device="auto", seed=0, threads=0, data=data,
                             defaults=defaults, stages=stages)
+
+
+def attention_ablation_experiment(out: str = "../runs") -> ExperimentConfig:
+    """The BAM paper's attention-routing ablation as one experiment (examples/attention-routing.moelab.json):
+    the study's pipeline for bam-ekv alone, in BAM's parallel-block setting, soft / top-2 / top-1."""
+    exp = demo_experiment(out, parallel_block=True, methods=["bam-ekv"], controls=False, name="attention-routing")
+    up = exp.stage("upcycle")
+    assert up is not None
+    up.variants = list(ATTN_ABLATION)
+    return exp

@@ -8,12 +8,17 @@ Stages run in order; each names the kind of work it does:
            that domain only
   tune     UpIT's fine-tuning run: the seed continued on the mixture, keeping every checkpoint
            (one per `ckpt_every` steps); those checkpoints are method upit's experts
-  upcycle  one MoE checkpoint per method in `methods`, from the seed and the branches
-  moe      one training run per upcycled method, on the equal mixture of all domains
+  continued  the "is it just more training?" baseline: the seed continued on the mixture for as
+           many tokens as the branches plus one MoE training run (unless `steps` is given)
+  upcycle  one MoE checkpoint per method in `methods`, from the seed and the branches, and one per
+           entry of `variants` (a method with other settings, under its own name)
+  moe      one training run per upcycled method or variant, on the equal mixture of all domains; a
+           variant with `match_flops_of` trains until it has executed that MoE's training FLOPs
   eval     per-domain loss and perplexity of the seed, every branch and every MoE -> eval.json
 
-Run ids are <name>-seed, <name>-branch-<domain>, <name>-tune, <name>-upcycle-<method>, <name>-moe-<method>,
-<name>-eval; a stage's `name` replaces the part after "<name>-" (or "<name>-<part>-").
+Run ids are <name>-seed, <name>-branch-<domain>, <name>-tune, <name>-dense-continued,
+<name>-upcycle-<method or variant>, <name>-moe-<method or variant>, <name>-eval; a stage's `name`
+replaces the part after "<name>-" (or "<name>-<part>-").
 """
 
 from __future__ import annotations
@@ -32,11 +37,25 @@ from moelab.train.config import FreezeGroup, Hyper, PerRouter, _help
 
 
 @dataclass
+class Variant:
+    """One more MoE of a method, under its own name: other upcycle settings (the attention-routing
+    ablation) or another training budget (BTX trained for as many FLOPs as BAM)."""
+
+    name: str = field(metadata=_help("label and run id part, e.g. bam-ekv-attn-top1"))
+    method: str = field(metadata=_help("the upcycling method"))
+    attn_top_k: int | None = field(default=None, metadata=_help(
+        "BAM attention routing of this variant: 0 = soft, k = top-k (default: the stage's)"))
+    match_flops_of: str = field(default="", metadata=_help(
+        "train until this MoE's executed training FLOPs are spent (steps x its FLOPs/token ratio)"))
+
+
+@dataclass
 class StageConfig:
     """One stage of the pipeline; training settings left out take the experiment's `defaults`."""
 
-    kind: Literal["dense", "branch", "tune", "upcycle", "moe", "eval"]
-    name: str = field(default="", metadata=_help("run id part (default: seed, branch, tune, upcycle, moe, eval)"))
+    kind: Literal["dense", "branch", "tune", "continued", "upcycle", "moe", "eval"]
+    name: str = field(default="", metadata=_help(
+        "run id part (default: seed, branch, tune, dense-continued, upcycle, moe, eval)"))
     # dense
     model: ModelConfig | None = field(default=None, metadata=_help("dense: architecture of a seed trained from scratch"))
     init: str = field(default="", metadata=_help("dense: start from this checkpoint directory (a Hugging Face seed)"))
@@ -55,14 +74,17 @@ class StageConfig:
         "upcycle: router jitter ε of the MoE (default 0 = off); moe: change it for training"))
     router_init: Literal["random", "hidden"] = "random"
     router_seed: int = 0
+    variants: list[Variant] = field(default_factory=list, metadata=_help(
+        "upcycle: more MoEs of a method under their own names (ablations, compute-matched baselines)"))
     keep_seed: bool = field(default=True, metadata=_help("the seed is one more expert (BAM's general-text expert)"))
     # upcycle, method upit (its experts are the tune stage's checkpoints)
     lora_rank: int = field(default=0, metadata=_help("upit: 0 = full FFN experts, r = rank-r LoRA experts"))
     dare_drop: float = field(default=0.5, metadata=_help("upit: DARE drop rate of merged experts"))
     router_samples: int = field(default=128, metadata=_help("upit: router pre-optimization seed-set windows"))
     router_steps: int = field(default=60, metadata=_help("upit: router pre-optimization steps"))
-    # training overrides (dense, branch, moe)
-    steps: int | None = None
+    # training overrides (dense, branch, tune, continued, moe)
+    steps: int | None = field(default=None, metadata=_help(
+        "optimizer steps (continued: default = the tokens of the branches plus one MoE run)"))
     batch_size: int | None = None
     grad_accum: int | None = None
     lr: float | None = None
@@ -78,6 +100,14 @@ class StageConfig:
     eval_batches: int | None = None
     ckpt_every: int | None = None
     keep_last: int | None = None
+
+    def labels(self) -> list[str]:
+        """upcycle: every MoE this stage makes, methods first, then variants."""
+        return [*self.methods, *(v.name for v in self.variants)]
+
+    def variant(self, label: str) -> Variant:
+        """upcycle: the method or variant called `label` (a method is a variant of itself)."""
+        return next((v for v in self.variants if v.name == label), None) or Variant(name=label, method=label)
 
     def hyper(self, defaults: Hyper) -> Hyper:
         values = {k: getattr(self, k) if getattr(self, k, None) is not None else getattr(defaults, k)
@@ -113,14 +143,15 @@ class ExperimentConfig:
             for j, d in enumerate(s.domains):
                 if d not in domains:
                     raise ConfigError(f"stages[{i}].domains[{j}]: {d!r} is not a domain of data.sources ({', '.join(domains)})")
-            for j, m in enumerate(s.methods):
+            for j, m in enumerate(s.methods if s.kind != "moe" else []):  # moe's: checked against upcycle's below
                 if m not in METHODS:
                     raise ConfigError(f"stages[{i}].methods[{j}]: {m!r} is not a method ({', '.join(METHODS)})")
             if s.kind == "dense" and s.model is not None and s.init:
                 raise ConfigError(f"stages[{i}]: give `model` (from scratch) or `init` (a checkpoint), not both")
             if s.kind == "upcycle" and not s.methods:
                 raise ConfigError(f"stages[{i}].methods: the upcycle stage needs at least one method")
-        order = ["dense", "branch", "tune", "upcycle", "moe", "eval"]
+            self._validate_variants(i, s)
+        order = ["dense", "branch", "tune", "continued", "upcycle", "moe", "eval"]
         if kinds != sorted(kinds, key=order.index):
             raise ConfigError(f"stages: kinds must come in the order {' -> '.join(order)} (got {' -> '.join(kinds)})")
         if "dense" not in kinds:
@@ -128,14 +159,36 @@ class ExperimentConfig:
         if "moe" in kinds and "upcycle" not in kinds:
             raise ConfigError("stages: a 'moe' stage needs an 'upcycle' stage before it")
         moe, up = self.stage("moe"), self.stage("upcycle")
-        if up is not None and "upit" in up.methods and "tune" not in kinds:
+        if up is not None and any(up.variant(x).method == "upit" for x in up.labels()) and "tune" not in kinds:
             raise ConfigError(f"stages[{self.stages.index(up)}].methods: upit needs a 'tune' stage (its "
                               "intermediate checkpoints are upit's experts)")
         if moe is not None and up is not None:
             i = self.stages.index(moe)
+            labels = up.labels()
             for j, m in enumerate(moe.methods):
-                if m not in up.methods:
+                if m not in labels:
                     raise ConfigError(f"stages[{i}].methods[{j}]: {m!r} is not upcycled by the upcycle stage")
+        cont = self.stage("continued")
+        if cont is not None and cont.steps is None and "branch" not in kinds and "moe" not in kinds:
+            raise ConfigError("stages: a 'continued' stage without `steps` matches the tokens of the branch "
+                              "and moe stages; give `steps` or add them")
+
+    @staticmethod
+    def _validate_variants(i: int, s: StageConfig) -> None:
+        if s.variants and s.kind != "upcycle":
+            raise ConfigError(f"stages[{i}].variants: only the upcycle stage has variants")
+        names = list(s.methods)
+        for j, v in enumerate(s.variants):
+            where = f"stages[{i}].variants[{j}]"
+            if not v.name or "/" in v.name or v.name in names:
+                raise ConfigError(f"{where}.name: {v.name!r} is empty, not a plain name or already used")
+            names.append(v.name)
+            if v.method not in METHODS:
+                raise ConfigError(f"{where}.method: {v.method!r} is not a method ({', '.join(METHODS)})")
+            if v.match_flops_of and (v.match_flops_of == v.name or v.match_flops_of not in s.labels()):
+                raise ConfigError(f"{where}.match_flops_of: {v.match_flops_of!r} is not a method or variant of this stage")
+            if v.attn_top_k is not None and v.attn_top_k < 0:
+                raise ConfigError(f"{where}.attn_top_k: must be 0 (soft) or a positive k, got {v.attn_top_k}")
 
     def stage(self, kind: str) -> StageConfig | None:
         return next((s for s in self.stages if s.kind == kind), None)

@@ -8,6 +8,7 @@ checkpoint in `checkpoint/`, so the extension lists it with the others.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from moelab.data.tokenizer import load_tokenizer
 from moelab.errors import MoELabError
 from moelab.io.checkpoint import load_config
 from moelab.methods.api import UpcycleOptions, upcycle
+from moelab.models.flops import train_flops
 from moelab.train import jsoncfg
-from moelab.train.config import HYPER_FIELDS, TrainConfig
+from moelab.train.config import HYPER_FIELDS, Hyper, TrainConfig
 from moelab.train.evaluate import evaluate_checkpoint
-from moelab.train.experiment import ExperimentConfig, StageConfig
+from moelab.train.experiment import ExperimentConfig, StageConfig, Variant
 from moelab.train.router_preopt import PreoptConfig, preoptimize_checkpoint
 from moelab.train.rundir import RunDir, read_run_json, write_json_atomic
 from moelab.train.trainer import resolve_device, train
@@ -33,6 +35,8 @@ class PipelineResult:
     checkpoints: dict[str, Path] = field(default_factory=dict)  # label (seed, branch-code, btx) -> checkpoint
     failures: dict[str, str] = field(default_factory=dict)  # run id -> error
     eval: dict[str, Any] | None = None
+    # label -> {"steps", "tokens", "tokens_after_seed", "train_flops", "matched_to"} (see Pipeline._budget)
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _log(msg: str) -> None:
@@ -83,23 +87,31 @@ class Pipeline:
         branch = exp.stage("branch")
         tune = exp.stage("tune")
         tune_id = self.run_id(tune, "tune") if tune else ""
+        cont = exp.stage("continued")
+        cont_id = self.run_id(cont, "dense-continued") if cont else ""
         up = exp.stage("upcycle")
         moe = exp.stage("moe")
         domains = (branch.domains or [s.domain for s in exp.data.sources]) if branch else []
         branch_ids = {d: self.run_id(branch, "branch", d) for d in domains} if branch else {}
-        methods = up.methods if up else []
-        up_ids = {m: self.run_id(up, "upcycle", m) for m in methods} if up else {}
-        moe_methods = (moe.methods or methods) if moe else []
-        moe_ids = {m: self.run_id(moe, "moe", m) for m in moe_methods} if moe else {}
+        labels = up.labels() if up else []
+        variants = {x: up.variant(x) for x in labels} if up else {}
+        # A variant that only trains differently (no upcycle setting of its own) shares its method's checkpoint.
+        shares = {x: v.method for x, v in variants.items() if x != v.method and v.attn_top_k is None and v.method in labels}
+        up_ids = {x: self.run_id(up, "upcycle", shares.get(x, x)) for x in labels} if up else {}
+        moe_labels = (moe.methods or labels) if moe else []
+        moe_ids = {x: self.run_id(moe, "moe", x) for x in moe_labels} if moe else {}
         self._queue(seed_id, "dense")
         for bid in branch_ids.values():
             self._queue(bid, "branch", parents=[seed_id])
         if tune:
             self._queue(tune_id, "branch", parents=[seed_id])
-        for m, uid in up_ids.items():
+        if cont:
+            self._queue(cont_id, "branch", parents=[seed_id])
+        for x, uid in up_ids.items():
+            m = variants[x].method
             self._queue(uid, "upcycle", m, self._up_parents(m, seed_id, list(branch_ids.values()), tune_id))
-        for m, mid in moe_ids.items():
-            self._queue(mid, "moe", m, [up_ids.get(m, "")])
+        for x, mid in moe_ids.items():
+            self._queue(mid, "moe", variants[x].method, [up_ids.get(x, "")])
 
         # 1. seed
         cfg = self._train_config(dense, seed_id, "dense", init=dense.init, model=dense.model)
@@ -107,6 +119,7 @@ class Pipeline:
         if seed is None:
             return r
         r.checkpoints["seed"] = seed
+        self._budget("seed", dense, 0)
         # 2. branches: each continues the seed on one domain
         branches: dict[str, Path] = {}
         for d, bid in branch_ids.items():
@@ -115,6 +128,8 @@ class Pipeline:
             if ck is None:
                 return r
             branches[d] = r.checkpoints[f"branch-{d}"] = ck
+            self._budget(f"branch-{d}", branch, 0)
+        branch_tokens = sum(r.budgets[f"branch-{d}"]["tokens"] for d in branches)
         # 2b. UpIT's fine-tuning run: the seed on the mixture, every checkpoint kept as an expert
         tuned: list[Path] = []
         if tune:
@@ -125,43 +140,99 @@ class Pipeline:
             if ck is None:
                 return r
             r.checkpoints["tune"] = ck
+            self._budget("tune", tune, 0)
             tuned = sorted(p for p in ck.parent.glob("step-*") if (p / "config.json").exists())
-        # 3. upcycle: one MoE checkpoint per method
+        # 2c. the "is it just more training?" baseline: the seed continued for the MoE pipeline's extra tokens
+        if cont:
+            matched = branch_tokens + (self._tokens(moe.hyper(exp.defaults)) if moe else 0)
+            h = cont.hyper(exp.defaults)
+            steps = cont.steps if cont.steps is not None else -(-matched // self._tokens(h, steps=1))
+            cfg = self._train_config(cont, cont_id, "branch", init=str(seed), parents=[seed_id])
+            cfg.steps = steps
+            ck = self._train(cfg)
+            if ck is None:
+                return r
+            r.checkpoints["dense-continued"] = ck
+            self._budget("dense-continued", cont, 0, steps=steps, run_id=cont_id,
+                         match="tokens of the branches + one MoE run" if cont.steps is None else "")
+        # 3. upcycle: one MoE checkpoint per method and variant
         upcycled: dict[str, Path] = {}
-        for m, uid in up_ids.items():
+        for x, uid in up_ids.items():
             assert up is not None
-            experts = tuned if m == "upit" else list(branches.values())
-            ck = self._upcycle(up, m, uid, seed, experts,
-                               self._up_parents(m, seed_id, list(branch_ids.values()), tune_id),
+            if x in shares:
+                continue
+            v = variants[x]
+            experts = tuned if v.method == "upit" else list(branches.values())
+            ck = self._upcycle(up, v, uid, seed, experts,
+                               self._up_parents(v.method, seed_id, list(branch_ids.values()), tune_id),
                                n_others=len(branches) + (1 if up.keep_seed else 0))
             if ck is not None:
-                upcycled[m] = r.checkpoints[f"upcycle-{m}"] = ck
+                upcycled[x] = r.checkpoints[f"upcycle-{x}"] = ck
+        for x, m in shares.items():
+            if m in upcycled:
+                upcycled[x] = upcycled[m]
         # 4. MoE training on the equal mixture
-        for m, mid in moe_ids.items():
+        for x, mid in moe_ids.items():
             assert moe is not None
-            if m not in upcycled:
-                r.failures.setdefault(mid, f"no upcycled checkpoint for {m}")
-                RunDir(self.out / mid, mid, "moe", method=m, experiment=exp.name).set_status(
-                    "failed", f"upcycle stage {up_ids.get(m, m)} did not produce a checkpoint")
+            v = variants[x]
+            if x not in upcycled:
+                r.failures.setdefault(mid, f"no upcycled checkpoint for {x}")
+                RunDir(self.out / mid, mid, "moe", method=v.method, experiment=exp.name).set_status(
+                    "failed", f"upcycle stage {up_ids.get(x, x)} did not produce a checkpoint")
                 continue
+            h = moe.hyper(exp.defaults)
+            steps, match = h.steps, ""
+            if v.match_flops_of:
+                target = upcycled.get(v.match_flops_of)
+                if target is None:
+                    r.failures[mid] = f"no upcycled checkpoint for {v.match_flops_of} to match the FLOPs of"
+                    continue
+                # The count the trainer adds up in run.json's "flops" (models/flops.py): a step of one costs ratio × the other's.
+                ratio = self._step_flops(target) / self._step_flops(upcycled[x])
+                steps, match = math.ceil(h.steps * ratio), f"training FLOPs of {v.match_flops_of}"
+            cfg = self._train_config(moe, mid, "moe", init=str(upcycled[x]), method=v.method, parents=[up_ids[x]],
+                                     capacity_factor=moe.capacity_factor, router_jitter_noise=moe.router_jitter_noise)
+            cfg.steps = steps
             try:
-                ck = self._train(self._train_config(moe, mid, "moe", init=str(upcycled[m]), method=m, parents=[up_ids[m]],
-                                                    capacity_factor=moe.capacity_factor,
-                                                    router_jitter_noise=moe.router_jitter_noise))
+                ck = self._train(cfg)
             except MoELabError as e:  # a diverged or failed MoE does not stop the other methods
                 r.failures[mid] = str(e)
                 _log(f"[{mid}] failed: {e}")
                 continue
             if ck is None:
                 return r
-            r.checkpoints[m] = ck
+            r.checkpoints[x] = ck
+            before = {"sparse": 0, "upit": r.budgets.get("tune", {}).get("tokens", 0)}.get(v.method, branch_tokens)
+            self._budget(x, moe, before, steps=steps, run_id=mid, match=match or "tokens")
         # 5. eval
         ev = exp.stage("eval")
         if ev is not None:
-            r.eval = self._eval(ev, seed_id)
+            r.eval = self._eval(ev, seed_id) | {"budgets": r.budgets}
         if r.failures:
             r.status = "failed"
         return r
+
+    def _tokens(self, h: Hyper, steps: int | None = None) -> int:
+        return (h.steps if steps is None else steps) * h.batch_size * h.grad_accum * self.exp.data.seq_len
+
+    def _step_flops(self, ckpt: Path) -> float:
+        return train_flops(load_config(ckpt), 1, self.exp.data.seq_len)
+
+    def _budget(self, label: str, stage: StageConfig, before: int, steps: int | None = None,
+                run_id: str = "", match: str = "") -> None:
+        """What a model's training cost: its own run's tokens, the tokens spent after the seed on the
+        way to it (branches or UpIT's fine-tuning run, then its own run), and the training FLOPs its
+        run executed (run.json's "flops")."""
+        h = stage.hyper(self.exp.defaults)
+        tokens = self._tokens(h, steps)
+        b: dict[str, Any] = {"steps": h.steps if steps is None else steps, "tokens": tokens,
+                             "tokens_after_seed": 0 if label == "seed" else before + tokens}
+        flops = (read_run_json(self.out / run_id) or {}).get("flops") if run_id else None
+        if flops is not None:
+            b["train_flops"] = flops
+        if match:
+            b["matched_to"] = match
+        self.result.budgets[label] = b
 
     @staticmethod
     def _up_parents(method: str, seed_id: str, branch_ids: list[str], tune_id: str) -> list[str]:
@@ -172,8 +243,10 @@ class Pipeline:
         srcs = self.exp.data.sources
         return ",".join(s.domain if s.kind == "synthetic" else s.path for s in srcs if s.kind in ("synthetic", "text", "jsonl"))
 
-    def _upcycle(self, stage: StageConfig, method: str, run_id: str, seed: Path, experts: list[Path],
+    def _upcycle(self, stage: StageConfig, variant: Variant, run_id: str, seed: Path, experts: list[Path],
                  parents: list[str], n_others: int = 0) -> Path | None:
+        method = variant.method
+        attn_top_k = stage.attn_top_k if variant.attn_top_k is None else variant.attn_top_k
         path = self.out / run_id
         out = path / "checkpoint"
         info = read_run_json(path)
@@ -186,7 +259,7 @@ class Pipeline:
         if method == "upit" and n is None:
             n = max(n_others, len(experts))  # as many as the others: the genetic step adds the rest
         opts = UpcycleOptions(method=method, seed=seed, experts=[] if method == "sparse" else experts, out=out,
-                              num_experts=n, top_k=stage.top_k, attn_top_k=stage.attn_top_k,
+                              num_experts=n, top_k=stage.top_k, attn_top_k=attn_top_k,
                               router_seed=stage.router_seed, moe_layers=stage.moe_layers,
                               router_init=stage.router_init,
                               keep_seed=stage.keep_seed and method not in ("sparse", "upit"),
