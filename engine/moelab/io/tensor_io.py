@@ -54,14 +54,20 @@ def locate(ckpt: Path) -> dict[str, TensorLoc]:
     out: dict[str, TensorLoc] = {}
     files = tensor_files(Path(ckpt))
     for path in sorted(set(files.values())):
-        header = read_header(path)
-        with path.open("rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-        for name, info in header.items():
-            if files.get(name) != path:
-                continue  # a shard holding a tensor the index assigns elsewhere: the index wins
-            start, end = info["data_offsets"]
-            out[name] = TensorLoc(path, 8 + n + start, end - start, info["dtype"], tuple(info["shape"]))
+        # A shard holding a tensor the index assigns elsewhere: the index wins.
+        out.update((name, loc) for name, loc in locate_file(path).items() if files.get(name) == path)
+    return out
+
+
+def locate_file(path: Path) -> dict[str, TensorLoc]:
+    """{tensor name: location} for one safetensors file (its header validated first)."""
+    header = read_header(path)
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+    out = {}
+    for name, info in header.items():
+        start, end = info["data_offsets"]
+        out[name] = TensorLoc(path, 8 + n + start, end - start, info["dtype"], tuple(info["shape"]))
     return out
 
 

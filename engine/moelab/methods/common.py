@@ -34,6 +34,7 @@ from moelab.io import layout
 from moelab.io.atomic import atomic_dir
 from moelab.io.checkpoint import load_config
 from moelab.io.fused import split_fused
+from moelab.io.peft_adapter import is_adapter_dir, open_adapter
 from moelab.io.tensor_io import (
     TORCH_DTYPES,
     FileCache,
@@ -321,7 +322,7 @@ def _dtype_name(dtype: str) -> str:
     return str(TORCH_DTYPES[dtype]).removeprefix("torch.")
 
 
-def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Source, list[Source]], MixSpec],
+def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Source, list[Any]], MixSpec],
                 progress: Callable[[str], None] | None = None) -> Path:
     """Validates every input, plans, and writes opts.out atomically (whole or not at all)."""
     report = progress or stderr_progress(f"upcycle {opts.method}")
@@ -334,8 +335,13 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
     if opts.max_shard_bytes <= 0:
         raise ConfigError(f"--max-shard-size: must be positive (got {opts.max_shard_bytes} bytes)")
     seed = open_source(opts.seed, "seed")
-    experts = []
+    experts: list[Any] = []
     for p in opts.experts:
+        if is_adapter_dir(p):
+            if opts.method != "upit":
+                raise ConfigError(f"--expert {p}: a PEFT adapter; only --method upit takes adapters as experts")
+            experts.append(open_adapter(p))  # upit checks it against the seed
+            continue
         src = open_source(p, "expert")
         check_compatible(seed, src)
         experts.append(src)
@@ -343,9 +349,9 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
     cfg = output_config(opts, spec)
     steps = plan(spec, cfg)
     out = Path(opts.out)
-    for s in spec.sources:
-        if out.resolve() == s.path.resolve() or s.path.resolve().is_relative_to(out.resolve()):
-            raise ConfigError(f"--out {out}: would replace the input checkpoint {s.path}")
+    for path in [Path(opts.seed), *map(Path, opts.experts)]:
+        if out.resolve() == path.resolve() or path.resolve().is_relative_to(out.resolve()):
+            raise ConfigError(f"--out {out}: would replace the input checkpoint {path}")
 
     parents = [("seed", seed.path)] + [("expert", e.path) for e in experts]
     hasher = ParentHasher(parents)

@@ -25,8 +25,8 @@ def sha256_file(path: Path) -> str:
 
 
 def checkpoint_files(ckpt: Path) -> list[Path]:
-    """The files that define a checkpoint's weights and architecture (not its tokenizer)."""
-    names = ["config.json", "model.safetensors.index.json"]
+    """The files that define a checkpoint's (or a PEFT adapter's) weights and architecture (not its tokenizer)."""
+    names = ["config.json", "model.safetensors.index.json", "adapter_config.json"]
     files = [ckpt / n for n in names if (ckpt / n).is_file()]
     return files + sorted(ckpt.glob("*.safetensors"))
 

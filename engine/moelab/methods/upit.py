@@ -1,6 +1,9 @@
 """UpIT (Hui et al., 2024): experts are intermediate checkpoints of one fine-tuning run.
 
-- The --expert checkpoints (and the seed too with keep_seed) are the first experts.
+- The --expert checkpoints (and the seed too with keep_seed) are the first experts. An --expert may
+  also be a PEFT LoRA adapter directory (io/peft_adapter.py): that member is the seed with the
+  adapter merged in (W + s·B·A on the FFN projections it adapts), and as a LoRA expert it keeps
+  the adapter's own factors.
 - Expert expansion, while there are fewer than --num-experts: the pair that differs most (L2
   distance over the FFN weights of the MoE layers) gets a child
   seed + DARE(α·(E_j - seed) + (1-α)·(E_k - seed)), α ~ U(0, 1) from a generator seeded by
@@ -8,10 +11,17 @@
   The child joins the pool, so later children may descend from earlier ones; a pair is merged
   at most once (while unmerged pairs remain).
 - Full variant: expert e's FFN is pool member e. LoRA variant (--lora-rank r): the seed's FFN is
-  shared and expert e is its rank-r SVD approximation of (pool member e - seed).
+  shared and expert e is its rank-r SVD approximation of (pool member e - seed); with adapters the
+  rank is theirs and adapter members are copied factor for factor.
 - Attention, embeddings, norms and head are the mean of the checkpoints (not of the children:
-  they lie in the checkpoints' span anyway). Routers are random here; their pre-optimization on a
-  seed set is training, in train/router_preopt.py.
+  they lie in the checkpoints' span anyway; an adapter member counts as the seed there). Routers
+  are random here; their pre-optimization on a seed set is training, in train/router_preopt.py.
+- config.json's moelab.members says what each first expert is (checkpoint, adapter or seed, and
+  its path), moelab.genealogy what each child is: enough to rebuild every expert's *dense* model
+  (`dense_pool`, `Pool.dense_state`), which router pre-optimization labels its seed set with. A
+  child's dense model is the same DARE merge applied to every tensor of its parents' dense models
+  (same α, same masks: the masks are seeded by tensor name), so its FFN in the MoE layers is
+  exactly the MoE's expert; attention, embeddings and norms are merged the same way.
 
 Every child tensor is recomputed from its parents when needed (masks come from a generator
 seeded by (merge_seed, child, tensor name)), so memory stays at one FFN matrix per expert.
@@ -25,12 +35,22 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from moelab.errors import ConfigError
+from moelab.io.peft_adapter import LoRAAdapter, open_adapter
 from moelab.io.tensor_io import FileCache, TensorLoc, bytes_to_tensor
-from moelab.methods.common import MixSpec, Source, moe_layer_indices, stderr_progress
+from moelab.methods.common import (
+    MixSpec,
+    Source,
+    check_compatible,
+    moe_layer_indices,
+    open_source,
+    stderr_progress,
+)
 from moelab.methods.options import UpcycleOptions
 
 _FFN = ("gate_proj", "up_proj", "down_proj")
@@ -74,11 +94,14 @@ def _mask_generator(merge_seed: int, child: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(merge_seed * 1_000_003 + child * 7919 + zlib.crc32(name.encode()))
 
 
-class Pool:
-    """The experts before they become MoE weights: the checkpoints, then the merged children."""
+Member = Source | LoRAAdapter
 
-    def __init__(self, seed: Source, members: list[Source], opts: UpcycleOptions) -> None:
-        self.seed, self.members, self.opts = seed, members, opts
+
+class Pool:
+    """The experts before they become MoE weights: the checkpoints (or adapters), then the merged children."""
+
+    def __init__(self, seed: Source, members: list[Member], merge_seed: int) -> None:
+        self.seed, self.members, self.merge_seed = seed, members, merge_seed
         self.children: list[Child] = []
 
     def __len__(self) -> int:
@@ -88,20 +111,53 @@ class Pool:
     def read(files: FileCache, loc: TensorLoc) -> torch.Tensor:
         return bytes_to_tensor(files.read(loc), loc.dtype, loc.shape).to(torch.float64)
 
+    def _first(self, files: FileCache, m: Member, name: str, base: torch.Tensor) -> torch.Tensor:
+        if isinstance(m, Source):
+            return self.read(files, m.tensors[name])
+        if name not in m.factors:
+            return base
+        a, b = (self.read(files, loc) for loc in m.factors[name])
+        return base + m.scale * (b @ a)
+
+    def _child(self, c: Child, name: str, base: torch.Tensor, tj: torch.Tensor, tk: torch.Tensor) -> torch.Tensor:
+        delta = c.alpha * (tj - base) + (1.0 - c.alpha) * (tk - base)
+        return base + dare(delta, c.drop, c.rescale, _mask_generator(self.merge_seed, c.expert, name))
+
     def tensors(self, files: FileCache, name: str, upto: int | None = None) -> list[torch.Tensor]:
         """Dense tensor `name` of every member and of the first `upto` children (default all), float64."""
         base = self.read(files, self.seed.tensors[name])
-        out = [self.read(files, m.tensors[name]) for m in self.members]
+        out = [self._first(files, m, name, base) for m in self.members]
         for c in self.children[:upto]:
-            j, k = c.parents
-            delta = c.alpha * (out[j] - base) + (1.0 - c.alpha) * (out[k] - base)
-            out.append(base + dare(delta, c.drop, c.rescale, _mask_generator(self.opts.merge_seed, c.expert, name)))
+            out.append(self._child(c, name, base, out[c.parents[0]], out[c.parents[1]]))
         return out
 
+    def member(self, files: FileCache, name: str, e: int, base: torch.Tensor | None = None) -> torch.Tensor:
+        """Dense tensor `name` of member e alone (a child computes only its ancestors), float64."""
+        base = self.read(files, self.seed.tensors[name]) if base is None else base
+        if e < len(self.members):
+            return self._first(files, self.members[e], name, base)
+        c = self.children[e - len(self.members)]
+        j, k = c.parents
+        return self._child(c, name, base, self.member(files, name, j, base), self.member(files, name, k, base))
 
-def expand(pool: Pool, names: list[str], n: int, progress: Callable[[str], None] | None = None) -> None:
+    def dense_state(self, e: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """Member e's whole dense model ({disk name: tensor}), one tensor computed at a time."""
+        with FileCache() as files:
+            return {name: self.member(files, name, e).to(dtype) for name in self.seed.tensors}
+
+    def describe(self, e: int) -> str:
+        if e >= len(self.members):
+            c = self.children[e - len(self.members)]
+            return f"DARE({c.alpha:.3f}·E{c.parents[0]} + {1 - c.alpha:.3f}·E{c.parents[1]}) of the dense models"
+        m = self.members[e]
+        if isinstance(m, LoRAAdapter):
+            return f"the seed with adapter {m.path} merged"
+        return f"seed {m.path}" if m is self.seed else f"checkpoint {m.path}"
+
+
+def expand(pool: Pool, names: list[str], n: int, opts: UpcycleOptions,
+           progress: Callable[[str], None] | None = None) -> None:
     """Adds children to `pool` until it has n members (the genetic step of UpIT)."""
-    opts = pool.opts
     rng = random.Random(f"moelab:upit:{opts.merge_seed}")
     k0 = len(pool)
     sq = [[0.0] * k0 for _ in range(k0)]
@@ -153,10 +209,18 @@ class _Computed:
     """The claim hook of the MixSpec: computes pool members (and their LoRA factors) per dense
     tensor, keeping only the latest tensor's results (the plan visits one projection at a time)."""
 
-    def __init__(self, pool: Pool, n_members: int, rank: int, alpha: float) -> None:
-        self.pool, self.n_members, self.rank, self.scale = pool, n_members, rank, alpha / rank if rank else 1.0
+    def __init__(self, pool: Pool, rank: int, alpha: float) -> None:
+        self.pool, self.rank, self.scale = pool, rank, alpha / rank if rank else 1.0
         self._key: tuple[str, str] | None = None
         self._value: list = []
+
+    def _factors(self, files: FileCache, e: int, dense: str, t: torch.Tensor, base: torch.Tensor) -> tuple:
+        m = self.pool.members[e] if e < len(self.pool.members) else None
+        if isinstance(m, LoRAAdapter) and dense in m.factors:
+            # The adapter's own factors; its scale folded into B when it differs from the MoE's.
+            a, b = (self.pool.read(files, loc) for loc in m.factors[dense])
+            return a, b * (m.scale / self.scale)
+        return lora_factors(t - base, self.rank, self.scale, _mask_generator(self.pool.merge_seed, e, "lora:" + dense))
 
     def _cached(self, kind: str, dense: str, files: FileCache) -> list:
         if self._key != (kind, dense):
@@ -165,9 +229,7 @@ class _Computed:
                 self._value = ts
             else:
                 base = self.pool.read(files, self.pool.seed.tensors[dense])
-                self._value = [lora_factors(t - base, self.rank, self.scale,
-                                            _mask_generator(self.pool.opts.merge_seed, e, "lora:" + dense))
-                               for e, t in enumerate(ts)]
+                self._value = [self._factors(files, e, dense, t, base) for e, t in enumerate(ts)]
             self._key = (kind, dense)
         return self._value
 
@@ -177,14 +239,55 @@ class _Computed:
         if m := _LORA_EXPERT.match(name):
             dense, e, ab = f"{m[1]}.mlp.{_TO_DENSE[m[4]]}.weight", int(m[2]), m[3]
             return lambda files: self._cached("lora", dense, files)[e][0 if ab == "a" else 1]
-        if (m := _FULL_EXPERT.match(name)) and int(m[2]) >= self.n_members:  # checkpoints are plain copies
+        # Checkpoints are plain copies; children and adapter members are computed.
+        if (m := _FULL_EXPERT.match(name)) and (int(m[2]) >= len(self.pool.members)
+                                               or isinstance(self.pool.members[int(m[2])], LoRAAdapter)):
             dense, e = f"{m[1]}.mlp.{_TO_DENSE[m[3]]}.weight", int(m[2])
             return lambda files: self._cached("full", dense, files)[e]
         return None
 
 
-def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Source], progress: Callable[[str], None] | None = None) -> MixSpec:
-    members = [*experts, seed] if opts.keep_seed else list(experts)
+def _check_adapter(seed: Source, a: LoRAAdapter, layers: list[int]) -> None:
+    """The adapter must fit the seed (shapes) and adapt only FFNs that become experts."""
+    for name, (fa, fb) in a.factors.items():
+        loc = seed.tensors.get(name)
+        if loc is None:
+            raise ConfigError(f"{a.path}: adapts {name.removesuffix('.weight')}, which the seed {seed.path} does not have "
+                              "(an adapter of another base model)")
+        out_f, in_f = loc.shape
+        if fa.shape[1] != in_f or fb.shape[0] != out_f:
+            raise ConfigError(f"{a.path}: {name.removesuffix('.weight')} factors {list(fa.shape)} x {list(fb.shape)} do "
+                              f"not fit the seed's weight {list(loc.shape)} (an adapter of another base model)")
+    dense = sorted(a.layers() - set(layers))
+    if dense:
+        raise ConfigError(f"{a.path}: adapts layer {dense[0]}'s FFN, which --moe-layers keeps dense "
+                          "(its delta would be lost)")
+
+
+def _lora_rank(opts: UpcycleOptions, cfg: Any, adapters: list[LoRAAdapter]) -> int:
+    if adapters:
+        ranks = sorted({a.rank for a in adapters})
+        if len(ranks) > 1:
+            raise ConfigError(f"--expert: the adapters have different ranks ({', '.join(map(str, ranks))}); "
+                              "the MoE's LoRA experts share one")
+        if opts.lora_rank not in (0, ranks[0]):
+            raise ConfigError(f"--lora-rank {opts.lora_rank}: the adapters have rank {ranks[0]} (leave it out or give that)")
+        return ranks[0]
+    if opts.lora_rank < 0 or opts.lora_rank > min(cfg.hidden_size, cfg.intermediate_size):
+        raise ConfigError(f"--lora-rank {opts.lora_rank}: must be between 0 (full experts) and "
+                          f"{min(cfg.hidden_size, cfg.intermediate_size)} (the FFN's smaller side)")
+    return opts.lora_rank
+
+
+def _member_record(pool: Pool, e: int) -> dict[str, Any]:
+    m = pool.members[e]
+    kind = "adapter" if isinstance(m, LoRAAdapter) else "seed" if m is pool.seed else "checkpoint"
+    return {"expert": e, "kind": kind, "path": str(Path(m.path).resolve())}
+
+
+def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Member],
+             progress: Callable[[str], None] | None = None) -> MixSpec:
+    members: list[Member] = [*experts, seed] if opts.keep_seed else list(experts)
     if not experts:
         raise ConfigError("--expert: upit needs the intermediate checkpoints of a fine-tuning run (one --expert each)")
     n = opts.num_experts if opts.num_experts is not None else len(members)
@@ -195,26 +298,57 @@ def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Source], progress
     if not 0.0 <= opts.dare_drop < 1.0:
         raise ConfigError(f"--dare-drop {opts.dare_drop}: must be in [0, 1)")
     cfg = seed.cfg
-    if opts.lora_rank < 0 or opts.lora_rank > min(cfg.hidden_size, cfg.intermediate_size):
-        raise ConfigError(f"--lora-rank {opts.lora_rank}: must be between 0 (full experts) and "
-                          f"{min(cfg.hidden_size, cfg.intermediate_size)} (the FFN's smaller side)")
-    pool = Pool(seed, members, opts)
     layers = moe_layer_indices(opts.moe_layers, cfg.num_hidden_layers)
+    adapters = [m for m in experts if isinstance(m, LoRAAdapter)]
+    rank = _lora_rank(opts, cfg, adapters)
+    for a in adapters:
+        _check_adapter(seed, a, layers)
+    pool = Pool(seed, members, opts.merge_seed)
     names = [f"model.layers.{i}.mlp.{p}.weight" for i in layers for p in _FFN]
-    expand(pool, names, n, progress or stderr_progress("upcycle upit"))
+    expand(pool, names, n, opts, progress or stderr_progress("upcycle upit"))
 
-    idx = list(range(1, len(experts) + 1)) + ([0] if opts.keep_seed else [])
-    lora_alpha = float(opts.lora_rank)  # scale 1: the SVD factors carry the delta's size
+    checkpoints = [m for m in experts if isinstance(m, Source)]
+    # Source index of each member: an adapter member's non-FFN tensors are the seed's.
+    idx = [next((1 + i for i, c in enumerate(checkpoints) if c is m), 0) for m in members]
+    scales = {a.scale for a in adapters}
+    # Scale 1 (the SVD factors carry the delta's size), or the adapters' common scale so that
+    # their factors are copied unchanged.
+    lora_alpha = float(rank) * (scales.pop() if len(scales) == 1 else 1.0)
     meta = {
-        "variant": "lora" if opts.lora_rank else "full",
+        "variant": "lora" if rank else "full",
+        "members": [_member_record(pool, e) for e in range(len(members))],
         "genealogy": [asdict(c) for c in pool.children],
         "distance": "L2 over the FFN weights of the MoE layers",
     }
     return MixSpec(
-        sources=[seed, *experts],
+        sources=[seed, *checkpoints],
         expert_sources=idx + [0] * len(pool.children),  # children: computed, see _Computed
         shared_sources=idx,
-        lora_rank=opts.lora_rank, lora_alpha=lora_alpha if opts.lora_rank else 0.0,
-        compute=_Computed(pool, len(members), opts.lora_rank, lora_alpha),
+        lora_rank=rank, lora_alpha=lora_alpha if rank else 0.0,
+        compute=_Computed(pool, rank, lora_alpha),
         meta=meta,
     )
+
+
+def dense_pool(meta: dict[str, Any]) -> Pool:
+    """The pool an upit checkpoint was made from, rebuilt from its config.json record (moelab.*)."""
+    try:
+        seed_path = next(Path(p["path"]) for p in meta["parents"] if p["role"] == "seed")
+        records, genealogy, merge_seed = meta["members"], meta["genealogy"], int(meta["options"]["merge_seed"])
+    except (KeyError, StopIteration, TypeError, ValueError):
+        raise ConfigError("config.json: moelab record of an upit checkpoint without members, genealogy or "
+                          "seed (made by an older moelab?)") from None
+    seed = open_source(seed_path, "seed")
+    members: list[Member] = []
+    for r in records:
+        if r["kind"] == "seed":
+            members.append(seed)
+        elif r["kind"] == "adapter":
+            members.append(open_adapter(Path(r["path"])))
+        else:
+            src = open_source(Path(r["path"]), "expert")
+            check_compatible(seed, src)
+            members.append(src)
+    pool = Pool(seed, members, merge_seed)
+    pool.children = [Child(**c) for c in genealogy]
+    return pool
