@@ -16,13 +16,21 @@ import torch
 from moelab.cli import main
 from moelab.data.mixture import DataConfig
 from moelab.data.tokenizer import ByteTokenizer
-from moelab.io.checkpoint import load_model, save_model
+from moelab.io.checkpoint import load_config, load_model, save_model
 from moelab.methods.api import UpcycleOptions, upcycle
-from moelab.methods.upit import dare, lora_factors, most_different_pair
+from moelab.methods.upit import dare, dense_pool, lora_factors, most_different_pair
 from moelab.models.config import ModelConfig
 from moelab.models.model import MoELabForCausalLM
 from moelab.train.config import TrainConfig
-from moelab.train.router_preopt import PreoptConfig, accuracy, preoptimize, router_samples
+from moelab.train.router_preopt import (
+    PreoptConfig,
+    accuracy,
+    dense_expert_losses,
+    draw_seed_set,
+    preoptimize,
+    sample_losses,
+    tuning_data,
+)
 from moelab.train.trainer import train
 
 TINY = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -154,15 +162,20 @@ def test_preoptimization_beats_a_random_router(trained, tmp_path, lora_rank):
     out = upcycle(UpcycleOptions(method="upit", seed=seed, experts=cks, out=tmp_path / "moe", num_experts=4,
                                  lora_rank=lora_rank, router_seed=1))
     model = load_model(out)
-    windows = router_samples(["code", "math", "prose"], ByteTokenizer(), 32, 120, seed=0)
-    rec = preoptimize(model, windows, PreoptConfig(data="code,math,prose", samples=120, seq_len=32, steps=80))
+    pool = _pool(out)
+    seed_set = draw_seed_set(DATA, ByteTokenizer(), 0.04, 32, seed=0)
+    windows = seed_set.windows
+    # 40k characters a domain: some 3.6k windows of 33 byte tokens, 4% of them.
+    assert 3600 <= seed_set.tuning_windows < 3800 and len(windows) == math.ceil(0.04 * seed_set.tuning_windows)
+    rec = preoptimize(model, windows, PreoptConfig(data="code,math,prose", seq_len=32, steps=80), pool)
+    assert rec["labels_from"]["kind"] == "dense models"
     # Domain experts: each domain's samples go mostly to its own checkpoint.
     assert sum(rec["label_counts"][:3]) >= 0.8 * sum(rec["label_counts"])
     assert rec["heldout_accuracy_after"] > rec["heldout_accuracy_before"]
     assert rec["heldout_accuracy_after"] >= 0.6
     # Random routers (other draws) do not label well: the trained ones beat every one of them.
     n_held = rec["heldout_samples"]
-    labels = torch.tensor(_labels(out, windows))[:n_held]
+    labels = dense_expert_losses(pool, windows, 16).argmin(-1)[:n_held]
     for s in range(3):
         rnd = load_model(out)
         with torch.no_grad():
@@ -172,10 +185,40 @@ def test_preoptimization_beats_a_random_router(trained, tmp_path, lora_rank):
         assert accuracy(rnd, windows[:n_held], labels, 16) < rec["heldout_accuracy_after"]
 
 
-def _labels(ckpt: Path, windows: torch.Tensor) -> list[int]:
-    from moelab.train.router_preopt import expert_losses
+def _pool(ckpt: Path):
+    return dense_pool(json.loads((ckpt / "config.json").read_text())["moelab"])
 
-    return expert_losses(load_model(ckpt), windows, 16).argmin(-1).tolist()
+
+def test_labels_come_from_the_experts_dense_models(trained, tmp_path):
+    """Each expert's loss is its dense checkpoint's: the checkpoints as load_model reads them, and
+    for the merged child the same merge of the parents' whole dense models, done here by hand."""
+    seed, cks = trained
+    out = upcycle(UpcycleOptions(method="upit", seed=seed, experts=cks[:2], out=tmp_path / "moe", num_experts=3,
+                                 lora_rank=4, dare_drop=0.0))
+    pool = _pool(out)
+    windows = draw_seed_set(DATA, ByteTokenizer(), 0.001, 12, seed=1).windows
+    assert len(windows) == 12  # 0.1% of ~3.6k windows is 4: the minimum wins
+    a = json.loads((out / "config.json").read_text())["moelab"]["genealogy"][0]["alpha"]
+    sd0, sd1 = (load_model(c).state_dict() for c in cks[:2])
+    child = MoELabForCausalLM(load_config(seed))
+    child.load_state_dict({k: a * sd0[k] + (1 - a) * sd1[k] for k in sd0})  # p = 0: no drop, the seed cancels
+    expect = torch.stack([sample_losses(m.eval(), windows, 5) for m in (load_model(cks[0]), load_model(cks[1]), child)], 1)
+    torch.testing.assert_close(dense_expert_losses(pool, windows, 8), expect, atol=1e-5, rtol=1e-5)
+
+
+def test_a_merged_dense_model_holds_the_moe_expert(trained, tmp_path):
+    """With DARE (p = 0.5) too, the child's dense FFN in an MoE layer is the MoE's expert exactly."""
+    seed, cks = trained
+    out = upcycle(UpcycleOptions(method="upit", seed=seed, experts=cks, out=tmp_path / "moe", num_experts=5,
+                                 dare_drop=0.5))
+    pool = _pool(out)
+    moe = load_model(out).state_dict()
+    for e in (3, 4):  # the two children, the second perhaps a grandchild
+        dense = pool.dense_state(e)
+        for w, proj in (("w1", "gate_proj"), ("w2", "down_proj")):
+            torch.testing.assert_close(moe[f"model.layers.1.block_sparse_moe.experts.{w}"][e],
+                                       dense[f"model.layers.1.mlp.{proj}.weight"], atol=1e-6, rtol=0)
+    assert "DARE" in pool.describe(3) and str(cks[0].resolve()) in pool.describe(0)
 
 
 def test_cli_upcycle_records_variant_genealogy_and_preopt_then_trains(trained, tmp_path, capsys):
@@ -183,7 +226,7 @@ def test_cli_upcycle_records_variant_genealogy_and_preopt_then_trains(trained, t
     out = tmp_path / "moe"
     args = ["upcycle", "--method", "upit", "--seed", str(seed), *(x for c in cks[:2] for x in ("--expert", str(c))),
             "--num-experts", "4", "--lora-rank", "4", "--out", str(out), "--router-data", "code,math",
-            "--router-samples", "32", "--router-steps", "5", "--seq-len", "32"]
+            "--router-fraction", "0.002", "--router-min-samples", "16", "--router-steps", "5", "--seq-len", "32"]
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "moelab" and cfg["moe"]["lora_rank"] == 4 and cfg["moe"]["method"] == "upit"
@@ -192,7 +235,10 @@ def test_cli_upcycle_records_variant_genealogy_and_preopt_then_trains(trained, t
     assert [g["expert"] for g in meta["genealogy"]] == [2, 3]
     assert meta["genealogy"][0]["parents"] == [0, 1]
     pre = meta["router_preopt"]
-    assert pre["trained"] and pre["train_samples"] + pre["heldout_samples"] == 32
+    # --router-data's synthetic domains at their default size (1M characters each): 0.2% of their windows.
+    assert pre["trained"] and pre["train_samples"] + pre["heldout_samples"] == pre["samples"]
+    assert pre["samples"] == math.ceil(0.002 * pre["tuning_windows"]) and pre["tuning_windows"] > 50_000
+    assert pre["labels_from"]["kind"] == "dense models" and len(pre["labels_from"]["experts"]) == 4
     assert {"heldout_accuracy_before", "heldout_accuracy_after", "label_counts"} <= set(pre)
     assert [p["role"] for p in meta["parents"]] == ["seed", "expert", "expert"]
     assert (out / "moelab_tokenizer.json").exists()
@@ -216,9 +262,28 @@ def test_router_init_hidden_sets_routers_from_data(trained, tmp_path):
     out = tmp_path / "moe"
     assert main(["upcycle", "--method", "btx", "--seed", str(seed), *(x for c in cks for x in ("--expert", str(c))),
                  "--out", str(out), "--router-init", "hidden", "--router-data", "code,math,prose",
-                 "--router-samples", "48", "--seq-len", "32"]) == 0
+                 "--router-min-samples", "48", "--seq-len", "32"]) == 0
     meta = json.loads((out / "config.json").read_text())["moelab"]
     assert meta["options"]["router_init"] == "hidden" and not meta["router_preopt"]["trained"]
     gate = load_model(out).state_dict()["model.layers.0.block_sparse_moe.gate.weight"]
     assert torch.allclose(gate.norm(dim=1), torch.ones(3), atol=1e-5)  # every expert got samples: unit rows
     assert meta["router_preopt"]["heldout_accuracy_after"] > meta["router_preopt"]["heldout_accuracy_before"]
+
+
+def test_seed_set_is_a_fraction_of_the_tuning_data_with_a_minimum(tmp_path):
+    text = tmp_path / "small.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 30)  # ~1.4k bytes: ~40 windows of 33
+    data = tuning_data(["math", str(text)], seq_len=32)
+    data.synthetic_train_chars = 20_000
+    tok = ByteTokenizer()
+    big = draw_seed_set(data, tok, 0.05, 4, seed=0)
+    n_math = 20_000 // 33
+    assert n_math <= big.tuning_windows < n_math + 120 and len(big.windows) == math.ceil(0.05 * big.tuning_windows)
+    # Distinct windows while the data has enough, each domain in proportion to its size.
+    assert len({tuple(w.tolist()) for w in big.windows}) == len(big.windows)
+    fox = sum(bytes(w.tolist()).count(b"fox") > 0 for w in big.windows)
+    assert 0 < fox <= 0.2 * len(big.windows)
+    # Tiny data: the minimum wins (overlapping windows where a domain runs out), and the log says so.
+    small = draw_seed_set(tuning_data([str(text)], seq_len=32), tok, 0.01, 60, seed=0)
+    assert len(small.windows) == 60 and small.by_fraction == 1
+    assert "the minimum 60" in small.describe(PreoptConfig(data=str(text), fraction=0.01, min_samples=60))

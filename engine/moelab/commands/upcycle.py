@@ -63,7 +63,11 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
     u.add_argument("--router-data", metavar="DATA",
                    help="router pre-optimization seed set: synthetic domains (code,math,prose) and/or "
                         ".txt/.jsonl files, comma-separated; without it upit's routers stay random")
-    u.add_argument("--router-samples", type=int, default=128, metavar="N", help="seed-set windows, a quarter held out (default 128)")
+    u.add_argument("--router-fraction", type=float, default=0.01, metavar="F",
+                   help="seed set = this fraction of the --router-data windows, a quarter held out (default 0.01, "
+                        "the paper's 1%%)")
+    u.add_argument("--router-min-samples", type=int, default=32, metavar="N",
+                   help="but at least N windows, for small data (default 32)")
     u.add_argument("--router-steps", type=int, default=60, metavar="N", help="pre-optimization steps (default 60)")
     u.add_argument("--router-alpha", type=float, default=0.5, metavar="A",
                    help="A·L_lm + (1-A)·BCE labelling loss (default 0.5)")
@@ -107,6 +111,7 @@ def preopt_config(args: argparse.Namespace) -> PreoptConfig | None:
     if args.method != "upit" and args.router_init != "hidden":
         raise ConfigError("--router-data: router pre-optimization is UpIT's (--method upit); other methods use it "
                           "only with --router-init hidden")
-    return PreoptConfig(data=args.router_data, samples=args.router_samples, steps=args.router_steps,
+    return PreoptConfig(data=args.router_data, fraction=args.router_fraction, min_samples=args.router_min_samples,
+                        steps=args.router_steps,
                         alpha=args.router_alpha, seq_len=args.seq_len, seed=args.router_seed,
                         init=args.router_init, train=args.method == "upit")

@@ -42,23 +42,31 @@ def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str
     """Any checkpoint MoE Lab reads or writes: a dense family (config.FAMILIES), Mixtral, or model_type moelab."""
     ckpt = Path(ckpt)
     cfg = load_config(ckpt)
-    model = meta_model(cfg)
     with TensorReader(ckpt) as reader:
-        state = layout.from_disk(split_fused(dict(reader.items()), cfg, ckpt))
+        tensors = split_fused(dict(reader.items()), cfg, ckpt)
+    return model_from_tensors(cfg, tensors, str(ckpt), dtype, device)
+
+
+def model_from_tensors(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: str,
+                       dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> MoELabForCausalLM:
+    """The model `cfg` describes with weights {disk name: tensor} (a checkpoint's, or computed ones;
+    fused projections already split); `where` names them in errors."""
+    model = meta_model(cfg)
+    state = layout.from_disk(tensors)
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not (cfg.tie_word_embeddings and k == "lm_head.weight")]
     if missing:
-        raise CheckpointError(f"{ckpt}: tensor {_disk_hint(missing[0])!r} is missing ({len(missing)} missing)")
+        raise CheckpointError(f"{where}: tensor {_disk_hint(missing[0])!r} is missing ({len(missing)} missing)")
     for k, t in state.items():
         if k in expected and tuple(t.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"{ckpt}: tensor {k!r} has shape {list(t.shape)}, config.json implies {list(expected[k].shape)}")
+            raise CheckpointError(f"{where}: tensor {k!r} has shape {list(t.shape)}, config.json implies {list(expected[k].shape)}")
     # A tensor the model has no place for means config.json describes another architecture:
     # dropping it silently would compute something else (old checkpoints' rotary buffers aside).
     unused = [k for k in state if k not in expected and not k.endswith("rotary_emb.inv_freq")]
     if unused:
-        raise CheckpointError(f"{ckpt}: tensor {unused[0]!r} is not part of the model config.json describes ({len(unused)} unused)")
+        raise CheckpointError(f"{where}: tensor {unused[0]!r} is not part of the model config.json describes ({len(unused)} unused)")
     state = {k: v for k, v in state.items() if k in expected}
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_word_embeddings:

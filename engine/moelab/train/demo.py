@@ -51,7 +51,7 @@ def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool
         defaults = Hyper(steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, log_every=5,
                          eval_every=20, eval_batches=2, ckpt_every=20, keep_last=1)
         seed_steps, branch_steps, moe_steps = 60, 15, 15
-        tune_steps, tune_every, router_samples, router_steps = 15, 5, 24, 5
+        tune_steps, tune_every, router_min_samples, router_steps = 15, 5, 24, 5
     else:
         model = default_seed_model(parallel_block)
         data = DataConfig(seq_len=128, synthetic_train_chars=1_000_000, synthetic_eval_chars=65_536)
@@ -60,7 +60,7 @@ def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool
         # Sized so that one seed of the study (five methods, three controls, two ablation rows)
         # stays within ten minutes on two CPU cores (DEMO_RESULTS.md has the timings).
         seed_steps, branch_steps, moe_steps = 300, 80, 70
-        tune_steps, tune_every, router_samples, router_steps = 75, 25, 96, 40
+        tune_steps, tune_every, router_min_samples, router_steps = 75, 25, 96, 40
     half = {"lr": defaults.lr / 2, "warmup_steps": defaults.warmup_steps // 2}
     aux = {"load_balancing": PerRouter(ffn=0.01, attn=0.01), "z_loss": PerRouter(ffn=0.001, attn=0.001)}
     stages = [
@@ -70,7 +70,7 @@ def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool
         *([StageConfig(kind="tune", steps=tune_steps, ckpt_every=tune_every, **half)] if "upit" in methods else []),
         # Its steps follow from the branches and the MoE stage (as many tokens as a BTX/BAM MoE after the seed).
         *([StageConfig(kind="continued", **half)] if controls else []),
-        StageConfig(kind="upcycle", methods=methods, top_k=2, keep_seed=True, router_samples=router_samples,
+        StageConfig(kind="upcycle", methods=methods, top_k=2, keep_seed=True, router_min_samples=router_min_samples,
                     router_steps=router_steps, variants=study_variants(methods) if controls else []),
         # Every MoE gets the same steps × batch × seq_len (the same token budget), except btx-compute.
         StageConfig(kind="moe", steps=moe_steps, **half, **aux),

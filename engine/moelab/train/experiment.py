@@ -80,7 +80,9 @@ class StageConfig:
     # upcycle, method upit (its experts are the tune stage's checkpoints)
     lora_rank: int = field(default=0, metadata=_help("upit: 0 = full FFN experts, r = rank-r LoRA experts"))
     dare_drop: float = field(default=0.5, metadata=_help("upit: DARE drop rate of merged experts"))
-    router_samples: int = field(default=128, metadata=_help("upit: router pre-optimization seed-set windows"))
+    router_fraction: float = field(default=0.01, metadata=_help(
+        "upit: router pre-optimization seed set, this fraction of the tuning data's windows (the paper: 1%)"))
+    router_min_samples: int = field(default=32, metadata=_help("upit: ...but at least this many seed-set windows"))
     router_steps: int = field(default=60, metadata=_help("upit: router pre-optimization steps"))
     # training overrides (dense, branch, tune, continued, moe)
     steps: int | None = field(default=None, metadata=_help(

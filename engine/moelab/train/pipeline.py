@@ -238,11 +238,6 @@ class Pipeline:
     def _up_parents(method: str, seed_id: str, branch_ids: list[str], tune_id: str) -> list[str]:
         return [seed_id, tune_id] if method == "upit" else [seed_id, *branch_ids]
 
-    def _router_data(self) -> str:
-        """The seed set of router pre-optimization: the experiment's own domains."""
-        srcs = self.exp.data.sources
-        return ",".join(s.domain if s.kind == "synthetic" else s.path for s in srcs if s.kind in ("synthetic", "text", "jsonl"))
-
     def _upcycle(self, stage: StageConfig, variant: Variant, run_id: str, seed: Path, experts: list[Path],
                  parents: list[str], n_others: int = 0) -> Path | None:
         method = variant.method
@@ -276,11 +271,12 @@ class Pipeline:
             # The MoE reads text like its seed: carry the seed's tokenizer files along.
             seed_cfg = load_config(seed)
             load_tokenizer(seed, seed_cfg.vocab_size, seed_cfg.eos_token_id).save(Path(ck))
-            data = self._router_data()
-            if (method == "upit" or stage.router_init == "hidden") and data:
+            data = self.exp.data  # the seed set is a fraction of the tuning data
+            if method == "upit" or stage.router_init == "hidden":
                 preoptimize_checkpoint(Path(ck), PreoptConfig(
-                    data=data, samples=stage.router_samples, steps=stage.router_steps, seq_len=self.exp.data.seq_len,
-                    seed=stage.router_seed, init=stage.router_init, train=method == "upit"), _log_as(run_id))
+                    data=",".join(s.domain for s in data.sources), fraction=stage.router_fraction,
+                    min_samples=stage.router_min_samples, steps=stage.router_steps, seq_len=data.seq_len,
+                    seed=stage.router_seed, init=stage.router_init, train=method == "upit"), _log_as(run_id), data)
         except Exception as e:  # one method failing must not stop the others
             msg = str(e) or type(e).__name__
             rd.set_status("failed", msg)
