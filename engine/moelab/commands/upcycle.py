@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--seed", required=True, type=Path, metavar="DIR", help="dense seed checkpoint (HF layout)")
     p.add_argument("--expert", action="append", default=[], type=Path, metavar="DIR",
-                   help="dense expert checkpoint, repeat for each expert (btx, bam-*; upit: a fine-tuning run's checkpoints)")
+                   help="dense expert checkpoint, repeat for each expert (btx, bam-*; upit: a fine-tuning run's checkpoints, "
+                        "or PEFT LoRA adapter directories of the seed)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--num-experts", type=int, default=None, metavar="N",
                    help="sparse: number of copies (default 4); upit: the checkpoints plus merged children "
@@ -56,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
     u = p.add_argument_group("upit", "experts = --expert checkpoints of one fine-tuning run, expanded to "
                              "--num-experts by DARE-merging the most different pair")
     u.add_argument("--lora-rank", type=int, default=0, metavar="R",
-                   help="0: full FFN experts (default); R: rank-R LoRA experts on the seed's shared FFN")
+                   help="0: full FFN experts (default); R: rank-R LoRA experts on the seed's shared FFN "
+                        "(adapters as experts: their rank)")
     u.add_argument("--dare-drop", type=float, default=0.5, metavar="P", help="DARE drop rate of merged deltas (default 0.5)")
     u.add_argument("--no-dare-rescale", action="store_true", help="do not rescale kept delta entries by 1/(1-P)")
     u.add_argument("--merge-seed", type=int, default=0, metavar="S", help="seed of the merge weights and DARE masks")
