@@ -16,8 +16,9 @@ from hf_tiny import hf_logits, input_ids, make_hf, save_hf
 
 from moelab.cli import main
 from moelab.errors import ConfigError
-from moelab.io.checkpoint import load_model
+from moelab.io.checkpoint import load_model, model_from_tensors
 from moelab.methods.api import UpcycleOptions, upcycle
+from moelab.methods.upit import dense_pool
 from moelab.train.router_preopt import forced_expert
 
 peft = pytest.importorskip("peft")
@@ -51,7 +52,9 @@ def peft_merged_logits(adapter: Path) -> torch.Tensor:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     root = tmp_path_factory.mktemp("peft")
     seed = save_hf(make_hf("llama", seed=SEED), root / "seed")
-    adapters = [make_adapter(root / "a0", 1), make_adapter(root / "a1", 2, alpha=3, use_rslora=True)]
+    # Different scales (alpha/r = 2, rsLoRA 3/sqrt(4)), and one adapting only some projections.
+    adapters = [make_adapter(root / "a0", 1), make_adapter(root / "a1", 2, alpha=3, use_rslora=True),
+                make_adapter(root / "a2", 3, targets=["up_proj", "down_proj"])]
     return seed, adapters
 
 
@@ -67,7 +70,7 @@ def test_forced_expert_equals_peft_merged_model(setup, tmp_path):
     out = upcycle(UpcycleOptions(method="upit", seed=seed, experts=adapters, out=tmp_path / "moe", top_k=2))
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["moe"]["lora_rank"] == 4 and cfg["moelab"]["variant"] == "lora"
-    assert [m["kind"] for m in cfg["moelab"]["members"]] == ["adapter", "adapter"]
+    assert [m["kind"] for m in cfg["moelab"]["members"]] == ["adapter"] * 3
     for e, a in enumerate(adapters):
         torch.testing.assert_close(_forced_logits(out, e), peft_merged_logits(a), atol=1e-4, rtol=0)
     # The adapters differ: forcing the other expert gives another model.
@@ -92,13 +95,18 @@ def test_identical_adapters_equal_peft_merged_model_with_ordinary_routing(setup,
 
 def test_adapters_expand_and_keep_the_seed(setup, tmp_path):
     seed, adapters = setup
-    out = upcycle(UpcycleOptions(method="upit", seed=seed, experts=adapters, out=tmp_path / "moe", num_experts=4,
+    out = upcycle(UpcycleOptions(method="upit", seed=seed, experts=adapters[:2], out=tmp_path / "moe", num_experts=4,
                                  keep_seed=True, dare_drop=0.0))
     meta = json.loads((out / "config.json").read_text())["moelab"]
     assert [m["kind"] for m in meta["members"]] == ["adapter", "adapter", "seed"]
     assert len(meta["genealogy"]) == 1
     # The seed member is the seed: forcing it gives transformers' dense model.
     torch.testing.assert_close(_forced_logits(out, 2), hf_logits(make_hf("llama", seed=SEED), IDS), atol=1e-4, rtol=0)
+    # The dense model router pre-optimization labels with, for an adapter member: peft's merged model.
+    pool = dense_pool(meta)
+    dense = model_from_tensors(pool.seed.cfg, pool.dense_state(1), "expert 1")
+    with torch.no_grad():
+        torch.testing.assert_close(dense(IDS).logits.float(), peft_merged_logits(adapters[1]), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["attention", "ranks", "base", "lora_rank", "not_upit"])
@@ -108,8 +116,8 @@ def test_adapters_the_engine_cannot_express_are_refused(setup, tmp_path, kind, c
         "attention": [make_adapter(tmp_path / "q", 3, targets=["q_proj", "gate_proj"])],
         "ranks": [adapters[0], make_adapter(tmp_path / "r8", 3, r=8)],
         "base": [make_adapter(tmp_path / "wide", 3, intermediate_size=64)],
-        "lora_rank": adapters,
-        "not_upit": adapters,
+        "lora_rank": adapters[:2],
+        "not_upit": adapters[:2],
     }[kind]
     args = ["upcycle", "--method", "btx" if kind == "not_upit" else "upit", "--seed", str(seed),
             *(x for e in experts for x in ("--expert", str(e))), "--out", str(tmp_path / "moe"),
