@@ -16,6 +16,7 @@ import torch
 from moelab.cli import main
 from moelab.data.mixture import DataConfig
 from moelab.data.tokenizer import ByteTokenizer
+from moelab.errors import ConfigError
 from moelab.io.checkpoint import load_config, load_model, save_model
 from moelab.methods.api import UpcycleOptions, upcycle
 from moelab.methods.upit import dare, dense_pool, lora_factors, most_different_pair
@@ -287,3 +288,33 @@ def test_seed_set_is_a_fraction_of_the_tuning_data_with_a_minimum(tmp_path):
     small = draw_seed_set(tuning_data([str(text)], seq_len=32), tok, 0.01, 60, seed=0)
     assert len(small.windows) == 60 and small.by_fraction == 1
     assert "the minimum 60" in small.describe(PreoptConfig(data=str(text), fraction=0.01, min_samples=60))
+
+
+def test_pipeline_trains_upit_lora_with_the_backbone_frozen_when_asked(tmp_path):
+    """The paper's LoRA setting: only the LoRA experts and the routers learn (the generic freeze option)."""
+    from moelab.train.config import Hyper
+    from moelab.train.experiment import ExperimentConfig, StageConfig
+    from moelab.train.pipeline import Pipeline
+
+    hyper = Hyper(steps=4, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=1, log_every=2, eval_every=100,
+                  eval_batches=1, ckpt_every=2, keep_last=1)
+    exp = ExperimentConfig(name="x", out=str(tmp_path / "runs"), device="cpu", data=DATA, defaults=hyper, stages=[
+        StageConfig(kind="dense", model=ModelConfig(**TINY)),
+        StageConfig(kind="tune"),
+        StageConfig(kind="upcycle", methods=["upit"], num_experts=3, lora_rank=4, lora_freeze_backbone=True,
+                    router_min_samples=8, router_steps=2),
+        StageConfig(kind="moe", steps=3)])
+    exp.validate()
+    exp.stages[2].lora_rank = 0
+    with pytest.raises(ConfigError, match="lora_freeze_backbone: needs lora_rank > 0"):
+        exp.validate()
+    exp.stages[2].lora_rank = 4
+    res = Pipeline(exp, quiet=True).run()
+    assert res.status == "done", res.failures
+    info = json.loads((tmp_path / "runs" / "x-moe-upit" / "run.json").read_text())
+    assert info["freeze"]["groups"] == ["backbone"]
+    before, after = load_model(res.checkpoints["upcycle-upit"]).state_dict(), load_model(res.checkpoints["upit"]).state_dict()
+    shared = "model.layers.0.block_sparse_moe.shared_mlp.up_proj.weight"
+    assert torch.equal(before[shared], after[shared]) and torch.equal(before["model.norm.weight"], after["model.norm.weight"])
+    lora = "model.layers.0.block_sparse_moe.experts.lora_b_w1"
+    assert not torch.equal(before[lora], after[lora])

@@ -80,6 +80,9 @@ class StageConfig:
     # upcycle, method upit (its experts are the tune stage's checkpoints)
     lora_rank: int = field(default=0, metadata=_help("upit: 0 = full FFN experts, r = rank-r LoRA experts"))
     dare_drop: float = field(default=0.5, metadata=_help("upit: DARE drop rate of merged experts"))
+    lora_freeze_backbone: bool = field(default=False, metadata=_help(
+        "upit with lora_rank > 0: the moe stage trains upit's MoE with the backbone frozen (`freeze`: "
+        "only the LoRA experts and the routers learn, as in the paper's LoRA setting)"))
     router_fraction: float = field(default=0.01, metadata=_help(
         "upit: router pre-optimization seed set, this fraction of the tuning data's windows (the paper: 1%)"))
     router_min_samples: int = field(default=32, metadata=_help("upit: ...but at least this many seed-set windows"))
@@ -161,6 +164,9 @@ class ExperimentConfig:
         if "moe" in kinds and "upcycle" not in kinds:
             raise ConfigError("stages: a 'moe' stage needs an 'upcycle' stage before it")
         moe, up = self.stage("moe"), self.stage("upcycle")
+        if up is not None and up.lora_freeze_backbone and not up.lora_rank:
+            raise ConfigError(f"stages[{self.stages.index(up)}].lora_freeze_backbone: needs lora_rank > 0 (UpIT's "
+                              "LoRA experts; full experts would train the whole FFN anyway)")
         if up is not None and any(up.variant(x).method == "upit" for x in up.labels()) and "tune" not in kinds:
             raise ConfigError(f"stages[{self.stages.index(up)}].methods: upit needs a 'tune' stage (its "
                               "intermediate checkpoints are upit's experts)")

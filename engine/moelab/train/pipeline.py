@@ -193,6 +193,8 @@ class Pipeline:
             cfg = self._train_config(moe, mid, "moe", init=str(upcycled[x]), method=v.method, parents=[up_ids[x]],
                                      capacity_factor=moe.capacity_factor, router_jitter_noise=moe.router_jitter_noise)
             cfg.steps = steps
+            if v.method == "upit" and up is not None and up.lora_rank and up.lora_freeze_backbone:
+                cfg.freeze = [*cfg.freeze, *(["backbone"] if "backbone" not in cfg.freeze else [])]
             try:
                 ck = self._train(cfg)
             except MoELabError as e:  # a diverged or failed MoE does not stop the other methods
