@@ -93,3 +93,22 @@ def test_top_k_attention_executes_fewer_flops(shared_kv):
 
     soft, top2, top1 = flops(0), flops(2), flops(1)
     assert top1 < top2 < soft, (top1, top2, soft)
+
+
+def test_router_weights_option_reaches_the_checkpoint(tmp_path):
+    """`--router-weights raw` is recorded in the MoE, and Mixtral (which renormalises) is not written."""
+    import json
+
+    from hf_tiny import make_hf, save_hf
+
+    from moelab.cli import main
+
+    seed = save_hf(make_hf("llama", seed=1), tmp_path / "seed")
+    for rule, model_type in (("raw", "moelab"), ("st", "mixtral")):
+        out = tmp_path / f"moe-{rule}"
+        assert main(["upcycle", "--method", "btx", "--seed", str(seed), "--expert", str(seed), "--expert", str(seed),
+                     "--router-weights", rule, "--out", str(out)]) == 0
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["model_type"] == model_type
+        if model_type == "moelab":
+            assert cfg["moe"]["router_weights"] == "raw"

@@ -50,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
                         "later tokens dropped (0 = dropless, default; >0 makes the output model_type moelab)")
     p.add_argument("--router-jitter-noise", type=float, default=0.0, metavar="EPS",
                    help="while training, multiply every router's input by uniform(1-EPS, 1+EPS) (default 0 = off)")
+    p.add_argument("--router-weights", default="st", choices=("st", "renorm", "raw"),
+                   help="top-k weights: st = renormalised, with the kept probabilities' gradient so routers learn "
+                        "at k=1 (default); renorm = Mixtral's exactly; raw = Switch's unnormalised probabilities "
+                        "(breaks the identical-experts invariant; the output is model_type moelab)")
     p.add_argument("--router-init", default="random", choices=("random", "hidden"),
                    help="hidden: each router row is the mean hidden state of the --router-data samples "
                         "whose lowest-loss expert it routes to (needs --router-data)")
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         keep_seed=args.keep_seed, max_shard_bytes=parse_size(args.max_shard_size), overwrite=args.overwrite,
         lora_rank=args.lora_rank, dare_drop=args.dare_drop, dare_rescale=not args.no_dare_rescale,
         merge_seed=args.merge_seed, capacity_factor=args.capacity_factor,
-        router_jitter_noise=args.router_jitter_noise,
+        router_jitter_noise=args.router_jitter_noise, router_weights=args.router_weights,
     )
     preopt = preopt_config(args)
     if preopt is not None:

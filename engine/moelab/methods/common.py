@@ -200,6 +200,7 @@ def output_config(opts: UpcycleOptions, spec: MixSpec) -> ModelConfig:
         lora_alpha=spec.lora_alpha,
         capacity_factor=opts.capacity_factor,
         router_jitter_noise=opts.router_jitter_noise,
+        router_weights=opts.router_weights,
         method=opts.method,
     )
     cfg = dataclasses.replace(seed, moe=moe, model_type="moelab")

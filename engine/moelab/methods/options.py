@@ -26,6 +26,8 @@ class UpcycleOptions:
     router_init: str = "random"
     capacity_factor: float = 0.0  # FFN expert capacity of the MoE (0 = dropless); Mixtral cannot express it
     router_jitter_noise: float = 0.0  # router input × uniform(1-ε, 1+ε) in training (0 = off)
+    # Kept top-k probabilities -> weights: st (renormalised, straight-through gradient) | renorm | raw
+    router_weights: str = "st"
     keep_seed: bool = False  # add the seed itself as one more expert (BAM's general-text expert)
     max_shard_bytes: int = 2 * 1024**3
     overwrite: bool = False

@@ -72,6 +72,9 @@ class StageConfig:
         "upcycle: FFN expert capacity factor of the MoE (default 0 = dropless); moe: change it for training"))
     router_jitter_noise: float | None = field(default=None, metadata=_help(
         "upcycle: router jitter ε of the MoE (default 0 = off); moe: change it for training"))
+    router_weights: Literal["st", "renorm", "raw"] = field(default="st", metadata=_help(
+        "upcycle: top-k weights: st = renormalised with the kept probabilities' gradient (routers learn at k=1), "
+        "renorm = Mixtral's, raw = Switch's"))
     router_init: Literal["random", "hidden"] = "random"
     router_seed: int = 0
     variants: list[Variant] = field(default_factory=list, metadata=_help(

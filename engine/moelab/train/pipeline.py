@@ -263,7 +263,8 @@ class Pipeline:
                               overwrite=True, lora_rank=stage.lora_rank if method == "upit" else 0,
                               dare_drop=stage.dare_drop, merge_seed=stage.router_seed,
                               capacity_factor=stage.capacity_factor or 0.0,
-                              router_jitter_noise=stage.router_jitter_noise or 0.0)
+                              router_jitter_noise=stage.router_jitter_noise or 0.0,
+                              router_weights=stage.router_weights)
         rd = RunDir(path, run_id, "upcycle", method=method, parents=parents, experiment=self.exp.name,
                     config=jsoncfg.to_dict(opts) | {"seed": str(seed), "experts": [str(e) for e in opts.experts],
                                                     "out": str(out)})
