@@ -125,7 +125,7 @@ CASES = {
     "bam-skv-top2": (dict(method="bam-skv", attn_top_k=2, top_k=1), "llama", "moelab"),
     "upit-lora": (dict(method="upit", lora_rank=4, num_experts=3), "llama", "moelab"),
     "btx-qwen2": (dict(method="btx", top_k=2), "qwen2", "moelab"),
-    # save_model (training checkpoints) of a parallel-block LoRA MoE on some layers, then its export.
+    # save_model (training checkpoints) of a parallel-block, tied-embedding LoRA MoE on some layers, then its export.
     "train-export-parallel": (None, None, "moelab"),
 }
 
@@ -141,7 +141,7 @@ def _upcycled(root: Path, name: str, opts: dict, family: str) -> Path:
 
 def _trained_and_exported(root: Path) -> Path:
     cfg = ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=2, parallel_block=True, model_type="moelab",
+                      num_key_value_heads=2, parallel_block=True, tie_word_embeddings=True, model_type="moelab",
                       moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[1, 2], lora_rank=4, method="upit"))
     torch.manual_seed(0)
     model = MoELabForCausalLM(cfg)

@@ -132,6 +132,12 @@ class Model(nn.Module):
         return self.norm(x), routers
 
 
+def lm_logits(cfg: ModelConfig, lm_head: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """Logits from the final normed hidden states: the one place for what a family does after the
+    LM head (Gemma2's soft-cap), shared with the transformers wrapper (remote_code/hf_wrapper.py)."""
+    return softcap(lm_head(h), cfg.final_logit_softcapping)
+
+
 class MoELabForCausalLM(nn.Module):
     """forward(input_ids[, cache]) -> CausalLMOutput(logits, router_logits)."""
 
@@ -146,8 +152,7 @@ class MoELabForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> CausalLMOutput:
         h, routers = self.model(input_ids, cache)
-        logits = softcap(self.lm_head(h), self.config.final_logit_softcapping)
-        return CausalLMOutput(logits=logits, router_logits=routers, hidden_states=h)
+        return CausalLMOutput(logits=lm_logits(self.config, self.lm_head, h), router_logits=routers, hidden_states=h)
 
     def set_moe_options(self, capacity_factor: float | None = None, router_jitter_noise: float | None = None) -> None:
         """Changes the MoE's capacity factor and router jitter in place (None = keep): config and modules.

@@ -19,7 +19,7 @@ from transformers.core_model_loading import MergeModulelist, WeightConverter
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 
 from moelab.models.config import ModelConfig
-from moelab.models.model import Model
+from moelab.models.model import Model, lm_logits
 from moelab.models.rope import RotaryEmbedding, inv_frequencies
 
 # Stacked parameter (module.experts.NAME) <- per-expert disk tensor (module.experts.E.DISK).
@@ -79,7 +79,7 @@ class MoELabHFForCausalLM(PreTrainedModel, GenerationMixin):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         hidden, routers = self.model(input_ids, past_key_values if use_cache else None)
-        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        logits = lm_logits(self.engine_config, self.lm_head, hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
