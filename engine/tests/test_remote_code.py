@@ -4,7 +4,8 @@ Each method's output (and a training checkpoint, and `export --format hf`) is lo
 process where `import moelab` fails, by AutoModelForCausalLM: model_type moelab through the
 checkpoint's generated modeling_moelab.py (trust_remote_code), Mixtral-compatible ones natively.
 The child's logits and router logits must equal moelab.load_model's here, and greedy generate()
-must give the same tokens with and without the KV cache and as an argmax loop by hand.
+must give the same tokens with and without the KV cache and as an argmax loop by hand; what
+transformers saves back (save_pretrained) must load in MoE Lab as the same model.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ for ckpt, out_file, remote in zip(args[0::3], args[1::3], args[2::3]):
             for _ in range(__NEW__):
                 nxt = model(input_ids=seq, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
                 seq = torch.cat([seq, nxt], dim=1)
+        model.save_pretrained(out_file + ".saved")
         result = {"class": type(model).__name__, "module": type(model).__module__, "logits": out.logits,
                   "router_logits": [r.reshape(-1, r.shape[-1]) for r in out.router_logits],
                   "cached": cached, "uncached": uncached, "manual": seq}
@@ -90,7 +92,7 @@ def load_in_plain_transformers(ckpts: dict[str, Path], work: Path) -> dict[str, 
     proc = subprocess.run([sys.executable, "-c", CHILD, str(work / "ids.pt"), *args],
                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {name: torch.load(work / f"{name}.pt") for name in ckpts}
+    return {name: {**torch.load(work / f"{name}.pt"), "saved": work / f"{name}.pt.saved"} for name in ckpts}
 
 
 def check_same_model(ckpt: Path, got: dict, model_type: str) -> None:
@@ -105,6 +107,8 @@ def check_same_model(ckpt: Path, got: dict, model_type: str) -> None:
     with torch.no_grad():
         ref = ours(IDS)
     torch.testing.assert_close(got["logits"], ref.logits, atol=1e-4, rtol=0)
+    # What transformers saves back (save_pretrained) is a checkpoint MoE Lab reads as the same model.
+    torch.testing.assert_close(load_model(got["saved"])(IDS).logits, ref.logits, atol=1e-4, rtol=0)
     assert len(got["router_logits"]) == len(ref.router_logits) > 0
     for theirs, r in zip(got["router_logits"], ref.router_logits, strict=True):
         torch.testing.assert_close(theirs, r.logits, atol=1e-4, rtol=0)
