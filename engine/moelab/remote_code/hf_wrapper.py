@@ -20,7 +20,7 @@ from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 
 from moelab.models.config import ModelConfig
 from moelab.models.model import Model, lm_logits
-from moelab.models.rope import RotaryEmbedding, inv_frequencies
+from moelab.models.rope import RotaryEmbedding
 
 # Stacked parameter (module.experts.NAME) <- per-expert disk tensor (module.experts.E.DISK).
 _STACKED_FROM_DISK = {
@@ -65,7 +65,7 @@ class MoELabHFForCausalLM(PreTrainedModel, GenerationMixin):
         # Only tensors a checkpoint lacks are initialised here; the rotary frequencies are derived.
         super()._init_weights(module)
         if isinstance(module, RotaryEmbedding):
-            module.inv_freq.copy_(inv_frequencies(self.engine_config).to(module.inv_freq.device))
+            module.inv_freq.copy_(module.frequencies().to(module.inv_freq.device))
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 past_key_values: DynamicCache | None = None, use_cache: bool | None = None,
