@@ -135,12 +135,31 @@ CASES = {
     "bam-skv-top2": (dict(method="bam-skv", attn_top_k=2, top_k=1), "llama", "moelab"),
     "upit-lora": (dict(method="upit", lora_rank=4, num_experts=3), "llama", "moelab"),
     "btx-qwen2": (dict(method="btx", top_k=2), "qwen2", "moelab"),
+    # The families' windows, q/k norms, post norms, soft-caps and Gemma scalings, cached too (the
+    # prompt and its continuation outgrow the window of 5).
+    "btx-mistral-window": (dict(method="btx", top_k=2), "mistral", "mixtral"),
+    "bam-ekv-qwen3": (dict(method="bam-ekv", attn_top_k=1), "qwen3", "moelab"),
+    "bam-skv-olmo2": (dict(method="bam-skv", attn_top_k=0), "olmo2", "moelab"),
+    "btx-gemma2": (dict(method="btx", top_k=1), "gemma2", "moelab"),
+    "bam-ekv-gemma3": (dict(method="bam-ekv", attn_top_k=2), "gemma3_text", "moelab"),
     # save_model (training checkpoints), then `export --format hf`: a parallel-block, tied-embedding
     # LoRA MoE on some layers; an all-layer MoE with expert capacity, which Mixtral (dropless) cannot be.
     "train-export-parallel-lora": (None, dict(parallel_block=True, tie_word_embeddings=True, moe=MoEConfig(
         num_experts=3, top_k=2, moe_layers=[1, 2], lora_rank=4, method="upit")), "moelab"),
     "train-export-capacity": (None, dict(moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1, 2],
                                                          capacity_factor=0.75, method="sparse")), "moelab"),
+}
+
+
+FAMILY_FIELDS = {
+    "mistral": {"sliding_window": 5},
+    "qwen3": {"head_dim": 16},
+    "gemma2": {"sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0,
+               "query_pre_attn_scalar": 12},
+    "gemma3_text": {"sliding_window": 5, "query_pre_attn_scalar": 12, "final_logit_softcapping": 3.0,
+                    "layer_types": ["sliding_attention", "full_attention"],
+                    "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                        "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}},
 }
 
 
@@ -177,9 +196,9 @@ def _trained_and_exported(root: Path, name: str, fields: dict) -> Path:
 def loaded(tmp_path_factory):
     """Every case's checkpoint, and what plain transformers computed from it in one child."""
     root = tmp_path_factory.mktemp("remote")
-    for family in ("llama", "qwen2"):
+    for family in {family for opts, family, _ in CASES.values() if opts}:
         for i in range(3):  # experts that differ, so the routing matters
-            save_hf(make_hf(family, seed=10 + i), root / f"{family}{i}")
+            save_hf(make_hf(family, seed=10 + i, **FAMILY_FIELDS.get(family, {})), root / f"{family}{i}")
     ckpts = {name: _upcycled(root, name, opts, family) if opts else _trained_and_exported(root, name, family)
              for name, (opts, family, _) in CASES.items()}
     return ckpts, load_in_plain_transformers(ckpts, root / "child")
