@@ -22,12 +22,11 @@ from moelab.models.config import ModelConfig
 from moelab.models.model import Model, lm_logits
 from moelab.models.rope import RotaryEmbedding
 
-# Stacked parameter (module.experts.NAME) <- per-expert disk tensor (module.experts.E.DISK).
-_STACKED_FROM_DISK = {
-    **{w: f"{w}.weight" for w in ("w1", "w2", "w3", "q_proj", "k_proj", "v_proj", "o_proj")},
-    **{f"lora_{ab}_{w}": f"lora_{ab}_{w}.weight" for ab in "ab" for w in ("w1", "w2", "w3")},
-    **{f"{p}_bias": f"{p}_proj.bias" for p in "qkv"},
-}
+
+def _disk_name(stacked: str) -> str:
+    """The per-expert disk tensor of a stacked parameter `experts.NAME` (io/layout.py's rule):
+    `experts.E.NAME.weight`, and for the stacked biases `X_bias`, `experts.E.X_proj.bias`."""
+    return f"{stacked[0]}_proj.bias" if stacked.endswith("_bias") else f"{stacked}.weight"
 
 
 class MoELabConfig(PretrainedConfig):
@@ -52,7 +51,20 @@ class MoELabHFForCausalLM(PreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self._tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+        self._register_expert_conversions()
         self.post_init()
+
+    def _register_expert_conversions(self) -> None:
+        """The stacked expert parameters (those directly under an `experts` module) are loaded by
+        transformers' weight conversions, which merge the per-expert tensors of the disk layout
+        (and split them again on save_pretrained)."""
+        stacked = sorted({name.rpartition(".")[2] for name, _ in self.named_parameters()
+                          if name.rpartition(".")[0].endswith(".experts")})
+        register_checkpoint_conversion_mapping(type(self).__name__, [
+            WeightConverter(source_patterns=[f".experts.*.{_disk_name(n)}"], target_patterns=f".experts.{n}",
+                            operations=[MergeModulelist(dim=0)])
+            for n in stacked
+        ], overwrite=True)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.embed_tokens
@@ -87,9 +99,3 @@ class MoELabHFForCausalLM(PreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None,
             router_logits=tuple(r.logits for r in routers))
 
-
-register_checkpoint_conversion_mapping(MoELabHFForCausalLM.__name__, [
-    WeightConverter(source_patterns=[f".experts.*.{disk}"], target_patterns=f".experts.{name}",
-                    operations=[MergeModulelist(dim=0)])
-    for name, disk in _STACKED_FROM_DISK.items()
-], overwrite=True)
