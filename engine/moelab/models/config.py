@@ -359,7 +359,6 @@ class ModelConfig:
             and not self.parallel_block
             # Mixtral renormalises the kept weights: Switch-style raw weights are another function.
             and m.router_weights != "raw"
-            and m.capacity_factor == 0  # Mixtral is dropless: capacity drops would be lost
         )
 
 
