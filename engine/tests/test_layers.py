@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "moelab"
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("models",),
+    ("remote_code",),
     ("io",),
     ("moelab",),
     ("methods", "data", "launch"),

@@ -19,6 +19,7 @@ from moelab.models.aux_losses import mixtral_aux_loss_coef
 from moelab.models.config import ModelConfig
 from moelab.models.model import MoELabForCausalLM, meta_model
 from moelab.models.rope import RotaryEmbedding
+from moelab.remote_code.bundle import write_remote_code
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 
@@ -143,6 +144,8 @@ def write_config(out: Path, cfg: ModelConfig, moelab_meta: dict[str, Any] | None
         # The α this MoE trained with, as the coefficient that balances as strongly in transformers.
         d["router_aux_loss_coef"] = mixtral_aux_loss_coef(float(alpha), cfg.moe.top_k, len(cfg.moe.moe_layers))
     (Path(out) / "config.json").write_text(json.dumps(d, indent=2) + "\n")
+    if cfg.model_type == "moelab":
+        write_remote_code(out)
 
 
 def save_model(model: MoELabForCausalLM, out: Path, moelab_meta: dict[str, Any] | None = None,

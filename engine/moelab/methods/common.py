@@ -47,6 +47,7 @@ from moelab.methods.options import UPIT_FIELDS, UpcycleOptions
 from moelab.methods.provenance import ParentHasher, provenance
 from moelab.models.config import ModelConfig, MoEConfig
 from moelab.models.model import meta_model
+from moelab.remote_code.bundle import write_remote_code
 
 # Fields that must agree between the seed and every expert for their weights to be mixed.
 ARCH_FIELDS = (
@@ -370,6 +371,8 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
             hf["moelab"] = provenance(opts.method, _options_record(opts, len(spec.expert_sources)), hasher.parents())
             hf["moelab"].update(spec.meta)
             (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+            if cfg.model_type == "moelab":
+                write_remote_code(tmp)
             for name in TOKENIZER_FILES:
                 if (seed.path / name).is_file():
                     shutil.copyfile(seed.path / name, tmp / name)

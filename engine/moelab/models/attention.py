@@ -28,6 +28,7 @@ from torch import nn
 
 from moelab.models.config import ModelConfig
 from moelab.models.jitter import router_jitter
+from moelab.models.kv_cache import KVCache
 from moelab.models.norm import family_norm, rms_normalize, scale_normed
 from moelab.models.rope import apply_rope
 from moelab.models.routing import RouterLogits, mixture_weights, route_top_k
@@ -47,6 +48,11 @@ def visible_keys(q_pos: torch.Tensor, t: int, window: int | None) -> torch.Tenso
     sliding_window_overlay: a query sees itself and the window-1 keys before it)."""
     d = q_pos.unsqueeze(-1) - torch.arange(t, device=q_pos.device)
     return (d >= 0) & (d < window) if window is not None else d >= 0
+
+
+def cached_mask(t: int, total: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """[t, total] `visible_keys` of t new queries after total - t cached keys (a KV cache)."""
+    return visible_keys(torch.arange(total - t, total, device=device), total, window)
 
 
 def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
@@ -97,6 +103,7 @@ def _layer_attention_settings(module: nn.Module, cfg: ModelConfig, layer: int) -
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int = 0) -> None:
         super().__init__()
+        self.layer = layer
         h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.n_heads, self.n_kv, self.head_dim = h, kv, d
         self.q_proj = nn.Linear(cfg.hidden_size, h * d, bias=cfg.attention_bias)
@@ -108,14 +115,20 @@ class Attention(nn.Module):
             self.q_norm = family_norm(cfg, d if self.qk_norm == "head" else h * d)
             self.k_norm = family_norm(cfg, d if self.qk_norm == "head" else kv * d)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, None]:
         b, t, _ = x.shape
         q = qk_normed(self.q_proj(x), getattr(self, "q_norm", None), self.qk_norm, self.head_dim)
         k = qk_normed(self.k_proj(x), getattr(self, "k_norm", None), self.qk_norm, self.head_dim)
         q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-        y = attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, self.scale, self.window, self.cap)
+        k = apply_rope(k, cos, sin)
+        mask = None
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer)
+            mask = cached_mask(t, k.shape[2], self.window, x.device)
+        y = attend(apply_rope(q, cos, sin), k, v, self.scale, self.window, self.cap, mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1)), None
 
 
@@ -177,13 +190,19 @@ class ExpertAttention(nn.Module):
         return qk_normed(y, lambda z: scale_normed(rms_normalize(z, eps), wb, z.dtype, offset, fp32),
                          self.qk_norm, self.head_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, RouterLogits]:
         b, t, _ = x.shape
         logits = self.router(router_jitter(x, self.jitter_noise, self.training)).reshape(b * t, self.n_experts)
+        k, v = self._keys_values(x, cos, sin)
+        mask = None
+        if cache is not None:  # k, v then start with the cached tokens' (all experts' heads)
+            k, v = cache.update(k, v, self.layer)
+            mask = cached_mask(t, k.shape[2], self.window, x.device)
         if 0 < self.top_k < self.n_experts:
-            out = self._routed(x, logits, cos, sin)
+            out = self._routed(x, logits, k, v, cos, sin)
         else:
-            out = self._soft(x, logits, cos, sin)
+            out = self._soft(x, logits, k, v, cos, sin, mask)
         return out, RouterLogits(self.layer, "attn", logits, self.top_k)
 
     def _keys_values(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +221,8 @@ class ExpertAttention(nn.Module):
             v = self._stacked(x, self.experts.v_proj, self.experts.v_bias).reshape(b, t, e * kv, d).transpose(1, 2)
         return apply_rope(k, cos, sin), v
 
-    def _soft(self, x: torch.Tensor, logits: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _soft(self, x: torch.Tensor, logits: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Every expert for every token, mixed by the softmax of the router: one attention call over
         the stacked heads of all experts."""
         b, t, _ = x.shape
@@ -218,8 +238,7 @@ class ExpertAttention(nn.Module):
             # Heads of all experts side by side: expert i's head j is head i*h + j, its K/V head
             # i*kv + j // (h/kv): the plain GQA mapping over the stacked heads.
             q = q.reshape(b, t, e * h, d).transpose(1, 2)
-        k, v = self._keys_values(x, cos, sin)
-        y = attend(apply_rope(q, cos, sin), k, v, self.scale, self.window, self.cap)  # [B, E*h, T, d]
+        y = attend(apply_rope(q, cos, sin), k, v, self.scale, self.window, self.cap, mask)  # [B, E*h, T, d]
         # Back to [B, T, E, h, d] (shared-KV: undo the group-major head order).
         y = y.view(b, kv, e, h // kv, t, d).permute(0, 4, 2, 1, 3, 5) if self.shared_kv else y.transpose(1, 2)
         y = y.reshape(b, t, e, h * d) * weights.unsqueeze(-1)
@@ -227,7 +246,8 @@ class ExpertAttention(nn.Module):
         o = self.experts.o_proj.permute(1, 0, 2).reshape(-1, e * h * d)
         return y.reshape(b, t, e * h * d) @ o.t()
 
-    def _routed(self, x: torch.Tensor, logits: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _routed(self, x: torch.Tensor, logits: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Top-k: each expert's Q projection, attention and O projection run only for the tokens
         routed to it. Per expert, each batch row's routed tokens are packed to the front (in position
         order) and attend, through a position mask, over the expert's keys of all earlier tokens."""
@@ -236,13 +256,13 @@ class ExpertAttention(nn.Module):
         weights, idx = route_top_k(logits, self.top_k, self.rule)
         w = torch.zeros(b * t, e, dtype=weights.dtype, device=x.device).scatter(1, idx, weights).view(b, t, e)
         routed = torch.zeros(b * t, e, dtype=torch.bool, device=x.device).scatter(1, idx, True).view(b, t, e)
-        k, v = self._keys_values(x, cos, sin)
         counts = routed.sum(dim=1)  # [B, E]
         longest = counts.max(dim=0).values.tolist()  # one host sync for all experts' buffer sizes
         # unbind, not q_proj[i]: the backward of E separate selects writes E full-size zero gradients.
         wq, wo = self.experts.q_proj.unbind(0), self.experts.o_proj.unbind(0)
         bq = self.experts.q_bias.unbind(0) if self.experts.q_bias is not None else [None] * e
         nq = self.experts.q_norm.unbind(0) if self.qk_norm else [None] * e
+        past = k.shape[2] - t  # cached tokens before x's (0 without a cache)
         out = x.new_zeros(b, t, hid)
         for i in range(e):
             tq = longest[i]
@@ -254,7 +274,7 @@ class ExpertAttention(nn.Module):
             q = self._expert_norm(F.linear(xq, wq[i], bq[i]), nq[i]).view(b, tq, h, d).transpose(1, 2)
             q = apply_rope(q, cos[pos].unsqueeze(1), sin[pos].unsqueeze(1))
             heads = slice(None) if self.shared_kv else slice(i * kv, (i + 1) * kv)
-            visible = visible_keys(pos, t, self.window).unsqueeze(1)  # [B, 1, tq, T]: causal at packed positions
+            visible = visible_keys(pos + past, k.shape[2], self.window).unsqueeze(1)  # [B, 1, tq, T]: causal at packed positions
             y = attend(q, k[:, heads], v[:, heads], self.scale, self.window, self.cap, mask=visible)
             o = F.linear(y.transpose(1, 2).reshape(b, tq, h * d), wo[i])
             wi = w[..., i].gather(1, pos).to(o.dtype).unsqueeze(-1)

@@ -53,6 +53,13 @@ LAYER_TYPES = ("full_attention", "sliding_attention")
 # Families whose attention_bias also biases o_proj (and Gemma/OLMo2/Qwen3 the same): no place for it here.
 _O_BIAS_FAMILIES = ("llama", "qwen3", "olmo2", "gemma", "gemma2", "gemma3_text")
 _GEMMA_SLIDING_PATTERN = {"gemma2": 2, "gemma3_text": 6}  # every n-th layer is global
+# A `moelab` checkpoint carries its modeling file (remote_code/bundle.py writes it); config.json's
+# auto_map sends transformers' Auto classes (trust_remote_code=True) to its classes.
+REMOTE_CODE_FILE = "modeling_moelab.py"
+REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "modeling_moelab.MoELabConfig",
+    "AutoModelForCausalLM": "modeling_moelab.MoELabHFForCausalLM",
+}
 
 
 @dataclass
@@ -313,6 +320,7 @@ class ModelConfig:
         if self.model_type == "moelab":
             d["parallel_block"] = self.parallel_block
             d["moe"] = self.moe.to_dict() if self.moe else None
+            d["auto_map"] = dict(REMOTE_CODE_AUTO_MAP)
         return d
 
     def _family_fields(self, rope: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from moelab.errors import ConfigError
 from moelab.models.attention import Attention, ExpertAttention, softcap
 from moelab.models.config import ModelConfig
 from moelab.models.ffn import DenseFFN, Experts, SparseMoE
+from moelab.models.kv_cache import KVCache
 from moelab.models.norm import family_norm
 from moelab.models.rope import RotaryEmbedding
 from moelab.models.routing import RouterLogits
@@ -67,11 +68,12 @@ class DecoderLayer(nn.Module):
             return self.block_sparse_moe(x)
         return self.mlp(x), None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, list[RouterLogits]]:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, list[RouterLogits]]:
         if self.layout != "pre":
-            return self._forward_post_norms(x, cos, sin)
+            return self._forward_post_norms(x, cos, sin, cache)
         h = self.input_layernorm(x)
-        a, ra = self.self_attn(h, cos, sin)
+        a, ra = self.self_attn(h, cos, sin, cache)
         if self.parallel:
             f, rf = self._ffn(h)
             x = x + a + f
@@ -81,9 +83,10 @@ class DecoderLayer(nn.Module):
             x = x + f
         return x, [r for r in (ra, rf) if r is not None]
 
-    def _forward_post_norms(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, list[RouterLogits]]:
+    def _forward_post_norms(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                            cache: KVCache | None = None) -> tuple[torch.Tensor, list[RouterLogits]]:
         sandwich = self.layout == "sandwich"
-        a, ra = self.self_attn(self.input_layernorm(x) if sandwich else x, cos, sin)
+        a, ra = self.self_attn(self.input_layernorm(x) if sandwich else x, cos, sin, cache)
         x = x + self.post_attention_layernorm(a)
         f, rf = self._ffn(self.pre_feedforward_layernorm(x) if sandwich else x)
         x = x + self.post_feedforward_layernorm(f)
@@ -106,14 +109,37 @@ class Model(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = family_norm(cfg, cfg.hidden_size)
         self.rotary = RotaryEmbedding(cfg)
+        self.embed_scale = cfg.arch.embed_scale
         # Gemma3's sliding layers rotate with their own base frequency.
         self.local_layers = [i for i in range(cfg.num_hidden_layers) if cfg.uses_local_rope(i)]
         if self.local_layers:
             self.rotary_local = RotaryEmbedding(cfg, local=True)
 
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, list[RouterLogits]]:
+        """Final normed hidden states [B, T, d] and every router's logits. With a cache, input_ids
+        continue the cached tokens: their positions start after them, and their K/V join the cache."""
+        x = self.embed_tokens(input_ids)
+        if self.embed_scale:  # Gemma: the scale rounded to the model dtype first, as transformers does
+            x = x * torch.tensor(self.embed_tokens.embedding_dim**0.5, dtype=x.dtype)
+        t = input_ids.shape[1]
+        offset = cache.get_seq_length() if cache is not None else 0
+        rope = self.rotary(t, x.device, x.dtype, offset)
+        rope_local = self.rotary_local(t, x.device, x.dtype, offset) if self.local_layers else rope
+        routers: list[RouterLogits] = []
+        for i, layer in enumerate(self.layers):
+            x, r = layer(x, *(rope_local if i in self.local_layers else rope), cache)
+            routers.extend(r)
+        return self.norm(x), routers
+
+
+def lm_logits(cfg: ModelConfig, lm_head: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """Logits from the final normed hidden states: the one place for what a family does after the
+    LM head (Gemma2's soft-cap), shared with the transformers wrapper (remote_code/hf_wrapper.py)."""
+    return softcap(lm_head(h), cfg.final_logit_softcapping)
+
 
 class MoELabForCausalLM(nn.Module):
-    """forward(input_ids) -> CausalLMOutput(logits, router_logits)."""
+    """forward(input_ids[, cache]) -> CausalLMOutput(logits, router_logits)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -124,21 +150,9 @@ class MoELabForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.apply(_init_weights)
 
-    def forward(self, input_ids: torch.Tensor) -> CausalLMOutput:
-        cfg, m = self.config, self.model
-        x = m.embed_tokens(input_ids)
-        if cfg.arch.embed_scale:  # Gemma: the scale rounded to the model dtype first, as transformers does
-            x = x * torch.tensor(cfg.hidden_size**0.5, dtype=x.dtype)
-        t = input_ids.shape[1]
-        rope = m.rotary(t, x.device, x.dtype)
-        rope_local = m.rotary_local(t, x.device, x.dtype) if m.local_layers else rope
-        routers: list[RouterLogits] = []
-        for i, layer in enumerate(m.layers):
-            x, r = layer(x, *(rope_local if i in m.local_layers else rope))
-            routers.extend(r)
-        h = m.norm(x)
-        logits = softcap(self.lm_head(h), cfg.final_logit_softcapping)
-        return CausalLMOutput(logits=logits, router_logits=routers, hidden_states=h)
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> CausalLMOutput:
+        h, routers = self.model(input_ids, cache)
+        return CausalLMOutput(logits=lm_logits(self.config, self.lm_head, h), router_logits=routers, hidden_states=h)
 
     def set_moe_options(self, capacity_factor: float | None = None, router_jitter_noise: float | None = None) -> None:
         """Changes the MoE's capacity factor and router jitter in place (None = keep): config and modules.

@@ -40,6 +40,7 @@ from moelab.io.atomic import atomic_dir
 from moelab.io.checkpoint import load_model as load_checkpoint
 from moelab.io.checkpoint import model_from_tensors, read_config_dict, save_model
 from moelab.methods.upit import Pool, dense_pool
+from moelab.models.config import REMOTE_CODE_FILE
 from moelab.models.ffn import SparseMoE
 from moelab.models.lora_experts import LoRASparseMoE
 from moelab.models.model import MoELabForCausalLM
@@ -354,6 +355,6 @@ def preoptimize_checkpoint(ckpt: Path, cfg: PreoptConfig, progress: Callable[[st
         (tmp / "config.json").write_text(json.dumps({**hf, "moelab": meta}, indent=2) + "\n")
         for f in ckpt.iterdir():  # tokenizer and anything else beside the weights
             if f.is_file() and not f.name.endswith(".safetensors") and f.name not in (
-                    "config.json", "model.safetensors.index.json"):
+                    "config.json", "model.safetensors.index.json", REMOTE_CODE_FILE):
                 shutil.copyfile(f, tmp / f.name)
     return record
