@@ -53,10 +53,12 @@ def test_identical_experts_equal_the_dense_family(tmp_path_factory, family, meth
                                  out=tmp_path_factory.mktemp("moe") / "moe", num_experts=3, top_k=top_k,
                                  attn_top_k=attn_top_k, lora_rank=lora_rank, keep_seed=method != "sparse"))
     cfg = json.loads((out / "config.json").read_text())
-    # Sparse upcycling puts MoE on every other layer by default, which Mixtral cannot express.
+    # Sparse upcycling puts MoE on every other layer by default, which Mixtral cannot express
+    # (Qwen3-MoE can: mlp_only_layers).
     mixtral = family in ("mistral", "phi3") and method in ("btx", "upit") and not lora_rank
-    assert cfg["model_type"] == ("mixtral" if mixtral else "moelab")
-    assert cfg["base_model_type"] == family
+    qwen3_moe = family == "qwen3" and method in ("sparse", "btx", "upit") and not lora_rank
+    assert cfg["model_type"] == ("mixtral" if mixtral else "qwen3_moe" if qwen3_moe else "moelab")
+    assert cfg.get("base_model_type", "qwen3" if qwen3_moe else None) == family
     if FAMILIES[family].get("sliding_window"):
         assert cfg["sliding_window"] == 5
     ours = our_logits(out, IDS)
@@ -65,4 +67,9 @@ def test_identical_experts_equal_the_dense_family(tmp_path_factory, family, meth
         import transformers
 
         hf = transformers.MixtralForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
+        torch.testing.assert_close(hf_logits(hf, IDS), ref, atol=1e-4, rtol=0)
+    if qwen3_moe:
+        import transformers
+
+        hf = transformers.Qwen3MoeForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
         torch.testing.assert_close(hf_logits(hf, IDS), ref, atol=1e-4, rtol=0)

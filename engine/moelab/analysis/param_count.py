@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moelab.io import layout
 from moelab.io.safetensors_file import tensor_shapes
 from moelab.models.config import ModelConfig
 from moelab.models.flops import active_attention_experts
@@ -34,7 +35,7 @@ class ParamCount:
 
 def count_params(ckpt: Path, cfg: ModelConfig) -> ParamCount:
     shapes = tensor_shapes(ckpt)
-    numel = {n: math.prod(s) for n, (s, _) in shapes.items()}
+    numel = {layout.engine_name(n): math.prod(s) for n, (s, _) in shapes.items()}
     out = ParamCount(total=sum(numel.values()), numel=numel, dtypes=sorted({dt for _, dt in shapes.values()}))
     # (layer, "ffn"|"attn") -> expert -> proj -> params
     experts: dict[tuple[int, str], dict[int, dict[str, int]]] = {}

@@ -19,6 +19,7 @@ from typing import BinaryIO
 import torch
 
 from moelab.errors import CheckpointError
+from moelab.io import layout
 from moelab.io.safetensors_file import DTYPE_SIZES, read_header, tensor_files
 
 # Dtypes whose values are weights; integer tensors are never analysed as weights.
@@ -69,7 +70,8 @@ class ChunkReader:
             start = 8 + _header_len(path)
             for name, info in header.items():
                 if files.get(name) == path:
-                    self.entries[name] = Entry(path, start + info["data_offsets"][0], info["dtype"], tuple(info["shape"]))
+                    # Keyed by the engine's names whatever the layout (Qwen3-MoE's expert names too).
+                    self.entries[layout.engine_name(name)] = Entry(path, start + info["data_offsets"][0], info["dtype"], tuple(info["shape"]))
         self._fh: dict[Path, BinaryIO] = {}
 
     def __enter__(self) -> ChunkReader:

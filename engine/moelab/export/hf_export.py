@@ -23,8 +23,9 @@ def export_hf(ckpt: Path, out: Path) -> str:
     """Writes into the existing directory `out`; returns the model_type written."""
     model = load_model(ckpt)
     cfg = model.config
-    if cfg.model_type == "moelab" and cfg.mixtral_compatible():
-        model.config = dataclasses.replace(cfg, model_type="mixtral")
+    native = cfg.native_moe_type()
+    if cfg.model_type == "moelab" and native:
+        model.config = dataclasses.replace(cfg, model_type=native)
     meta = read_config_dict(ckpt).get("moelab")
     save_model(model, out, moelab_meta=meta if isinstance(meta, dict) else None)
     for name in COPIED:

@@ -140,7 +140,7 @@ def write_config(out: Path, cfg: ModelConfig, moelab_meta: dict[str, Any] | None
         d["moelab"] = moelab_meta
     lb = (moelab_meta or {}).get("load_balancing")
     alpha = lb.get("ffn") if isinstance(lb, dict) else None
-    if cfg.model_type == "mixtral" and cfg.moe is not None and isinstance(alpha, int | float):
+    if cfg.model_type in ("mixtral", "qwen3_moe") and cfg.moe is not None and isinstance(alpha, int | float):
         # The α this MoE trained with, as the coefficient that balances as strongly in transformers.
         d["router_aux_loss_coef"] = mixtral_aux_loss_coef(float(alpha), cfg.moe.top_k, len(cfg.moe.moe_layers))
     (Path(out) / "config.json").write_text(json.dumps(d, indent=2) + "\n")
@@ -159,6 +159,8 @@ def save_model(model: MoELabForCausalLM, out: Path, moelab_meta: dict[str, Any] 
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     writer = ShardedWriter(out, max_shard_bytes)
-    writer.add_all(layout.to_disk({k: v.detach().cpu() for k, v in state.items()}).items())
+    native = model.config.model_type
+    writer.add_all((layout.native_name(k, native), v)
+                   for k, v in layout.to_disk({k: v.detach().cpu() for k, v in state.items()}).items())
     writer.close()
     write_config(out, model.config, moelab_meta)

@@ -17,6 +17,41 @@ _STACKED_BIAS = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<name>[qkv])_bias$")
 _PER_EXPERT = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<e>\d+)\.(?P<name>\w+)\.(?P<kind>weight|bias)$")
 
 
+# Qwen3-MoE (transformers' Qwen2/Qwen3-MoE layout) names the router `mlp.gate` and the experts'
+# projections by their dense names; the engine's disk names are Mixtral's. Written for model_type
+# qwen3_moe, accepted on read whatever the model_type.
+_TO_QWEN3_MOE = [
+    (re.compile(r"\.block_sparse_moe\.gate\.weight$"), ".mlp.gate.weight"),
+    (re.compile(r"\.block_sparse_moe\.experts\.(\d+)\.w1\.weight$"), r".mlp.experts.\1.gate_proj.weight"),
+    (re.compile(r"\.block_sparse_moe\.experts\.(\d+)\.w3\.weight$"), r".mlp.experts.\1.up_proj.weight"),
+    (re.compile(r"\.block_sparse_moe\.experts\.(\d+)\.w2\.weight$"), r".mlp.experts.\1.down_proj.weight"),
+]
+_FROM_QWEN3_MOE = [
+    (re.compile(r"\.mlp\.gate\.weight$"), ".block_sparse_moe.gate.weight"),
+    (re.compile(r"\.mlp\.experts\.(\d+)\.gate_proj\.weight$"), r".block_sparse_moe.experts.\1.w1.weight"),
+    (re.compile(r"\.mlp\.experts\.(\d+)\.up_proj\.weight$"), r".block_sparse_moe.experts.\1.w3.weight"),
+    (re.compile(r"\.mlp\.experts\.(\d+)\.down_proj\.weight$"), r".block_sparse_moe.experts.\1.w2.weight"),
+]
+
+
+def _rename(name: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
+    for pattern, repl in rules:
+        new, n = pattern.subn(repl, name)
+        if n:
+            return new
+    return name
+
+
+def native_name(name: str, model_type: str) -> str:
+    """The engine's disk name of a tensor -> its name in `model_type`'s files."""
+    return _rename(name, _TO_QWEN3_MOE) if model_type == "qwen3_moe" else name
+
+
+def engine_name(name: str) -> str:
+    """A tensor name from any layout the engine reads (Mixtral's, Qwen3-MoE's) -> the engine's disk name."""
+    return _rename(name, _FROM_QWEN3_MOE) if ".mlp.gate.weight" in name or ".mlp.experts." in name else name
+
+
 def to_disk(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, t in state.items():
@@ -37,6 +72,7 @@ def from_disk(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     groups: dict[str, dict[int, torch.Tensor]] = {}
     out: dict[str, torch.Tensor] = {}
     for name, t in tensors.items():
+        name = engine_name(name)
         m = _PER_EXPERT.match(name)
         if m:
             key = f"{m['prefix']}.{m['name']}" if m["kind"] == "weight" else f"{m['prefix']}.{m['name'][0]}_bias"

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,10 +155,13 @@ class StreamingShardWriter:
     `close` checks that every planned byte was written and writes the index."""
 
     def __init__(self, out: Path, plan: list[tuple[str, tuple[int, ...], str]], max_shard_bytes: int,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, disk_name: Callable[[str], str] | None = None) -> None:
+        """`disk_name` maps a planned name to the name written in the files (a native MoE type's
+        layout); `write` and `copy` keep taking the planned names."""
         if max_shard_bytes <= 0:
             raise MoELabError(f"max shard size must be positive (got {max_shard_bytes})")
         self.out = Path(out)
+        self._disk_name = disk_name or (lambda n: n)
         groups: list[list[tuple[str, tuple[int, ...], str]]] = [[]]
         size = 0
         for entry in plan:
@@ -174,7 +178,7 @@ class StreamingShardWriter:
         self.total_bytes = 0
         meta = {"format": "pt", **(metadata or {})}
         for i, entries in enumerate(groups):
-            head = _shard_header(entries, meta)
+            head = _shard_header([(self._disk_name(n), s, d) for n, s, d in entries], meta)
             fd = os.open(self.out / self.names[i], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             self._fds.append(fd)
             os.pwrite(fd, head, 0)
@@ -234,7 +238,7 @@ class StreamingShardWriter:
         if short:
             raise MoELabError(f"internal error: tensor {short[0]!r} was not written completely")
         if len(self.names) > 1:
-            weight_map = {n: self.names[s.shard] for n, s in self.slots.items()}
+            weight_map = {self._disk_name(n): self.names[s.shard] for n, s in self.slots.items()}
             index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
             (self.out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
         return list(self.names)

@@ -205,8 +205,8 @@ def output_config(opts: UpcycleOptions, spec: MixSpec) -> ModelConfig:
         method=opts.method,
     )
     cfg = dataclasses.replace(seed, moe=moe, model_type="moelab")
-    if cfg.mixtral_compatible():
-        cfg.model_type = "mixtral"  # a plain Hugging Face Mixtral computes exactly this model
+    # A plain Hugging Face Mixtral / Qwen3-MoE computes exactly this model: write that type.
+    cfg.model_type = cfg.native_moe_type() or "moelab"
     return cfg
 
 
@@ -360,7 +360,8 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
     t0 = time.perf_counter()
     try:
         with atomic_dir(out, overwrite=opts.overwrite) as tmp, FileCache() as files:
-            writer = StreamingShardWriter(tmp, [(s.name, s.shape, s.dtype) for s in steps], opts.max_shard_bytes)
+            writer = StreamingShardWriter(tmp, [(s.name, s.shape, s.dtype) for s in steps], opts.max_shard_bytes,
+                                          disk_name=lambda n: layout.native_name(n, cfg.model_type))
             try:
                 execute(steps, writer, files, opts.router_seed, report)
             finally:

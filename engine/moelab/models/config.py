@@ -47,7 +47,9 @@ FAMILIES: dict[str, Family] = {
                           norm_weight_fp32=True, embed_scale=True),
 }
 DENSE_TYPES = tuple(FAMILIES)
-SUPPORTED_TYPES = (*DENSE_TYPES, "mixtral", "moelab")
+# Native transformers MoE types the engine reads and writes, and the family each one is built on.
+NATIVE_MOE_FAMILY = {"mixtral": "llama", "qwen3_moe": "qwen3"}
+SUPPORTED_TYPES = (*DENSE_TYPES, *NATIVE_MOE_FAMILY, "moelab")
 ROPE_TYPES = ("default", "linear", "llama3")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # Families whose attention_bias also biases o_proj (and Gemma/OLMo2/Qwen3 the same): no place for it here.
@@ -201,7 +203,8 @@ class ModelConfig:
             raise ConfigError(
                 f"{source}: model_type {model_type!r} is not supported (expected one of {', '.join(SUPPORTED_TYPES)})"
             )
-        family = model_type if model_type in FAMILIES else d.get("base_model_type") or "llama"
+        family = (model_type if model_type in FAMILIES else
+                  d.get("base_model_type") or NATIVE_MOE_FAMILY.get(model_type) or "llama")
         if family not in FAMILIES:
             raise ConfigError(f"{source}: base_model_type {family!r} is not supported (expected one of {', '.join(FAMILIES)})")
         arch = FAMILIES[family]
@@ -228,7 +231,7 @@ class ModelConfig:
             cfg = cls(
                 vocab_size=int(d["vocab_size"]),
                 hidden_size=hidden,
-                intermediate_size=int(d["intermediate_size"]),
+                intermediate_size=_intermediate_size(d, model_type, source),
                 num_hidden_layers=n_layers,
                 num_attention_heads=n_heads,
                 num_key_value_heads=int(d.get("num_key_value_heads") or n_heads),
@@ -270,6 +273,9 @@ class ModelConfig:
             )
             meta = d.get("moelab") or {}
             cfg.moe.method = str(meta.get("method", ""))
+        elif model_type == "qwen3_moe":
+            cfg.moe = _qwen3_moe(d, n_layers)
+            cfg.moe.method = str((d.get("moelab") or {}).get("method", ""))
         elif model_type == "moelab":
             if "moe" in d and d["moe"] is not None:
                 cfg.moe = MoEConfig.from_dict(d["moe"])
@@ -297,7 +303,7 @@ class ModelConfig:
             "attention_bias": self.attention_bias,
             "torch_dtype": "float32",
         }
-        if model_type not in FAMILIES:
+        if model_type not in FAMILIES and model_type not in NATIVE_MOE_FAMILY:
             d["base_model_type"] = self.family
         params: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
         if self.rope_scaling:
@@ -317,6 +323,16 @@ class ModelConfig:
             # transformers' default; `write_config` maps the engine's α to it when the α is known.
             d["router_aux_loss_coef"] = 0.01
             d["output_router_logits"] = False
+        if self.model_type == "qwen3_moe":
+            assert self.moe is not None
+            d.update({
+                "num_experts": self.moe.num_experts, "num_experts_per_tok": self.moe.top_k,
+                "moe_intermediate_size": self.intermediate_size, "decoder_sparse_step": 1,
+                "mlp_only_layers": [i for i in range(self.num_hidden_layers) if i not in self.moe.moe_layers],
+                # Qwen3-MoE renormalises the kept weights when true, keeps the raw probabilities when false.
+                "norm_topk_prob": self.moe.router_weights != "raw",
+                "router_aux_loss_coef": 0.001, "output_router_logits": False,
+            })
         if self.model_type == "moelab":
             d["parallel_block"] = self.parallel_block
             d["moe"] = self.moe.to_dict() if self.moe else None
@@ -343,6 +359,31 @@ class ModelConfig:
             f["rope_parameters"] = {"full_attention": rope,
                                     "sliding_attention": {"rope_type": "default", "rope_theta": self.rope_local_theta}}
         return f
+
+    def native_moe_type(self) -> str | None:
+        """The transformers MoE type that computes exactly this MoE (mixtral, qwen3_moe), or None."""
+        if self.mixtral_compatible():
+            return "mixtral"
+        if self.qwen3_moe_compatible():
+            return "qwen3_moe"
+        return None
+
+    def qwen3_moe_compatible(self) -> bool:
+        """Whether transformers' Qwen3-MoE computes exactly this MoE: a Qwen3 seed with FFN experts
+        (some layers may stay dense: mlp_only_layers), renormalised or raw top-k weights."""
+        m = self.moe
+        return (
+            m is not None
+            and self.family == "qwen3"
+            and bool(m.moe_layers)
+            and self.sliding_window is None  # Qwen3-MoE has no per-layer window types
+            and not m.attn_experts
+            and m.lora_rank == 0
+            and m.capacity_factor == 0
+            and m.router_jitter_noise == 0  # transformers' Qwen3-MoE has no jitter
+            and not self.attention_bias
+            and not self.parallel_block
+        )
 
     def mixtral_compatible(self) -> bool:
         """Whether a Hugging Face Mixtral model computes exactly what this MoE computes."""
@@ -372,7 +413,32 @@ _ARCHITECTURES = {
     "gemma2": "Gemma2ForCausalLM",
     "gemma3_text": "Gemma3ForCausalLM",
     "mixtral": "MixtralForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
 }
+
+
+def _intermediate_size(d: dict[str, Any], model_type: str, source: str) -> int:
+    """The FFN width; a Qwen3-MoE's experts must be as wide as its dense layers' FFN (the engine's
+    experts are copies of a dense FFN) unless every layer is MoE."""
+    inner = int(d["intermediate_size"])
+    if model_type != "qwen3_moe" or "moe_intermediate_size" not in d:
+        return inner
+    moe_inner = int(d["moe_intermediate_size"])
+    if moe_inner != inner and d.get("mlp_only_layers"):
+        raise ConfigError(f"{source}: moe_intermediate_size {moe_inner} differs from intermediate_size {inner} "
+                          "with dense mlp_only_layers (experts here are as wide as the dense FFN)")
+    return moe_inner
+
+
+def _qwen3_moe(d: dict[str, Any], n_layers: int) -> MoEConfig:
+    step = int(d.get("decoder_sparse_step", 1))
+    dense = set(d.get("mlp_only_layers") or [])
+    return MoEConfig(
+        num_experts=int(d.get("num_experts", 8)),
+        top_k=int(d.get("num_experts_per_tok", 2)),
+        moe_layers=[i for i in range(n_layers) if i not in dense and (i + 1) % step == 0],
+        router_weights="st" if d.get("norm_topk_prob", True) else "raw",
+    )
 
 
 def _opt_float(v: Any) -> float | None:

@@ -172,7 +172,8 @@ class MoELabForCausalLM(nn.Module):
                 m.capacity_factor = new.capacity_factor
             if hasattr(m, "jitter_noise"):  # FFN and attention routers
                 m.jitter_noise = new.router_jitter_noise
-        if self.config.model_type == "mixtral" and not self.config.mixtral_compatible():
+        if self.config.model_type != "moelab" and self.config.moe is not None \
+                and self.config.native_moe_type() != self.config.model_type:
             self.config.model_type = "moelab"
 
     def num_parameters(self) -> int:
