@@ -84,3 +84,19 @@ def our_logits(path: Path, ids: torch.Tensor) -> torch.Tensor:
     from moelab import load_model
 
     return load_model(path)(ids).logits.float()
+
+
+# Per-family fields that exercise each family's own features (windows, soft-caps, local RoPE) in tiny models.
+FAMILY_FIELDS = {
+    "mistral": {"sliding_window": 5},
+    "qwen3": {"head_dim": 16},
+    "phi3": {"sliding_window": 5},
+    "olmo2": {},
+    "gemma": {},
+    "gemma2": {"sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0,
+               "query_pre_attn_scalar": 12},
+    "gemma3_text": {"sliding_window": 5, "query_pre_attn_scalar": 12, "final_logit_softcapping": 3.0,
+                    "layer_types": ["sliding_attention", "full_attention"],
+                    "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                        "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}},
+}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_tiny import make_hf, save_hf
+from hf_tiny import FAMILY_FIELDS, make_hf, save_hf
 
 from moelab.export.hf_export import export_hf
 from moelab.io.checkpoint import load_model, save_model
@@ -151,16 +151,6 @@ CASES = {
 }
 
 
-FAMILY_FIELDS = {
-    "mistral": {"sliding_window": 5},
-    "qwen3": {"head_dim": 16},
-    "gemma2": {"sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0,
-               "query_pre_attn_scalar": 12},
-    "gemma3_text": {"sliding_window": 5, "query_pre_attn_scalar": 12, "final_logit_softcapping": 3.0,
-                    "layer_types": ["sliding_attention", "full_attention"],
-                    "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-                                        "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}},
-}
 
 
 def _upcycled(root: Path, name: str, opts: dict, family: str) -> Path:

@@ -10,24 +10,12 @@ import json
 
 import pytest
 import torch
-from hf_tiny import hf_logits, input_ids, make_hf, our_logits, save_hf
+from hf_tiny import FAMILY_FIELDS, hf_logits, input_ids, make_hf, our_logits, save_hf
 
 from moelab.methods.api import UpcycleOptions, upcycle
 
 IDS = input_ids(t=13)
-FAMILIES = {
-    "mistral": {"sliding_window": 5},
-    "qwen3": {"head_dim": 16},
-    "phi3": {"sliding_window": 5},
-    "olmo2": {},
-    "gemma": {},
-    "gemma2": {"sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0,
-               "query_pre_attn_scalar": 12},
-    "gemma3_text": {"sliding_window": 5, "query_pre_attn_scalar": 12, "final_logit_softcapping": 3.0,
-                    "layer_types": ["sliding_attention", "full_attention"],
-                    "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-                                        "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}},
-}
+FAMILIES = FAMILY_FIELDS
 # method, FFN top-k, attention top-k, LoRA rank
 METHODS = [("sparse", 2, 0, 0), ("btx", 1, 0, 0), ("bam-ekv", 2, 1, 0), ("bam-skv", 2, 0, 0),
            ("upit", 2, 0, 0), ("upit", 1, 0, 4)]

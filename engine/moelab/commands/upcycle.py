@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--router-weights", default="st", choices=("st", "renorm", "raw"),
                    help="top-k weights: st = renormalised, with the kept probabilities' gradient so routers learn "
                         "at k=1 (default); renorm = Mixtral's exactly; raw = Switch's unnormalised probabilities "
-                        "(breaks the identical-experts invariant; the output is model_type moelab)")
+                        "(breaks the identical-experts invariant; Mixtral cannot express it, Qwen3-MoE can)")
     p.add_argument("--router-init", default="random", choices=("random", "hidden"),
                    help="hidden: each router row is the mean hidden state of the --router-data samples "
                         "whose lowest-loss expert it routes to (needs --router-data)")
