@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing import event_accumulator  # a test dependency (engine[test])
 
 from moelab.errors import ConfigError
 from moelab.train import jsoncfg
 from moelab.train.config import TrainConfig
+from moelab.train.experiment import ExperimentConfig
+from moelab.train.pipeline import Pipeline
 from moelab.train.runlog import read_jsonl
 from moelab.train.trackers import open_sinks, scalars
 from moelab.train.trainer import train
@@ -56,8 +59,8 @@ def _expected(run: Path) -> dict[str, dict[int, float]]:
 
 
 def _tensorboard(run: Path) -> dict[str, dict[int, float]]:
-    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    acc = ea_mod.EventAccumulator(str(run / "tensorboard"), size_guidance={ea_mod.SCALARS: 0})
+    acc = event_accumulator.EventAccumulator(str(run / "tensorboard"),
+                                             size_guidance={event_accumulator.SCALARS: 0})  # 0 = keep all
     acc.Reload()
     out: dict[str, dict[int, float]] = {}
     for tag in acc.Tags()["scalars"]:
@@ -83,7 +86,6 @@ def test_scalar_names_follow_metrics_jsonl():
 
 
 def test_tensorboard_events_equal_metrics_and_resume_does_not_duplicate(tmp_path):
-    pytest.importorskip("tensorboard")
     run = _train(tmp_path, ["tensorboard"])
     want = _expected(run)
     assert {"train/loss", "train/lr", "train/grad_norm", "eval/loss", "eval/domain/code"} <= set(want)
@@ -114,7 +116,7 @@ def _wandb_history(run_dir: Path) -> dict[int, dict[str, float]]:
 
 
 def test_wandb_offline_run_holds_the_history(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    pytest.importorskip("wandb", reason="wandb not importable here (pip install 'moelab[trackers]')")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
@@ -146,3 +148,11 @@ def test_unknown_or_missing_logger_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(e.value) and "pip install 'moelab[trackers]'" in str(e.value)
     with pytest.raises(ConfigError, match="loggers"):
         jsoncfg.from_dict(TrainConfig, {**TINY, "loggers": ["mlflow"]})
+
+
+def test_experiment_loggers_reach_its_training_runs(tmp_path):
+    exp = jsoncfg.from_dict(ExperimentConfig, {"out": str(tmp_path), "loggers": ["tensorboard", "wandb"],
+                                               "stages": [{"kind": "dense"}]})
+    cfg = Pipeline(exp, quiet=True)._train_config(exp.stages[0], "experiment-seed", "dense")
+    assert cfg.loggers == ["tensorboard", "wandb"]
+    assert jsoncfg.from_dict(ExperimentConfig, {"stages": [{"kind": "dense"}]}).loggers == []  # off by default

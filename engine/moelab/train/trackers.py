@@ -82,9 +82,12 @@ class WandbSink:
     def __init__(self, run_path: Path, run_id: str, config: dict[str, Any], experiment: str, stage: str) -> None:
         wandb = _import("wandb", "wandb", "wandb")
         # console="off": W&B must not wrap the process's stdout/stderr, which the extension reads.
-        self.run = wandb.init(id=run_id, name=run_id, project=os.environ.get("WANDB_PROJECT", "moelab"),
-                              group=experiment or None, job_type=stage, dir=str(run_path), config=config,
-                              resume="allow", settings=wandb.Settings(console="off"))
+        try:
+            self.run = wandb.init(id=run_id, name=run_id, project=os.environ.get("WANDB_PROJECT", "moelab"),
+                                  group=experiment or None, job_type=stage, dir=str(run_path), config=config,
+                                  resume="allow", settings=wandb.Settings(console="off"))
+        except wandb.errors.Error as e:  # no API key, a bad WANDB_* setting, ...: W&B's message is the cause
+            raise ConfigError(f"loggers: wandb could not start the run: {' '.join(str(e).split())}") from None
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         # The same step twice (train, then eval) fills one W&B history row.
