@@ -50,17 +50,17 @@ def scalars(rec: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _import(module: str, package: str, logger: str) -> ModuleType:
+def _import(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ConfigError(f"loggers: {logger!r} needs the {package} package ({e}); "
+        raise ConfigError(f"loggers: {package!r} needs the {package} package ({e}); "
                           f"install it with: pip install 'moelab[trackers]' (or pip install {package})") from None
 
 
 class TensorBoardSink:
     def __init__(self, run_path: Path, resume_step: int) -> None:
-        writer_cls = _import("torch.utils.tensorboard", "tensorboard", "tensorboard").SummaryWriter
+        writer_cls = _import("torch.utils.tensorboard", "tensorboard").SummaryWriter
         log_dir = run_path / "tensorboard"
         if resume_step == 0:  # a fresh start, as metrics.jsonl is deleted
             shutil.rmtree(log_dir, ignore_errors=True)
@@ -80,7 +80,7 @@ class TensorBoardSink:
 
 class WandbSink:
     def __init__(self, run_path: Path, run_id: str, config: dict[str, Any], experiment: str, stage: str) -> None:
-        wandb = _import("wandb", "wandb", "wandb")
+        wandb = _import("wandb", "wandb")
         # console="off": W&B must not wrap the process's stdout/stderr, which the extension reads.
         try:
             self.run = wandb.init(id=run_id, name=run_id, project=os.environ.get("WANDB_PROJECT", "moelab"),
