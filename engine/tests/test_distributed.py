@@ -92,9 +92,10 @@ def _same_checkpoints(one: Path, two: Path) -> None:
 
 @needs_torchrun
 def test_two_gloo_ranks_match_one_process(tmp_path, single):
-    two = _train(tmp_path, "ddp", 2)
+    two = _train(tmp_path, "ddp", 2, loggers=["tensorboard"])
     _same_curve(single, two)
     _same_checkpoints(single, two)
+    assert len(list((two / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0's only
 
 
 @needs_torchrun

@@ -15,6 +15,7 @@ from moelab.errors import ConfigError
 from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab slurm`, not by the trainer
 from moelab.models.config import ModelConfig
 from moelab.train import jsoncfg
+from moelab.train.trackers import Logger
 
 
 def _help(text: str) -> dict[str, str]:
@@ -96,6 +97,9 @@ class TrainConfig(Hyper):
     parallel: Literal["ddp", "fsdp"] = field(default="ddp", metadata=_help(
         "under torchrun: ddp replicates the model on every rank; fsdp shards parameters, gradients and "
         "optimizer state (models that do not fit one GPU). A single process always trains unsharded"))
+    loggers: list[Logger] = field(default_factory=list, metadata=_help(
+        "metric sinks beside metrics.jsonl, in the run directory: tensorboard (tensorboard/ event files), "
+        "wandb (a W&B run with the run id, in wandb/); default none"))
     debug_nan_at_step: int = field(default=0, metadata=_help("testing: make the loss NaN at this step (0 = off)"))
     debug_step_delay: float = field(default=0.0, metadata=_help("testing: sleep this many seconds per step"))
     slurm: SlurmOptions | None = field(  # [slurm]

@@ -34,6 +34,7 @@ from moelab.methods.api import METHODS
 from moelab.models.config import ModelConfig
 from moelab.train import jsoncfg
 from moelab.train.config import FreezeGroup, Hyper, PerRouter, _help
+from moelab.train.trackers import Logger
 
 
 @dataclass
@@ -132,6 +133,8 @@ class ExperimentConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = field(default=0, metadata=_help("model initialisation"))
     threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = torch's default"))
+    loggers: list[Logger] = field(default_factory=list, metadata=_help(
+        "metric sinks of every training run beside metrics.jsonl: tensorboard, wandb (default none)"))
     data: DataConfig = field(default_factory=DataConfig)
     defaults: Hyper = field(default_factory=Hyper)
     stages: list[StageConfig] = field(default_factory=list)

@@ -62,7 +62,7 @@ class Pipeline:
         return TrainConfig(**{k: getattr(h, k) for k in HYPER_FIELDS},
                            run_id=run_id, out=str(self.out), stage=kind, experiment=self.exp.name,
                            data=self.exp.data, device=self.exp.device, seed=self.exp.seed, threads=self.exp.threads,
-                           **kw)
+                           loggers=list(self.exp.loggers), **kw)
 
     def _train(self, cfg: TrainConfig) -> Path | None:
         """Trains one run; None when it stopped (the pipeline then stops too)."""

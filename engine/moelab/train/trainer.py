@@ -47,6 +47,7 @@ from moelab.train.rundir import RunDir, read_run_json, write_json_atomic
 from moelab.train.runlog import JsonlWriter, truncate_after
 from moelab.train.saturation import SaturationProbe, is_saturation_record, probe_batch
 from moelab.train.schedule import lr_at
+from moelab.train.trackers import MetricsLog, open_sinks
 
 
 class TrainingDiverged(MoELabError):
@@ -233,7 +234,9 @@ class Trainer:
         probe_inputs = probe_batch(eval_sets)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                     else contextlib.nullcontext())
-        metrics = self.dist.main_only(lambda: JsonlWriter(metrics_path))
+        metrics = self.dist.main_only(lambda: MetricsLog(metrics_path, open_sinks(
+            cfg.loggers, run.path, cfg.run_id, jsoncfg.to_dict(cfg), resume_step=state.step,
+            experiment=cfg.experiment, stage=cfg.stage)))
         routing_log = self.dist.main_only(lambda: JsonlWriter(routing_path))
         progress = Progress(cfg.run_id, cfg.steps, state.step) if not self.quiet and main else None
         last_ckpt = self.resume_from
@@ -372,7 +375,7 @@ class Trainer:
             log.close()
 
     def _eval(self, model: MoELabForCausalLM, eval_sets: dict[str, torch.Tensor], autocast: Any,
-              metrics: JsonlWriter, state: ck.TrainerState, progress: Progress | None) -> None:
+              metrics: MetricsLog, state: ck.TrainerState, progress: Progress | None) -> None:
         res = evaluate(model, eval_sets, self.cfg.batch_size, self.device, autocast)
         avg = summary(res)
         metrics.write({
