@@ -14,6 +14,8 @@ export interface RunSummary {
   method?: string;
   status: string;
   stage?: string;
+  /** The run's colour in every panel (extension/src/runs/runColors.ts), a CSS colour. */
+  color?: string;
 }
 
 /** A missing value in a column (JSON has no NaN). */
@@ -234,6 +236,86 @@ export interface AnalysisResultMessage {
   compare?: CompareReport;
 }
 
+// ---- results (the Results panel: a study.json or an eval.json, ARCHITECTURE §7) ----
+// The host reads the file and normalizes both shapes (engine/moelab/train/study.py, schema 1;
+// the pipeline's eval.json as one seed without claims) into ResultsDoc.
+
+/** The verdict rule of engine/moelab/train/verdicts.py. */
+export type Verdict = 'holds in every seed' | 'holds on the mean only' | 'does not hold' | 'not measured';
+
+/** Perplexity over seeds: std null with one seed; mean null when every seed failed; a value null where that seed failed. */
+export interface Spread {
+  mean: number | null;
+  std: number | null;
+  values: (number | null)[];
+}
+
+export type ResultsRole = 'seed' | 'branch' | 'tune' | 'baseline' | 'method' | 'variant';
+
+/** What a model's training cost (study.json's "budget"); absent fields were not recorded. */
+export interface ResultsBudget {
+  steps?: number;
+  tokens?: number;
+  tokensAfterSeed?: number;
+  trainFlops?: number;
+  matchedTo?: string;
+}
+
+export interface ResultsModel {
+  label: string;
+  role: ResultsRole;
+  budget: ResultsBudget;
+  /** Per domain and "average". */
+  ppl: Record<string, Spread>;
+  /** The model's colour, from the one colour assignment (extension/src/runs/runColors.ts). */
+  color: string;
+}
+
+export interface ResultsComparison {
+  lower: string;
+  higher: string;
+  /** (higher - lower) / higher in percent, on the mean over seeds: positive when the claim holds. */
+  marginPct: number;
+  marginPctPerSeed: number[];
+  /** The same margin from the paper's perplexities; null when the paper has no such number. */
+  paperMarginPct: number | null;
+}
+
+export interface ResultsClaim {
+  claim: string;
+  source: string;
+  verdict: Verdict;
+  /** Models a "not measured" claim lacks. */
+  missing: string[];
+  comparisons: ResultsComparison[];
+}
+
+export interface ResultsSetting {
+  name: string;
+  block: string;
+  seeds: number[];
+  models: ResultsModel[];
+  claims: ResultsClaim[];
+}
+
+export interface ResultsDoc {
+  /** study: study.json; eval: a pipeline's eval.json (one seed, no claims) or a run's eval.json (one model). */
+  kind: 'study' | 'eval';
+  domains: string[];
+  settings: ResultsSetting[];
+}
+
+/** The results to show (init and every refresh); doc null with an error when the file cannot be read. */
+export interface ResultsMessage {
+  type: 'results';
+  /** The file shown, as the user knows it (workspace-relative where possible). */
+  file: string;
+  doc: ResultsDoc | null;
+  error: string | null;
+}
+
+export type HostToResultsMessage = ResultsMessage;
+
 export type HostToDashboardMessage = InitDashboardMessage | AppendMetricsMessage | RunsMessage;
 export type HostToRouterMessage = InitRouterMessage | AppendRoutingMessage | RunsMessage | AnalysisStatusMessage | AnalysisResultMessage;
 
@@ -283,7 +365,16 @@ export interface RequestAnalysisMessage {
   force: boolean;
 }
 
-export type WebviewToHostMessage = ReadyMessage | SaveFileMessage | RouterWarningsMessage | ProtocolErrorMessage | RequestAnalysisMessage;
+export type CopyFormat = 'markdown' | 'latex' | 'csv';
+
+/** The Results panel's copy buttons: the host puts the text on the clipboard (vscode.env.clipboard). */
+export interface CopyTextMessage {
+  type: 'copyText';
+  format: CopyFormat;
+  text: string;
+}
+
+export type WebviewToHostMessage = ReadyMessage | SaveFileMessage | RouterWarningsMessage | ProtocolErrorMessage | RequestAnalysisMessage | CopyTextMessage;
 
 // ---- persisted webview state (setState/getState, and the serializer's restore) ----
 
@@ -321,4 +412,12 @@ export interface RouterState {
   weightsMatrix?: string;
 }
 
-export type PanelState = DashboardState | RouterState;
+export interface ResultsState {
+  panel: 'results';
+  /** Absolute path of the study.json / eval.json shown (the serializer reopens it). */
+  file: string;
+  /** Index of the setting shown (study.json may hold several). */
+  setting: number;
+}
+
+export type PanelState = DashboardState | RouterState | ResultsState;

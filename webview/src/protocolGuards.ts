@@ -5,12 +5,21 @@ import type {
   AnalysisResultMessage,
   AnalysisStatusMessage,
   Cell,
+  CopyFormat,
   Column,
   CompareReport,
   DashboardState,
   HostToDashboardMessage,
+  HostToResultsMessage,
   HostToRouterMessage,
   MetricBlock,
+  ResultsClaim,
+  ResultsComparison,
+  ResultsDoc,
+  ResultsModel,
+  ResultsSetting,
+  ResultsState,
+  Verdict,
   RouterState,
   RouterWarning,
   RoutingBlock,
@@ -69,8 +78,14 @@ export function isRunSummary(v: unknown): v is RunSummary {
     isStr(v.status) &&
     isOptStr(v.experiment) &&
     isOptStr(v.method) &&
-    isOptStr(v.stage)
+    isOptStr(v.stage) &&
+    (v.color === undefined || isColor(v.color))
   );
+}
+
+/** The colours we send are hsl()/hex strings; nothing else reaches a style. */
+export function isColor(v: unknown): v is string {
+  return isStr(v, 64) && /^(#[0-9a-fA-F]{3,8}|hsl\(\s*[\d.]+(deg)?[ ,]+[\d.]+%[ ,]+[\d.]+%\s*\))$/.test(v);
 }
 
 function isRunList(v: unknown): v is RunSummary[] {
@@ -127,6 +142,86 @@ export function isRoutingRow(v: unknown): v is RoutingRow {
 export function isRoutingBlock(v: unknown): v is RoutingBlock {
   if (!isObj(v) || !isStr(v.runId) || !Array.isArray(v.rows) || !v.rows.every(isRoutingRow)) return false;
   return v.saturation === undefined || (Array.isArray(v.saturation) && v.saturation.every(isSaturationPoint));
+}
+
+// ---- results ----------------------------------------------------------------
+
+export const VERDICTS: readonly Verdict[] = ['holds in every seed', 'holds on the mean only', 'does not hold', 'not measured'];
+const MAX_MODELS = 10_000;
+const MAX_SEEDS = 10_000;
+
+function isNumOrNull(v: unknown): v is number | null {
+  return v === null || isNum(v);
+}
+
+function isSpread(v: unknown): boolean {
+  return isObj(v) && isNumOrNull(v.mean) && isNumOrNull(v.std) && Array.isArray(v.values) && v.values.length <= MAX_SEEDS && v.values.every(isNumOrNull);
+}
+
+function isOptNum(v: unknown): boolean {
+  return v === undefined || isNum(v);
+}
+
+function isResultsModel(v: unknown, domains: string[]): v is ResultsModel {
+  if (!isObj(v) || !isStr(v.label, 500) || !isColor(v.color)) return false;
+  if (!['seed', 'branch', 'tune', 'baseline', 'method', 'variant'].includes(v.role as string)) return false;
+  const b = v.budget;
+  if (!isObj(b) || !isOptNum(b.steps) || !isOptNum(b.tokens) || !isOptNum(b.tokensAfterSeed) || !isOptNum(b.trainFlops) || !isOptStr(b.matchedTo)) return false;
+  return isObj(v.ppl) && [...domains, 'average'].every((d) => isSpread((v.ppl as Obj)[d]));
+}
+
+function isComparison(v: unknown): v is ResultsComparison {
+  return (
+    isObj(v) &&
+    isStr(v.lower, 500) &&
+    isStr(v.higher, 500) &&
+    isNum(v.marginPct) &&
+    isNumArray(v.marginPctPerSeed) &&
+    isNumOrNull(v.paperMarginPct)
+  );
+}
+
+function isClaim(v: unknown): v is ResultsClaim {
+  return (
+    isObj(v) &&
+    isStr(v.claim, 1000) &&
+    isStr(v.source, 200) &&
+    VERDICTS.includes(v.verdict as never) &&
+    isStrArray(v.missing) &&
+    Array.isArray(v.comparisons) &&
+    v.comparisons.every(isComparison)
+  );
+}
+
+function isSetting(v: unknown, domains: string[]): v is ResultsSetting {
+  return (
+    isObj(v) &&
+    isStr(v.name, 500) &&
+    isStr(v.block, 100) &&
+    isNumArray(v.seeds) &&
+    Array.isArray(v.models) &&
+    v.models.length <= MAX_MODELS &&
+    v.models.every((m) => isResultsModel(m, domains)) &&
+    Array.isArray(v.claims) &&
+    v.claims.every(isClaim)
+  );
+}
+
+export function isResultsDoc(v: unknown): v is ResultsDoc {
+  if (!isObj(v) || (v.kind !== 'study' && v.kind !== 'eval') || !isStrArray(v.domains) || v.domains.length > 1000) return false;
+  const domains = v.domains;
+  return Array.isArray(v.settings) && v.settings.length <= 1000 && v.settings.every((s) => isSetting(s, domains));
+}
+
+export function parseHostToResults(v: unknown): HostToResultsMessage | undefined {
+  if (!isObj(v) || v.type !== 'results' || !isStr(v.file, 4096)) return undefined;
+  if (v.doc === null) return isStr(v.error, 2000) ? { type: 'results', file: v.file, doc: null, error: v.error } : undefined;
+  return isResultsDoc(v.doc) && (v.error === null || isStr(v.error, 2000)) ? { type: 'results', file: v.file, doc: v.doc, error: v.error } : undefined;
+}
+
+export function parseResultsState(v: unknown): ResultsState | undefined {
+  if (!isObj(v) || v.panel !== 'results' || !isStr(v.file, 4096) || !isInt(v.setting) || v.setting < 0) return undefined;
+  return { panel: 'results', file: v.file, setting: v.setting };
 }
 
 export function parseHostToDashboard(v: unknown): HostToDashboardMessage | undefined {
@@ -338,9 +433,15 @@ export function parseWebviewToHost(v: unknown): WebviewToHostMessage | undefined
       return isNum(v.dropped) && isStr(v.detail, 1000) ? { type: 'protocolError', dropped: v.dropped, detail: v.detail } : undefined;
     case 'requestAnalysis':
       return typeof v.force === 'boolean' ? { type: 'requestAnalysis', force: v.force } : undefined;
+    case 'copyText':
+      return isCopyFormat(v.format) && isStr(v.text, MAX_FILE_DATA) ? { type: 'copyText', format: v.format, text: v.text } : undefined;
     default:
       return undefined;
   }
+}
+
+function isCopyFormat(v: unknown): v is CopyFormat {
+  return v === 'markdown' || v === 'latex' || v === 'csv';
 }
 
 function isStrArray(v: unknown): v is string[] {

@@ -15,7 +15,8 @@ function str(v: unknown): string | undefined {
   return typeof v === 'string' && v.length > 0 ? v : undefined;
 }
 
-export function toRunSummary(run: RunInfo): RunSummary {
+/** color: the run's colour from runs/runColors.ts (assigned over the whole store). */
+export function toRunSummary(run: RunInfo, color?: string): RunSummary {
   const config = run.config ?? {};
   const seed = num(config.seed);
   const name = str(run.name) ?? (seed !== undefined && !run.id.includes(String(seed)) ? `${run.id} (seed ${seed})` : run.id);
@@ -26,6 +27,7 @@ export function toRunSummary(run: RunInfo): RunSummary {
     experiment: str(run.experiment),
     method: str(run.method),
     stage: str(run.stage),
+    ...(color ? { color } : {}),
   };
 }
 

@@ -3,10 +3,11 @@
 // of what the webview posts (malformed messages are dropped and counted).
 import * as vscode from 'vscode';
 import type { MetricRecord, RoutingRecord, RunStoreApi } from '../runs/model';
-import type { PanelKind, WebviewToHostMessage, WeightsTarget } from '../../../webview/src/protocol';
+import type { PanelKind, RunSummary, WebviewToHostMessage, WeightsTarget } from '../../../webview/src/protocol';
 import { parseWebviewToHost } from '../../../webview/src/protocolGuards';
 import { type AnalysisSpec, runSpec } from './analysisCache';
 import { makeNonce } from './nonce';
+import { runColors } from '../runs/runColors';
 import { isEmptyBlock, selectRuns, toMetricBlocks, toRoutingBlock, toRunSummary } from './panelData';
 import type { WarningLedger } from './warningLedger';
 import type { WeightsAnalyzer } from './weightsAnalysis';
@@ -64,7 +65,7 @@ export class PanelHost implements vscode.Disposable {
     this.disposables.push(
       webview.onDidReceiveMessage((raw) => this.receive(raw)),
       store.onDidAppend((append) => this.forward(append.runId, append)),
-      store.onDidChangeRuns(() => this.post({ type: 'runs', runs: this.runs().map(toRunSummary) })),
+      store.onDidChangeRuns(() => this.post({ type: 'runs', runs: this.summaries() })),
       panel.onDidDispose(() => this.dispose()),
     );
   }
@@ -94,6 +95,12 @@ export class PanelHost implements vscode.Disposable {
     return selectRuns(this.store.list(), this.runIds);
   }
 
+  /** The panel's runs, each in its colour over the whole store (the same in every panel). */
+  private summaries(): RunSummary[] {
+    const colors = runColors(this.store.list());
+    return this.runs().map((r) => toRunSummary(r, colors.get(r.id)));
+  }
+
   private shows(runId: string): boolean {
     return this.runIds.length === 0 || this.runIds.includes(runId);
   }
@@ -104,7 +111,7 @@ export class PanelHost implements vscode.Disposable {
 
   private sendInit(): void {
     const runs = this.runs();
-    const summaries = runs.map(toRunSummary);
+    const summaries = this.summaries();
     if (this.kind === 'dashboard') {
       void this.panel.webview.postMessage({ type: 'init', panel: 'dashboard', runIds: this.runIds, runs: summaries, blocks: runs.flatMap((r) => toMetricBlocks(r.id, this.store.metrics(r.id))) });
     } else {

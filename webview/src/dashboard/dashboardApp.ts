@@ -149,8 +149,11 @@ export class DashboardApp {
     ]);
   }
 
+  /** The host's colour for the run (the same in every panel); the theme's palette for senders without one. */
   private colorOf(runId: string): string {
     const i = this.runs.findIndex((r) => r.id === runId);
+    const color = this.runs[i]?.color;
+    if (color) return color;
     const palette = this.theme.series;
     return palette[(i < 0 ? 0 : i) % palette.length];
   }
