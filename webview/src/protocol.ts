@@ -308,8 +308,10 @@ export interface ResultsDoc {
 /** The results to show (init and every refresh); doc null with an error when the file cannot be read. */
 export interface ResultsMessage {
   type: 'results';
-  /** The file shown, as the user knows it (workspace-relative where possible). */
+  /** Absolute path of the file shown (kept in the webview state, so a reload reopens it). */
   file: string;
+  /** The same, as the user reads it (workspace-relative where possible). */
+  label: string;
   doc: ResultsDoc | null;
   error: string | null;
 }

@@ -214,9 +214,10 @@ export function isResultsDoc(v: unknown): v is ResultsDoc {
 }
 
 export function parseHostToResults(v: unknown): HostToResultsMessage | undefined {
-  if (!isObj(v) || v.type !== 'results' || !isStr(v.file, 4096)) return undefined;
-  if (v.doc === null) return isStr(v.error, 2000) ? { type: 'results', file: v.file, doc: null, error: v.error } : undefined;
-  return isResultsDoc(v.doc) && (v.error === null || isStr(v.error, 2000)) ? { type: 'results', file: v.file, doc: v.doc, error: v.error } : undefined;
+  if (!isObj(v) || v.type !== 'results' || !isStr(v.file, 4096) || !isStr(v.label, 4096)) return undefined;
+  const base = { type: 'results' as const, file: v.file, label: v.label };
+  if (v.doc === null) return isStr(v.error, 2000) ? { ...base, doc: null, error: v.error } : undefined;
+  return isResultsDoc(v.doc) && (v.error === null || isStr(v.error, 2000)) ? { ...base, doc: v.doc, error: v.error } : undefined;
 }
 
 export function parseResultsState(v: unknown): ResultsState | undefined {
