@@ -13,6 +13,7 @@ import { JobRunner, TASK_TYPE } from './jobs/jobRunner';
 import { registerSlurmCommands, SlurmJobs } from './jobs/slurmJobs';
 import { MoelabTaskProvider } from './jobs/taskProvider';
 import { type PanelsApi, registerPanels } from './panels/register';
+import { registerResults } from './results/register';
 import type { RunStoreApi } from './runs/model';
 import { registerRunNotifications } from './runs/runNotifications';
 import { RunStore } from './runs/runStore';
@@ -85,6 +86,7 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
     ...registerSlurmCommands(slurm),
     ...registerViewCommands({ store, panels, checkpoints: checkpointsTree, runsView: runsView as vscode.TreeView<unknown>, slurm }),
     ...registerCheckpointCommands({ runner, panels, tree: checkpointsTree, diffDocs, store }),
+    ...registerResults(context, store),
   );
 
   void store.refresh();

@@ -14,7 +14,7 @@ let built: Promise<void> | undefined;
 export function buildBundles(): Promise<void> {
   built ??= esbuild
     .build({
-      entryPoints: ['dashboard', 'router']
+      entryPoints: ['dashboard', 'router', 'results']
         .map((name) => ({ in: path.join(ROOT, `webview/src/${name}/main.ts`), out: name }))
         .filter((e) => fs.existsSync(e.in)),
       bundle: true,

@@ -38,7 +38,7 @@ export interface OpenOptions {
   state?: unknown;
 }
 
-export async function openPanel(browser: Browser, panel: 'dashboard' | 'router', opts: OpenOptions = {}): Promise<PanelPage> {
+export async function openPanel(browser: Browser, panel: 'dashboard' | 'router' | 'results', opts: OpenOptions = {}): Promise<PanelPage> {
   const page = await browser.newPage({ viewport: { width: opts.width ?? 1280, height: opts.height ?? 900 } });
   const errors: string[] = [];
   page.on("pageerror", (e) => { errors.push(String(e)); if (process.env.HARNESS_DEBUG) console.log("pageerror", String(e)); });
