@@ -20,7 +20,13 @@ const FAMILY_HUE: Record<string, number> = {
 };
 /** Longest first: "bam-ekv-attn-top2" is in the bam-ekv family. */
 const METHODS = ['bam-ekv', 'bam-skv', 'sparse', 'upit', 'btx'];
-const LIGHTNESS = [52, 66, 40];
+const LIGHTNESS = [52, 68, 38];
+/** Per round of three: hue step, saturation and a lightness shift, so neighbours differ in more than hue. */
+const ROUNDS: [number, number, number][] = [
+  [0, 65, 0],
+  [14, 95, 6],
+  [-14, 40, -4],
+];
 
 /** The family of a method, stage or results label ("seed", "branch-code", "btx-compute", …). */
 export function colorFamily(key: string | undefined): string {
@@ -33,14 +39,14 @@ export function colorFamily(key: string | undefined): string {
   return 'other';
 }
 
-/** The k-th colour of a family: three lightnesses, then hue steps within ±16° (distinct for every k). */
+/** The k-th colour of a family: three lightnesses per round; rounds step hue (within ±16°) and saturation. */
 export function familyColor(family: string, k: number): string {
   const hue = FAMILY_HUE[family] ?? FAMILY_HUE.other;
   const m = Math.floor(k / LIGHTNESS.length);
-  // 0, +12, -12, then a golden-ratio walk that fills the band without repeating.
-  const step = m === 0 ? 0 : m === 1 ? 12 : m === 2 ? -12 : Math.round(160 * (((m * 0.618034) % 1) * 2 - 1)) / 10;
+  // Three rounds, then a golden-ratio walk of the hue that fills the band without repeating.
+  const [step, sat, shift] = ROUNDS[m] ?? [Math.round(160 * (((m * 0.618034) % 1) * 2 - 1)) / 10, 75, 0];
   const h = Math.round(((hue + step + 360) % 360) * 10) / 10;
-  return `hsl(${h}, ${family === 'dense' ? 45 : 65}%, ${LIGHTNESS[k % LIGHTNESS.length]}%)`;
+  return `hsl(${h}, ${family === 'dense' ? Math.round(sat * 0.7) : sat}%, ${LIGHTNESS[k % LIGHTNESS.length] + shift}%)`;
 }
 
 /** Colours for keys in order, each in its family (keys: results labels, or anything colorFamily reads). */
