@@ -43,6 +43,8 @@ export interface ChartOptions {
 
 type YScale = ScaleContinuousNumeric<number, number>;
 const MARGIN = { top: 8, right: 14, bottom: 24, left: 56 };
+/** Room for a lone point's dot (radius up to 4 px) inside the plot. */
+const DOT_PAD_PX = 6;
 const valueFormat = format('.4~g');
 const siFormat = format('.3~s');
 const smallFormat = format('.3~g');
@@ -147,14 +149,28 @@ export class LineChart {
     }
   }
 
-  private xExtent(): [number, number] {
+  /** The x range of the data, padded where a line ends in a lone point: its dot would be half-clipped at the edge. */
+  private xExtent(iw: number): [number, number] {
     let lo = Infinity, hi = -Infinity;
+    let dotLo = false, dotHi = false;
+    const finite = (l: ChartLine, i: number): boolean => i >= 0 && i < l.n && Number.isFinite(l.xs[i]) && Number.isFinite(l.ys[i]);
+    const lone = (l: ChartLine, i: number): boolean => !finite(l, i - 1) && !finite(l, i + 1);
     for (const l of this.lines) {
-      for (let i = 0; i < l.n; i++) if (Number.isFinite(l.xs[i])) { lo = Math.min(lo, l.xs[i]); break; }
-      for (let i = l.n - 1; i >= 0; i--) if (Number.isFinite(l.xs[i])) { hi = Math.max(hi, l.xs[i]); break; }
+      for (let i = 0; i < l.n; i++) if (Number.isFinite(l.xs[i])) {
+        if (l.xs[i] < lo || (l.xs[i] === lo && !dotLo)) dotLo = finite(l, i) && lone(l, i);
+        lo = Math.min(lo, l.xs[i]);
+        break;
+      }
+      for (let i = l.n - 1; i >= 0; i--) if (Number.isFinite(l.xs[i])) {
+        if (l.xs[i] > hi || (l.xs[i] === hi && !dotHi)) dotHi = finite(l, i) && lone(l, i);
+        hi = Math.max(hi, l.xs[i]);
+        break;
+      }
     }
     if (!Number.isFinite(lo)) return [0, 1];
-    return lo === hi ? [lo - 1, hi + 1] : [lo, hi];
+    if (lo === hi) return [lo - 1, hi + 1];
+    const pad = (DOT_PAD_PX * (hi - lo)) / Math.max(1, iw - 2 * DOT_PAD_PX);
+    return [dotLo ? lo - pad : lo, dotHi ? hi + pad : hi];
   }
 
   private yDomain(decimated: Float64Array[], samples: number[]): [number, number] {
@@ -199,7 +215,7 @@ export class LineChart {
     const ih = this.height - MARGIN.top - MARGIN.bottom;
     this.zoomBehavior.extent([[MARGIN.left, 0], [MARGIN.left + iw, ih]]).translateExtent([[MARGIN.left, -Infinity], [MARGIN.left + iw, Infinity]]);
 
-    const base = scaleLinear().domain(this.xExtent()).range([MARGIN.left, MARGIN.left + iw]);
+    const base = scaleLinear().domain(this.xExtent(iw)).range([MARGIN.left, MARGIN.left + iw]);
     this.x = this.transform.rescaleX(base);
     const [x0, x1] = this.x.domain();
     const columns = Math.max(1, Math.ceil(iw));
