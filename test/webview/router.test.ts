@@ -31,6 +31,34 @@ const lastPathPoints = (p: { page: import('playwright-core').Page }, card: numbe
   p.page.locator('[data-card="saturation"] svg').nth(card).evaluate((svg) => (svg.querySelector('path.line')?.getAttribute('d') ?? '').split(/[ML]/).filter(Boolean).length);
 
 describe('router panel webview', () => {
+  it('labels the heatmaps\' axes (layers, experts, steps, domains) and reads the cell under the pointer', async () => {
+    const p = await openPanel(browser, 'router', { height: 1400 });
+    await p.send(demo());
+    await settled(p.page);
+    const overview = p.page.locator('.overview-run').first().locator('.heat-axes');
+    assert.equal(await overview.getAttribute('data-y-label'), 'layer');
+    assert.equal(await overview.getAttribute('data-x-label'), 'expert');
+    // bam-ekv-s1: 4 FFN then 4 attention routers × 4 experts; every expert is a tick.
+    assert.deepEqual(await overview.locator('.heat-xticks .heat-tick').allTextContents(), ['0', '1', '2', '3']);
+    assert.deepEqual(await overview.locator('.heat-yticks .heat-tick').allTextContents(), ['L0', 'L1', 'L2', 'L3', 'L0 attn', 'L1 attn', 'L2 attn', 'L3 attn']);
+    const axes = await p.page.locator('.layer-row').first().locator('.heat-axes').evaluateAll((els) => els.map((e) => `${(e as HTMLElement).dataset.yLabel}×${(e as HTMLElement).dataset.xLabel}`));
+    assert.ok(axes.includes('expert×step') && axes.includes('domain×expert'), axes.join(', '));
+    // The top-right cell of the overview: layer 0's FFN router, expert 3.
+    const heat = overview.locator('canvas.heat');
+    const box = await heat.boundingBox();
+    assert.ok(box);
+    await p.page.mouse.move(box.x + box.width * 0.95, box.y + box.height * 0.03);
+    const readout = p.page.locator('.overview-run').first().locator('.heat-readout');
+    assert.match((await readout.textContent()) ?? '', /^L0 · expert 3 · utilization [\d.]+/);
+    assert.equal(await heat.getAttribute('title'), await readout.textContent());
+    // Ticks sit inside their axis, not over the matrix.
+    const ticks = await overview.locator('.heat-yticks').boundingBox();
+    assert.ok(ticks && ticks.x + ticks.width <= box.x + 1);
+    await p.screenshot('router-axes');
+    assert.deepEqual(p.errors, []);
+    await p.page.close();
+  });
+
   for (const theme of ['dark', 'light', 'hc'] as const) {
     it(`shows two runs side by side with heatmaps and warnings (${theme})`, async () => {
       const p = await openPanel(browser, 'router', { theme, height: 1400 });

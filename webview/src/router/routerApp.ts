@@ -8,13 +8,14 @@ import { el } from '../shared/dom';
 import { fmtValue } from '../shared/format';
 import { onThemeChange, readTheme, type ThemeColors } from '../shared/theme';
 import { postToHost, saveState } from '../shared/vscodeApi';
-import { colorLegend, drawMatrix, shareColor, utilizationColor } from './heatmap';
+import { colorLegend, drawMatrix, shareColor, utilizationColor, withAxes } from './heatmap';
 import { miniChart, type MiniLine } from './miniChart';
 import { entryAt, RunRouting, type Entry, type LayerSeries } from './routingStore';
 import { quantiles, utilization } from './routingStats';
 import { VirtualList } from './virtualList';
 
-const ROW_HEIGHT = 200;
+// Room for the axes of the three heatmaps and, on attention rows, the soft-router box plot.
+const ROW_HEIGHT = 240;
 /** The engine's MAX_COACT_EXPERTS: larger routers log no co-activation. */
 const COACT_MAX_EXPERTS = 64;
 
@@ -243,13 +244,26 @@ export class RouterApp {
       const keys = run.keys().filter((k) => this.state.router === 'all' || k.startsWith(this.state.router === 'attn' ? '1:' : '0:'));
       const e = run.maxExperts();
       const heat = el('canvas', { class: 'heat', 'aria-label': `Utilization of every expert in every layer at step ${step}` });
-      heat.style.height = `${Math.min(320, Math.max(60, keys.length * 6))}px`;
+      // 12 px a row leaves room for the layer labels; tall models get every few layers labelled.
+      heat.style.height = `${Math.min(320, Math.max(60, keys.length * 12))}px`;
       const rows = keys.map((k) => {
         const s = run.layers.get(k);
         const entry = s ? entryAt(s, step) : undefined;
         return entry ? utilization(entry.row.load) : [];
       });
       drawMatrix(heat, keys.length, e, (r, c) => rows[r][c] ?? NaN, util);
+      const routerNames = keys.map((k) => {
+        const ls = run.layers.get(k);
+        return ls ? `L${ls.layer}${ls.router === 'attn' ? ' attn' : ''}` : k;
+      });
+      const experts = Array.from({ length: e }, (_, i) => String(i));
+      const heatView = withAxes(heat, keys.length, e, {
+        yLabel: 'layer',
+        xLabel: 'expert',
+        yTicks: routerNames,
+        xTicks: experts,
+        describe: (r, c) => `${routerNames[r]} · expert ${c} · utilization ${fmtValue(rows[r]?.[c] ?? NaN)}`,
+      });
       const kinds = (['ffn', 'attn'] as const).filter((k) => keys.some((key) => run.layers.get(key)?.router === k));
       // Mean over layers per logged step, in one pass over every record.
       const series = (pick: (en: Entry) => number | undefined): MiniLine[] =>
@@ -275,7 +289,7 @@ export class RouterApp {
         el('div', { class: 'card' }, [
           el('h3', { text: `${this.nameOf(run.runId)} · utilization at step ${step}` }),
           el('p', { class: 'note', text: `${keys.length} routers (rows: FFN layers, then attention layers) × ${e} experts` }),
-          heat,
+          heatView,
           colorLegend(util, 1 / 8, 8, ['starved', 'fair share', 'overloaded']),
         ]),
         el('div', { class: 'card' }, [el('h3', { text: 'Imbalance (mean coefficient of variation over layers)' }), miniChart('Imbalance over steps', series((en) => en.cv))]),
@@ -318,12 +332,16 @@ export class RouterApp {
     const utilRows = s.entries.map((en) => utilization(en.row.load));
     drawMatrix(heat, e, s.entries.length, (r, c) => utilRows[c]?.[r] ?? NaN, util);
     const readout = el('div', { class: 'hover-readout', text: `${s.entries.length} logged steps × ${e} experts` });
-    heat.addEventListener('pointermove', (ev) => {
-      const rect = heat.getBoundingClientRect();
-      const c = Math.floor(((ev.clientX - rect.left) / rect.width) * s.entries.length);
-      const r = Math.floor(((ev.clientY - rect.top) / rect.height) * e);
-      const en = s.entries[c];
-      if (en && r >= 0 && r < e) readout.textContent = `step ${en.row.step} · expert ${r} · load ${fmtValue(en.row.load[r])} · utilization ${fmtValue(utilRows[c][r])}`;
+    const heatView = withAxes(heat, e, s.entries.length, {
+      yLabel: 'expert',
+      xLabel: 'step',
+      yTicks: Array.from({ length: e }, (_, i) => String(i)),
+      xTicks: s.entries.map((en) => String(en.row.step)),
+      readout,
+      describe: (r, c) => {
+        const en = s.entries[c];
+        return en ? `step ${en.row.step} · expert ${r} · load ${fmtValue(en.row.load[r])} · utilization ${fmtValue(utilRows[c][r])}` : '';
+      },
     });
 
     // Domain × expert at the chosen step.
@@ -340,14 +358,20 @@ export class RouterApp {
     const domainBox = domains.length
       ? el('div', {}, [
           el('div', { class: 'note', text: `Domain × expert at step ${entry?.row.step} (rows: ${domains.join(', ')})` }),
-          matrix,
+          withAxes(matrix, domains.length, e, {
+            yLabel: 'domain',
+            xLabel: 'expert',
+            yTicks: domains,
+            xTicks: Array.from({ length: e }, (_, i) => String(i)),
+            describe: (r, c) => `${domains[r]} · expert ${c} · share ${fmtValue(shares[r]?.[c] ?? NaN)}`,
+          }),
           el('div', { class: 'note', text: `specialization ${fmtValue(entry?.specialization ?? NaN)}` }),
         ])
       : el('div', { class: 'note', text: 'No per-domain routing in this record.' });
 
     const right = el('div', {}, [domainBox]);
     if (s.router === 'attn') right.append(this.probDistribution(s));
-    return el('div', {}, [title, el('div', { class: 'layer-cell' }, [el('div', {}, [heat, readout]), right, this.coactivation(s, entry)])]);
+    return el('div', {}, [title, el('div', { class: 'layer-cell' }, [el('div', {}, [heatView, readout]), right, this.coactivation(s, entry)])]);
   }
 
   /** P(b | a) at the chosen step: rows a, columns b; the diagonal (always 1) is left blank so the rest keeps its contrast. */
@@ -361,15 +385,11 @@ export class RouterApp {
     const canvas = el('canvas', { class: 'heat coact', 'aria-label': `Expert co-activation P(b | a) at step ${entry.row.step}, layer ${s.layer}: rows a, columns b` });
     const readout = el('div', { class: 'hover-readout', text: `${e} × ${e} experts` });
     drawMatrix(canvas, e, e, (a, b) => (a === b ? NaN : m[a][b]), color);
-    canvas.addEventListener('pointermove', (ev) => {
-      const rect = canvas.getBoundingClientRect();
-      const a = Math.floor(((ev.clientY - rect.top) / rect.height) * e);
-      const b = Math.floor(((ev.clientX - rect.left) / rect.width) * e);
-      if (a >= 0 && a < e && b >= 0 && b < e) readout.textContent = `P(${b} | ${a}) = ${fmtValue(m[a][b])}`;
-    });
+    const experts = Array.from({ length: e }, (_, i) => String(i));
+    const view = withAxes(canvas, e, e, { yLabel: 'expert a', xLabel: 'expert b', yTicks: experts, xTicks: experts, readout, describe: (a, b) => `P(${b} | ${a}) = ${fmtValue(m[a][b])}` });
     return el('div', { class: 'coact-box', 'data-coact': 'shown' }, [
       el('div', { class: 'note', title: 'Share of the tokens routed to expert a (row) that are also routed to expert b (column); the diagonal (always 1) is blank', text: `Co-activation P(b | a), step ${entry.row.step}` }),
-      canvas,
+      view,
       colorLegend(color, 0, max, ['0', '', fmtValue(max)]),
       readout,
     ]);
