@@ -212,3 +212,32 @@ describe('run colours', () => {
     assert.equal(new Set(doc.settings[0].models.map((m) => m.color)).size, doc.settings[0].models.length);
   });
 });
+
+describe('Open Results in the manifest', () => {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '..', '..', 'package.json'), 'utf8'));
+  const menus = pkg.contributes.menus as Record<string, { command: string; when?: string }[]>;
+  /** The viewItem regexes of a `when` clause, as VS Code evaluates `viewItem =~ /…/`. */
+  const matches = (when: string, viewItem: string): boolean => [...when.matchAll(/viewItem =~ \/(.+?)\/(?= |$)/g)].some((m) => new RegExp(m[1]).test(viewItem));
+  it('is offered on eval runs only, and eval runs keep every other run action', () => {
+    const item = menus['view/item/context'];
+    const open = item.find((m) => m.command === 'moelab.openResults');
+    assert.ok(open?.when);
+    assert.ok(matches(open.when, 'moelab.run.done.eval'));
+    assert.ok(!matches(open.when, 'moelab.run.done'));
+    for (const command of ['moelab.openDashboard', 'moelab.openRunLog', 'moelab.revealRunFolder']) {
+      const m = item.find((x) => x.command === command);
+      assert.ok(m?.when && matches(m.when, 'moelab.run.done.eval'), command);
+    }
+    const stop = item.filter((m) => m.command === 'moelab.stopRun');
+    assert.ok(stop.length && stop.every((m) => m.when && matches(m.when, 'moelab.run.running.eval') && !matches(m.when, 'moelab.run.done.eval')));
+  });
+  it('is offered on study.json and eval.json in the explorer and the editor title', () => {
+    for (const where of ['explorer/context', 'editor/title']) {
+      const m = menus[where].find((x) => x.command === 'moelab.openResults');
+      assert.ok(m?.when, where);
+      const re = new RegExp((m.when.match(/resourceFilename =~ \/(.+)\/$/) ?? [])[1]);
+      assert.ok(re.test('study.json') && re.test('eval.json') && !re.test('run.json') && !re.test('my-study.json'), where);
+    }
+    assert.ok(pkg.activationEvents.includes('onWebviewPanel:moelab.results'));
+  });
+});
