@@ -90,6 +90,8 @@ describe('results webview', () => {
     const byFlops = s.models.filter((m) => m.budget.trainFlops !== undefined).sort((x, y) => (x.budget.trainFlops ?? 0) - (y.budget.trainFlops ?? 0)).map((m) => m.label);
     assert.deepEqual(compute, byFlops);
     assert.ok(((await views.nth(1).textContent()) ?? '').includes('training FLOPs of bam-ekv'));
+    await views.nth(0).scrollIntoViewIfNeeded();
+    await p.screenshot('results-bars-budgets');
   });
 
   it('Copy LaTeX posts the booktabs table to the host', async () => {

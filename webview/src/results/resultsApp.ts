@@ -132,19 +132,22 @@ export class ResultsApp {
       .filter((m) => m.budget.matchedTo === 'tokens' || m.role === 'baseline' || m.role === 'seed')
       .sort((a, b) => (a.budget.tokensAfterSeed ?? 0) - (b.budget.tokensAfterSeed ?? 0));
     const flops = setting.models.filter((m) => m.budget.trainFlops !== undefined).sort((a, b) => (a.budget.trainFlops ?? 0) - (b.budget.trainFlops ?? 0));
+    // Text columns read left-aligned; numbers right-aligned (the table's default).
+    const cls = (h: string): string | undefined => (h === 'matched to' ? 'left' : undefined);
     const view = (title: string, note: string, models: ResultsModel[], cols: [string, (m: ResultsModel) => string][]): HTMLElement =>
       el('div', { class: 'card budget-view' }, [
         el('h3', { text: title }),
         el('p', { class: 'note', text: note }),
         models.length
           ? el('table', { class: 'summary' }, [
-              el('thead', {}, [el('tr', {}, [el('th', { class: 'left', text: 'model' }), ...cols.map(([h]) => el('th', { text: h }))])]),
-              el('tbody', {}, models.map((m) => el('tr', { 'data-label': m.label }, [el('th', { scope: 'row', class: 'left' }, [swatch(m.color), m.label]), ...cols.map(([, f]) => el('td', { text: f(m) }))]))),
+              el('thead', {}, [el('tr', {}, [el('th', { class: 'left', text: 'model' }), ...cols.map(([h]) => el('th', { class: cls(h), text: h }))])]),
+              el('tbody', {}, models.map((m) => el('tr', { 'data-label': m.label }, [el('th', { scope: 'row', class: 'left' }, [swatch(m.color), m.label]), ...cols.map(([h, f]) => el('td', { class: cls(h), text: f(m) }))]))),
             ])
           : el('p', { class: 'muted', text: 'No budgets recorded (an eval.json has none: open the study.json).' }),
       ]);
     return el('div', { class: 'overview budget-views' }, [
-      view('Equal tokens', 'Every MoE trains on the same tokens; tokens after seed add what was trained on the way (branches, tuning).', tokens, [
+      view('Equal tokens', 'Every MoE trains on the same tokens (its own run); tokens after seed add what was trained on the way (branches, tuning).', tokens, [
+        ['tokens', (m) => fmtTokens(m.budget.tokens)],
         ['tokens after seed', (m) => fmtTokens(m.budget.tokensAfterSeed)],
         ['matched to', (m) => m.budget.matchedTo ?? ''],
         ['average ppl', avg],
