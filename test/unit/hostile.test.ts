@@ -216,13 +216,18 @@ describe('webview security', () => {
   it('every panel is built by webviewHtml, and local resources come only from dist/webview', () => {
     const src = path.resolve('extension', 'src');
     const files = fs.readdirSync(src, { recursive: true }).map(String).filter((f) => f.endsWith('.ts'));
-    const htmlSetters = files.filter((f) => /\.html\s*=/.test(fs.readFileSync(path.join(src, f), 'utf8')));
-    assert.deepEqual(htmlSetters, [path.join('panels', 'panelHost.ts')]);
-    const host = fs.readFileSync(path.join(src, 'panels', 'panelHost.ts'), 'utf8');
-    assert.match(host, /\.html\s*=\s*webviewHtml\(/);
+    const read = (f: string): string => fs.readFileSync(path.join(src, f), 'utf8');
+    // The panels' hosts: panelHost (dashboard, router panel) and the Results panel, which reuses its options.
+    const hosts = [path.join('panels', 'panelHost.ts'), path.join('results', 'resultsPanel.ts')];
+    const htmlSetters = files.filter((f) => /\.html\s*=/.test(read(f)));
+    assert.deepEqual(htmlSetters.sort(), [...hosts].sort());
+    for (const f of htmlSetters) assert.match(read(f), /\.html\s*=\s*webviewHtml\(/, f);
+    const host = read(hosts[0]);
     assert.match(host, /localResourceRoots:\s*\[vscode\.Uri\.joinPath\(extensionUri, 'dist', 'webview'\)\]/);
     assert.ok(!/enableCommandUris:\s*true/.test(host));
-    const creators = files.filter((f) => /createWebviewPanel|registerWebviewViewProvider/.test(fs.readFileSync(path.join(src, f), 'utf8')));
-    assert.deepEqual(creators, [path.join('panels', 'panelHost.ts')]);
+    const creators = files.filter((f) => /createWebviewPanel|registerWebviewViewProvider/.test(read(f)));
+    assert.deepEqual(creators.sort(), [...hosts].sort());
+    // Every panel is created with panelHost's options (scripts on, roots limited to the bundle).
+    for (const f of creators) assert.match(read(f), /createWebviewPanel\([^)]*webviewOptions\(extensionUri\)\)/, f);
   });
 });

@@ -303,7 +303,7 @@ class ModelConfig:
             "attention_bias": self.attention_bias,
             "torch_dtype": "float32",
         }
-        if model_type not in FAMILIES and model_type not in NATIVE_MOE_FAMILY:
+        if model_type not in FAMILIES and model_type != "qwen3_moe":  # Qwen3-MoE implies its family
             d["base_model_type"] = self.family
         params: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
         if self.rope_scaling:
