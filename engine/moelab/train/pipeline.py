@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moelab.data.tokenizer import load_tokenizer
 from moelab.errors import MoELabError
 from moelab.io.checkpoint import load_config
 from moelab.methods.api import UpcycleOptions, upcycle
@@ -270,10 +269,7 @@ class Pipeline:
                                                     "out": str(out)})
         rd.set_status("running")
         try:
-            ck = upcycle(opts)
-            # The MoE reads text like its seed: carry the seed's tokenizer files along.
-            seed_cfg = load_config(seed)
-            load_tokenizer(seed, seed_cfg.vocab_size, seed_cfg.eos_token_id).save(Path(ck))
+            ck = upcycle(opts)  # carries the seed's tokenizer and generation files along
             data = self.exp.data  # the seed set is a fraction of the tuning data
             if method == "upit" or stage.router_init == "hidden":
                 preoptimize_checkpoint(Path(ck), PreoptConfig(
