@@ -290,7 +290,10 @@ class Pipeline:
         run_id = self.run_id(stage, "eval")
         h = stage.hyper(self.exp.defaults)
         models = {k: v for k, v in self.result.checkpoints.items() if not k.startswith("upcycle-")}
-        config = {"checkpoints": {k: str(v) for k, v in models.items()}}
+        harness = stage.harness(h.batch_size) if stage.tasks else None
+        config: dict[str, Any] = {"checkpoints": {k: str(v) for k, v in models.items()}}
+        if harness is not None:
+            config["lm_eval"] = jsoncfg.to_dict(harness)
         info = read_run_json(self.out / run_id)
         if info and info.get("status") == "done" and info.get("config") == config:
             try:
@@ -306,7 +309,8 @@ class Pipeline:
         try:
             for label, ck in models.items():
                 _log(f"[{run_id}] evaluating {label}")
-                results[label] = evaluate_checkpoint(ck, self.exp.data, h.batch_size, h.eval_batches, device)
+                results[label] = evaluate_checkpoint(ck, self.exp.data, h.batch_size, h.eval_batches, device,
+                                                     harness=harness)
         except Exception as e:
             rd.set_status("failed", str(e))
             raise
