@@ -62,7 +62,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     save_tokenizer(dense)
     mixtral = root / "mixtral"
     assert main(["upcycle", "--method", "sparse", "--seed", str(dense), "--num-experts", "2", "--top-k", "1",
-                 "--router-seed", "5", "--out", str(mixtral)]) == 0
+                 "--moe-layers", "all", "--router-seed", "5", "--out", str(mixtral)]) == 0
     assert json.loads((mixtral / "config.json").read_text())["model_type"] == "mixtral"
     return {"dense": dense, "mixtral": mixtral}
 

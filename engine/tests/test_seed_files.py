@@ -73,14 +73,15 @@ def test_upcycle_carries_everything_of_the_seed(seed, tmp_path, method):
     experts = [] if method == "sparse" else ["--expert", str(seed), "--expert", str(seed)]
     out = tmp_path / "moe"
     assert main(["upcycle", "--method", method, "--seed", str(seed), *experts, "--out", str(out),
-                 "--num-experts", "2"]) == 0
+                 "--num-experts", "2", "--moe-layers", "all"]) == 0
     assert_carries_seed(seed, out)
 
 
 def test_mistral_sliding_window_reaches_the_mixtral_output(tmp_path):
     seed = make_seed(tmp_path / "seed", "mistral", sliding_window=16)
     out = tmp_path / "moe"
-    assert main(["upcycle", "--method", "sparse", "--seed", str(seed), "--num-experts", "2", "--out", str(out)]) == 0
+    assert main(["upcycle", "--method", "sparse", "--seed", str(seed), "--num-experts", "2", "--moe-layers", "all",
+                 "--out", str(out)]) == 0
     cfg = transformers.AutoConfig.from_pretrained(out)
     assert cfg.model_type == "mixtral" and cfg.sliding_window == 16 and cfg.pad_token_id == 3
     assert_carries_seed(seed, out)
