@@ -64,7 +64,12 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     assert main(["upcycle", "--method", "sparse", "--seed", str(dense), "--num-experts", "2", "--top-k", "1",
                  "--moe-layers", "all", "--router-seed", "5", "--out", str(mixtral)]) == 0
     assert json.loads((mixtral / "config.json").read_text())["model_type"] == "mixtral"
-    return {"dense": dense, "mixtral": mixtral}
+    # BAM: model_type moelab, loaded through its own modeling file (trust_remote_code).
+    bam = root / "bam"
+    assert main(["upcycle", "--method", "bam-ekv", "--seed", str(dense), "--expert", str(dense), "--expert",
+                 str(dense), "--moe-layers", "all", "--router-seed", "5", "--out", str(bam)]) == 0
+    assert json.loads((bam / "config.json").read_text())["model_type"] == "moelab"
+    return {"dense": dense, "mixtral": mixtral, "bam": bam}
 
 
 def lm_eval_directly(ckpt: Path, tasks: Path, **kw) -> dict[str, float]:
@@ -72,7 +77,7 @@ def lm_eval_directly(ckpt: Path, tasks: Path, **kw) -> dict[str, float]:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(ckpt, dtype="float32")
+    model = transformers.AutoModelForCausalLM.from_pretrained(ckpt, dtype="float32", trust_remote_code=True)
     tok = transformers.AutoTokenizer.from_pretrained(ckpt)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")
     manager = TaskManager(include_path=str(tasks), include_defaults=False)
@@ -80,7 +85,7 @@ def lm_eval_directly(ckpt: Path, tasks: Path, **kw) -> dict[str, float]:
     return res["results"][TASK]
 
 
-@pytest.mark.parametrize("kind", ["dense", "mixtral"])
+@pytest.mark.parametrize("kind", ["dense", "mixtral", "bam"])
 def test_scores_equal_lm_evals_own(checkpoints, tasks, tmp_path, kind):
     ckpt = checkpoints[kind]
     out = tmp_path / "eval.json"
