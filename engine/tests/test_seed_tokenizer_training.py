@@ -27,8 +27,8 @@ DOCS = [f"def add(a, b): return a + b  # {i}\nthe quick brown fox {i * 7} jumps 
 
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory) -> Path:
-    # qwen2-shaped (q/k/v biases, GQA); switch to qwen3 once the engine reads it.
-    path = save_hf(make_hf("qwen2", seed=2, vocab_size=VOCAB, eos_token_id=EOS, bos_token_id=1),
+    # Qwen3-shaped (per-head q/k norms, GQA).
+    path = save_hf(make_hf("qwen3", seed=2, vocab_size=VOCAB, eos_token_id=EOS, bos_token_id=1),
                    tmp_path_factory.mktemp("seed") / "seed")
     save_tokenizer(path)
     return path
@@ -44,7 +44,7 @@ def jsonl(tmp_path_factory) -> Path:
 def test_every_user_source_kind_is_read_with_the_seeds_tokenizer(seed, jsonl, tmp_path):
     tok = load_tokenizer(seed, VOCAB, EOS)
     assert isinstance(tok, HFTokenizer)
-    # transformers' own reader of tokenizer.json (AutoTokenizer would pick Qwen2's class, which
+    # transformers' own reader of tokenizer.json (AutoTokenizer would pick the Qwen class, which
     # replaces the pre-tokenizer of this made-up tokenizer with Qwen's digit-splitting one).
     reference = transformers.PreTrainedTokenizerFast(tokenizer_file=str(seed / "tokenizer.json"))
 
