@@ -22,6 +22,7 @@ $(VENV)/.stamp: engine/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e "engine[test]"
+	$(PY) -m pip install -q --no-deps "lm-eval>=0.4.5"  # its deps that matter are in engine[test]
 	touch $@
 
 node_modules/.stamp: package.json package-lock.json

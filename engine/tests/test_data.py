@@ -13,7 +13,7 @@ from moelab.data.mixture import DataConfig, MixtureSampler, build_domains
 from moelab.data.packing import eval_windows, pack
 from moelab.data.sources import DataSource, load_user_documents
 from moelab.data.tokenizer import ByteTokenizer, load_tokenizer
-from moelab.errors import ConfigError
+from moelab.errors import CheckpointError, ConfigError
 
 
 def test_synthetic_deterministic_by_seed():
@@ -49,7 +49,7 @@ def test_tokenizer_from_checkpoint(tmp_path):
     ByteTokenizer().save(tmp_path)
     assert json.loads((tmp_path / "moelab_tokenizer.json").read_text())["type"] == "bytes"
     assert isinstance(load_tokenizer(tmp_path, 256), ByteTokenizer)
-    with pytest.raises(ConfigError, match="vocab_size 1000"):
+    with pytest.raises(CheckpointError, match="vocab_size 1000"):
         load_tokenizer(tmp_path / "nothing", 1000)
 
 

@@ -33,23 +33,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_onnx(args: argparse.Namespace) -> int:
     # Imported here so `moelab --help` does not pay for torch.onnx.
+    from moelab.data.tokenizer import detect
     from moelab.export import manifest as mf
-    from moelab.export import tokenizer as tk
     from moelab.export.graph import discover_routers
     from moelab.export.onnx_export import export_onnx, verify
+    from moelab.export.tokenizer import copy_beside
     from moelab.io.checkpoint import load_model, read_config_dict
 
     t0 = time.perf_counter()
     raw = read_config_dict(args.ckpt)
     model = load_model(args.ckpt)
-    tok = tk.detect(args.ckpt, model.config.vocab_size)
+    tok = detect(args.ckpt, model.config.vocab_size)
     routers = discover_routers(model)
     meta = raw.get("moelab")
     method = str(meta.get("method", "")) if isinstance(meta, dict) else ""
     worst = None
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         export_onnx(model, routers, tmp / mf.MODEL_FILE)
-        tk.copy_beside(args.ckpt, tok, tmp)
+        copy_beside(args.ckpt, tok, tmp)
         mf.write(tmp, mf.build(model.config, routers, tok, args.ckpt, method))
         mf.check_export(tmp)
         if args.verify:

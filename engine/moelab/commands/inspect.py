@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from moelab.analysis.param_count import count_params
-from moelab.errors import ConfigError, MoELabError
+from moelab.errors import ConfigError
 from moelab.io.checkpoint import read_config_dict
 from moelab.io.safetensors_file import tensor_files
 from moelab.models.config import ModelConfig
@@ -112,22 +112,10 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def tokenize(ckpt: Path, text: str, vocab_size: int) -> tuple[list[int], list[str]]:
-    """With tokenizer.json: the `tokenizers` library; without: bytes are ids (vocab 256)."""
-    tok_file = ckpt / "tokenizer.json"
-    if tok_file.is_file():
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise MoELabError(f"{tok_file}: reading it needs the `tokenizers` package (pip install tokenizers)") from None
-        try:
-            enc = Tokenizer.from_file(str(tok_file)).encode(text, add_special_tokens=False)
-        except Exception as e:
-            raise MoELabError(f"{tok_file}: cannot be used ({e})") from None
-        return list(enc.ids), list(enc.tokens)
-    if vocab_size < 256:
-        raise ConfigError(f"{ckpt}: no tokenizer.json and vocab_size {vocab_size} < 256, so bytes cannot be ids")
-    data = text.encode("utf-8")
-    return list(data), [bytes([b]).decode("latin-1") for b in data]
+    """Ids and token strings of `text` with the checkpoint's own tokenizer."""
+    from moelab.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(ckpt, vocab_size).tokens(text)
 
 
 def route_text(ckpt: Path, text: str) -> list[dict[str, Any]]:

@@ -10,13 +10,10 @@ it trained with, `router_aux_loss_coef` = α·L/k (models/aux_losses.py: mixtral
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 from moelab.io.checkpoint import load_model, read_config_dict, save_model
-
-COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-          "moelab_tokenizer.json")
+from moelab.io.seed_files import carry_seed_files
 
 
 def export_hf(ckpt: Path, out: Path) -> str:
@@ -28,7 +25,5 @@ def export_hf(ckpt: Path, out: Path) -> str:
         model.config = dataclasses.replace(cfg, model_type=native)
     meta = read_config_dict(ckpt).get("moelab")
     save_model(model, out, moelab_meta=meta if isinstance(meta, dict) else None)
-    for name in COPIED:
-        if (Path(ckpt) / name).is_file():
-            shutil.copyfile(Path(ckpt) / name, Path(out) / name)
+    carry_seed_files(Path(ckpt), Path(out))
     return model.config.model_type

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
+from moelab.data.tokenizer import TokenizerInfo
 from moelab.errors import CheckpointError
 from moelab.export.graph import RouterSpec
 from moelab.export.onnx_export import INPUT, OPSET
-from moelab.export.tokenizer import TokenizerInfo
 from moelab.io.json_file import read_json
 from moelab.models.config import ModelConfig
 

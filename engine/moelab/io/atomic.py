@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -22,15 +23,44 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def output_error(target: Path, e: OSError) -> MoELabError:
+    """One line for a failure to create or write the output directory `target`: where, and what to do."""
+    where = Path(e.filename) if e.filename else Path(target)
+    if e.errno in _NO_SPACE:
+        return MoELabError(f"{target}: no space left while writing it (disk full, quota or file size limit); "
+                           "free some space or choose an output directory on another disk")
+    if e.errno == errno.EROFS:
+        return MoELabError(f"{where}: read-only file system; choose an output directory on a writable disk")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return MoELabError(f"{where}: permission denied; choose an output directory you can write to")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return MoELabError(f"{target}: a part of this path is a file, not a directory; choose another output directory")
+    return MoELabError(f"{where}: cannot write the output ({e.strerror or e}); choose another output directory")
+
+
+def _is_output_failure(e: OSError, tmp: Path) -> bool:
+    """A write into the temporary directory failed (not, say, reading an input inside the block)."""
+    if e.errno in _NO_SPACE:
+        return True
+    return bool(e.filename) and Path(os.fsdecode(e.filename)).resolve().is_relative_to(tmp.resolve())
+
+
 @contextmanager
 def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yields a temporary directory next to `target`; on success it becomes `target`.
-    On any failure the temporary directory is removed and `target` is untouched."""
+    On any failure the temporary directory is removed and `target` is untouched; failures to
+    create or write it are one-line MoELabErrors that name the path and what to do."""
     target = Path(target)
     if target.exists() and not overwrite:
         raise MoELabError(f"{target}: already exists (choose another --out or remove it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as e:
+        raise output_error(target, e) from None
     try:
         # mkdtemp makes 0700; a checkpoint should be as readable as any file the user writes.
         tmp.chmod(0o777 & ~_UMASK)
@@ -44,6 +74,11 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
         else:
             tmp.rename(target)
         _fsync(target.parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _is_output_failure(e, tmp):
+            raise output_error(target, e) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

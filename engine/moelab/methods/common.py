@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from moelab.io.atomic import atomic_dir
 from moelab.io.checkpoint import load_config
 from moelab.io.fused import split_fused
 from moelab.io.peft_adapter import is_adapter_dir, open_adapter
+from moelab.io.seed_files import carry_seed_files
 from moelab.io.tensor_io import (
     TORCH_DTYPES,
     FileCache,
@@ -51,14 +51,10 @@ from moelab.remote_code.bundle import write_remote_code
 
 # Fields that must agree between the seed and every expert for their weights to be mixed.
 ARCH_FIELDS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "attention_bias", "tie_word_embeddings", "parallel_block",
     "rope_theta", "rope_scaling", "rms_norm_eps", "computes_as", "sliding_window", "layer_types",
     "attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "rope_local_theta",
-)
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "moelab_tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json",
 )
 ROUTER_STD = 0.02  # small, so initial routing is near uniform (and the invariant holds for any draw)
 CHUNK_BYTES = 16 * 1024 * 1024  # rows of a mean are processed this many source bytes at a time (bounds RSS)
@@ -374,9 +370,7 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
             (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
             if cfg.model_type == "moelab":
                 write_remote_code(tmp)
-            for name in TOKENIZER_FILES:
-                if (seed.path / name).is_file():
-                    shutil.copyfile(seed.path / name, tmp / name)
+            carry_seed_files(seed.path, tmp)
     finally:
         hasher.close()
     report(f"done: {out} ({cfg.model_type}, {len(spec.expert_sources)} experts, {len(shards)} shard(s), "

@@ -128,6 +128,7 @@ class ModelConfig:
     model_type: str = "llama"
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
     moe: MoEConfig | None = None
     family: str = ""  # the dense architecture (FAMILIES); "" = model_type's, llama for moelab/mixtral
     # Sliding-window attention: a query sees itself and the window-1 keys before it. layer_types
@@ -138,6 +139,9 @@ class ModelConfig:
     final_logit_softcapping: float | None = None  # logits likewise (Gemma2/3)
     query_pre_attn_scalar: int | float | None = None  # scores scaled by this**-0.5, not head_dim**-0.5 (Gemma)
     rope_local_theta: float | None = None  # RoPE base of the sliding layers (Gemma3's rope_local_base_freq)
+    # Kept so that every output made from a seed carries them.
+    hf_extra: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "config.json keys of a Hugging Face seed that the engine does not model (initializer_range, ...)"})
 
     def __post_init__(self) -> None:
         if self.head_dim == 0:
@@ -258,6 +262,8 @@ class ModelConfig:
                 query_pre_attn_scalar=_opt_number(d.get("query_pre_attn_scalar", 256))
                 if family in ("gemma2", "gemma3_text") else None,
                 rope_local_theta=local_theta,
+                pad_token_id=d.get("pad_token_id"),
+                hf_extra={k: v for k, v in d.items() if k not in _MANAGED_KEYS},
             )
         except KeyError as e:
             raise ConfigError(f"{source}: missing field {e.args[0]!r}") from None
@@ -285,7 +291,8 @@ class ModelConfig:
         """config.json for this model: the family's own fields under its model_type (Phi-3, its
         tensors written split, as Mistral), or mixtral / moelab with `base_model_type` the family."""
         model_type = "mistral" if self.model_type == "phi3" else self.model_type
-        d: dict[str, Any] = {
+        d: dict[str, Any] = dict(self.hf_extra)
+        d.update({
             "model_type": model_type,
             "architectures": [_ARCHITECTURES.get(model_type, "MoELabForCausalLM")],
             "vocab_size": self.vocab_size,
@@ -302,7 +309,7 @@ class ModelConfig:
             "tie_word_embeddings": self.tie_word_embeddings,
             "attention_bias": self.attention_bias,
             "torch_dtype": "float32",
-        }
+        })
         if model_type not in FAMILIES and model_type != "qwen3_moe":  # Qwen3-MoE implies its family
             d["base_model_type"] = self.family
         params: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
@@ -315,6 +322,8 @@ class ModelConfig:
             d["bos_token_id"] = self.bos_token_id
         if self.eos_token_id is not None:
             d["eos_token_id"] = self.eos_token_id
+        if self.pad_token_id is not None:
+            d["pad_token_id"] = self.pad_token_id
         if self.model_type == "mixtral":
             assert self.moe is not None
             d["num_local_experts"] = self.moe.num_experts
@@ -402,6 +411,21 @@ class ModelConfig:
             and m.router_weights != "raw"
         )
 
+
+# Keys that from_hf_dict reads into fields or that belong to one model type or one writer (the
+# architecture class, expert counts, our provenance, the transformers version): never carried as extras.
+_MANAGED_KEYS = frozenset({
+    "model_type", "architectures", "auto_map", "vocab_size", "hidden_size", "intermediate_size",
+    "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
+    "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
+    "tie_word_embeddings", "attention_bias", "mlp_bias", "parallel_block", "bos_token_id", "eos_token_id",
+    "pad_token_id", "torch_dtype", "dtype", "transformers_version", "_name_or_path", "moe", "moelab",
+    "num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "output_router_logits",
+    "router_jitter_noise", "base_model_type", "sliding_window", "layer_types", "use_sliding_window",
+    "max_window_layers", "sliding_window_pattern", "hidden_activation", "query_pre_attn_scalar",
+    "attn_logit_softcapping", "final_logit_softcapping", "rope_local_base_freq", "use_bidirectional_attention",
+    "num_experts", "moe_intermediate_size", "mlp_only_layers", "norm_topk_prob", "decoder_sparse_step",
+})
 
 _ARCHITECTURES = {
     "llama": "LlamaForCausalLM",

@@ -26,6 +26,7 @@ from moelab.data.tokenizer import Tokenizer
 from moelab.errors import CheckpointError
 from moelab.io.atomic import atomic_dir, write_text_atomic
 from moelab.io.checkpoint import save_model
+from moelab.io.seed_files import carry_seed_files
 from moelab.models.model import MoELabForCausalLM
 
 _NAME = re.compile(r"^step-(\d{6,})$")
@@ -48,12 +49,15 @@ class TrainerState:
 
 def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, weights: dict[str, torch.Tensor],
                     optimizer_state: dict[str, Any], state: TrainerState, tok: Tokenizer, meta: dict[str, Any],
-                    keep_last: int) -> Path:
-    """`weights` and `optimizer_state` are the full (unsharded) state dicts: `model` gives the config only."""
+                    keep_last: int, source: Path | None = None) -> Path:
+    """`weights` and `optimizer_state` are the full (unsharded) state dicts: `model` gives the config only.
+    `source` is the checkpoint the run started from: its tokenizer and generation files are carried."""
     name = ckpt_name(state.step)
     target = Path(ckpt_root) / name
     with atomic_dir(target, overwrite=True) as tmp:
         save_model(model, tmp, moelab_meta=meta, state=weights)
+        if source is not None:
+            carry_seed_files(source, tmp)
         tok.save(tmp)
         torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(

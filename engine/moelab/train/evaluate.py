@@ -17,6 +17,7 @@ from moelab.data.tokenizer import load_tokenizer
 from moelab.io.checkpoint import load_model
 from moelab.models.model import MoELabForCausalLM
 from moelab.models.routing import RouterLogits, top_k_mask
+from moelab.train.harness import HarnessConfig, check_hf_tokenizer, run_harness, task_manager
 
 # A record carries E*E numbers: past this it would dwarf the rest of routing.jsonl (and the panel).
 MAX_COACT_EXPERTS = 64
@@ -127,9 +128,13 @@ def summary(per_domain: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_checkpoint(ckpt: Path, data: DataConfig, batch_size: int, eval_batches: int, device: torch.device,
-                        with_routing: bool = False) -> dict[str, Any]:
+                        with_routing: bool = False, harness: HarnessConfig | None = None) -> dict[str, Any]:
     """Loads a checkpoint and evaluates it on every domain of `data`:
-    {"checkpoint", "domains": {d: {loss, ppl, tokens}}, "average": {loss, ppl}, "routing": [...]}."""
+    {"checkpoint", "domains": {d: {loss, ppl, tokens}}, "average": {loss, ppl}, "routing": [...],
+    "lm_eval": {"tasks": {task: {metric: value}}, ...}} (lm_eval: with `harness` only)."""
+    if harness is not None:  # first: a checkpoint or task it refuses fails before the long pass
+        check_hf_tokenizer(Path(ckpt))
+        tasks = task_manager(harness)
     model = load_model(ckpt, device=device)
     tok = load_tokenizer(Path(ckpt), model.config.vocab_size, model.config.eos_token_id)
     domains = build_domains(data, tok, need_train=False)
@@ -140,4 +145,7 @@ def evaluate_checkpoint(ckpt: Path, data: DataConfig, batch_size: int, eval_batc
     out: dict[str, Any] = {"checkpoint": str(ckpt), "domains": res, "average": summary(res)}
     if routing is not None:
         out["routing"] = [{k: v for k, v in r.items() if k != "step"} for r in routing.records(0)]
+    if harness is not None:
+        del model
+        out["lm_eval"] = run_harness(Path(ckpt), harness, str(device), tasks)
     return out

@@ -14,7 +14,8 @@ Stages run in order; each names the kind of work it does:
            entry of `variants` (a method with other settings, under its own name)
   moe      one training run per upcycled method or variant, on the equal mixture of all domains; a
            variant with `match_flops_of` trains until it has executed that MoE's training FLOPs
-  eval     per-domain loss and perplexity of the seed, every branch and every MoE -> eval.json
+  eval     per-domain loss and perplexity of the seed, every branch and every MoE, and the scores of
+           the lm-eval `tasks` -> eval.json
 
 Run ids are <name>-seed, <name>-branch-<domain>, <name>-tune, <name>-dense-continued,
 <name>-upcycle-<method or variant>, <name>-moe-<method or variant>, <name>-eval; a stage's `name`
@@ -34,6 +35,7 @@ from moelab.methods.api import METHODS
 from moelab.models.config import ModelConfig
 from moelab.train import jsoncfg
 from moelab.train.config import FreezeGroup, Hyper, PerRouter, _help
+from moelab.train.harness import HarnessConfig
 from moelab.train.trackers import Logger
 
 
@@ -91,6 +93,12 @@ class StageConfig:
         "upit: router pre-optimization seed set, this fraction of the tuning data's windows (the paper: 1%)"))
     router_min_samples: int = field(default=32, metadata=_help("upit: ...but at least this many seed-set windows"))
     router_steps: int = field(default=60, metadata=_help("upit: router pre-optimization steps"))
+    # eval: lm-evaluation-harness tasks besides the per-domain perplexity
+    tasks: list[str] = field(default_factory=list, metadata=_help(
+        "eval: lm-eval task names scored on every model with a Hugging Face tokenizer (default: none)"))
+    num_fewshot: int | None = field(default=None, metadata=_help("eval: lm-eval few-shot examples (default: each task's)"))
+    limit: float | None = field(default=None, metadata=_help("eval: lm-eval documents per task (a fraction if < 1)"))
+    include_path: str = field(default="", metadata=_help("eval: a directory of your own lm-eval task YAML files"))
     # training overrides (dense, branch, tune, continued, moe)
     steps: int | None = field(default=None, metadata=_help(
         "optimizer steps (continued: default = the tokens of the branches plus one MoE run)"))
@@ -117,6 +125,10 @@ class StageConfig:
     def variant(self, label: str) -> Variant:
         """upcycle: the method or variant called `label` (a method is a variant of itself)."""
         return next((v for v in self.variants if v.name == label), None) or Variant(name=label, method=label)
+
+    def harness(self, batch_size: int) -> HarnessConfig:
+        return HarnessConfig(tasks=list(self.tasks), num_fewshot=self.num_fewshot, limit=self.limit,
+                             batch_size=max(1, batch_size), include_path=self.include_path)
 
     def hyper(self, defaults: Hyper) -> Hyper:
         values = {k: getattr(self, k) if getattr(self, k, None) is not None else getattr(defaults, k)
@@ -159,6 +171,10 @@ class ExperimentConfig:
                     raise ConfigError(f"stages[{i}].methods[{j}]: {m!r} is not a method ({', '.join(METHODS)})")
             if s.kind == "dense" and s.model is not None and s.init:
                 raise ConfigError(f"stages[{i}]: give `model` (from scratch) or `init` (a checkpoint), not both")
+            if s.tasks:
+                if s.kind != "eval":
+                    raise ConfigError(f"stages[{i}].tasks: only the eval stage runs lm-eval tasks")
+                s.harness(0).validate(f"stages[{i}]")
             if s.kind == "upcycle" and not s.methods:
                 raise ConfigError(f"stages[{i}].methods: the upcycle stage needs at least one method")
             self._validate_variants(i, s)
@@ -214,6 +230,7 @@ def load_experiment(path: Path) -> ExperimentConfig:
     exp.out = jsoncfg.beside(path.parent, exp.out)
     for s in exp.stages:
         s.init = jsoncfg.beside(path.parent, s.init) if s.init else s.init
+        s.include_path = jsoncfg.beside(path.parent, s.include_path) if s.include_path else s.include_path
     for src in exp.data.sources:
         src.path = jsoncfg.beside(path.parent, src.path) if src.path else src.path
     return exp

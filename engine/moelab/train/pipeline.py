@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moelab.data.tokenizer import load_tokenizer
 from moelab.errors import MoELabError
 from moelab.io.checkpoint import load_config
 from moelab.methods.api import UpcycleOptions, upcycle
@@ -270,10 +269,7 @@ class Pipeline:
                                                     "out": str(out)})
         rd.set_status("running")
         try:
-            ck = upcycle(opts)
-            # The MoE reads text like its seed: carry the seed's tokenizer files along.
-            seed_cfg = load_config(seed)
-            load_tokenizer(seed, seed_cfg.vocab_size, seed_cfg.eos_token_id).save(Path(ck))
+            ck = upcycle(opts)  # carries the seed's tokenizer and generation files along
             data = self.exp.data  # the seed set is a fraction of the tuning data
             if method == "upit" or stage.router_init == "hidden":
                 preoptimize_checkpoint(Path(ck), PreoptConfig(
@@ -294,7 +290,10 @@ class Pipeline:
         run_id = self.run_id(stage, "eval")
         h = stage.hyper(self.exp.defaults)
         models = {k: v for k, v in self.result.checkpoints.items() if not k.startswith("upcycle-")}
-        config = {"checkpoints": {k: str(v) for k, v in models.items()}}
+        harness = stage.harness(h.batch_size) if stage.tasks else None
+        config: dict[str, Any] = {"checkpoints": {k: str(v) for k, v in models.items()}}
+        if harness is not None:
+            config["lm_eval"] = jsoncfg.to_dict(harness)
         info = read_run_json(self.out / run_id)
         if info and info.get("status") == "done" and info.get("config") == config:
             try:
@@ -310,7 +309,8 @@ class Pipeline:
         try:
             for label, ck in models.items():
                 _log(f"[{run_id}] evaluating {label}")
-                results[label] = evaluate_checkpoint(ck, self.exp.data, h.batch_size, h.eval_batches, device)
+                results[label] = evaluate_checkpoint(ck, self.exp.data, h.batch_size, h.eval_batches, device,
+                                                     harness=harness)
         except Exception as e:
             rd.set_status("failed", str(e))
             raise

@@ -133,12 +133,14 @@ class Trainer:
                           total_steps=cfg.steps))
         self.ckpt_root = run_path / "checkpoints"
         self.resume_from = ck.latest_checkpoint(self.ckpt_root)
+        self.source: Path | None = None
 
     # ---- setup ----------------------------------------------------------------------------------
 
     def _build_model(self) -> tuple[MoELabForCausalLM, Tokenizer, dict[str, Any]]:
         cfg = self.cfg
         src = self.resume_from or (Path(cfg.init) if cfg.init else None)
+        self.source = src  # its tokenizer and generation files go into every checkpoint
         device = self.dist.build_device  # the CPU under FSDP: `wrap` places the shards
         if src is not None:
             model = load_model(src, device=device)
@@ -353,7 +355,8 @@ class Trainer:
         weights, optim = self.dist.full_state(model, optimizer)  # under FSDP a gather that all ranks join
 
         def write() -> None:
-            ck.save_checkpoint(self.ckpt_root, model, weights, optim, state, tok, meta, self.cfg.keep_last)
+            ck.save_checkpoint(self.ckpt_root, model, weights, optim, state, tok, meta, self.cfg.keep_last,
+                               source=self.source)
             self.rd.info["flops"] = state.flops  # run.json's total as of the newest checkpoint
             self.rd.save()
 
