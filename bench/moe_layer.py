@@ -39,12 +39,18 @@ SHAPES = {
     # Few tokens (decode / small batch), where batched_mm is meant to pay off.
     "cpu-small": (8, 2, 512, 1408, 16),
     "cuda": (8, 2, 4096, 14336, 16384),
+    # bench/gpu.sh --tiny: the whole path end to end in a second, not a measurement.
+    "tiny": (8, 2, 64, 128, 64),
 }
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def build(e: int, k: int, d: int, f: int, device: str, dtype: torch.dtype):
     cfg = ModelConfig(hidden_size=d, intermediate_size=f, num_attention_heads=8, num_key_value_heads=8,
-                      model_type="moelab", moe=MoEConfig(num_experts=e, top_k=k, moe_layers=[0]))
+                      model_type="moelab",
+                      # Mixtral's router gradient exactly (moelab's default "st" differs by design, which the
+                      # input-gradient check below sees once the router's share of it is not tiny)
+                      moe=MoEConfig(num_experts=e, top_k=k, moe_layers=[0], router_weights="renorm"))
     torch.manual_seed(0)
     ours = SparseMoE(cfg, 0)
     with torch.no_grad():
@@ -93,6 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--shapes", nargs="*", default=None, help=f"of {sorted(SHAPES)}")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bf16 on cuda, fp32 on cpu")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: the machine is shared)")
     ap.add_argument("--max-gather-gb", type=float, default=2.0,
@@ -102,7 +109,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("moe_layer.py: --device cuda but torch.cuda.is_available() is False")
     torch.set_num_threads(args.threads)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    dtype = DTYPES[args.dtype or ("bf16" if args.device == "cuda" else "fp32")]
     shapes = args.shapes or (["cuda"] if args.device == "cuda" else ["cpu", "cpu-small"])
     import transformers
 
@@ -159,7 +166,8 @@ def main() -> None:
             print(f"  skip  {label}: {why}")
 
         flops = 2 * n * k * 3 * d * f  # expert GEMMs only (router: 2·n·d·e, <0.1%)
-        row = {"shape": name, "experts": e, "top_k": k, "hidden": d, "ffn": f, "tokens": n, "modes": {}}
+        row = {"shape": name, "experts": e, "top_k": k, "hidden": d, "ffn": f, "tokens": n,
+               "dtype": str(dtype).removeprefix("torch."), "modes": {}}
         for mode, backward in (("forward", False), ("forward+backward", True)):
             times: dict[str, list[float]] = {label: [] for label in candidates}
             for label, mod in candidates.items():  # warm-up
