@@ -8,11 +8,13 @@ Part 1 (timing, CPU): moelab's ExpertAttention (expert-KV, shared-KV) against
 FLOPs per token at the BAM paper's configuration: bench/flops_convention.py (the engine's count).
 
     .venv/bin/python bench/bam_attention.py [--reps 7] [--threads 1]
+    .venv/bin/python bench/bam_attention.py --device cuda --dtype bf16 --shapes gpu --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -32,7 +34,11 @@ from moelab.models.routing import mixture_weights
 SHAPES = {  # batch, seq, hidden, heads, experts
     "demo": (8, 128, 128, 4, 4),
     "medium": (2, 512, 512, 8, 4),
+    # bench/gpu.sh: a Mixtral-width attention layer with 8 attention experts.
+    "gpu": (4, 2048, 4096, 32, 8),
+    "tiny": (2, 16, 32, 4, 4),  # bench/gpu.sh --tiny: end to end in a second, not a measurement
 }
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def separate_calls(m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -71,28 +77,32 @@ def skv_tiled(m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch
     return y.reshape(b, t, e * h * d) @ o.t()
 
 
-def median_ms(fns: dict[str, Callable[[], torch.Tensor]], reps: int, backward: bool) -> dict[str, float]:
+def median_ms(fns: dict[str, Callable[[], torch.Tensor]], reps: int, backward: bool,
+              device: str = "cpu") -> dict[str, float]:
     """Round-robin over the variants (a neighbour's load hits them alike), median per variant."""
     times: dict[str, list[float]] = {n: [] for n in fns}
     for r in range(reps + 1):
         for n, f in fns.items():
+            sync(device)
             t0 = time.perf_counter()
             if backward:
-                f().sum().backward()
+                f().float().sum().backward()
             else:
                 with torch.no_grad():
                     f()
+            sync(device)
             if r:  # round 0 is the warm-up
                 times[n].append(time.perf_counter() - t0)
     return {n: statistics.median(ts) * 1e3 for n, ts in times.items()}
 
 
-def timing(reps: int) -> None:
-    for name, shape in SHAPES.items():
-        time_shape(name, *shape, reps=reps)
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
-def time_shape(name: str, b: int, t: int, hid: int, heads: int, e: int, reps: int) -> None:
+def time_shape(name: str, b: int, t: int, hid: int, heads: int, e: int, reps: int, device: str = "cpu",
+               dtype: torch.dtype = torch.float32) -> dict:
     base = {"vocab_size": 256, "hidden_size": hid, "intermediate_size": hid * 3, "num_attention_heads": heads,
             "num_key_value_heads": heads, "model_type": "moelab"}
     torch.manual_seed(0)
@@ -100,11 +110,14 @@ def time_shape(name: str, b: int, t: int, hid: int, heads: int, e: int, reps: in
     ekv = ExpertAttention(ModelConfig(**base, moe=MoEConfig(num_experts=e, attn_experts=True)), 0)
     skv = ExpertAttention(ModelConfig(**base, moe=MoEConfig(num_experts=e, attn_experts=True, shared_kv=True)), 0)
     dense = Attention(dense_cfg)
-    cos, sin = RotaryEmbedding(dense_cfg)(t, torch.device("cpu"), torch.float32)
-    x = torch.randn(b, t, hid)
+    for m in (ekv, skv, dense):
+        m.to(device=device, dtype=dtype)
+    cos, sin = RotaryEmbedding(dense_cfg)(t, torch.device(device), dtype)
+    x = torch.randn(b, t, hid, device=device, dtype=dtype)
+    tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
     for m in (ekv, skv):  # equal results before any timing
-        torch.testing.assert_close(m(x, cos, sin)[0], separate_calls(m, x, cos, sin), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(skv(x, cos, sin)[0], skv_tiled(skv, x, cos, sin), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(m(x, cos, sin)[0], separate_calls(m, x, cos, sin), **tol)
+    torch.testing.assert_close(skv(x, cos, sin)[0], skv_tiled(skv, x, cos, sin), **tol)
     fns = {
         "dense attention (1 expert)": lambda: dense(x, cos, sin)[0],
         "ekv: moelab stacked": lambda: ekv(x, cos, sin)[0],
@@ -113,24 +126,36 @@ def time_shape(name: str, b: int, t: int, hid: int, heads: int, e: int, reps: in
         "skv: stacked, K/V tiled": lambda: skv_tiled(skv, x, cos, sin),
         "skv: N separate calls": lambda: separate_calls(skv, x, cos, sin),
     }
-    print(f"\n== {name}: batch {b}, seq {t}, d={hid}, {heads} heads, {e} experts, soft routing, fp32")
-    fwd = median_ms(fns, reps, backward=False)
-    fb = median_ms(fns, reps, backward=True)
+    dt = str(dtype).removeprefix("torch.")
+    print(f"\n== {name}: batch {b}, seq {t}, d={hid}, {heads} heads, {e} experts, soft routing, {dt}, {device}")
+    fwd = median_ms(fns, reps, backward=False, device=device)
+    fb = median_ms(fns, reps, backward=True, device=device)
     print(f"  {'variant':30s} {'fwd ms':>9s} {'fwd+bwd ms':>11s}   fwd+bwd speed-up of stacked over separate")
     for n in fns:
         ref = "ekv: N separate calls" if n.startswith("ekv") else "skv: N separate calls"
         note = f"×{fb[ref] / fb[n]:.2f}" if n.startswith(("ekv", "skv")) else ""
         print(f"  {n:30s} {fwd[n]:9.2f} {fb[n]:11.2f}   {note}")
+    return {"shape": name, "batch": b, "seq": t, "hidden": hid, "heads": heads, "experts": e, "dtype": dt,
+            "device": device, "forward_ms": fwd, "forward+backward_ms": fb}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    ap.add_argument("--shapes", nargs="*", default=["demo", "medium"], help=f"of {sorted(SHAPES)}")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: the machine is shared)")
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bam_attention.py: --device cuda but torch.cuda.is_available() is False")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    timing(args.reps)
+    results = [time_shape(n, *SHAPES[n], reps=args.reps, device=args.device, dtype=DTYPES[args.dtype])
+               for n in args.shapes]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
