@@ -139,7 +139,7 @@ def time_shape(name: str, b: int, t: int, hid: int, heads: int, e: int, reps: in
             "device": device, "forward_ms": fwd, "forward+backward_ms": fb}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -147,7 +147,7 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="*", default=["demo", "medium"], help=f"of {sorted(SHAPES)}")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: the machine is shared)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bam_attention.py: --device cuda but torch.cuda.is_available() is False")
     torch.set_num_threads(args.threads)

@@ -95,7 +95,7 @@ def step(mod, x: torch.Tensor, backward: bool, ours: bool) -> None:
             mod(x)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--shapes", nargs="*", default=None, help=f"of {sorted(SHAPES)}")
@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--max-gather-gb", type=float, default=2.0,
                     help="skip batched_mm when its per-slot weight gather would exceed this")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("moe_layer.py: --device cuda but torch.cuda.is_available() is False")
     torch.set_num_threads(args.threads)

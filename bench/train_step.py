@@ -177,7 +177,7 @@ def mfu_rows(size: str, device: str, dtype: torch.dtype, steps: int, hf_impls: l
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: the machine is shared)")
@@ -189,7 +189,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     ap.add_argument("--hf-impls", nargs="*", default=["grouped_mm", "eager"])
     ap.add_argument("--json", type=Path, default=None, help="with --size: also write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.size:
         if args.device == "cuda" and not torch.cuda.is_available():
