@@ -361,6 +361,25 @@ async function walk() {
       await s.screenshot(page, 'router-panel');
     });
 
+    await s.step('Results panel shows the demo table and the papers\' claims with verdicts', page, async () => {
+      // The quick demo writes runs/study.json (one seed) and the eval run's eval.json: the palette
+      // command offers both, study.json first.
+      const study = JSON.parse(fs.readFileSync(path.join(runsDir, 'study.json'), 'utf8'));
+      await runCommand(page, 'MoE Lab: Open Results');
+      // The palette's own list goes first: wait for the command's pick (its title), then take study.json.
+      await until('the results quick pick', async () => /open which results/i.test((await page.locator('.quick-input-widget .quick-input-title').textContent()) ?? ''), 30_000);
+      await until('study.json offered first', async () => /study\.json/.test((await page.locator('.quick-input-widget .monaco-list-row').first().textContent()) ?? ''), 30_000);
+      await page.keyboard.press('Enter');
+      const frame = await webviewFrame(page, 'table.results-table');
+      await checkCsp(frame, 'results panel');
+      const labels = await frame.locator('table.results-table tbody tr[data-label]').evaluateAll((els) => els.map((e) => e.getAttribute('data-label')));
+      for (const label of Object.keys(study.settings[0].models)) if (!labels.includes(label)) throw new Error(`results table lacks ${label}: ${labels.join(', ')}`);
+      const verdicts = await frame.locator('[data-verdict]').evaluateAll((els) => els.map((e) => e.getAttribute('data-verdict')));
+      const want = study.settings[0].claims.map((c) => c.verdict);
+      if (JSON.stringify(verdicts) !== JSON.stringify(want)) throw new Error(`verdicts on screen ${JSON.stringify(verdicts)}, study.json ${JSON.stringify(want)}`);
+      await s.screenshot(page, 'results');
+    });
+
     await s.step('Checkpoints view expands a BAM checkpoint to its attention experts', page, async () => {
       await page.keyboard.press('Escape');
       // The MoE Lab side bar: collapse Runs so that Checkpoints has the room.
