@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from moelab.data.tokenizer import BYTE_MARKER, HF_FILE, TokenizerInfo
+from moelab.io.seed_files import carry_seed_files
 
 # Files the JS tokenizer library reads besides tokenizer.json (special tokens, added-token flags).
 HF_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json")
@@ -16,12 +16,7 @@ def copy_beside(ckpt: Path, info: TokenizerInfo, out: Path) -> None:
     """Puts the tokenizer file(s) into the export directory `out`."""
     ckpt, out = Path(ckpt), Path(out)
     if info.kind == "hf":
-        for name in (HF_FILE, *HF_EXTRAS):
-            if (ckpt / name).is_file():
-                shutil.copyfile(ckpt / name, out / name)
+        carry_seed_files(ckpt, out, (HF_FILE, *HF_EXTRAS), dirs=())
         return
-    src = ckpt / BYTE_MARKER
-    if src.is_file():
-        shutil.copyfile(src, out / BYTE_MARKER)
-    else:
+    if not carry_seed_files(ckpt, out, (BYTE_MARKER,), dirs=()):
         (out / BYTE_MARKER).write_text(json.dumps({"kind": "byte-level", "vocab_size": info.vocab_size}) + "\n")
