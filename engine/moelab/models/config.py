@@ -377,36 +377,41 @@ class ModelConfig:
             return "qwen3_moe"
         return None
 
+    def _plain_ffn_moe(self) -> bool:
+        """What every native transformers MoE type holds: full FFN experts only, dropless (their
+        MoE blocks drop nothing), no q/k/v biases, sequential blocks."""
+        m = self.moe
+        return (
+            m is not None
+            and not m.attn_experts
+            and m.lora_rank == 0
+            and m.capacity_factor == 0
+            and not self.attention_bias
+            and not self.parallel_block
+        )
+
     def qwen3_moe_compatible(self) -> bool:
         """Whether transformers' Qwen3-MoE computes exactly this MoE: a Qwen3 seed with FFN experts
         (some layers may stay dense: mlp_only_layers), renormalised or raw top-k weights."""
         m = self.moe
         return (
-            m is not None
+            self._plain_ffn_moe()
+            and m is not None
             and self.family == "qwen3"
             and bool(m.moe_layers)
             and self.sliding_window is None  # Qwen3-MoE has no per-layer window types
-            and not m.attn_experts
-            and m.lora_rank == 0
-            and m.capacity_factor == 0
             and m.router_jitter_noise == 0  # transformers' Qwen3-MoE has no jitter
-            and not self.attention_bias
-            and not self.parallel_block
         )
 
     def mixtral_compatible(self) -> bool:
         """Whether a Hugging Face Mixtral model computes exactly what this MoE computes."""
         m = self.moe
         return (
-            m is not None
+            self._plain_ffn_moe()
+            and m is not None
             and self.family in ("llama", "mistral", "phi3")
             and self.layer_types is None  # Mixtral windows every layer or none
             and m.moe_layers == list(range(self.num_hidden_layers))
-            and not m.attn_experts
-            and m.lora_rank == 0
-            and m.capacity_factor == 0  # transformers' Mixtral is dropless
-            and not self.attention_bias
-            and not self.parallel_block
             # Mixtral renormalises the kept weights: Switch-style raw weights are another function.
             and m.router_weights != "raw"
         )
