@@ -45,12 +45,14 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check engine bench
+	$(VENV)/bin/ruff format --check engine bench
 	@# The engine's layer order and import circles (docs/ARCHITECTURE.md §5).
 	$(PY) -m pytest -q -p no:cacheprovider engine/tests/test_layers.py
 	npm run -s lint
 
 test-engine: $(VENV)/.stamp
 	$(VENV)/bin/ruff check engine bench
+	$(VENV)/bin/ruff format --check engine bench
 	@# A one-node Slurm on localhost for the Slurm tests; it prints SKIP (and the tests skip) where it cannot start.
 	bash scripts/slurm-local.sh start
 	$(PY) -m pytest -q --durations=15 engine/tests

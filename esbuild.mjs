@@ -26,7 +26,8 @@ const inspectorWorker = {
 };
 
 const webviewEntries = fs.existsSync('webview/src')
-  ? fs.readdirSync('webview/src', { withFileTypes: true })
+  ? fs
+      .readdirSync('webview/src', { withFileTypes: true })
       .filter((d) => d.isDirectory() && fs.existsSync(`webview/src/${d.name}/main.ts`))
       .map((d) => ({ in: `webview/src/${d.name}/main.ts`, out: d.name }))
   : [];

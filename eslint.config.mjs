@@ -50,7 +50,8 @@ const VSCODE_FREE = [
 const noVscode = {
   name: 'vscode',
   allowTypeImports: true,
-  message: 'This module is vscode-free (eslint.config.mjs VSCODE_FREE): keep vscode in the adapters that call it.',
+  message:
+    'This module is vscode-free (eslint.config.mjs VSCODE_FREE): keep vscode in the adapters that call it.',
 };
 // The host and the webviews meet only in the message protocol (webview/src/protocol.ts, protocolGuards.ts).
 const hostSeesOnlyTheProtocol = {
@@ -65,7 +66,10 @@ export default tseslint.config(
   {
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
-      'no-restricted-syntax': ['error', { selector: 'ExportDefaultDeclaration', message: 'No default exports.' }],
+      'no-restricted-syntax': [
+        'error',
+        { selector: 'ExportDefaultDeclaration', message: 'No default exports.' },
+      ],
     },
   },
   {
@@ -84,7 +88,10 @@ export default tseslint.config(
         [{ name: 'vscode', message: 'Webviews reach the host only by messages (webview/src/protocol.ts).' }],
         [
           { group: ['node:*'], message: 'Webviews run in a browser: no Node built-ins.' },
-          { group: ['**/extension/src/**'], message: 'Webviews reach the host only by messages (webview/src/protocol.ts).' },
+          {
+            group: ['**/extension/src/**'],
+            message: 'Webviews reach the host only by messages (webview/src/protocol.ts).',
+          },
         ],
       ),
     },

@@ -36,49 +36,95 @@ SHAPES = {  # batch, seq, hidden, heads, experts
     "medium": (2, 512, 512, 8, 4),
     # bench/gpu.sh: a Mixtral-width attention layer with 8 attention experts.
     "gpu": (4, 2048, 4096, 32, 8),
-    "tiny": (2, 16, 32, 4, 4),  # bench/gpu.sh --tiny: end to end in a second, not a measurement
+    "tiny": (
+        2,
+        16,
+        32,
+        4,
+        4,
+    ),  # bench/gpu.sh --tiny: end to end in a second, not a measurement
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def separate_calls(m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def separate_calls(
+    m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
     """Σᵢ wᵢ · Attentionᵢ(x) as N attention calls (shared-KV: K and V computed once, Q/O per expert)."""
     b, t, _ = x.shape
     h, kv, d = m.n_heads, m.n_kv, m.head_dim
-    w = mixture_weights(m.router(x).reshape(b * t, -1), m.top_k).to(x.dtype).view(b, t, -1)
+    w = (
+        mixture_weights(m.router(x).reshape(b * t, -1), m.top_k)
+        .to(x.dtype)
+        .view(b, t, -1)
+    )
     ex = m.experts
     if m.shared_kv:
         ks = apply_rope(m.k_proj(x).view(b, t, kv, d).transpose(1, 2), cos, sin)
         vs = m.v_proj(x).view(b, t, kv, d).transpose(1, 2)
     out = torch.zeros_like(x)
     for i in range(m.n_experts):
-        q = apply_rope(F.linear(x, ex.q_proj[i]).view(b, t, h, d).transpose(1, 2), cos, sin)
+        q = apply_rope(
+            F.linear(x, ex.q_proj[i]).view(b, t, h, d).transpose(1, 2), cos, sin
+        )
         if m.shared_kv:
             k, v = ks, vs
         else:
-            k = apply_rope(F.linear(x, ex.k_proj[i]).view(b, t, kv, d).transpose(1, 2), cos, sin)
+            k = apply_rope(
+                F.linear(x, ex.k_proj[i]).view(b, t, kv, d).transpose(1, 2), cos, sin
+            )
             v = F.linear(x, ex.v_proj[i]).view(b, t, kv, d).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=h != kv)
-        out = out + w[..., i : i + 1] * F.linear(y.transpose(1, 2).reshape(b, t, h * d), ex.o_proj[i])
+        out = out + w[..., i : i + 1] * F.linear(
+            y.transpose(1, 2).reshape(b, t, h * d), ex.o_proj[i]
+        )
     return out
 
 
-def skv_tiled(m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def skv_tiled(
+    m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
     """Shared-KV as moelab computed it before: the one K/V tiled E times to meet the stacked heads."""
     b, t, _ = x.shape
     e, h, kv, d = m.n_experts, m.n_heads, m.n_kv, m.head_dim
-    w = mixture_weights(m.router(x).reshape(b * t, e), m.top_k).to(x.dtype).view(b, t, e)
-    q = torch.einsum("bth,eoh->bteo", x, m.experts.q_proj).reshape(b, t, e * h, d).transpose(1, 2)
-    k = m.k_proj(x).view(b, t, kv, d).transpose(1, 2).repeat_interleave(h // kv, dim=1).repeat(1, e, 1, 1)
-    v = m.v_proj(x).view(b, t, kv, d).transpose(1, 2).repeat_interleave(h // kv, dim=1).repeat(1, e, 1, 1)
-    y = F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, is_causal=True)
+    w = (
+        mixture_weights(m.router(x).reshape(b * t, e), m.top_k)
+        .to(x.dtype)
+        .view(b, t, e)
+    )
+    q = (
+        torch.einsum("bth,eoh->bteo", x, m.experts.q_proj)
+        .reshape(b, t, e * h, d)
+        .transpose(1, 2)
+    )
+    k = (
+        m.k_proj(x)
+        .view(b, t, kv, d)
+        .transpose(1, 2)
+        .repeat_interleave(h // kv, dim=1)
+        .repeat(1, e, 1, 1)
+    )
+    v = (
+        m.v_proj(x)
+        .view(b, t, kv, d)
+        .transpose(1, 2)
+        .repeat_interleave(h // kv, dim=1)
+        .repeat(1, e, 1, 1)
+    )
+    y = F.scaled_dot_product_attention(
+        apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, is_causal=True
+    )
     y = y.transpose(1, 2).reshape(b, t, e, h * d) * w.unsqueeze(-1)
     o = m.experts.o_proj.permute(1, 0, 2).reshape(-1, e * h * d)
     return y.reshape(b, t, e * h * d) @ o.t()
 
 
-def median_ms(fns: dict[str, Callable[[], torch.Tensor]], reps: int, backward: bool,
-              device: str = "cpu") -> dict[str, float]:
+def median_ms(
+    fns: dict[str, Callable[[], torch.Tensor]],
+    reps: int,
+    backward: bool,
+    device: str = "cpu",
+) -> dict[str, float]:
     """Round-robin over the variants (a neighbour's load hits them alike), median per variant."""
     times: dict[str, list[float]] = {n: [] for n in fns}
     for r in range(reps + 1):
@@ -101,22 +147,50 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_shape(name: str, b: int, t: int, hid: int, heads: int, e: int, reps: int, device: str = "cpu",
-               dtype: torch.dtype = torch.float32) -> dict:
-    base = {"vocab_size": 256, "hidden_size": hid, "intermediate_size": hid * 3, "num_attention_heads": heads,
-            "num_key_value_heads": heads, "model_type": "moelab"}
+def time_shape(
+    name: str,
+    b: int,
+    t: int,
+    hid: int,
+    heads: int,
+    e: int,
+    reps: int,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict:
+    base = {
+        "vocab_size": 256,
+        "hidden_size": hid,
+        "intermediate_size": hid * 3,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "model_type": "moelab",
+    }
     torch.manual_seed(0)
     dense_cfg = ModelConfig(**base)
-    ekv = ExpertAttention(ModelConfig(**base, moe=MoEConfig(num_experts=e, attn_experts=True)), 0)
-    skv = ExpertAttention(ModelConfig(**base, moe=MoEConfig(num_experts=e, attn_experts=True, shared_kv=True)), 0)
+    ekv = ExpertAttention(
+        ModelConfig(**base, moe=MoEConfig(num_experts=e, attn_experts=True)), 0
+    )
+    skv = ExpertAttention(
+        ModelConfig(
+            **base, moe=MoEConfig(num_experts=e, attn_experts=True, shared_kv=True)
+        ),
+        0,
+    )
     dense = Attention(dense_cfg)
     for m in (ekv, skv, dense):
         m.to(device=device, dtype=dtype)
     cos, sin = RotaryEmbedding(dense_cfg)(t, torch.device(device), dtype)
     x = torch.randn(b, t, hid, device=device, dtype=dtype)
-    tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    tol = (
+        {"atol": 1e-5, "rtol": 1e-4}
+        if dtype == torch.float32
+        else {"atol": 3e-2, "rtol": 3e-2}
+    )
     for m in (ekv, skv):  # equal results before any timing
-        torch.testing.assert_close(m(x, cos, sin)[0], separate_calls(m, x, cos, sin), **tol)
+        torch.testing.assert_close(
+            m(x, cos, sin)[0], separate_calls(m, x, cos, sin), **tol
+        )
     torch.testing.assert_close(skv(x, cos, sin)[0], skv_tiled(skv, x, cos, sin), **tol)
     fns = {
         "dense attention (1 expert)": lambda: dense(x, cos, sin)[0],
@@ -127,33 +201,63 @@ def time_shape(name: str, b: int, t: int, hid: int, heads: int, e: int, reps: in
         "skv: N separate calls": lambda: separate_calls(skv, x, cos, sin),
     }
     dt = str(dtype).removeprefix("torch.")
-    print(f"\n== {name}: batch {b}, seq {t}, d={hid}, {heads} heads, {e} experts, soft routing, {dt}, {device}")
+    print(
+        f"\n== {name}: batch {b}, seq {t}, d={hid}, {heads} heads, {e} experts, soft routing, {dt}, {device}"
+    )
     fwd = median_ms(fns, reps, backward=False, device=device)
     fb = median_ms(fns, reps, backward=True, device=device)
-    print(f"  {'variant':30s} {'fwd ms':>9s} {'fwd+bwd ms':>11s}   fwd+bwd speed-up of stacked over separate")
+    print(
+        f"  {'variant':30s} {'fwd ms':>9s} {'fwd+bwd ms':>11s}   fwd+bwd speed-up of stacked over separate"
+    )
     for n in fns:
-        ref = "ekv: N separate calls" if n.startswith("ekv") else "skv: N separate calls"
+        ref = (
+            "ekv: N separate calls" if n.startswith("ekv") else "skv: N separate calls"
+        )
         note = f"×{fb[ref] / fb[n]:.2f}" if n.startswith(("ekv", "skv")) else ""
         print(f"  {n:30s} {fwd[n]:9.2f} {fb[n]:11.2f}   {note}")
-    return {"shape": name, "batch": b, "seq": t, "hidden": hid, "heads": heads, "experts": e, "dtype": dt,
-            "device": device, "forward_ms": fwd, "forward+backward_ms": fb}
+    return {
+        "shape": name,
+        "batch": b,
+        "seq": t,
+        "hidden": hid,
+        "heads": heads,
+        "experts": e,
+        "dtype": dt,
+        "device": device,
+        "forward_ms": fwd,
+        "forward+backward_ms": fb,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    ap.add_argument("--shapes", nargs="*", default=["demo", "medium"], help=f"of {sorted(SHAPES)}")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: the machine is shared)")
+    ap.add_argument(
+        "--shapes", nargs="*", default=["demo", "medium"], help=f"of {sorted(SHAPES)}"
+    )
+    ap.add_argument(
+        "--json", type=Path, default=None, help="also write the results here"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (1: the machine is shared)"
+    )
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("bam_attention.py: --device cuda but torch.cuda.is_available() is False")
+        sys.exit(
+            "bam_attention.py: --device cuda but torch.cuda.is_available() is False"
+        )
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    results = [time_shape(n, *SHAPES[n], reps=args.reps, device=args.device, dtype=DTYPES[args.dtype])
-               for n in args.shapes]
+    results = [
+        time_shape(
+            n, *SHAPES[n], reps=args.reps, device=args.device, dtype=DTYPES[args.dtype]
+        )
+        for n in args.shapes
+    ]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -61,7 +61,9 @@ for _ in range(5):
     ts.append((time.perf_counter() - t0) * 1000)
 print(json.dumps({"ms": sorted(ts)[2], "n": n}))`;
   const peer = JSON.parse(execFileSync(python, ['-c', script, dir]).toString());
-  console.log(`checkpoint: python safetensors.safe_open ${peer.ms.toFixed(1)} ms (${peer.n} tensors, in-process, no interpreter start) → ratio peer/ours ${(peer.ms / ours).toFixed(2)}x`);
+  console.log(
+    `checkpoint: python safetensors.safe_open ${peer.ms.toFixed(1)} ms (${peer.n} tensors, in-process, no interpreter start) → ratio peer/ours ${(peer.ms / ours).toFixed(2)}x`,
+  );
 }
 
 async function benchTailer(): Promise<void> {
@@ -72,7 +74,20 @@ async function benchTailer(): Promise<void> {
   while (size < 100 * 2 ** 20) {
     let block = '';
     for (let k = 0; k < 2000; k++, n++) {
-      block += JSON.stringify({ step: n, tokens: n * 4096, time: n * 0.1, split: 'train', loss: 3 - n * 1e-7, lr: 3e-4, lb_loss: 0.01, z_loss: 0.001, grad_norm: 1.2, tokens_per_s: 51234.5, domain: { code: 1.9, math: 2.1, prose: 2.3 } }) + '\n';
+      block +=
+        JSON.stringify({
+          step: n,
+          tokens: n * 4096,
+          time: n * 0.1,
+          split: 'train',
+          loss: 3 - n * 1e-7,
+          lr: 3e-4,
+          lb_loss: 0.01,
+          z_loss: 0.001,
+          grad_norm: 1.2,
+          tokens_per_s: 51234.5,
+          domain: { code: 1.9, math: 2.1, prose: 2.3 },
+        }) + '\n';
     }
     fs.writeSync(fd, block);
     size += Buffer.byteLength(block);
@@ -89,7 +104,9 @@ async function benchTailer(): Promise<void> {
     peakOurs = Math.max(peakOurs, process.memoryUsage().rss);
   });
   const ours = ms(t0);
-  console.log(`tailer: ${mb.toFixed(0)} MB, ${count} records in ${ours.toFixed(0)} ms = ${(mb / (ours / 1000)).toFixed(0)} MB/s, RSS +${((peakOurs - rss0) / 2 ** 20).toFixed(0)} MB`);
+  console.log(
+    `tailer: ${mb.toFixed(0)} MB, ${count} records in ${ours.toFixed(0)} ms = ${(mb / (ours / 1000)).toFixed(0)} MB/s, RSS +${((peakOurs - rss0) / 2 ** 20).toFixed(0)} MB`,
+  );
 
   const rss1 = process.memoryUsage().rss;
   t0 = performance.now();
@@ -98,7 +115,9 @@ async function benchTailer(): Promise<void> {
   for (const l of lines) if (l && isMetricRecord(JSON.parse(l))) naive++;
   const peer = ms(t0);
   const peakNaive = process.memoryUsage().rss;
-  console.log(`tailer: naive readFile+split+parse ${peer.toFixed(0)} ms (${naive} records), RSS +${((peakNaive - rss1) / 2 ** 20).toFixed(0)} MB → time ratio naive/ours ${(peer / ours).toFixed(2)}x`);
+  console.log(
+    `tailer: naive readFile+split+parse ${peer.toFixed(0)} ms (${naive} records), RSS +${((peakNaive - rss1) / 2 ** 20).toFixed(0)} MB → time ratio naive/ours ${(peer / ours).toFixed(2)}x`,
+  );
   // Appends: the steady-state cost while training, 1 line per poll.
   const tailer = new JsonlTailer(file, { accept: isMetricRecord });
   await tailer.poll(() => undefined);
@@ -109,7 +128,9 @@ async function benchTailer(): Promise<void> {
     await tailer.poll(() => undefined);
     polls.push(ms(t));
   }
-  console.log(`tailer: poll after a 1-line append on a ${mb.toFixed(0)} MB file: median ${median(polls).toFixed(3)} ms`);
+  console.log(
+    `tailer: poll after a 1-line append on a ${mb.toFixed(0)} MB file: median ${median(polls).toFixed(3)} ms`,
+  );
 }
 
 async function main(): Promise<void> {

@@ -67,7 +67,9 @@ def spec_peak(device: str) -> tuple[str, float | None]:
     if device != "cuda":
         return "CPU", None
     name = torch.cuda.get_device_name()
-    return name, next((v for key, v in moe_layer.BF16_PEAK_TFLOPS.items() if key in name), None)
+    return name, next(
+        (v for key, v in moe_layer.BF16_PEAK_TFLOPS.items() if key in name), None
+    )
 
 
 def onnx_row(device: str, tiny: bool) -> list[str]:
@@ -75,12 +77,29 @@ def onnx_row(device: str, tiny: bool) -> list[str]:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        return ["inspector ONNX model (CUDA)", "skipped", f"onnxruntime not importable: {exc}", "", ""]
+        return [
+            "inspector ONNX model (CUDA)",
+            "skipped",
+            f"onnxruntime not importable: {exc}",
+            "",
+            "",
+        ]
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return ["inspector ONNX model (CUDA)", "skipped",
-                f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (onnxruntime-gpu not installed)", "", ""]
+        return [
+            "inspector ONNX model (CUDA)",
+            "skipped",
+            f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (onnxruntime-gpu not installed)",
+            "",
+            "",
+        ]
     if device != "cuda":
-        return ["inspector ONNX model (CUDA)", "skipped", "no CUDA device for PyTorch's side", "", ""]
+        return [
+            "inspector ONNX model (CUDA)",
+            "skipped",
+            "no CUDA device for PyTorch's side",
+            "",
+            "",
+        ]
     from moelab.export.graph import discover_routers
     from moelab.export.onnx_export import INPUT, export_onnx
     from moelab.models.model import MoELabForCausalLM
@@ -95,13 +114,20 @@ def onnx_row(device: str, tiny: bool) -> list[str]:
         sess = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
         ids = torch.randint(0, model.config.vocab_size, (1, tokens))
         feed = {INPUT: ids.numpy()}
-        ort_s = median_s(lambda: sess.run(None, feed), 10, "cpu")  # run() returns host arrays: synchronous
+        ort_s = median_s(
+            lambda: sess.run(None, feed), 10, "cpu"
+        )  # run() returns host arrays: synchronous
     model = model.cuda()
     ids = ids.cuda()
     with torch.no_grad():
         torch_s = median_s(lambda: model(ids), 10, "cuda")
-    return [f"inspector ONNX model, {tokens} tokens (ms)", f"{ort_s * 1e3:.2f}", "PyTorch eager, same GPU",
-            f"{torch_s * 1e3:.2f}", f"×{torch_s / ort_s:.2f}"]
+    return [
+        f"inspector ONNX model, {tokens} tokens (ms)",
+        f"{ort_s * 1e3:.2f}",
+        "PyTorch eager, same GPU",
+        f"{torch_s * 1e3:.2f}",
+        f"×{torch_s / ort_s:.2f}",
+    ]
 
 
 def run_all(tiny: bool, out: Path) -> tuple[list[list[str]], str]:
@@ -110,11 +136,38 @@ def run_all(tiny: bool, out: Path) -> tuple[list[list[str]], str]:
     dtype = "fp32" if tiny else "bf16"
     reps = "1" if tiny else "5"
     common = ["--device", device, "--dtype", dtype, "--json"]
-    moe_layer.main(["--shapes", "tiny" if tiny else "cuda", "--reps", reps, *common, str(out / "moe.json")])
+    moe_layer.main(
+        [
+            "--shapes",
+            "tiny" if tiny else "cuda",
+            "--reps",
+            reps,
+            *common,
+            str(out / "moe.json"),
+        ]
+    )
     release(device)
-    bam_attention.main(["--shapes", "tiny" if tiny else "gpu", "--reps", reps, *common, str(out / "bam.json")])
+    bam_attention.main(
+        [
+            "--shapes",
+            "tiny" if tiny else "gpu",
+            "--reps",
+            reps,
+            *common,
+            str(out / "bam.json"),
+        ]
+    )
     release(device)
-    train_step.main(["--size", "tiny" if tiny else "gpu", "--steps", reps, *common, str(out / "train.json")])
+    train_step.main(
+        [
+            "--size",
+            "tiny" if tiny else "gpu",
+            "--steps",
+            reps,
+            *common,
+            str(out / "train.json"),
+        ]
+    )
     release(device)
     torch_dtype = train_step.DTYPES[dtype]
     peak = matmul_peak(device, torch_dtype, 256 if tiny else 8192, 3 if tiny else 20)
@@ -124,52 +177,111 @@ def run_all(tiny: bool, out: Path) -> tuple[list[list[str]], str]:
         s = f"{tf / peak:.0%} of measured peak"
         return s + (f", {tf / spec:.0%} of spec {spec:.0f}" if spec else "")
 
-    rows = [["dense matmul peak (TFLOP/s)", f"{peak:.1f}", f"spec for {name}",
-             f"{spec:.0f}" if spec else "unknown", f"{peak / spec:.0%}" if spec else ""]]
+    rows = [
+        [
+            "dense matmul peak (TFLOP/s)",
+            f"{peak:.1f}",
+            f"spec for {name}",
+            f"{spec:.0f}" if spec else "unknown",
+            f"{peak / spec:.0%}" if spec else "",
+        ]
+    ]
     moe = json.loads((out / "moe.json").read_text())[0]
     for mode in ("forward", "forward+backward"):
         r = moe["modes"][mode]
-        peer = max((v["tflops"], k) for k, v in r.items() if k.startswith("transformers:"))
+        peer = max(
+            (v["tflops"], k) for k, v in r.items() if k.startswith("transformers:")
+        )
         ours = r["moelab:auto"]
-        rows.append([f"MoE layer {mode}, moelab auto (TFLOP/s)", f"{ours['tflops']:.3g} ({of_peak(ours['tflops'])})",
-                     f"transformers best: {peer[1].split(':')[1]}", f"{peer[0]:.3g}",
-                     f"×{ours['ratio_to_best_transformers']:.2f}"])
+        rows.append(
+            [
+                f"MoE layer {mode}, moelab auto (TFLOP/s)",
+                f"{ours['tflops']:.3g} ({of_peak(ours['tflops'])})",
+                f"transformers best: {peer[1].split(':')[1]}",
+                f"{peer[0]:.3g}",
+                f"×{ours['ratio_to_best_transformers']:.2f}",
+            ]
+        )
     for bam in json.loads((out / "bam.json").read_text()):
         fb = bam["forward+backward_ms"]
-        for kind, stacked in (("ekv", "ekv: moelab stacked"), ("skv", "skv: moelab stacked (GQA)")):
+        for kind, stacked in (
+            ("ekv", "ekv: moelab stacked"),
+            ("skv", "skv: moelab stacked (GQA)"),
+        ):
             sep = fb[f"{kind}: N separate calls"]
-            rows.append([f"BAM attention {kind} fwd+bwd, stacked (ms)", f"{fb[stacked]:.2f}",
-                         f"{bam['experts']} separate calls", f"{sep:.2f}", f"×{sep / fb[stacked]:.2f}"])
+            rows.append(
+                [
+                    f"BAM attention {kind} fwd+bwd, stacked (ms)",
+                    f"{fb[stacked]:.2f}",
+                    f"{bam['experts']} separate calls",
+                    f"{sep:.2f}",
+                    f"×{sep / fb[stacked]:.2f}",
+                ]
+            )
     train = json.loads((out / "train.json").read_text())
     ours = train[0]
     mfu = f"{ours['tflops'] / peak:.1%} of measured peak ({ours['tflops']:.3g} TFLOP/s)"
     if len(train) > 1:
         best = max(train[1:], key=lambda r: r["tflops"])
-        rows.append(["training step MFU, moelab", mfu, best["model"],
-                     f"{best['tflops'] / peak:.1%} ({best['tflops']:.3g} TFLOP/s)", f"×{ours['tflops'] / best['tflops']:.2f}"])
+        rows.append(
+            [
+                "training step MFU, moelab",
+                mfu,
+                best["model"],
+                f"{best['tflops'] / peak:.1%} ({best['tflops']:.3g} TFLOP/s)",
+                f"×{ours['tflops'] / best['tflops']:.2f}",
+            ]
+        )
     else:
-        rows.append(["training step MFU, moelab", mfu, "transformers Mixtral", "every implementation failed", ""])
+        rows.append(
+            [
+                "training step MFU, moelab",
+                mfu,
+                "transformers Mixtral",
+                "every implementation failed",
+                "",
+            ]
+        )
     rows.append(onnx_row(device, tiny))
-    head = (f"{name}, torch {torch.__version__}, {dtype}" + ("; CPU smoke run, not a measurement" if tiny else ""))
+    head = f"{name}, torch {torch.__version__}, {dtype}" + (
+        "; CPU smoke run, not a measurement" if tiny else ""
+    )
     return rows, head
 
 
 def table(rows: list[list[str]], head: str) -> str:
     cols = ["figure", "moelab", "peer", "peer value", "ratio"]
     widths = [max(len(str(r[i])) for r in [cols, *rows]) for i in range(len(cols))]
-    line = "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)) + " |"
+    line = (
+        "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)) + " |"
+    )
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    body = [
+        "| "
+        + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
+        + " |"
+        for r in rows
+    ]
     return "\n".join([f"GPU figures: {head}", "", line, sep, *body])
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiny", action="store_true", help="CPU, fp32, tiny shapes: the script end to end, no figures")
-    ap.add_argument("--json", type=Path, default=None, help="also write the table's rows here")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="CPU, fp32, tiny shapes: the script end to end, no figures",
+    )
+    ap.add_argument(
+        "--json", type=Path, default=None, help="also write the table's rows here"
+    )
     args = ap.parse_args(argv)
     if not args.tiny and not torch.cuda.is_available():
-        sys.exit("gpu_table.py: no CUDA device (torch.cuda.is_available() is False); --tiny runs on CPU")
+        sys.exit(
+            "gpu_table.py: no CUDA device (torch.cuda.is_available() is False); --tiny runs on CPU"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         rows, head = run_all(args.tiny, Path(tmp))
     print("\n" + table(rows, head))

@@ -8,7 +8,14 @@ import * as path from 'node:path';
 import { inspectText } from '../extension/src/inspector/inspect';
 import { loadExport } from '../extension/src/inspector/loader';
 import { InspectorClient } from '../extension/src/inspector/workerClient';
-import { exportOnnx, HAVE_VENV, makeByteCheckpoint, NO_VENV_REASON, python, tempDir } from '../test/unit/inspectorFixtures';
+import {
+  exportOnnx,
+  HAVE_VENV,
+  makeByteCheckpoint,
+  NO_VENV_REASON,
+  python,
+  tempDir,
+} from '../test/unit/inspectorFixtures';
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -20,7 +27,8 @@ const JSON_OUT = arg('json', '');
 const N_TOKENS = 512;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))];
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))];
 const ms = (t0: number) => performance.now() - t0;
 
 async function main(): Promise<void> {
@@ -37,7 +45,10 @@ async function main(): Promise<void> {
     makeByteCheckpoint(ckpt, { hidden: 128, inner: 344, layers: 4, context: 2048 });
     exportOnnx(ckpt, onnx);
     const exportS = ms(t0) / 1000;
-    const text = 'def route(tokens, experts):\n    return [max(experts, key=lambda e: e.score(t)) for t in tokens]\n'.repeat(8).slice(0, N_TOKENS);
+    const text =
+      'def route(tokens, experts):\n    return [max(experts, key=lambda e: e.score(t)) for t in tokens]\n'
+        .repeat(8)
+        .slice(0, N_TOKENS);
 
     // Session load: routing.json + tokenizer + InferenceSession, cold (first) and warm-cache reloads.
     const loads: number[] = [];
@@ -50,7 +61,8 @@ async function main(): Promise<void> {
     }
 
     // Routing in-process: tokenize + run + assemble, after warm-up.
-    for (let i = 0; i < 3; i++) await inspectText(text, onnx, loaded.manifest, loaded.tokenizer, loaded.runner);
+    for (let i = 0; i < 3; i++)
+      await inspectText(text, onnx, loaded.manifest, loaded.tokenizer, loaded.runner);
     const runs: number[] = [];
     // CPU time next to wall time: on a shared machine wall time includes waiting for a core.
     const cpu0 = process.cpuUsage();
@@ -58,7 +70,8 @@ async function main(): Promise<void> {
       t0 = performance.now();
       const r = await inspectText(text, onnx, loaded.manifest, loaded.tokenizer, loaded.runner);
       runs.push(ms(t0));
-      if (r.tokens.length !== N_TOKENS) throw new Error(`expected ${N_TOKENS} tokens, got ${r.tokens.length}`);
+      if (r.tokens.length !== N_TOKENS)
+        throw new Error(`expected ${N_TOKENS} tokens, got ${r.tokens.length}`);
     }
     const cpu = process.cpuUsage(cpu0);
     const cpuMs = (cpu.user + cpu.system) / 1000 / REPS;
@@ -69,9 +82,19 @@ async function main(): Promise<void> {
     const esbuild = await import('esbuild');
     const ort = require.resolve('onnxruntime-node');
     await esbuild.build({
-      entryPoints: [path.resolve(__dirname, '../extension/src/inspector/worker.ts')], bundle: true, platform: 'node',
-      format: 'cjs', target: 'node20', outfile: bundle, logLevel: 'error',
-      plugins: [{ name: 'ort', setup: (b) => b.onResolve({ filter: /^onnxruntime-node$/ }, () => ({ path: ort, external: true })) }],
+      entryPoints: [path.resolve(__dirname, '../extension/src/inspector/worker.ts')],
+      bundle: true,
+      platform: 'node',
+      format: 'cjs',
+      target: 'node20',
+      outfile: bundle,
+      logLevel: 'error',
+      plugins: [
+        {
+          name: 'ort',
+          setup: (b) => b.onResolve({ filter: /^onnxruntime-node$/ }, () => ({ path: ort, external: true })),
+        },
+      ],
     });
     const client = new InspectorClient(bundle, {}, THREADS);
     const workerRuns: number[] = [];
@@ -91,7 +114,11 @@ async function main(): Promise<void> {
     }
 
     // Peer: PyTorch eager forward of the same 512 byte ids (router probabilities only kept).
-    const torchMs = JSON.parse(python(['-c', `
+    const torchMs = JSON.parse(
+      python(
+        [
+          '-c',
+          `
 import json, sys, time, torch
 from moelab.io.checkpoint import load_model
 torch.set_num_threads(${THREADS})
@@ -105,28 +132,68 @@ with torch.inference_mode():
         probs = [r.probs() for r in m(ids).router_logits]
         if i >= 3: t.append((time.perf_counter() - t0) * 1000)
 print(json.dumps({"wall": t, "cpu": (time.process_time() - c0) * 1000 / ${REPS}}))
-`, ckpt], text)) as { wall: number[]; cpu: number };
+`,
+          ckpt,
+        ],
+        text,
+      ),
+    ) as { wall: number[]; cpu: number };
 
     const res = {
-      model: 'byte-level BAM expert-KV, d=128, FFN 344, 4 layers, 4 experts (FFN top-2, attention soft), 8 routers',
+      model:
+        'byte-level BAM expert-KV, d=128, FFN 344, 4 layers, 4 experts (FFN top-2, attention soft), 8 routers',
       threads: THREADS,
       export_s: +exportS.toFixed(1),
       onnx_bytes: fs.statSync(path.join(onnx, 'model.onnx')).size,
-      session_load_ms: { first: +loads[0].toFixed(1), median_reload: +median(loads.slice(1, 5)).toFixed(1), worker_first: +loads[5].toFixed(1) },
-      route_512_ms: { median: +median(runs).toFixed(2), p90: +pct(runs, 0.9).toFixed(2), cpu_per_run: +cpuMs.toFixed(2) },
+      session_load_ms: {
+        first: +loads[0].toFixed(1),
+        median_reload: +median(loads.slice(1, 5)).toFixed(1),
+        worker_first: +loads[5].toFixed(1),
+      },
+      route_512_ms: {
+        median: +median(runs).toFixed(2),
+        p90: +pct(runs, 0.9).toFixed(2),
+        cpu_per_run: +cpuMs.toFixed(2),
+      },
       route_512_worker_ms: { median: +median(workerRuns).toFixed(2), p90: +pct(workerRuns, 0.9).toFixed(2) },
-      torch_eager_512_ms: { median: +median(torchMs.wall).toFixed(2), p90: +pct(torchMs.wall, 0.9).toFixed(2), cpu_per_run: +torchMs.cpu.toFixed(2) },
+      torch_eager_512_ms: {
+        median: +median(torchMs.wall).toFixed(2),
+        p90: +pct(torchMs.wall, 0.9).toFixed(2),
+        cpu_per_run: +torchMs.cpu.toFixed(2),
+      },
     };
     const ratio = median(torchMs.wall) / median(runs);
     const cpuRatio = torchMs.cpu / cpuMs;
     console.log(`routing inspector (${res.model}; ${THREADS} thread(s), ${REPS} reps)`);
-    console.log(`  export (moelab export --format onnx): ${res.export_s} s, model.onnx ${(res.onnx_bytes / 1e6).toFixed(1)} MB`);
-    console.log(`  session load: first ${res.session_load_ms.first} ms, reload median ${res.session_load_ms.median_reload} ms, in worker ${res.session_load_ms.worker_first} ms`);
-    console.log(`  route ${N_TOKENS} tokens, in-process: median ${res.route_512_ms.median} ms, p90 ${res.route_512_ms.p90} ms, CPU ${res.route_512_ms.cpu_per_run} ms/run (target < 50 ms: ${median(runs) < 50 ? 'met' : 'MISSED'})`);
-    console.log(`  route ${N_TOKENS} tokens, via worker:  median ${res.route_512_worker_ms.median} ms, p90 ${res.route_512_worker_ms.p90} ms`);
-    console.log(`  peer PyTorch eager forward:      median ${res.torch_eager_512_ms.median} ms, p90 ${res.torch_eager_512_ms.p90} ms, CPU ${res.torch_eager_512_ms.cpu_per_run} ms/run`);
+    console.log(
+      `  export (moelab export --format onnx): ${res.export_s} s, model.onnx ${(res.onnx_bytes / 1e6).toFixed(1)} MB`,
+    );
+    console.log(
+      `  session load: first ${res.session_load_ms.first} ms, reload median ${res.session_load_ms.median_reload} ms, in worker ${res.session_load_ms.worker_first} ms`,
+    );
+    console.log(
+      `  route ${N_TOKENS} tokens, in-process: median ${res.route_512_ms.median} ms, p90 ${res.route_512_ms.p90} ms, CPU ${res.route_512_ms.cpu_per_run} ms/run (target < 50 ms: ${median(runs) < 50 ? 'met' : 'MISSED'})`,
+    );
+    console.log(
+      `  route ${N_TOKENS} tokens, via worker:  median ${res.route_512_worker_ms.median} ms, p90 ${res.route_512_worker_ms.p90} ms`,
+    );
+    console.log(
+      `  peer PyTorch eager forward:      median ${res.torch_eager_512_ms.median} ms, p90 ${res.torch_eager_512_ms.p90} ms, CPU ${res.torch_eager_512_ms.cpu_per_run} ms/run`,
+    );
     console.log(`  ratio PyTorch / inspector: ${ratio.toFixed(2)}x wall, ${cpuRatio.toFixed(2)}x CPU time`);
-    if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ ...res, ratio_torch_over_inspector: +ratio.toFixed(2), cpu_ratio_torch_over_inspector: +cpuRatio.toFixed(2) }, null, 2) + '\n');
+    if (JSON_OUT)
+      fs.writeFileSync(
+        JSON_OUT,
+        JSON.stringify(
+          {
+            ...res,
+            ratio_torch_over_inspector: +ratio.toFixed(2),
+            cpu_ratio_torch_over_inspector: +cpuRatio.toFixed(2),
+          },
+          null,
+          2,
+        ) + '\n',
+      );
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }

@@ -23,10 +23,21 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-CFG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 1024,
-       "intermediate_size": 2816, "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 16,
-       "hidden_act": "silu", "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-       "tie_word_embeddings": False}
+CFG = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "vocab_size": 32000,
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 16,
+    "hidden_act": "silu",
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+}
 
 
 def dense_shapes() -> dict[str, tuple[int, ...]]:
@@ -35,8 +46,15 @@ def dense_shapes() -> dict[str, tuple[int, ...]]:
     for i in range(CFG["num_hidden_layers"]):
         p = f"model.layers.{i}"
         shapes |= {f"{p}.self_attn.{n}_proj.weight": (d, d) for n in "qkvo"}
-        shapes |= {f"{p}.mlp.gate_proj.weight": (f, d), f"{p}.mlp.up_proj.weight": (f, d), f"{p}.mlp.down_proj.weight": (d, f)}
-        shapes |= {f"{p}.input_layernorm.weight": (d,), f"{p}.post_attention_layernorm.weight": (d,)}
+        shapes |= {
+            f"{p}.mlp.gate_proj.weight": (f, d),
+            f"{p}.mlp.up_proj.weight": (f, d),
+            f"{p}.mlp.down_proj.weight": (d, f),
+        }
+        shapes |= {
+            f"{p}.input_layernorm.weight": (d,),
+            f"{p}.post_attention_layernorm.weight": (d,),
+        }
     shapes |= {"model.norm.weight": (d,), "lm_head.weight": (v, d)}
     return shapes
 
@@ -49,11 +67,19 @@ def generate(work: Path, dtype: torch.dtype, n: int = 4) -> list[Path]:
     for i, d in enumerate(dirs):
         d.mkdir(parents=True, exist_ok=True)
         # One tensor at a time through save_file would need the whole state; build it per expert.
-        state = {k: (torch.randn(s, generator=g) * 0.02).to(dtype) for k, s in dense_shapes().items()}
+        state = {
+            k: (torch.randn(s, generator=g) * 0.02).to(dtype)
+            for k, s in dense_shapes().items()
+        }
         save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
         del state
-        (d / "config.json").write_text(json.dumps({**CFG, "torch_dtype": str(dtype).removeprefix("torch.")}))
-        print(f"generated {d} ({(d / 'model.safetensors').stat().st_size / 1e6:.0f} MB)", file=sys.stderr)
+        (d / "config.json").write_text(
+            json.dumps({**CFG, "torch_dtype": str(dtype).removeprefix("torch.")})
+        )
+        print(
+            f"generated {d} ({(d / 'model.safetensors').stat().st_size / 1e6:.0f} MB)",
+            file=sys.stderr,
+        )
     return dirs
 
 
@@ -104,23 +130,45 @@ def main() -> None:
         "        out=Path(a['out']), overwrite=True, max_shard_bytes=parse_size(a['shard'])))\n"
         "print(time.perf_counter() - t0)\n"
     )
-    payload = json.dumps({"seed": str(experts[0]), "experts": [str(e) for e in experts], "out": str(out),
-                          "shard": args.max_shard_size})
+    payload = json.dumps(
+        {
+            "seed": str(experts[0]),
+            "experts": [str(e) for e in experts],
+            "out": str(out),
+            "shard": args.max_shard_size,
+        }
+    )
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", child, payload], check=True, stdout=subprocess.PIPE, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", child, payload],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     total_s = time.perf_counter() - t0
     btx_s = float(res.stdout.strip().splitlines()[-1])
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
     shards = sorted(out.glob("*.safetensors"))
     out_bytes = sum(p.stat().st_size for p in shards)
 
-    print(f"inputs      4 x {in_bytes / 4 / 1e6:.0f} MB ({args.dtype}), output {out_bytes / 1e6:.0f} MB in {len(shards)} shards "
-          f"(--max-shard-size {args.max_shard_size})")
-    print(f"copy        {copy_s:.2f} s  ({in_bytes / copy_s / 1e9:.2f} GB/s); with fsync {copy_sync_s:.2f} s")
-    print(f"btx         {btx_s:.2f} s  upcycle(): validation, surgery, sha256 of inputs, fsync "
-          f"({total_s:.2f} s with interpreter start and imports)")
-    print(f"ratio       {btx_s / copy_s:.2f}x copy time, {btx_s / copy_sync_s:.2f}x copy+fsync (target <= 2x)")
-    print(f"peak RSS    {peak / 1e6:.0f} MB for the whole child process (inputs {in_bytes / 1e6:.0f} MB)")
+    print(
+        f"inputs      4 x {in_bytes / 4 / 1e6:.0f} MB ({args.dtype}), output {out_bytes / 1e6:.0f} MB in {len(shards)} shards "
+        f"(--max-shard-size {args.max_shard_size})"
+    )
+    print(
+        f"copy        {copy_s:.2f} s  ({in_bytes / copy_s / 1e9:.2f} GB/s); with fsync {copy_sync_s:.2f} s"
+    )
+    print(
+        f"btx         {btx_s:.2f} s  upcycle(): validation, surgery, sha256 of inputs, fsync "
+        f"({total_s:.2f} s with interpreter start and imports)"
+    )
+    print(
+        f"ratio       {btx_s / copy_s:.2f}x copy time, {btx_s / copy_sync_s:.2f}x copy+fsync (target <= 2x)"
+    )
+    print(
+        f"peak RSS    {peak / 1e6:.0f} MB for the whole child process (inputs {in_bytes / 1e6:.0f} MB)"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,10 @@ import { spawnSync } from 'node:child_process';
 
 // The harness is TypeScript (shared with the tests): re-run under tsx's loader.
 if (!process.env.MOELAB_BENCH_TSX) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, MOELAB_BENCH_TSX: '1' } });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, MOELAB_BENCH_TSX: '1' },
+  });
   process.exit(r.status ?? 1);
 }
 const { launch, openPanel, settled } = await import('../test/webview/harness.ts');
@@ -23,31 +26,40 @@ const browser = await launch();
 try {
   const p = await openPanel(browser, 'dashboard', { width: 1600, height: 1000 });
   // Build the message inside the page: what is measured is the webview, not the test's transport.
-  await p.page.evaluate(({ points, runs }) => {
-    const per = Math.floor(points / runs);
-    const blocks = [];
-    const summaries = [];
-    for (let r = 0; r < runs; r++) {
-      const step = new Float64Array(per), tokens = new Float64Array(per), time = new Float64Array(per), loss = new Float64Array(per);
-      let seed = r + 1;
-      for (let i = 0; i < per; i++) {
-        seed = (seed * 1103515245 + 12345) % 2147483648;
-        step[i] = i;
-        tokens[i] = i * 4096;
-        time[i] = i * 0.05;
-        loss[i] = 1 + r * 0.05 + 3 * Math.exp(-i / (per / 5)) + (seed / 2147483648 - 0.5) * 0.3;
+  await p.page.evaluate(
+    ({ points, runs }) => {
+      const per = Math.floor(points / runs);
+      const blocks = [];
+      const summaries = [];
+      for (let r = 0; r < runs; r++) {
+        const step = new Float64Array(per),
+          tokens = new Float64Array(per),
+          time = new Float64Array(per),
+          loss = new Float64Array(per);
+        let seed = r + 1;
+        for (let i = 0; i < per; i++) {
+          seed = (seed * 1103515245 + 12345) % 2147483648;
+          step[i] = i;
+          tokens[i] = i * 4096;
+          time[i] = i * 0.05;
+          loss[i] = 1 + r * 0.05 + 3 * Math.exp(-i / (per / 5)) + (seed / 2147483648 - 0.5) * 0.3;
+        }
+        blocks.push({ runId: `run-${r}`, split: 'train', step, tokens, time, values: { loss } });
+        summaries.push({ id: `run-${r}`, name: `run ${r}`, status: 'done' });
       }
-      blocks.push({ runId: `run-${r}`, split: 'train', step, tokens, time, values: { loss } });
-      summaries.push({ id: `run-${r}`, name: `run ${r}`, status: 'done' });
-    }
-    window.__benchMsg = { type: 'init', panel: 'dashboard', runIds: [], runs: summaries, blocks };
-  }, { points: POINTS, runs: RUNS });
+      window.__benchMsg = { type: 'init', panel: 'dashboard', runIds: [], runs: summaries, blocks };
+    },
+    { points: POINTS, runs: RUNS },
+  );
 
-  const firstPaint = await p.page.evaluate(() => new Promise((resolve) => {
-    const t0 = performance.now();
-    document.addEventListener('chart-drawn', () => resolve(performance.now() - t0), { once: true });
-    window.postMessage(window.__benchMsg, '*');
-  }));
+  const firstPaint = await p.page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const t0 = performance.now();
+        document.addEventListener('chart-drawn', () => resolve(performance.now() - t0), { once: true });
+        window.postMessage(window.__benchMsg, '*');
+      }),
+  );
   await settled(p.page);
   const drawn = Number(await p.page.locator('figure[data-metric="train/loss"]').getAttribute('data-points'));
 
@@ -55,34 +67,50 @@ try {
   await p.page.locator('figure[data-metric="train/loss"] .chart-plot').focus();
   const redraws = [];
   for (const key of ['+', '+', '+', 'ArrowLeft', 'ArrowRight', '-', '-', '-', '+', '0']) {
-    const ms = await p.page.evaluate((k) => new Promise((resolve) => {
-      const t0 = performance.now();
-      document.addEventListener('chart-drawn', () => resolve(performance.now() - t0), { once: true });
-      document.activeElement?.dispatchEvent(new KeyboardEvent('keydown', { key: k, bubbles: true }));
-    }), key);
+    const ms = await p.page.evaluate(
+      (k) =>
+        new Promise((resolve) => {
+          const t0 = performance.now();
+          document.addEventListener('chart-drawn', () => resolve(performance.now() - t0), { once: true });
+          document.activeElement?.dispatchEvent(new KeyboardEvent('keydown', { key: k, bubbles: true }));
+        }),
+      key,
+    );
     redraws.push(ms);
   }
   // Hover crosshair: pointer moves across the chart, each handled synchronously.
   const box = await p.page.locator('figure[data-metric="train/loss"] .chart-plot').boundingBox();
   const t0 = Date.now();
-  for (let i = 0; i < 40; i++) await p.page.mouse.move(box.x + 60 + (i * (box.width - 80)) / 40, box.y + box.height / 2);
+  for (let i = 0; i < 40; i++)
+    await p.page.mouse.move(box.x + 60 + (i * (box.width - 80)) / 40, box.y + box.height / 2);
   const hoverMs = (Date.now() - t0) / 40;
   // Smoothing change: re-smooths every point, then redraws.
-  const smoothMs = await p.page.evaluate(() => new Promise((resolve) => {
-    const input = document.querySelector('input[type=range]');
-    const t = performance.now();
-    document.addEventListener('chart-drawn', () => resolve(performance.now() - t), { once: true });
-    input.value = '0.9';
-    input.dispatchEvent(new Event('input'));
-  }));
+  const smoothMs = await p.page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const input = document.querySelector('input[type=range]');
+        const t = performance.now();
+        document.addEventListener('chart-drawn', () => resolve(performance.now() - t), { once: true });
+        input.value = '0.9';
+        input.dispatchEvent(new Event('input'));
+      }),
+  );
 
   redraws.sort((a, b) => a - b);
   const fmt = (v) => v.toFixed(1);
   console.log(`points drawn             ${drawn.toLocaleString('en')} across ${RUNS} runs`);
-  console.log(`first paint              ${fmt(firstPaint)} ms  (budget ${BUDGET_MS} ms; message receipt + validation + indexing + smoothing + draw)`);
-  console.log(`zoom/pan redraw          median ${fmt(redraws[Math.floor(redraws.length / 2)])} ms, max ${fmt(redraws[redraws.length - 1])} ms  (frame to frame)`);
-  console.log(`hover move (round trip)  ${fmt(hoverMs)} ms per pointer move, including Playwright's round trip`);
-  console.log(`smoothing change         ${fmt(smoothMs)} ms  (re-smooth ${drawn.toLocaleString('en')} points + redraw)`);
+  console.log(
+    `first paint              ${fmt(firstPaint)} ms  (budget ${BUDGET_MS} ms; message receipt + validation + indexing + smoothing + draw)`,
+  );
+  console.log(
+    `zoom/pan redraw          median ${fmt(redraws[Math.floor(redraws.length / 2)])} ms, max ${fmt(redraws[redraws.length - 1])} ms  (frame to frame)`,
+  );
+  console.log(
+    `hover move (round trip)  ${fmt(hoverMs)} ms per pointer move, including Playwright's round trip`,
+  );
+  console.log(
+    `smoothing change         ${fmt(smoothMs)} ms  (re-smooth ${drawn.toLocaleString('en')} points + redraw)`,
+  );
   console.log(`errors                   ${p.errors.length}`);
   if (firstPaint > BUDGET_MS) process.exitCode = 1;
 } finally {

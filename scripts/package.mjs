@@ -50,7 +50,10 @@ function run(cmd, args, cwd) {
 
 function copy(src, dst, filter = () => true) {
   if (!fs.existsSync(src)) return;
-  fs.cpSync(src, dst, { recursive: true, filter: (s) => filter(path.relative(src, s).split(path.sep).join('/')) });
+  fs.cpSync(src, dst, {
+    recursive: true,
+    filter: (s) => filter(path.relative(src, s).split(path.sep).join('/')),
+  });
 }
 
 /** A package's folder, nested under `from` or hoisted to the root (exports maps hide package.json from require.resolve). */
@@ -70,31 +73,67 @@ function stage(target) {
   fs.mkdirSync(dir, { recursive: true });
   // vsce collects node_modules only through `npm list --production`: the staged manifest
   // declares just the one external runtime dependency, the bundle holds everything else.
-  const ortVersion = JSON.parse(fs.readFileSync(path.join(pkgDir('onnxruntime-node'), 'package.json'), 'utf8')).version;
-  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ ...pkg, dependencies: { 'onnxruntime-node': ortVersion }, devDependencies: {} }, null, 2));
+  const ortVersion = JSON.parse(
+    fs.readFileSync(path.join(pkgDir('onnxruntime-node'), 'package.json'), 'utf8'),
+  ).version;
+  fs.writeFileSync(
+    path.join(dir, 'package.json'),
+    JSON.stringify(
+      { ...pkg, dependencies: { 'onnxruntime-node': ortVersion }, devDependencies: {} },
+      null,
+      2,
+    ),
+  );
   for (const f of ['README.md', 'CHANGELOG.md', 'LICENSE', 'LICENSE.md', '.vscodeignore']) {
     if (fs.existsSync(path.join(root, f))) fs.copyFileSync(path.join(root, f), path.join(dir, f));
   }
   copy(path.join(root, 'dist'), path.join(dir, 'dist'), (rel) => noMaps(rel) && !rel.endsWith('.vsix'));
   copy(path.join(root, 'media'), path.join(dir, 'media'));
   // The engine's sources ride along (no tests, caches or dot-folders) so "Install Engine" works offline (pip install <ext>/engine).
-  copy(path.join(root, 'engine'), path.join(dir, 'engine'), (rel) => !/(^|\/)(tests|__pycache__|\.[^/]+|[^/]*\.egg-info)(\/|$)/.test(rel) && !rel.endsWith('.pyc'));
+  copy(
+    path.join(root, 'engine'),
+    path.join(dir, 'engine'),
+    (rel) => !/(^|\/)(tests|__pycache__|\.[^/]+|[^/]*\.egg-info)(\/|$)/.test(rel) && !rel.endsWith('.pyc'),
+  );
 
   const ort = pkgDir('onnxruntime-node');
   const keepBin = `bin/napi-v6/${TARGETS[target]}`;
   copy(ort, path.join(dir, 'node_modules', 'onnxruntime-node'), (rel) => {
-    if (rel === '' || rel === 'package.json' || rel === 'dist' || rel === 'bin' || rel === 'bin/napi-v6') return true;
+    if (rel === '' || rel === 'package.json' || rel === 'dist' || rel === 'bin' || rel === 'bin/napi-v6')
+      return true;
     if (rel.startsWith('dist/')) return rel.endsWith('.js') || rel.endsWith('.d.ts');
     if (rel.startsWith('bin/napi-v6/')) return keepBin.startsWith(rel) || rel.startsWith(keepBin + '/');
     return /^(LICENSE|ThirdPartyNotices)/i.test(rel);
   });
   const common = pkgDir('onnxruntime-common', ort);
-  copy(common, path.join(dir, 'node_modules', 'onnxruntime-common'), (rel) => rel === '' || rel === 'package.json' || rel === 'dist' || (rel.startsWith('dist/cjs') && noMaps(rel)) || /^LICENSE/i.test(rel));
+  copy(
+    common,
+    path.join(dir, 'node_modules', 'onnxruntime-common'),
+    (rel) =>
+      rel === '' ||
+      rel === 'package.json' ||
+      rel === 'dist' ||
+      (rel.startsWith('dist/cjs') && noMaps(rel)) ||
+      /^LICENSE/i.test(rel),
+  );
   // Its other dependencies (adm-zip, global-agent) only serve its download-on-install script.
   const ortPkgFile = path.join(dir, 'node_modules', 'onnxruntime-node', 'package.json');
   const ortPkg = JSON.parse(fs.readFileSync(ortPkgFile, 'utf8'));
-  fs.writeFileSync(ortPkgFile, JSON.stringify({ ...ortPkg, dependencies: { 'onnxruntime-common': ortPkg.dependencies['onnxruntime-common'] }, scripts: {} }, null, 2));
-  if (!fs.existsSync(path.join(dir, 'node_modules', 'onnxruntime-node', keepBin, 'onnxruntime_binding.node'))) {
+  fs.writeFileSync(
+    ortPkgFile,
+    JSON.stringify(
+      {
+        ...ortPkg,
+        dependencies: { 'onnxruntime-common': ortPkg.dependencies['onnxruntime-common'] },
+        scripts: {},
+      },
+      null,
+      2,
+    ),
+  );
+  if (
+    !fs.existsSync(path.join(dir, 'node_modules', 'onnxruntime-node', keepBin, 'onnxruntime_binding.node'))
+  ) {
     console.error(`package: node_modules/onnxruntime-node/${keepBin} is missing; run npm ci`);
     process.exit(1);
   }
@@ -111,7 +150,18 @@ for (const target of targets) {
     process.execPath,
     // --no-rewrite-relative-links: the README links docs/ and engine/ files by relative path; with no
     // repository URL vsce would refuse to package rather than leave them relative.
-    [vsce, 'package', '--target', target, '--dependencies', '--allow-missing-repository', '--no-rewrite-relative-links', '--skip-license', '--out', out],
+    [
+      vsce,
+      'package',
+      '--target',
+      target,
+      '--dependencies',
+      '--allow-missing-repository',
+      '--no-rewrite-relative-links',
+      '--skip-license',
+      '--out',
+      out,
+    ],
     dir,
   );
   const mb = fs.statSync(out).size / 2 ** 20;

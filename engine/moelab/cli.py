@@ -43,14 +43,18 @@ def _load_command(name: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except Exception as e:  # a syntax error or a missing dependency, in our module or in one it imports
-        raise MoELabError(f"command {name!r} is unavailable: {module} failed to import ({type(e).__name__}: {e})") from e
+        raise MoELabError(
+            f"command {name!r} is unavailable: {module} failed to import ({type(e).__name__}: {e})"
+        ) from e
 
 
 def build_parser(argv: Sequence[str] = ()) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     """The parser, with the full options of the command that `argv` names and a one-line entry for the
     others: only that command's module is imported (most import torch), so `moelab --help` and
     `moelab --version`, which the extension runs to probe the engine, stay fast."""
-    parser = argparse.ArgumentParser(prog="moelab", description="MoE Lab engine: Mixture-of-Experts upcycling research.")
+    parser = argparse.ArgumentParser(
+        prog="moelab", description="MoE Lab engine: Mixture-of-Experts upcycling research."
+    )
     parser.add_argument("--version", action="version", version=f"moelab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -14,9 +14,16 @@ VOCAB = 97
 
 def base_config(**overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = dict(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
-        rms_norm_eps=1e-6, tie_word_embeddings=False,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
     )
     cfg.update(overrides)
     return cfg
@@ -93,10 +100,20 @@ FAMILY_FIELDS = {
     "phi3": {"sliding_window": 5},
     "olmo2": {},
     "gemma": {},
-    "gemma2": {"sliding_window": 5, "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0,
-               "query_pre_attn_scalar": 12},
-    "gemma3_text": {"sliding_window": 5, "query_pre_attn_scalar": 12, "final_logit_softcapping": 3.0,
-                    "layer_types": ["sliding_attention", "full_attention"],
-                    "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-                                        "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}},
+    "gemma2": {
+        "sliding_window": 5,
+        "attn_logit_softcapping": 2.0,
+        "final_logit_softcapping": 3.0,
+        "query_pre_attn_scalar": 12,
+    },
+    "gemma3_text": {
+        "sliding_window": 5,
+        "query_pre_attn_scalar": 12,
+        "final_logit_softcapping": 3.0,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+        },
+    },
 }

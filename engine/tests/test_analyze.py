@@ -24,20 +24,40 @@ D, F, E, L = 8, 12, 4, 2
 
 def cfg(moe: bool = True, attn: bool = False, shared_kv: bool = False) -> ModelConfig:
     if not moe:
-        return ModelConfig(vocab_size=16, hidden_size=D, intermediate_size=F, num_hidden_layers=L,
-                           num_attention_heads=2, num_key_value_heads=2)
+        return ModelConfig(
+            vocab_size=16,
+            hidden_size=D,
+            intermediate_size=F,
+            num_hidden_layers=L,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
     if attn:
-        return ModelConfig(vocab_size=16, hidden_size=D, intermediate_size=F, num_hidden_layers=L,
-                           num_attention_heads=2, num_key_value_heads=2, model_type="moelab",
-                           moe=MoEConfig(num_experts=E, moe_layers=list(range(L)), attn_experts=True,
-                                         shared_kv=shared_kv))
-    return ModelConfig(vocab_size=16, hidden_size=D, intermediate_size=F, num_hidden_layers=L,
-                       num_attention_heads=2, num_key_value_heads=2, model_type="mixtral",
-                       moe=MoEConfig(num_experts=E, moe_layers=list(range(L))))
+        return ModelConfig(
+            vocab_size=16,
+            hidden_size=D,
+            intermediate_size=F,
+            num_hidden_layers=L,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            model_type="moelab",
+            moe=MoEConfig(num_experts=E, moe_layers=list(range(L)), attn_experts=True, shared_kv=shared_kv),
+        )
+    return ModelConfig(
+        vocab_size=16,
+        hidden_size=D,
+        intermediate_size=F,
+        num_hidden_layers=L,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        model_type="mixtral",
+        moe=MoEConfig(num_experts=E, moe_layers=list(range(L))),
+    )
 
 
-def write_ckpt(path: Path, tensors: dict[str, torch.Tensor], config: ModelConfig | None = None,
-               meta: dict | None = None) -> Path:
+def write_ckpt(
+    path: Path, tensors: dict[str, torch.Tensor], config: ModelConfig | None = None, meta: dict | None = None
+) -> Path:
     path.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))
     write_config(path, config or cfg(), meta)
@@ -52,8 +72,15 @@ def ffn_moe(seed: int = 0, experts: list[dict[str, torch.Tensor]] | None = None)
         p = f"model.layers.{layer}.block_sparse_moe"
         t[f"{p}.gate.weight"] = torch.randn(E, D, generator=g)
         for e in range(E):
-            w = experts[e] if experts else {"w1": torch.randn(F, D, generator=g), "w3": torch.randn(F, D, generator=g),
-                                            "w2": torch.randn(D, F, generator=g)}
+            w = (
+                experts[e]
+                if experts
+                else {
+                    "w1": torch.randn(F, D, generator=g),
+                    "w3": torch.randn(F, D, generator=g),
+                    "w2": torch.randn(D, F, generator=g),
+                }
+            )
             for m, v in w.items():
                 t[f"{p}.experts.{e}.{m}.weight"] = v.clone()
     return t
@@ -85,7 +112,11 @@ def layer(report: dict, n: int, router: str = "ffn") -> dict:
 
 def same_expert() -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(7)
-    w = {"w1": torch.randn(F, D, generator=g), "w3": torch.randn(F, D, generator=g), "w2": torch.randn(D, F, generator=g)}
+    w = {
+        "w1": torch.randn(F, D, generator=g),
+        "w3": torch.randn(F, D, generator=g),
+        "w2": torch.randn(D, F, generator=g),
+    }
     return [w] * E
 
 
@@ -106,7 +137,10 @@ def test_identical_experts_have_cosine_one_zero_drift_and_a_collapse_warning(tmp
         assert x["drift"]["experts"] == [[0.0, 0.0]] * E
         assert x["drift"]["router"] == [0.0, 0.0]
     collapsed = [w for w in r["warnings"] if w["kind"] == "collapsed_experts"]
-    assert [(w["layer"], w["router"], w["experts"]) for w in collapsed] == [(0, "ffn", [0, 1, 2, 3]), (1, "ffn", [0, 1, 2, 3])]
+    assert [(w["layer"], w["router"], w["experts"]) for w in collapsed] == [
+        (0, "ffn", [0, 1, 2, 3]),
+        (1, "ffn", [0, 1, 2, 3]),
+    ]
 
 
 def test_scaled_expert_has_cosine_one_and_twice_the_norm(tmp_path):
@@ -124,8 +158,14 @@ def test_scaled_expert_has_cosine_one_and_twice_the_norm(tmp_path):
 
 def ffn_expert_list(seed: int) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [{"w1": torch.randn(F, D, generator=g), "w3": torch.randn(F, D, generator=g),
-             "w2": torch.randn(D, F, generator=g)} for _ in range(E)]
+    return [
+        {
+            "w1": torch.randn(F, D, generator=g),
+            "w3": torch.randn(F, D, generator=g),
+            "w2": torch.randn(D, F, generator=g),
+        }
+        for _ in range(E)
+    ]
 
 
 def test_known_perturbation_gives_the_drift_of_that_expert_only(tmp_path):
@@ -139,13 +179,17 @@ def test_known_perturbation_gives_the_drift_of_that_expert_only(tmp_path):
     t2[f"{p}.gate.weight"] *= 1.5
     ckpts = [write_ckpt(tmp_path / f"step-{s}", t) for s, t in ((0, t0), (10, t1), (20, t2))]
     x = layer(run_analyze(*ckpts), 1)
-    ref = math.sqrt(sum(float(t0[f"{p}.experts.2.{m}.weight"].double().square().sum()) for m in ("w1", "w2", "w3")))
+    ref = math.sqrt(
+        sum(float(t0[f"{p}.experts.2.{m}.weight"].double().square().sum()) for m in ("w1", "w2", "w3"))
+    )
     want = float(delta.double().norm()) / ref
     assert x["drift"]["experts"][2] == pytest.approx([0.0, want, 3 * want], rel=1e-6)
     for e in (0, 1, 3):
         assert x["drift"]["experts"][e] == [0.0, 0.0, 0.0]
     assert x["drift"]["router"] == pytest.approx([0.0, 0.0, 0.5], rel=1e-9)
-    assert x["drift"]["router_norms"][2] == pytest.approx([1.5 * v for v in x["drift"]["router_norms"][0]], rel=1e-6)
+    assert x["drift"]["router_norms"][2] == pytest.approx(
+        [1.5 * v for v in x["drift"]["router_norms"][0]], rel=1e-6
+    )
     assert layer(run_analyze(*ckpts), 0)["drift"]["experts"] == [[0.0] * 3] * E
 
 
@@ -186,8 +230,13 @@ def test_router_near_zero_and_identical_are_warned(tmp_path):
 # ---- parents ----------------------------------------------------------------------------------
 
 
-def _upcycled_from(tmp_path: Path, parent_dirs: list[Path], parents: list[dict[str, torch.Tensor]],
-                   noise: list[float], meta: dict) -> Path:
+def _upcycled_from(
+    tmp_path: Path,
+    parent_dirs: list[Path],
+    parents: list[dict[str, torch.Tensor]],
+    noise: list[float],
+    meta: dict,
+) -> Path:
     g = torch.Generator().manual_seed(11)
     t: dict[str, torch.Tensor] = {}
     for lay in range(L):
@@ -203,11 +252,17 @@ def _upcycled_from(tmp_path: Path, parent_dirs: list[Path], parents: list[dict[s
 
 def test_parent_distance_from_config_parents_with_keep_seed(tmp_path):
     seed, x1, x2, x3 = dense(1), dense(2), dense(3), dense(4)
-    dirs = [write_ckpt(tmp_path / n, t, cfg(moe=False)) for n, t in (("seed", seed), ("x1", x1), ("x2", x2), ("x3", x3))]
-    meta = {"method": "btx", "options": {"keep_seed": True},
-            "parents": [{"role": "seed", "path": str(dirs[0]), "files": []}] +
-                       [{"role": "expert", "path": str(d), "files": []} for d in dirs[1:]],
-            "genealogy": [{"expert": 3, "parents": [1, 2], "alpha": 0.5, "drop": 0.1}]}
+    dirs = [
+        write_ckpt(tmp_path / n, t, cfg(moe=False))
+        for n, t in (("seed", seed), ("x1", x1), ("x2", x2), ("x3", x3))
+    ]
+    meta = {
+        "method": "btx",
+        "options": {"keep_seed": True},
+        "parents": [{"role": "seed", "path": str(dirs[0]), "files": []}]
+        + [{"role": "expert", "path": str(d), "files": []} for d in dirs[1:]],
+        "genealogy": [{"expert": 3, "parents": [1, 2], "alpha": 0.5, "drop": 0.1}],
+    }
     # keep_seed: the expert parents in order, then the seed (methods/btx.py expert_indices).
     # Expert e = its parent scaled by (1 + noise[e]): relative distance exactly |noise[e]|.
     noise = [0.0, 0.1, -0.2, 0.3]
@@ -218,12 +273,16 @@ def test_parent_distance_from_config_parents_with_keep_seed(tmp_path):
     assert {p["source"] for p in r["parents"]} == {"config"}
     for x in r["layers"]:
         assert x["parent_distance"] == pytest.approx([abs(n) for n in noise], rel=1e-6, abs=1e-9)
-        assert x["parent_distance_by_matrix"]["w2"] == pytest.approx([abs(n) for n in noise], rel=1e-6, abs=1e-9)
+        assert x["parent_distance_by_matrix"]["w2"] == pytest.approx(
+            [abs(n) for n in noise], rel=1e-6, abs=1e-9
+        )
     assert r["genealogy"] == meta["genealogy"]
     # Without keep_seed the same record maps experts to the expert parents only: the 4th has none
     # (as UpIT's merged children have none).
     meta2 = {**meta, "options": {}, "genealogy": []}
-    (moe / "config.json").write_text(json.dumps({**json.loads((moe / "config.json").read_text()), "moelab": meta2}))
+    (moe / "config.json").write_text(
+        json.dumps({**json.loads((moe / "config.json").read_text()), "moelab": meta2})
+    )
     r2 = run_analyze(moe)
     assert [p["path"] for p in r2["parents"]] == [str(d) for d in dirs[1:]] + [None]
     assert r2["layers"][0]["parent_distance"][:3] == pytest.approx([0.0, 0.1, 0.2], rel=1e-6, abs=1e-9)
@@ -234,7 +293,11 @@ def test_parent_distance_from_config_parents_with_keep_seed(tmp_path):
 def test_missing_config_parent_warns_and_against_overrides(tmp_path):
     seed = dense(1)
     sdir = write_ckpt(tmp_path / "seed", seed, cfg(moe=False))
-    meta = {"method": "sparse", "options": {}, "parents": [{"role": "seed", "path": str(tmp_path / "gone"), "files": []}]}
+    meta = {
+        "method": "sparse",
+        "options": {},
+        "parents": [{"role": "seed", "path": str(tmp_path / "gone"), "files": []}],
+    }
     moe = _upcycled_from(tmp_path, [sdir] * E, [seed] * E, [0.0, 0.5, 0.0, 0.0], meta)
     r = run_analyze(moe)
     assert all(x["parent_distance"] == [None] * E for x in r["layers"])
@@ -270,7 +333,12 @@ def test_bam_shared_kv_attention_experts(tmp_path):
                 t[f"{f}.experts.{e}.{m}.weight"] = parents[e][f"model.layers.{lay}.mlp.{dn}.weight"]
     moe = write_ckpt(tmp_path / "bam", t, cfg(attn=True, shared_kv=True))
     r = run_analyze(moe, against=pdirs)
-    assert [(x["layer"], x["router"]) for x in r["layers"]] == [(0, "attn"), (0, "ffn"), (1, "attn"), (1, "ffn")]
+    assert [(x["layer"], x["router"]) for x in r["layers"]] == [
+        (0, "attn"),
+        (0, "ffn"),
+        (1, "attn"),
+        (1, "ffn"),
+    ]
     att = layer(r, 0, "attn")
     assert list(att["expert_cosine"]) == ["q_proj", "o_proj"]
     assert att["parent_distance_by_matrix"]["q_proj"] == [0.0] * E
@@ -304,12 +372,16 @@ def test_compare_refuses_other_architectures_naming_the_first_mismatch(tmp_path)
     t1 = dict(t0)
     t1["model.embed_tokens.weight"] = torch.zeros(17, D)
     b = write_ckpt(tmp_path / "b", t1)
-    with pytest.raises(MoELabError, match=r"architectures differ: tensor 'model.embed_tokens.weight' has shape \[16, 8\]"):
+    with pytest.raises(
+        MoELabError, match=r"architectures differ: tensor 'model.embed_tokens.weight' has shape \[16, 8\]"
+    ):
         compare_checkpoints(a, b)
     t2 = dict(t0)
     del t2["model.layers.1.block_sparse_moe.experts.3.w2.weight"]
     c = write_ckpt(tmp_path / "c", t2)
-    with pytest.raises(MoELabError, match="'model.layers.1.block_sparse_moe.experts.3.w2.weight' is in .*a but not in .*c"):
+    with pytest.raises(
+        MoELabError, match="'model.layers.1.block_sparse_moe.experts.3.w2.weight' is in .*a but not in .*c"
+    ):
         compare_checkpoints(a, c)
     # A sequence of checkpoints must be one architecture too.
     with pytest.raises(MoELabError, match="not of one architecture"):
@@ -326,7 +398,9 @@ def test_malformed_moe_layers_are_one_line_errors(tmp_path):
         run_analyze(write_ckpt(tmp_path / "a", t))
     t = ffn_moe()
     t["model.layers.0.block_sparse_moe.experts.2.w1.weight"] = torch.zeros(F + 1, D)
-    with pytest.raises(MoELabError, match=r"experts.2.w1.weight' has shape \[13, 8\], expert 0 has \[12, 8\]"):
+    with pytest.raises(
+        MoELabError, match=r"experts.2.w1.weight' has shape \[13, 8\], expert 0 has \[12, 8\]"
+    ):
         run_analyze(write_ckpt(tmp_path / "b", t))
     t = ffn_moe()
     del t["model.layers.1.block_sparse_moe.gate.weight"]
@@ -356,7 +430,9 @@ def test_cli_writes_json_atomically_and_reports_truncated_files(tmp_path, capsys
     f.write_bytes(f.read_bytes()[:-100])
     assert main(["analyze", "--ckpt", str(a), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("moelab: error: ") and "truncated" in err[0] and str(f) in err[0]
+    assert (
+        len(err) == 1 and err[0].startswith("moelab: error: ") and "truncated" in err[0] and str(f) in err[0]
+    )
     assert "Traceback" not in err[0]
     assert json.loads(out.read_text())["version"] == 1  # the previous result is untouched
 
@@ -377,12 +453,20 @@ def test_relative_parent_paths_and_mismatched_parents_from_config(tmp_path, monk
     seed = dense(1)
     ws = tmp_path / "workspace"
     write_ckpt(ws / "runs" / "seed", seed, cfg(moe=False))
-    meta = {"method": "sparse", "options": {"keep_seed": True},  # sparse: every expert is the seed regardless
-            "parents": [{"role": "seed", "path": "runs/seed", "files": []}]}
+    meta = {
+        "method": "sparse",
+        "options": {"keep_seed": True},  # sparse: every expert is the seed regardless
+        "parents": [{"role": "seed", "path": "runs/seed", "files": []}],
+    }
     moe = _upcycled_from(ws / "runs", [], [seed] * E, [0.0, 0.25, 0.0, 0.0], meta)
     monkeypatch.chdir(tmp_path)  # not the workspace: found through the checkpoint's ancestors
     r = run_analyze(moe)
-    assert r["parents"][1] == {"expert": 1, "path": str(ws / "runs" / "seed"), "source": "config", "used": True}
+    assert r["parents"][1] == {
+        "expert": 1,
+        "path": str(ws / "runs" / "seed"),
+        "source": "config",
+        "used": True,
+    }
     assert r["layers"][1]["parent_distance"] == pytest.approx([0.0, 0.25, 0.0, 0.0], rel=1e-6, abs=1e-9)
     # The recorded parent replaced by another architecture: skipped with a warning, not an error.
     small = {k: v[:, :4].contiguous() if k.endswith("down_proj.weight") else v for k, v in seed.items()}
@@ -404,8 +488,12 @@ def test_hostile_configs_and_paths_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(MoELabError, match=r"moelab.parents\[0\].path is not a path"):
         run_analyze(a)
     (a / "config.json").unlink()
-    for argv in (["--ckpt", str(a)], ["--ckpt", str(tmp_path / "nope")], ["--compare", str(a), str(tmp_path)],
-                 ["--ckpt", str(a), "--threshold", "2"]):
+    for argv in (
+        ["--ckpt", str(a)],
+        ["--ckpt", str(tmp_path / "nope")],
+        ["--compare", str(a), str(tmp_path)],
+        ["--ckpt", str(a), "--threshold", "2"],
+    ):
         assert main(["analyze", "--quiet", *argv]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("moelab: error: ") and "Traceback" not in err[0], err
@@ -420,8 +508,13 @@ def test_hostile_configs_and_paths_are_one_line_errors(tmp_path, capsys):
 
 
 @settings(max_examples=20, deadline=None)
-@given(rows=st.integers(1, 9), cols=st.integers(1, 7), n=st.integers(1, 4), chunk=st.integers(1, 2000),
-       seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 9),
+    cols=st.integers(1, 7),
+    n=st.integers(1, 4),
+    chunk=st.integers(1, 2000),
+    seed=st.integers(0, 2**16),
+)
 def test_chunked_reader_gram_and_distance_equal_whole_tensor_math(rows, cols, n, chunk, seed):
     from moelab.analysis.drift import Distance
     from moelab.analysis.similarity import Gram
@@ -442,7 +535,9 @@ def test_chunked_reader_gram_and_distance_equal_whole_tensor_math(rows, cols, n,
                 dist.add(x, y)
     w = torch.stack([ws[f"w{e}"].double().flatten() for e in range(n)])
     y = torch.stack([ref[f"r{e}"].double().flatten() for e in range(n)])
-    assert torch.allclose(f64(gram.cosine()), torch.nn.functional.cosine_similarity(w[:, None], w[None], dim=-1), atol=1e-12)
+    assert torch.allclose(
+        f64(gram.cosine()), torch.nn.functional.cosine_similarity(w[:, None], w[None], dim=-1), atol=1e-12
+    )
     assert torch.allclose(f64(dist.relative()), (w - y).norm(dim=1) / y.norm(dim=1), atol=1e-12)
 
 
@@ -462,8 +557,16 @@ def test_real_upcycle_outputs_map_every_expert_to_its_parent(tmp_path, method):
         save_model(MoELabForCausalLM(cfg(moe=False)), d)
         dirs.append(d)
     experts = [] if method == "sparse" else dirs[1:]
-    out = upcycle(UpcycleOptions(method=method, seed=dirs[0], experts=experts, out=tmp_path / "moe",
-                                 keep_seed=method != "sparse", num_experts=3 if method == "sparse" else None))
+    out = upcycle(
+        UpcycleOptions(
+            method=method,
+            seed=dirs[0],
+            experts=experts,
+            out=tmp_path / "moe",
+            keep_seed=method != "sparse",
+            num_experts=3 if method == "sparse" else None,
+        )
+    )
     r = run_analyze(out)
     want = [dirs[0]] * 3 if method == "sparse" else [dirs[1], dirs[2], dirs[0]]
     assert [p["path"] for p in r["parents"]] == [str(p.resolve()) for p in want]

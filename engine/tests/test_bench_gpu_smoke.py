@@ -54,4 +54,5 @@ def test_without_a_gpu_the_full_run_says_so_in_one_line() -> None:
     proc = run_gpu_sh()
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
-        "gpu_table.py: no CUDA device (torch.cuda.is_available() is False); --tiny runs on CPU"]
+        "gpu_table.py: no CUDA device (torch.cuda.is_available() is False); --tiny runs on CPU"
+    ]

@@ -30,10 +30,14 @@ runpy.run_module("moelab", run_name="__main__", alter_sys=True)
 
 def imported_by(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Runs `python -m moelab ARGS` from this checkout; returns it and the modules it imported."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ENGINE), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ENGINE), os.environ.get("PYTHONPATH")])),
+    }
     out = tmp_path / "modules.json"
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(out), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), *args], capture_output=True, text=True, env=env, timeout=120
+    )
     return proc, set(json.loads(out.read_text()))
 
 
@@ -76,7 +80,9 @@ def broken_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "broken"
 
 
-def test_a_command_that_fails_to_import_is_a_clear_error(broken_command: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_command_that_fails_to_import_is_a_clear_error(
+    broken_command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main([broken_command, "--flag"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("moelab: error: command 'broken' is unavailable:")
@@ -86,7 +92,9 @@ def test_a_command_that_fails_to_import_is_a_clear_error(broken_command: str, ca
     assert isinstance(debug_info.value.__cause__, ModuleNotFoundError)
 
 
-def test_a_command_that_fails_to_import_stays_listed(broken_command: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_command_that_fails_to_import_stays_listed(
+    broken_command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--help"])
     assert exit_info.value.code == 0

@@ -70,9 +70,15 @@ def test_hf_tokenizer_json(tmp_path):
 
 def test_user_sources(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\n\nsecond doc\n")
-    assert load_user_documents(DataSource("x", kind="text", path=str(tmp_path / "a.txt"))) == ["first doc\n", "second doc\n"]
+    assert load_user_documents(DataSource("x", kind="text", path=str(tmp_path / "a.txt"))) == [
+        "first doc\n",
+        "second doc\n",
+    ]
     (tmp_path / "b.jsonl").write_text('{"text": "one"}\n\n{"text": "two", "id": 3}\n')
-    assert load_user_documents(DataSource("y", kind="jsonl", path=str(tmp_path / "b.jsonl"))) == ["one", "two"]
+    assert load_user_documents(DataSource("y", kind="jsonl", path=str(tmp_path / "b.jsonl"))) == [
+        "one",
+        "two",
+    ]
     (tmp_path / "bad.jsonl").write_text('{"body": "one"}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl:1: .*'text'"):
         load_user_documents(DataSource("y", kind="jsonl", path=str(tmp_path / "bad.jsonl")))
@@ -93,7 +99,9 @@ def test_hf_datasets_optional(tmp_path):
 
 def test_build_domains_user_split(tmp_path):
     (tmp_path / "t.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 50)
-    cfg = DataConfig(sources=[DataSource("mine", kind="text", path=str(tmp_path / "t.txt"))], seq_len=16, eval_fraction=0.2)
+    cfg = DataConfig(
+        sources=[DataSource("mine", kind="text", path=str(tmp_path / "t.txt"))], seq_len=16, eval_fraction=0.2
+    )
     d = build_domains(cfg, ByteTokenizer())["mine"]
     assert len(d.eval) > 16 and abs(len(d.train) / (len(d.train) + len(d.eval)) - 0.8) < 0.01
     cfg.seq_len = 10_000

@@ -15,26 +15,58 @@ from moelab.errors import ConfigError
 CASES = {
     "llama-gqa": ("llama", {}),
     "llama-mha-headdim": ("llama", {"num_key_value_heads": 4, "head_dim": 16}),
-    "llama-llama3-rope": ("llama", {"rope_parameters": {
-        "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 8}}),
-    "llama-linear-rope": ("llama", {"rope_parameters": {"rope_type": "linear", "rope_theta": 5000.0, "factor": 4.0}}),
+    "llama-llama3-rope": (
+        "llama",
+        {
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 10000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8,
+            }
+        },
+    ),
+    "llama-linear-rope": (
+        "llama",
+        {"rope_parameters": {"rope_type": "linear", "rope_theta": 5000.0, "factor": 4.0}},
+    ),
     "llama-tied": ("llama", {"tie_word_embeddings": True}),
     "mistral": ("mistral", {}),
     "mistral-window": ("mistral", {"sliding_window": 5}),
     "qwen2-bias-tied": ("qwen2", {"tie_word_embeddings": True}),
-    "qwen2-window-layers": ("qwen2", {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1}),
+    "qwen2-window-layers": (
+        "qwen2",
+        {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1},
+    ),
     "qwen3-headdim": ("qwen3", {"head_dim": 16}),
     "phi3-fused-window": ("phi3", {"sliding_window": 5}),
     "olmo2": ("olmo2", {}),
     "gemma-tied": ("gemma", {"tie_word_embeddings": True}),
-    "gemma2-softcap-window": ("gemma2", {"sliding_window": 5, "attn_logit_softcapping": 2.0,
-                                         "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 12}),
-    "gemma3-local-rope": ("gemma3_text", {"sliding_window": 5, "num_hidden_layers": 3, "query_pre_attn_scalar": 12,
-                                          "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
-                                          "final_logit_softcapping": 3.0, "rope_parameters": {
-                                              "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
-                                              "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}}),
+    "gemma2-softcap-window": (
+        "gemma2",
+        {
+            "sliding_window": 5,
+            "attn_logit_softcapping": 2.0,
+            "final_logit_softcapping": 3.0,
+            "query_pre_attn_scalar": 12,
+        },
+    ),
+    "gemma3-local-rope": (
+        "gemma3_text",
+        {
+            "sliding_window": 5,
+            "num_hidden_layers": 3,
+            "query_pre_attn_scalar": 12,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+            "final_logit_softcapping": 3.0,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+            },
+        },
+    ),
 }
 
 
@@ -49,7 +81,10 @@ def test_logits_match_transformers(tmp_path, case, shard):
     if "rope_parameters" in overrides:  # transformers kept the scaling, so it is really exercised
         saved = json.loads((path / "config.json").read_text())["rope_parameters"]
         want = overrides["rope_parameters"]
-        saved, want = saved.get("full_attention", saved), want.get("full_attention", want)  # Gemma3: per layer type
+        saved, want = (
+            saved.get("full_attention", saved),
+            want.get("full_attention", want),
+        )  # Gemma3: per layer type
         assert saved["rope_type"] == want["rope_type"]
     ids = input_ids(t=19)
     ref = hf_logits(model, ids)
@@ -81,8 +116,19 @@ def test_llama_attention_bias_is_refused(tmp_path):
         our_logits(path, input_ids())
 
 
-@pytest.mark.parametrize("case", ["mistral-window", "qwen2-window-layers", "qwen3-headdim", "phi3-fused-window",
-                                  "olmo2", "gemma-tied", "gemma2-softcap-window", "gemma3-local-rope"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "mistral-window",
+        "qwen2-window-layers",
+        "qwen3-headdim",
+        "phi3-fused-window",
+        "olmo2",
+        "gemma-tied",
+        "gemma2-softcap-window",
+        "gemma3-local-rope",
+    ],
+)
 def test_saved_dense_model_loads_in_transformers(tmp_path, case):
     """What the engine writes for a dense model of a family (a fine-tuned expert, say) is read by
     transformers as the same model: config.json carries the family's windows, soft-caps, norms
@@ -100,19 +146,35 @@ def test_saved_dense_model_loads_in_transformers(tmp_path, case):
     save_model(load_model(save_hf(model, tmp_path / "hf")), tmp_path / "ours")
     saved = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert saved["model_type"] == ("mistral" if kind == "phi3" else kind)
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours", attn_implementation="eager").eval()
+    back = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "ours", attn_implementation="eager"
+    ).eval()
     torch.testing.assert_close(hf_logits(back, ids), ref, atol=1e-4, rtol=0)
     torch.testing.assert_close(our_logits(tmp_path / "ours", ids), ref, atol=1e-4, rtol=0)
 
 
 REFUSED = {
-    "phi3-longrope": ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0,
-                                                   "short_factor": [1.0] * 4, "long_factor": [2.0] * 4},
-                               "original_max_position_embeddings": 32}, "rope_type 'longrope'"),
+    "phi3-longrope": (
+        "phi3",
+        {
+            "rope_parameters": {
+                "rope_type": "longrope",
+                "rope_theta": 10000.0,
+                "short_factor": [1.0] * 4,
+                "long_factor": [2.0] * 4,
+            },
+            "original_max_position_embeddings": 32,
+        },
+        "rope_type 'longrope'",
+    ),
     "phi3-partial-rotary": ("phi3", {"partial_rotary_factor": 0.5}, "partial_rotary_factor 0.5"),
     "qwen3-attention-bias": ("qwen3", {"attention_bias": True}, "attention_bias"),
     "llama-gelu": ("llama", {"hidden_act": "gelu"}, "hidden_act 'gelu'"),
-    "gemma3-bidirectional": ("gemma3_text", {"use_bidirectional_attention": True}, "use_bidirectional_attention"),
+    "gemma3-bidirectional": (
+        "gemma3_text",
+        {"use_bidirectional_attention": True},
+        "use_bidirectional_attention",
+    ),
 }
 
 
@@ -127,16 +189,26 @@ def test_unsupported_features_are_refused_in_one_line(tmp_path, case):
     assert "\n" not in str(e.value) and str(path / "config.json") in str(e.value)
 
 
-@pytest.mark.parametrize("edit,words", [
-    ({"model_type": "phimoe"}, "model_type 'phimoe'"),
-    ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_type 'dynamic'"),
-    ({"layer_types": ["chunked_attention", "full_attention"]}, "layer_types: 'chunked_attention'"),
-    ({"model_type": "moelab", "base_model_type": "gpt_neox"}, "base_model_type 'gpt_neox'"),
-])
+@pytest.mark.parametrize(
+    "edit,words",
+    [
+        ({"model_type": "phimoe"}, "model_type 'phimoe'"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_type 'dynamic'"),
+        ({"layer_types": ["chunked_attention", "full_attention"]}, "layer_types: 'chunked_attention'"),
+        ({"model_type": "moelab", "base_model_type": "gpt_neox"}, "base_model_type 'gpt_neox'"),
+    ],
+)
 def test_unsupported_config_fields_are_refused(edit, words):
     from moelab.models.config import ModelConfig
 
-    d = {"model_type": "gemma2", "vocab_size": 97, "hidden_size": 32, "intermediate_size": 48,
-         "num_hidden_layers": 2, "num_attention_heads": 4, **edit}
+    d = {
+        "model_type": "gemma2",
+        "vocab_size": 97,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        **edit,
+    }
     with pytest.raises(ConfigError, match=words):
         ModelConfig.from_hf_dict(d)

@@ -19,20 +19,39 @@ from moelab.launch import distributed
 from moelab.launch.distributed import Dist
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
-                                    reason="torchrun not installed")
+needs_torchrun = pytest.mark.skipif(
+    not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not installed"
+)
 
 
 def _config(run_id: str, **extra: object) -> dict:
     # An MoE from scratch with gradient accumulation: covers unused experts and no_sync.
     # The load-balancing loss is per rank by design (see launch/distributed.py), so it is off here.
     return {
-        "run_id": run_id, "out": "runs", "steps": 4, "batch_size": 4, "grad_accum": 2, "warmup_steps": 1,
-        "log_every": 1, "eval_every": 100, "eval_batches": 1, "ckpt_every": 2, "threads": 1, "device": "cpu",
+        "run_id": run_id,
+        "out": "runs",
+        "steps": 4,
+        "batch_size": 4,
+        "grad_accum": 2,
+        "warmup_steps": 1,
+        "log_every": 1,
+        "eval_every": 100,
+        "eval_batches": 1,
+        "ckpt_every": 2,
+        "threads": 1,
+        "device": "cpu",
         "load_balancing": {"ffn": 0.0, "attn": 0.0},
-        "model": {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                  "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64,
-                  "eos_token_id": 0, "moe": {"num_experts": 4, "top_k": 1, "moe_layers": [0, 1]}},
+        "model": {
+            "vocab_size": 256,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 64,
+            "eos_token_id": 0,
+            "moe": {"num_experts": 4, "top_k": 1, "moe_layers": [0, 1]},
+        },
         "data": {"seq_len": 16, "synthetic_train_chars": 20000, "synthetic_eval_chars": 2000},
         **extra,
     }
@@ -40,7 +59,11 @@ def _config(run_id: str, **extra: object) -> dict:
 
 def _env() -> dict[str, str]:
     # Two workers on a shared 2-core machine: one thread each, and no stray torchrun settings.
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     return {**env, "OMP_NUM_THREADS": "1"}
 
 
@@ -56,7 +79,11 @@ def _torchrun(config: str) -> list[str]:
 
 def _train(cwd: Path, run_id: str, ranks: int, **extra: object) -> Path:
     (cwd / f"{run_id}.json").write_text(json.dumps(_config(run_id, **extra)))
-    cmd = _torchrun(f"{run_id}.json") if ranks > 1 else [sys.executable, "-m", "moelab", "train", f"{run_id}.json", "--quiet"]
+    cmd = (
+        _torchrun(f"{run_id}.json")
+        if ranks > 1
+        else [sys.executable, "-m", "moelab", "train", f"{run_id}.json", "--quiet"]
+    )
     done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return cwd / "runs" / run_id
@@ -82,7 +109,9 @@ def _same_checkpoints(one: Path, two: Path) -> None:
     info = json.loads((two / "run.json").read_text())
     assert info["status"] == "done" and info["error"] is None
     assert (two / "checkpoints" / "latest").read_text().strip() == "step-000004"
-    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(p.name for p in (one / "checkpoints").iterdir())
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(
+        p.name for p in (one / "checkpoints").iterdir()
+    )
     assert (two / "eval.json").exists()
     wa = load_file(one / "checkpoints" / "step-000004" / "model.safetensors")
     wb = load_file(two / "checkpoints" / "step-000004" / "model.safetensors")
@@ -105,10 +134,19 @@ def test_fsdp_two_gloo_ranks_match_one_process(tmp_path, single):
     _same_checkpoints(single, two)
     # Gradient norms are global ones (not a rank's shard), and optimizer.pt has one process's layout,
     # so the checkpoint resumes under any world size.
-    norms = [[r["grad_norm"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
-             for d in (single, two)]
+    norms = [
+        [
+            r["grad_norm"]
+            for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+            if r["split"] == "train"
+        ]
+        for d in (single, two)
+    ]
     assert norms[0] == pytest.approx(norms[1], abs=1e-5)
-    oa, ob = (torch.load(d / "checkpoints" / "step-000004" / "optimizer.pt", weights_only=True) for d in (single, two))
+    oa, ob = (
+        torch.load(d / "checkpoints" / "step-000004" / "optimizer.pt", weights_only=True)
+        for d in (single, two)
+    )
     assert [g["params"] for g in oa["param_groups"]] == [g["params"] for g in ob["param_groups"]]
     assert oa["state"].keys() == ob["state"].keys()
     for i, st in oa["state"].items():
@@ -121,12 +159,15 @@ def test_fsdp_stop_and_resume_continues_the_curve(tmp_path, single):
     cfg = "fsdp_stop.json"
     (tmp_path / cfg).write_text(json.dumps(_config("fsdp_stop", parallel="fsdp", debug_step_delay=1.0)))
     run = tmp_path / "runs" / "fsdp_stop"
-    proc = subprocess.Popen(_torchrun(cfg), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _torchrun(cfg), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.stderr else ""
+            )
             time.sleep(0.1)
         proc.terminate()  # torchrun passes SIGTERM on to its workers, which agree on a step and checkpoint
         proc.communicate(timeout=120)

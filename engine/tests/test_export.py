@@ -20,49 +20,115 @@ from moelab.models.model import MoELabForCausalLM
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-BASE = dict(vocab_size=256, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=64)
+BASE = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+)
 KINDS = {
     "dense": dict(model_type="llama"),
-    "sparse-top2": dict(model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1], method="sparse")),
-    "bam-ekv-soft": dict(model_type="moelab", moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1],
-                                                              attn_experts=True, attn_top_k=0, method="bam-ekv")),
-    "bam-skv-top1": dict(model_type="moelab", moe=MoEConfig(num_experts=4, top_k=1, moe_layers=[1],
-                                                              attn_experts=True, shared_kv=True, attn_top_k=1,
-                                                              method="bam-skv")),
+    "sparse-top2": dict(
+        model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1], method="sparse")
+    ),
+    "bam-ekv-soft": dict(
+        model_type="moelab",
+        moe=MoEConfig(
+            num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True, attn_top_k=0, method="bam-ekv"
+        ),
+    ),
+    "bam-skv-top1": dict(
+        model_type="moelab",
+        moe=MoEConfig(
+            num_experts=4,
+            top_k=1,
+            moe_layers=[1],
+            attn_experts=True,
+            shared_kv=True,
+            attn_top_k=1,
+            method="bam-skv",
+        ),
+    ),
     "mixtral": dict(model_type="mixtral", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1])),
     # Expert capacity drops slots at inference too: the export must drop the same ones.
-    "sparse-capacity": dict(model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1],
-                                                                 capacity_factor=0.75, method="sparse")),
+    "sparse-capacity": dict(
+        model_type="moelab",
+        moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1], capacity_factor=0.75, method="sparse"),
+    ),
     # UpIT: full FFN experts are Mixtral's layout; LoRA experts are deltas on a shared FFN.
-    "upit-full": dict(model_type="mixtral", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1], method="upit")),
-    "upit-lora": dict(model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[1], lora_rank=4,
-                                                           lora_alpha=4.0, method="upit")),
+    "upit-full": dict(
+        model_type="mixtral", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1], method="upit")
+    ),
+    "upit-lora": dict(
+        model_type="moelab",
+        moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[1], lora_rank=4, lora_alpha=4.0, method="upit"),
+    ),
     # Other families: windows, soft-caps, q/k norms (per attention expert), local RoPE, post norms.
-    "gemma2-bam-ekv": dict(model_type="moelab", family="gemma2", sliding_window=4,
-                           layer_types=["sliding_attention", "full_attention"], attn_logit_softcapping=2.0,
-                           final_logit_softcapping=3.0, query_pre_attn_scalar=12,
-                           moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True, method="bam-ekv")),
-    "gemma3-bam-skv": dict(model_type="moelab", family="gemma3_text", sliding_window=4, rope_local_theta=100.0,
-                           layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=12,
-                           moe=MoEConfig(num_experts=3, top_k=1, moe_layers=[0, 1], attn_experts=True, shared_kv=True,
-                                         attn_top_k=1, method="bam-skv")),
-    "olmo2-bam-ekv": dict(model_type="moelab", family="olmo2",
-                          moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[1], attn_experts=True, attn_top_k=2,
-                                        method="bam-ekv")),
+    "gemma2-bam-ekv": dict(
+        model_type="moelab",
+        family="gemma2",
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        attn_logit_softcapping=2.0,
+        final_logit_softcapping=3.0,
+        query_pre_attn_scalar=12,
+        moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True, method="bam-ekv"),
+    ),
+    "gemma3-bam-skv": dict(
+        model_type="moelab",
+        family="gemma3_text",
+        sliding_window=4,
+        rope_local_theta=100.0,
+        layer_types=["sliding_attention", "full_attention"],
+        query_pre_attn_scalar=12,
+        moe=MoEConfig(
+            num_experts=3,
+            top_k=1,
+            moe_layers=[0, 1],
+            attn_experts=True,
+            shared_kv=True,
+            attn_top_k=1,
+            method="bam-skv",
+        ),
+    ),
+    "olmo2-bam-ekv": dict(
+        model_type="moelab",
+        family="olmo2",
+        moe=MoEConfig(
+            num_experts=3, top_k=2, moe_layers=[1], attn_experts=True, attn_top_k=2, method="bam-ekv"
+        ),
+    ),
 }
 EXPECTED_ROUTERS = {
     "dense": [],
     "sparse-top2": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
-    "bam-ekv-soft": ["router_probs.L0.attn", "router_probs.L0.ffn", "router_probs.L1.attn", "router_probs.L1.ffn"],
+    "bam-ekv-soft": [
+        "router_probs.L0.attn",
+        "router_probs.L0.ffn",
+        "router_probs.L1.attn",
+        "router_probs.L1.ffn",
+    ],
     # Attention experts only in MoE layers: layer 0 is dense.
     "bam-skv-top1": ["router_probs.L1.attn", "router_probs.L1.ffn"],
     "mixtral": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
     "sparse-capacity": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
     "upit-full": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
     "upit-lora": ["router_probs.L1.ffn"],
-    "gemma2-bam-ekv": ["router_probs.L0.attn", "router_probs.L0.ffn", "router_probs.L1.attn", "router_probs.L1.ffn"],
-    "gemma3-bam-skv": ["router_probs.L0.attn", "router_probs.L0.ffn", "router_probs.L1.attn", "router_probs.L1.ffn"],
+    "gemma2-bam-ekv": [
+        "router_probs.L0.attn",
+        "router_probs.L0.ffn",
+        "router_probs.L1.attn",
+        "router_probs.L1.ffn",
+    ],
+    "gemma3-bam-skv": [
+        "router_probs.L0.attn",
+        "router_probs.L0.ffn",
+        "router_probs.L1.attn",
+        "router_probs.L1.ffn",
+    ],
     "olmo2-bam-ekv": ["router_probs.L1.attn", "router_probs.L1.ffn"],
 }
 

@@ -78,7 +78,9 @@ def test_experts_paths_match_reference(k: int, capacity_factor: float) -> None:
     for impl in FAST:
         got = _run(ex, impl, x, idx, w, gy)
         for name, a, b in zip(("y", "dx", "dweights", "dw1", "dw2", "dw3"), got, ref, strict=True):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m, n=name, i=impl: f"{i} {n}: {m}")
+            torch.testing.assert_close(
+                a, b, atol=1e-5, rtol=1e-5, msg=lambda m, n=name, i=impl: f"{i} {n}: {m}"
+            )
 
 
 def test_capacity_drops_as_documented() -> None:
@@ -105,8 +107,14 @@ def test_capacity_drops_as_documented() -> None:
 
 
 def test_sparse_moe_reads_capacity_from_config() -> None:
-    cfg = ModelConfig(hidden_size=16, intermediate_size=24, num_attention_heads=2, num_key_value_heads=2,
-                      model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0], capacity_factor=1.25))
+    cfg = ModelConfig(
+        hidden_size=16,
+        intermediate_size=24,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        model_type="moelab",
+        moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0], capacity_factor=1.25),
+    )
     moe = SparseMoE(cfg, 0)
     assert moe.experts.capacity_factor == 1.25
     assert MoEConfig.from_dict(cfg.moe.to_dict()).capacity_factor == 1.25
@@ -151,13 +159,27 @@ def test_experts_cuda_bf16_match_loop(impl: str) -> None:
 
 
 def _attn_cfg(shared_kv: bool, attn_top_k: int, kv_heads: int, bias: bool) -> ModelConfig:
-    return ModelConfig(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=kv_heads,
-                       attention_bias=bias, model_type="moelab",
-                       moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0], attn_experts=True,
-                                     attn_top_k=attn_top_k, shared_kv=shared_kv))
+    return ModelConfig(
+        hidden_size=32,
+        intermediate_size=48,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        attention_bias=bias,
+        model_type="moelab",
+        moe=MoEConfig(
+            num_experts=3,
+            top_k=2,
+            moe_layers=[0],
+            attn_experts=True,
+            attn_top_k=attn_top_k,
+            shared_kv=shared_kv,
+        ),
+    )
 
 
-def _naive_expert_attention(m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _naive_expert_attention(
+    m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
     """Σᵢ wᵢ(x) · Attentionᵢ(x): E ordinary dense attentions (K/V heads repeated by hand), each on the
     expert's slice of the stacked parameters, weighted by the router's mixture weights."""
     b, t, hid = x.shape
@@ -183,7 +205,9 @@ def _naive_expert_attention(m: ExpertAttention, x: torch.Tensor, cos: torch.Tens
 @pytest.mark.parametrize("shared_kv", [False, True], ids=["ekv", "skv"])
 @pytest.mark.parametrize("attn_top_k", [0, 1, 2], ids=["soft", "top1", "top2"])
 @pytest.mark.parametrize("kv_heads,bias", [(4, False), (2, True), (1, False)], ids=["mha", "gqa-bias", "mqa"])
-def test_expert_attention_matches_naive_loop(shared_kv: bool, attn_top_k: int, kv_heads: int, bias: bool) -> None:
+def test_expert_attention_matches_naive_loop(
+    shared_kv: bool, attn_top_k: int, kv_heads: int, bias: bool
+) -> None:
     torch.manual_seed(0)
     cfg = _attn_cfg(shared_kv, attn_top_k, kv_heads, bias)
     m = ExpertAttention(cfg, 0)
@@ -210,7 +234,9 @@ def test_expert_attention_matches_naive_loop(shared_kv: bool, attn_top_k: int, k
     torch.testing.assert_close(dx, dx_ref, atol=1e-5, rtol=1e-4)
     assert dp.keys() == dp_ref.keys()
     for name in dp:
-        torch.testing.assert_close(dp[name], dp_ref[name], atol=1e-5, rtol=1e-4, msg=lambda s, n=name: f"{n}: {s}")
+        torch.testing.assert_close(
+            dp[name], dp_ref[name], atol=1e-5, rtol=1e-4, msg=lambda s, n=name: f"{n}: {s}"
+        )
 
 
 def test_dense_gqa_attention_matches_repeated_kv() -> None:
@@ -229,9 +255,17 @@ def test_dense_gqa_attention_matches_repeated_kv() -> None:
 
 @pytest.mark.parametrize("shared_kv", [False, True], ids=["ekv", "skv"])
 def test_parallel_block_feeds_attention_and_ffn_the_same_normed_input(shared_kv: bool) -> None:
-    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, parallel_block=True, model_type="moelab",
-                      moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True, shared_kv=shared_kv))
+    cfg = ModelConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        parallel_block=True,
+        model_type="moelab",
+        moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True, shared_kv=shared_kv),
+    )
     model = MoELabForCausalLM(cfg)
     seen: dict[str, torch.Tensor] = {}
     layer = model.model.layers[1]

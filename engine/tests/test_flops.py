@@ -18,8 +18,16 @@ B, T = 2, 12
 
 
 def _cfg(moe: MoEConfig | None = None, **kw) -> ModelConfig:
-    base = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                num_attention_heads=4, num_key_value_heads=2, model_type="moelab" if moe else "llama", moe=moe)
+    base = dict(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        model_type="moelab" if moe else "llama",
+        moe=moe,
+    )
     return ModelConfig(**(base | kw))
 
 
@@ -28,14 +36,31 @@ CASES = {
     "dense-tied-parallel": _cfg(tie_word_embeddings=True, parallel_block=True, attention_bias=False),
     "btx": _cfg(MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1, 2], method="btx")),
     "sparse-every-other": _cfg(MoEConfig(num_experts=4, top_k=1, moe_layers=[1], method="sparse")),
-    "bam-ekv-soft": _cfg(MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 2], attn_experts=True, method="bam-ekv")),
-    "bam-skv-soft": _cfg(MoEConfig(num_experts=3, top_k=1, moe_layers=[0, 1, 2], attn_experts=True, shared_kv=True,
-                                   method="bam-skv")),
+    "bam-ekv-soft": _cfg(
+        MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 2], attn_experts=True, method="bam-ekv")
+    ),
+    "bam-skv-soft": _cfg(
+        MoEConfig(
+            num_experts=3, top_k=1, moe_layers=[0, 1, 2], attn_experts=True, shared_kv=True, method="bam-skv"
+        )
+    ),
     "upit-lora": _cfg(MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1, 2], lora_rank=4, method="upit")),
-    "bam-ekv-top1": _cfg(MoEConfig(num_experts=3, top_k=1, moe_layers=[0, 1, 2], attn_experts=True, attn_top_k=1,
-                                   method="bam-ekv")),
-    "bam-skv-top2": _cfg(MoEConfig(num_experts=4, top_k=1, moe_layers=[1, 2], attn_experts=True, attn_top_k=2,
-                                   shared_kv=True, method="bam-skv")),
+    "bam-ekv-top1": _cfg(
+        MoEConfig(
+            num_experts=3, top_k=1, moe_layers=[0, 1, 2], attn_experts=True, attn_top_k=1, method="bam-ekv"
+        )
+    ),
+    "bam-skv-top2": _cfg(
+        MoEConfig(
+            num_experts=4,
+            top_k=1,
+            moe_layers=[1, 2],
+            attn_experts=True,
+            attn_top_k=2,
+            shared_kv=True,
+            method="bam-skv",
+        )
+    ),
 }
 
 
@@ -58,7 +83,9 @@ def _batch(cfg: ModelConfig) -> int:
 
 
 def _counted(model: MoELabForCausalLM, backward: bool = False) -> int:
-    ids = torch.randint(0, model.config.vocab_size, (_batch(model.config), T), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(
+        0, model.config.vocab_size, (_batch(model.config), T), generator=torch.Generator().manual_seed(1)
+    )
     # The math SDPA backend runs QKᵀ and A·V as bmm's over the full T×T (the causal mask is
     # applied, not skipped): the "full" convention. CPU's fused kernel has no FLOP formula.
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:

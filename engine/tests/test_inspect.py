@@ -19,8 +19,17 @@ def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("inspect")
     seed = save_hf(make_hf("llama", seed=0, vocab_size=V), root / "seed")
     btx = upcycle(UpcycleOptions(method="btx", seed=seed, experts=[seed] * 3, out=root / "btx", top_k=2))
-    bam = upcycle(UpcycleOptions(method="bam-ekv", seed=seed, experts=[seed] * 3, out=root / "bam", top_k=1,
-                                 attn_top_k=2, moe_layers="every-other"))
+    bam = upcycle(
+        UpcycleOptions(
+            method="bam-ekv",
+            seed=seed,
+            experts=[seed] * 3,
+            out=root / "bam",
+            top_k=1,
+            attn_top_k=2,
+            moe_layers="every-other",
+        )
+    )
     return seed, btx, bam
 
 

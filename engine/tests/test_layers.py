@@ -72,7 +72,9 @@ def graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {m: set() for m in MODULES}
     for m in MODULES:
         for target, _ in imported_modules(m):
-            assert target in MODULES, f"{MODULES[m]}: imports {target}, which is not a module of engine/moelab"
+            assert target in MODULES, (
+                f"{MODULES[m]}: imports {target}, which is not a module of engine/moelab"
+            )
             if target != m:
                 edges[m].add(target)
     return edges
@@ -114,7 +116,9 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_every_unit_has_a_layer() -> None:
-    assert {unit(m) for m in MODULES} <= set(TIER), "add the new package to LAYERS and to docs/ARCHITECTURE.md"
+    assert {unit(m) for m in MODULES} <= set(TIER), (
+        "add the new package to LAYERS and to docs/ARCHITECTURE.md"
+    )
 
 
 def test_no_import_against_the_layer_order() -> None:
@@ -123,8 +127,10 @@ def test_no_import_against_the_layer_order() -> None:
         for target, line in imported_modules(m):
             src, dst = unit(m), unit(target)
             if src != dst and TIER[dst] >= TIER[src]:
-                wrong.append(f"{MODULES[m].relative_to(ROOT.parent)}:{line}: {src} imports {target} ({dst} is "
-                             f"{'a peer' if TIER[dst] == TIER[src] else 'above'})")
+                wrong.append(
+                    f"{MODULES[m].relative_to(ROOT.parent)}:{line}: {src} imports {target} ({dst} is "
+                    f"{'a peer' if TIER[dst] == TIER[src] else 'above'})"
+                )
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
 
@@ -155,8 +161,11 @@ def test_imports_inside_functions_and_relative_ones_count(tmp_path: Path) -> Non
     MODULES["moelab.models._probe"] = tmp_path / "_probe.py"
     try:
         (tmp_path / "_probe.py").write_text(
-            "def f():\n    from moelab.train import trainer\n\nfrom ..io import checkpoint\n")
+            "def f():\n    from moelab.train import trainer\n\nfrom ..io import checkpoint\n"
+        )
         assert sorted(imported_modules("moelab.models._probe")) == [
-            ("moelab.io.checkpoint", 4), ("moelab.train.trainer", 2)]
+            ("moelab.io.checkpoint", 4),
+            ("moelab.train.trainer", 2),
+        ]
     finally:
         del MODULES["moelab.models._probe"]

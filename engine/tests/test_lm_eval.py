@@ -31,13 +31,21 @@ def tasks(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tasks")
     with (d / "data.jsonl").open("w") as f:
         for i in range(12):
-            f.write(json.dumps({"question": f"the quick brown fox {i} jumps over the", "answer": i % 3,
-                                "choices": ["lazy dog", "red cat", "blue sky of 42"]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "question": f"the quick brown fox {i} jumps over the",
+                        "answer": i % 3,
+                        "choices": ["lazy dog", "red cat", "blue sky of 42"],
+                    }
+                )
+                + "\n"
+            )
     (d / f"{TASK}.yaml").write_text(f"""task: {TASK}
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {d / 'data.jsonl'}
+    test: {d / "data.jsonl"}
 test_split: test
 fewshot_split: test
 output_type: multiple_choice
@@ -61,13 +69,53 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     dense = save_hf(make_hf("llama", seed=3, vocab_size=VOCAB, eos_token_id=2), root / "dense")
     save_tokenizer(dense)
     mixtral = root / "mixtral"
-    assert main(["upcycle", "--method", "sparse", "--seed", str(dense), "--num-experts", "2", "--top-k", "1",
-                 "--moe-layers", "all", "--router-seed", "5", "--out", str(mixtral)]) == 0
+    assert (
+        main(
+            [
+                "upcycle",
+                "--method",
+                "sparse",
+                "--seed",
+                str(dense),
+                "--num-experts",
+                "2",
+                "--top-k",
+                "1",
+                "--moe-layers",
+                "all",
+                "--router-seed",
+                "5",
+                "--out",
+                str(mixtral),
+            ]
+        )
+        == 0
+    )
     assert json.loads((mixtral / "config.json").read_text())["model_type"] == "mixtral"
     # BAM: model_type moelab, loaded through its own modeling file (trust_remote_code).
     bam = root / "bam"
-    assert main(["upcycle", "--method", "bam-ekv", "--seed", str(dense), "--expert", str(dense), "--expert",
-                 str(dense), "--moe-layers", "all", "--router-seed", "5", "--out", str(bam)]) == 0
+    assert (
+        main(
+            [
+                "upcycle",
+                "--method",
+                "bam-ekv",
+                "--seed",
+                str(dense),
+                "--expert",
+                str(dense),
+                "--expert",
+                str(dense),
+                "--moe-layers",
+                "all",
+                "--router-seed",
+                "5",
+                "--out",
+                str(bam),
+            ]
+        )
+        == 0
+    )
     assert json.loads((bam / "config.json").read_text())["model_type"] == "moelab"
     return {"dense": dense, "mixtral": mixtral, "bam": bam}
 
@@ -89,9 +137,35 @@ def lm_eval_directly(ckpt: Path, tasks: Path, **kw) -> dict[str, float]:
 def test_scores_equal_lm_evals_own(checkpoints, tasks, tmp_path, kind):
     ckpt = checkpoints[kind]
     out = tmp_path / "eval.json"
-    assert main(["eval", "--ckpt", str(ckpt), "--tasks", TASK, "--include-path", str(tasks), "--num-fewshot", "1",
-                 "--limit", "8", "--batch-size", "4", "--batches", "1", "--seq-len", "16", "--device", "cpu",
-                 "--no-routing", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(ckpt),
+                "--tasks",
+                TASK,
+                "--include-path",
+                str(tasks),
+                "--num-fewshot",
+                "1",
+                "--limit",
+                "8",
+                "--batch-size",
+                "4",
+                "--batches",
+                "1",
+                "--seq-len",
+                "16",
+                "--device",
+                "cpu",
+                "--no-routing",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ev = json.loads(out.read_text())
     assert set(ev["domains"]) == {"code", "math", "prose"}  # the perplexity is still there
     ours = ev["lm_eval"]["tasks"][TASK]
@@ -101,16 +175,25 @@ def test_scores_equal_lm_evals_own(checkpoints, tasks, tmp_path, kind):
 
 
 def test_eval_stage_of_an_experiment_scores_tasks(checkpoints, tasks, tmp_path):
-    exp = {"name": "x", "out": "runs", "device": "cpu", "threads": 1,
-           "data": {"seq_len": 16, "synthetic_eval_chars": 4000, "synthetic_train_chars": 4000},
-           "defaults": {"batch_size": 4, "eval_batches": 1},
-           "stages": [{"kind": "dense", "init": str(checkpoints["dense"]), "steps": 0},
-                      {"kind": "eval", "tasks": [TASK], "include_path": str(tasks), "limit": 6, "num_fewshot": 0}]}
+    exp = {
+        "name": "x",
+        "out": "runs",
+        "device": "cpu",
+        "threads": 1,
+        "data": {"seq_len": 16, "synthetic_eval_chars": 4000, "synthetic_train_chars": 4000},
+        "defaults": {"batch_size": 4, "eval_batches": 1},
+        "stages": [
+            {"kind": "dense", "init": str(checkpoints["dense"]), "steps": 0},
+            {"kind": "eval", "tasks": [TASK], "include_path": str(tasks), "limit": 6, "num_fewshot": 0},
+        ],
+    }
     (tmp_path / "x.json").write_text(json.dumps(exp))
     assert main(["run", str(tmp_path / "x.json"), "--quiet"]) == 0
     ev = json.loads((tmp_path / "runs" / "x-eval" / "eval.json").read_text())
     ours = ev["models"]["seed"]["lm_eval"]["tasks"][TASK]
-    assert ours["acc,none"] == lm_eval_directly(checkpoints["dense"], tasks, num_fewshot=0, limit=6)["acc,none"]
+    assert (
+        ours["acc,none"] == lm_eval_directly(checkpoints["dense"], tasks, num_fewshot=0, limit=6)["acc,none"]
+    )
 
 
 def one_line_error(capsys) -> str:
@@ -128,7 +211,9 @@ def test_byte_level_checkpoint_is_refused_in_one_line(tmp_path, capsys, tasks):
 
     ckpt = tmp_path / "bytes"
     ckpt.mkdir()
-    save_model(MoELabForCausalLM(ModelConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=1)), ckpt)
+    save_model(
+        MoELabForCausalLM(ModelConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=1)), ckpt
+    )
     ByteTokenizer().save(ckpt)
     capsys.readouterr()
     assert main(["eval", "--ckpt", str(ckpt), "--tasks", TASK, "--include-path", str(tasks)]) == 1
@@ -137,8 +222,26 @@ def test_byte_level_checkpoint_is_refused_in_one_line(tmp_path, capsys, tasks):
 
 
 def test_unknown_task_and_bad_options_are_one_line(checkpoints, tasks, capsys):
-    assert main(["eval", "--ckpt", str(checkpoints["dense"]), "--tasks", "no_such_task_xyz",
-                 "--include-path", str(tasks), "--device", "cpu", "--batches", "1", "--seq-len", "16"]) == 1
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(checkpoints["dense"]),
+                "--tasks",
+                "no_such_task_xyz",
+                "--include-path",
+                str(tasks),
+                "--device",
+                "cpu",
+                "--batches",
+                "1",
+                "--seq-len",
+                "16",
+            ]
+        )
+        == 1
+    )
     assert "no_such_task_xyz" in one_line_error(capsys)
     assert main(["eval", "--ckpt", str(checkpoints["dense"]), "--tasks", TASK, "--num-fewshot", "-1"]) == 1
     assert "num_fewshot" in one_line_error(capsys)

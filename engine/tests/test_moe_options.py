@@ -19,8 +19,14 @@ from moelab.models.config import ModelConfig, MoEConfig
 from moelab.models.model import MoELabForCausalLM
 from moelab.models.routing import RouterLogits, route_top_k
 
-SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2)
+SMALL = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 def _model(moe: MoEConfig, **kw) -> MoELabForCausalLM:
@@ -34,8 +40,13 @@ def _model(moe: MoEConfig, **kw) -> MoELabForCausalLM:
 @pytest.mark.parametrize("lora_rank", [0, 4])
 def test_jitter_multiplies_the_ffn_router_input_in_training_only(lora_rank):
     eps = 0.3
-    moe = _model(MoEConfig(num_experts=4, top_k=2, moe_layers=[0], lora_rank=lora_rank,
-                           router_jitter_noise=eps)).model.layers[0].block_sparse_moe
+    moe = (
+        _model(
+            MoEConfig(num_experts=4, top_k=2, moe_layers=[0], lora_rank=lora_rank, router_jitter_noise=eps)
+        )
+        .model.layers[0]
+        .block_sparse_moe
+    )
     x = torch.randn(2, 5, 32)
     flat = x.reshape(-1, 32)
     with torch.no_grad():
@@ -51,13 +62,17 @@ def test_jitter_multiplies_the_ffn_router_input_in_training_only(lora_rank):
         torch.testing.assert_close(r.logits, moe.gate(flat * noise), atol=1e-6, rtol=0)
         # The experts compute on the clean input, weighted by the jittered routing.
         weights, idx = route_top_k(r.logits, 2)
-        clean = moe.experts(moe.shared_mlp, flat, idx, weights) if lora_rank else moe.experts(flat, idx, weights)
+        clean = (
+            moe.experts(moe.shared_mlp, flat, idx, weights) if lora_rank else moe.experts(flat, idx, weights)
+        )
         torch.testing.assert_close(y.reshape(-1, 32), clean, atol=1e-6, rtol=0)
 
 
 def test_jitter_multiplies_the_attention_router_input():
     eps = 0.2
-    model = _model(MoEConfig(num_experts=3, top_k=2, moe_layers=[0], attn_experts=True, router_jitter_noise=eps))
+    model = _model(
+        MoEConfig(num_experts=3, top_k=2, moe_layers=[0], attn_experts=True, router_jitter_noise=eps)
+    )
     attn = model.model.layers[0].self_attn
     x = torch.randn(2, 5, 32)
     cos, sin = model.model.rotary(5, x.device, x.dtype)
@@ -78,7 +93,9 @@ def test_jitter_round_trips_through_mixtral_and_draws_as_transformers_does(tmp_p
     noise for the router input (it also applies it to the experts' input; Switch and the engine do not)."""
     import transformers
 
-    model = _model(MoEConfig(num_experts=4, top_k=2, moe_layers=[0], router_jitter_noise=0.25), num_hidden_layers=1)
+    model = _model(
+        MoEConfig(num_experts=4, top_k=2, moe_layers=[0], router_jitter_noise=0.25), num_hidden_layers=1
+    )
     ck = tmp_path / "ck"
     ck.mkdir()
     save_model(model, ck)
@@ -105,7 +122,9 @@ def test_jitter_round_trips_through_mixtral_and_draws_as_transformers_does(tmp_p
 def test_bad_moe_options_are_one_line_errors():
     with pytest.raises(ConfigError, match=r"^moe config: router_jitter_noise 1.5: must be in \[0, 1\)$"):
         MoEConfig(router_jitter_noise=1.5)
-    with pytest.raises(ConfigError, match=r"^moe config: capacity_factor -1.0: must be 0 \(dropless\) or positive$"):
+    with pytest.raises(
+        ConfigError, match=r"^moe config: capacity_factor -1.0: must be 0 \(dropless\) or positive$"
+    ):
         MoEConfig.from_dict({"capacity_factor": -1.0})
     lora = _model(MoEConfig(num_experts=4, moe_layers=[0], lora_rank=4))
     with pytest.raises(ConfigError, match="capacity_factor: expert capacity is not supported with LoRA"):
@@ -153,18 +172,45 @@ def _upcycle(tmp_path: Path, seed: Path, *args: str) -> dict:
 
 
 def test_upcycle_cli_options(tmp_path, dense_seed, capsys):
-    cfg = _upcycle(tmp_path, dense_seed, "--method", "sparse", "--moe-layers", "all", "--capacity-factor", "1.25",
-                   "--router-jitter-noise", "0.01")
+    cfg = _upcycle(
+        tmp_path,
+        dense_seed,
+        "--method",
+        "sparse",
+        "--moe-layers",
+        "all",
+        "--capacity-factor",
+        "1.25",
+        "--router-jitter-noise",
+        "0.01",
+    )
     assert cfg["model_type"] == "moelab"
     assert cfg["moe"]["capacity_factor"] == 1.25 and cfg["moe"]["router_jitter_noise"] == 0.01
     assert cfg["moelab"]["options"]["capacity_factor"] == 1.25
-    cfg = _upcycle(tmp_path, dense_seed, "--method", "sparse", "--moe-layers", "all", "--router-jitter-noise", "0.01")
+    cfg = _upcycle(
+        tmp_path, dense_seed, "--method", "sparse", "--moe-layers", "all", "--router-jitter-noise", "0.01"
+    )
     assert cfg["model_type"] == "mixtral" and cfg["router_jitter_noise"] == 0.01
-    for args, msg in [(["--capacity-factor", "-1"], "--capacity-factor -1.0: must be 0 (dropless) or positive"),
-                      (["--router-jitter-noise", "1"], "--router-jitter-noise 1.0: must be in [0, 1)")]:
+    for args, msg in [
+        (["--capacity-factor", "-1"], "--capacity-factor -1.0: must be 0 (dropless) or positive"),
+        (["--router-jitter-noise", "1"], "--router-jitter-noise 1.0: must be in [0, 1)"),
+    ]:
         capsys.readouterr()
-        assert main(["upcycle", "--method", "sparse", "--seed", str(dense_seed), "--out", str(tmp_path / "x"),
-                     *args]) == 1
+        assert (
+            main(
+                [
+                    "upcycle",
+                    "--method",
+                    "sparse",
+                    "--seed",
+                    str(dense_seed),
+                    "--out",
+                    str(tmp_path / "x"),
+                    *args,
+                ]
+            )
+            == 1
+        )
         assert capsys.readouterr().err.strip().splitlines() == [f"moelab: error: {msg}"]
         assert not (tmp_path / "x").exists()
 
@@ -176,8 +222,12 @@ def test_sparse_upcycles_every_other_layer_by_default(tmp_path, dense_seed):
     cfg = _upcycle(tmp_path, dense_seed, "--method", "sparse")
     assert cfg["model_type"] == "moelab" and cfg["moe"]["moe_layers"] == [1, 3]
     assert cfg["moelab"]["options"]["moe_layers"] == "every-other"
-    assert _upcycle(tmp_path, dense_seed, "--method", "sparse", "--moe-layers", "0,1")["moe"]["moe_layers"] == [0, 1]
-    btx = _upcycle(tmp_path, dense_seed, "--method", "btx", "--expert", str(dense_seed), "--expert", str(dense_seed))
+    assert _upcycle(tmp_path, dense_seed, "--method", "sparse", "--moe-layers", "0,1")["moe"][
+        "moe_layers"
+    ] == [0, 1]
+    btx = _upcycle(
+        tmp_path, dense_seed, "--method", "btx", "--expert", str(dense_seed), "--expert", str(dense_seed)
+    )
     assert btx["model_type"] == "mixtral"  # the other methods still mix every layer
 
 
@@ -212,4 +262,3 @@ def test_mixtral_aux_coef_gives_the_engines_balancing(n, k):
     ours = alpha * sum(load_balancing_loss(RouterLogits(i, "ffn", t, k)) for i, t in enumerate(skewed))
     theirs = mixtral_aux_loss_coef(alpha, k, 3) * load_balancing_loss_func(tuple(skewed), n, k)
     assert not torch.allclose(theirs, ours, rtol=1e-3)
-

@@ -70,7 +70,12 @@ def test_soft_router_counts_top1():
 
 def test_z_loss_by_hand():
     logits = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
-    lse = torch.tensor([torch.log(torch.tensor(2.0)), torch.log(torch.exp(torch.tensor(1.0)) + torch.exp(torch.tensor(-1.0)))])
+    lse = torch.tensor(
+        [
+            torch.log(torch.tensor(2.0)),
+            torch.log(torch.exp(torch.tensor(1.0)) + torch.exp(torch.tensor(-1.0))),
+        ]
+    )
     torch.testing.assert_close(z_loss(RouterLogits(0, "ffn", logits, 2)), (lse**2).mean())
 
 
@@ -80,14 +85,28 @@ def test_every_router_is_exposed_bam(tmp_path):
     from moelab.models.config import ModelConfig, MoEConfig
     from moelab.models.model import MoELabForCausalLM
 
-    cfg = ModelConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, model_type="moelab",
-                      moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 2], attn_experts=True))
+    cfg = ModelConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        model_type="moelab",
+        moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 2], attn_experts=True),
+    )
     torch.manual_seed(0)
     model = MoELabForCausalLM(cfg)
     out = model(input_ids())
-    assert [(r.layer, r.kind) for r in out.router_logits] == [(0, "attn"), (0, "ffn"), (2, "attn"), (2, "ffn")]
+    assert [(r.layer, r.kind) for r in out.router_logits] == [
+        (0, "attn"),
+        (0, "ffn"),
+        (2, "attn"),
+        (2, "ffn"),
+    ]
     for r in out.router_logits:
         assert torch.isfinite(load_balancing_loss(r)) and torch.isfinite(z_loss(r))
     save_model(model, tmp_path)
-    torch.testing.assert_close(load_model(tmp_path)(input_ids()).logits, out.logits.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        load_model(tmp_path)(input_ids()).logits, out.logits.detach(), atol=1e-5, rtol=0
+    )

@@ -32,12 +32,24 @@ def _transformers(out):
     return transformers.Qwen3MoeForCausalLM.from_pretrained(out).eval()
 
 
-@pytest.mark.parametrize("method,layers,rule", [("btx", "", "st"), ("sparse", "", "st"), ("btx", "all", "raw")])
+@pytest.mark.parametrize(
+    "method,layers,rule", [("btx", "", "st"), ("sparse", "", "st"), ("btx", "all", "raw")]
+)
 def test_qwen3_moe_output_is_transformers_qwen3_moe(seeds, tmp_path, method, layers, rule):
     a, b, _ = seeds
-    out = upcycle(UpcycleOptions(method=method, seed=a, experts=[] if method == "sparse" else [a, b],
-                                 out=tmp_path / "moe", num_experts=3 if method == "sparse" else None, top_k=1,
-                                 moe_layers=layers, router_weights=rule, router_seed=2))
+    out = upcycle(
+        UpcycleOptions(
+            method=method,
+            seed=a,
+            experts=[] if method == "sparse" else [a, b],
+            out=tmp_path / "moe",
+            num_experts=3 if method == "sparse" else None,
+            top_k=1,
+            moe_layers=layers,
+            router_weights=rule,
+            router_seed=2,
+        )
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "qwen3_moe"
     assert cfg["norm_topk_prob"] is (rule != "raw")
@@ -68,4 +80,6 @@ def test_saved_qwen3_moe_stays_qwen3_moe(seeds, tmp_path):
     (tmp_path / "saved").mkdir()
     save_model(model, tmp_path / "saved")
     assert json.loads((tmp_path / "saved" / "config.json").read_text())["model_type"] == "qwen3_moe"
-    torch.testing.assert_close(hf_logits(_transformers(tmp_path / "saved"), IDS), model(IDS).logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        hf_logits(_transformers(tmp_path / "saved"), IDS), model(IDS).logits, atol=1e-4, rtol=0
+    )

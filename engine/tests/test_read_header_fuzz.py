@@ -43,11 +43,14 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )
-entries = st.fixed_dictionaries({}, optional={
-    "dtype": st.sampled_from(["F32", "BF16", "F16", "I8", "F17", "", "f32"]) | json_values,
-    "shape": st.lists(st.integers(-2, 2**40), max_size=4) | json_values,
-    "data_offsets": st.lists(st.integers(-5, 2**40), max_size=3) | json_values,
-})
+entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "dtype": st.sampled_from(["F32", "BF16", "F16", "I8", "F17", "", "f32"]) | json_values,
+        "shape": st.lists(st.integers(-2, 2**40), max_size=4) | json_values,
+        "data_offsets": st.lists(st.integers(-5, 2**40), max_size=3) | json_values,
+    },
+)
 FUZZ = settings(max_examples=200, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -64,8 +67,10 @@ def test_random_headers(header, data):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
-       st.integers(0, len(VALID)))
+@given(
+    st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+    st.integers(0, len(VALID)),
+)
 def test_mutated_valid_file(flips, cut):
     raw = bytearray(VALID)
     for pos, byte in flips:

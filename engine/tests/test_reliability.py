@@ -24,17 +24,35 @@ from moelab.io.safetensors_file import read_header
 from moelab.train.checkpointing import latest_checkpoint
 from moelab.train.runlog import read_jsonl
 
-TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "num_key_value_heads": 2}
+TINY_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+}
 TINY_DATA = {"seq_len": 32, "synthetic_train_chars": 20000, "synthetic_eval_chars": 4000}
 KILLS = 20
 SEED = 1234
 
 
 def write_config(tmp: Path, run_id: str, **kw) -> Path:
-    cfg = {"run_id": run_id, "out": "runs", "steps": 12, "batch_size": 4, "log_every": 1, "eval_every": 1000,
-           "ckpt_every": 6, "eval_batches": 1, "warmup_steps": 2, "model": TINY_MODEL, "data": TINY_DATA,
-           "threads": 1, "device": "cpu", "keep_last": 2}
+    cfg = {
+        "run_id": run_id,
+        "out": "runs",
+        "steps": 12,
+        "batch_size": 4,
+        "log_every": 1,
+        "eval_every": 1000,
+        "ckpt_every": 6,
+        "eval_batches": 1,
+        "warmup_steps": 2,
+        "model": TINY_MODEL,
+        "data": TINY_DATA,
+        "threads": 1,
+        "device": "cpu",
+        "keep_last": 2,
+    }
     cfg.update(kw)
     path = tmp / f"{run_id}.json"
     path.write_text(json.dumps(cfg))
@@ -43,8 +61,15 @@ def write_config(tmp: Path, run_id: str, **kw) -> Path:
 
 def moelab(*args: str, preexec=None, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "moelab", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "moelab", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec,
+        **kw,
+    )
 
 
 def cli_error(capsys, *args: str) -> str:
@@ -84,10 +109,16 @@ def check_readers(run: Path, ref: dict[int, float]) -> int:
     """After a kill: every checkpoint a reader can list is whole, `latest` loads, and every train
     record up to the latest checkpoint is there with the reference loss. Returns that step."""
     root = run / "checkpoints"
-    visible = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.exists() else []
+    visible = (
+        sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if root.exists()
+        else []
+    )
     for ck in visible:  # what the extension lists (checkpoints/step-N/)
         names = {p.name for p in ck.iterdir()}
-        assert {"config.json", "model.safetensors", "trainer.pt", "optimizer.pt"} <= names, f"{ck}: partial ({sorted(names)})"
+        assert {"config.json", "model.safetensors", "trainer.pt", "optimizer.pt"} <= names, (
+            f"{ck}: partial ({sorted(names)})"
+        )
         json.loads((ck / "config.json").read_text())
         check_safetensors_whole(ck / "model.safetensors")
     latest = latest_checkpoint(root)
@@ -142,8 +173,16 @@ def test_sigkill_loop_never_shows_a_partial_checkpoint_and_resumes_the_same_curv
         p = moelab("train", str(cfg), "--quiet")
         # Let it get going (import, model, data), then kill it at a random moment: either while
         # a checkpoint directory is being written, or anywhere in the loop.
-        started = _wait(lambda pid=p.pid: (run / "metrics.jsonl").exists() and (run / "run.json").exists()
-                        and json.loads((run / "run.json").read_text() or "{}").get("pid") == pid, 120, p, 0.01)
+        started = _wait(
+            lambda pid=p.pid: (
+                (run / "metrics.jsonl").exists()
+                and (run / "run.json").exists()
+                and json.loads((run / "run.json").read_text() or "{}").get("pid") == pid
+            ),
+            120,
+            p,
+            0.01,
+        )
         assert started, f"the run never started or ended early: {p.communicate()}"
         if rng.random() < 0.5:
             time.sleep(rng.uniform(0.0, 0.1))
@@ -156,7 +195,9 @@ def test_sigkill_loop_never_shows_a_partial_checkpoint_and_resumes_the_same_curv
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
         p.communicate()
-        assert p.returncode == -signal.SIGKILL, f"the run ended before the kill ({p.returncode}): make it longer"
+        assert p.returncode == -signal.SIGKILL, (
+            f"the run ended before the kill ({p.returncode}): make it longer"
+        )
         progress.append(check_readers(run, ref))
     assert sum(kills.values()) == KILLS and kills["checkpoint"] >= 3, kills
     print(f"kills: {kills}; latest checkpoint step after each: {progress}")
@@ -176,6 +217,7 @@ def _limit_file_size(nbytes: int):
         # Writes past the limit fail with EFBIG instead of killing the process with SIGXFSZ.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
     return apply
 
 
@@ -204,7 +246,9 @@ def test_full_disk_during_checkpoint_keeps_the_previous_one_and_fails_clearly(tm
     assert "too large" in err.lower() or "no space" in err.lower(), err
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "failed"
-    assert info["error"] and ("too large" in info["error"].lower() or "no space" in info["error"].lower()), info
+    assert info["error"] and ("too large" in info["error"].lower() or "no space" in info["error"].lower()), (
+        info
+    )
     # The previous checkpoint is intact, still `latest`, and loads; no temp folder is left.
     assert latest_checkpoint(run / "checkpoints") == before
     assert {f.name: f.read_bytes() for f in before.iterdir()} == files_before
@@ -255,9 +299,14 @@ def test_experiment_schema_errors_name_the_field(tmp_path, capsys, exp, field):
 
 
 HOSTILE_CONFIGS = {
-    "empty": b"", "open-brace": b"{", "binary": b"\xff\xfe garbage", "array": b"[1, 2]",
-    "infinite-steps": b'{"run_id": "x", "steps": 1e999}', "deep-nesting": b"{" * 100000,
-    "huge-string": b'"' + b"a" * 5_000_000 + b'"', "nul-bytes": b'{"run_id": "x\\u0000y"}',
+    "empty": b"",
+    "open-brace": b"{",
+    "binary": b"\xff\xfe garbage",
+    "array": b"[1, 2]",
+    "infinite-steps": b'{"run_id": "x", "steps": 1e999}',
+    "deep-nesting": b"{" * 100000,
+    "huge-string": b'"' + b"a" * 5_000_000 + b'"',
+    "nul-bytes": b'{"run_id": "x\\u0000y"}',
 }
 
 
@@ -272,7 +321,11 @@ def test_hostile_config_files_fail_in_one_line(tmp_path, capsys, raw):
     assert time.monotonic() - t0 < 30
 
 
-HOSTILE_NAMES = ["with space, quote's \"double\"", "$(touch PWNED) `touch PWNED3`", "-rf semi;colon; touch PWNED2"]
+HOSTILE_NAMES = [
+    'with space, quote\'s "double"',
+    "$(touch PWNED) `touch PWNED3`",
+    "-rf semi;colon; touch PWNED2",
+]
 
 
 def test_paths_with_shell_characters_reach_the_engine_verbatim(tmp_path):
@@ -294,5 +347,7 @@ def test_paths_with_shell_characters_reach_the_engine_verbatim(tmp_path):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
         assert (exp / "config.json").exists()
-    pwned = [p for p in tmp_path.rglob("PWNED*")] + [Path.cwd() / f"PWNED{i}" for i in range(5) if (Path.cwd() / f"PWNED{i}").exists()]
+    pwned = [p for p in tmp_path.rglob("PWNED*")] + [
+        Path.cwd() / f"PWNED{i}" for i in range(5) if (Path.cwd() / f"PWNED{i}").exists()
+    ]
     assert pwned == []

@@ -90,8 +90,14 @@ def load_in_plain_transformers(ckpts: dict[str, Path], work: Path) -> dict[str, 
         args += [str(ckpt), str(work / f"{name}.pt"), "1" if remote else "0"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_MODULES_CACHE=str(work / "hf_modules"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(work / "ids.pt"), *args],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(work / "ids.pt"), *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {name: {**torch.load(work / f"{name}.pt"), "saved": work / f"{name}.pt.saved"} for name in ckpts}
 
@@ -144,13 +150,23 @@ CASES = {
     "bam-ekv-gemma3": (dict(method="bam-ekv", attn_top_k=2), "gemma3_text", "moelab"),
     # save_model (training checkpoints), then `export --format hf`: a parallel-block, tied-embedding
     # LoRA MoE on some layers; an all-layer MoE with expert capacity, which Mixtral (dropless) cannot be.
-    "train-export-parallel-lora": (None, dict(parallel_block=True, tie_word_embeddings=True, moe=MoEConfig(
-        num_experts=3, top_k=2, moe_layers=[1, 2], lora_rank=4, method="upit")), "moelab"),
-    "train-export-capacity": (None, dict(moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1, 2],
-                                                         capacity_factor=0.75, method="sparse")), "moelab"),
+    "train-export-parallel-lora": (
+        None,
+        dict(
+            parallel_block=True,
+            tie_word_embeddings=True,
+            moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[1, 2], lora_rank=4, method="upit"),
+        ),
+        "moelab",
+    ),
+    "train-export-capacity": (
+        None,
+        dict(
+            moe=MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1, 2], capacity_factor=0.75, method="sparse")
+        ),
+        "moelab",
+    ),
 }
-
-
 
 
 def _upcycled(root: Path, name: str, opts: dict, family: str) -> Path:
@@ -163,8 +179,16 @@ def _upcycled(root: Path, name: str, opts: dict, family: str) -> Path:
 
 
 def _trained_and_exported(root: Path, name: str, fields: dict) -> Path:
-    cfg = ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=2, model_type="moelab", **fields)
+    cfg = ModelConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        model_type="moelab",
+        **fields,
+    )
     torch.manual_seed(0)
     model = MoELabForCausalLM(cfg)
     with torch.no_grad():
@@ -189,8 +213,10 @@ def loaded(tmp_path_factory):
     for family in {family for opts, family, _ in CASES.values() if opts}:
         for i in range(3):  # experts that differ, so the routing matters
             save_hf(make_hf(family, seed=10 + i, **FAMILY_FIELDS.get(family, {})), root / f"{family}{i}")
-    ckpts = {name: _upcycled(root, name, opts, family) if opts else _trained_and_exported(root, name, family)
-             for name, (opts, family, _) in CASES.items()}
+    ckpts = {
+        name: _upcycled(root, name, opts, family) if opts else _trained_and_exported(root, name, family)
+        for name, (opts, family, _) in CASES.items()
+    }
     return ckpts, load_in_plain_transformers(ckpts, root / "child")
 
 
@@ -209,5 +235,7 @@ def test_bundle_is_self_contained_python():
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     roots |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert roots - {"torch", "transformers", "__future__"} <= set(sys.stdlib_module_names), roots
-    for cls in ModelConfig(model_type="moelab", moe=MoEConfig(moe_layers=[0])).to_hf_dict()["auto_map"].values():
+    for cls in (
+        ModelConfig(model_type="moelab", moe=MoEConfig(moe_layers=[0])).to_hf_dict()["auto_map"].values()
+    ):
         assert f"class {cls.split('.')[1]}(" in text

@@ -22,9 +22,21 @@ from moelab.models.rope import RotaryEmbedding
 
 def _cfg(top_k: int, attn_top_k: int, shared_kv: bool = False, rule: str = "st", n: int = 4) -> ModelConfig:
     return ModelConfig(
-        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, moe=MoEConfig(num_experts=n, top_k=top_k, moe_layers=[0, 1], attn_experts=True,
-                                              attn_top_k=attn_top_k, shared_kv=shared_kv, router_weights=rule),
+        vocab_size=61,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        moe=MoEConfig(
+            num_experts=n,
+            top_k=top_k,
+            moe_layers=[0, 1],
+            attn_experts=True,
+            attn_top_k=attn_top_k,
+            shared_kv=shared_kv,
+            router_weights=rule,
+        ),
     )
 
 
@@ -36,7 +48,13 @@ def _router_grads(cfg: ModelConfig) -> dict[str, float]:
     F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)).backward()
     grads = {"ffn": 0.0, "attn": 0.0}
     for name, p in model.named_parameters():
-        kind = "ffn" if name.endswith("block_sparse_moe.gate.weight") else "attn" if name.endswith("self_attn.router.weight") else None
+        kind = (
+            "ffn"
+            if name.endswith("block_sparse_moe.gate.weight")
+            else "attn"
+            if name.endswith("self_attn.router.weight")
+            else None
+        )
         if kind:
             grads[kind] = max(grads[kind], p.grad.abs().max().item() if p.grad is not None else 0.0)
     return grads
@@ -72,7 +90,9 @@ def test_routed_attention_computes_the_weighted_mixture(k, shared_kv):
     logits = attn.router(x).reshape(-1, cfg.moe.num_experts)
     k_, v_ = attn._keys_values(x, cos, sin)
     routed = attn._routed(x, logits, k_, v_, cos, sin)
-    dense = attn._soft(x, logits, k_, v_, cos, sin)  # with top_k set, _soft weights every expert (zeros included)
+    dense = attn._soft(
+        x, logits, k_, v_, cos, sin
+    )  # with top_k set, _soft weights every expert (zeros included)
     torch.testing.assert_close(routed, dense, atol=1e-5, rtol=0)
     g = torch.randn_like(routed)
     got = torch.autograd.grad(routed, [x, attn.experts.q_proj, attn.router.weight], g, retain_graph=True)
@@ -107,8 +127,26 @@ def test_router_weights_option_reaches_the_checkpoint(tmp_path):
     seed = save_hf(make_hf("llama", seed=1), tmp_path / "seed")
     for rule, model_type in (("raw", "moelab"), ("st", "mixtral")):
         out = tmp_path / f"moe-{rule}"
-        assert main(["upcycle", "--method", "btx", "--seed", str(seed), "--expert", str(seed), "--expert", str(seed),
-                     "--router-weights", rule, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "upcycle",
+                    "--method",
+                    "btx",
+                    "--seed",
+                    str(seed),
+                    "--expert",
+                    str(seed),
+                    "--expert",
+                    str(seed),
+                    "--router-weights",
+                    rule,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         cfg = json.loads((out / "config.json").read_text())
         assert cfg["model_type"] == model_type
         if model_type == "moelab":

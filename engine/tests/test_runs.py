@@ -7,8 +7,13 @@ import json
 from moelab.cli import main
 from moelab.train.runlog import read_jsonl
 
-TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "num_key_value_heads": 2}
+TINY_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+}
 
 
 def experiment(tmp_path):
@@ -18,7 +23,14 @@ def experiment(tmp_path):
         "device": "cpu",
         "threads": 1,
         "data": {"seq_len": 32, "synthetic_train_chars": 20000, "synthetic_eval_chars": 4000},
-        "defaults": {"steps": 3, "batch_size": 4, "log_every": 1, "eval_every": 3, "ckpt_every": 3, "eval_batches": 1},
+        "defaults": {
+            "steps": 3,
+            "batch_size": 4,
+            "log_every": 1,
+            "eval_every": 3,
+            "ckpt_every": 3,
+            "eval_batches": 1,
+        },
         "stages": [
             {"kind": "dense", "model": TINY_MODEL, "steps": 6},
             {"kind": "branch", "domains": ["code", "math"]},
@@ -38,12 +50,24 @@ def test_run_pipeline_and_rerun_skips(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "branch-code" in out and "btx" in out
     runs = tmp_path / "runs"
-    expected = {"exp-seed": "dense", "exp-branch-code": "branch", "exp-branch-math": "branch",
-                "exp-upcycle-sparse": "upcycle", "exp-upcycle-btx": "upcycle", "exp-moe-sparse": "moe",
-                "exp-moe-btx": "moe", "exp-eval": "eval"}
+    expected = {
+        "exp-seed": "dense",
+        "exp-branch-code": "branch",
+        "exp-branch-math": "branch",
+        "exp-upcycle-sparse": "upcycle",
+        "exp-upcycle-btx": "upcycle",
+        "exp-moe-sparse": "moe",
+        "exp-moe-btx": "moe",
+        "exp-eval": "eval",
+    }
     for run_id, stage in expected.items():
         info = json.loads((runs / run_id / "run.json").read_text())
-        assert (info["id"], info["stage"], info["status"], info["experiment"]) == (run_id, stage, "done", "exp")
+        assert (info["id"], info["stage"], info["status"], info["experiment"]) == (
+            run_id,
+            stage,
+            "done",
+            "exp",
+        )
     assert json.loads((runs / "exp-moe-btx" / "run.json").read_text())["parents"] == ["exp-upcycle-btx"]
     up = json.loads((runs / "exp-upcycle-btx" / "run.json").read_text())
     assert up["method"] == "btx" and up["parents"] == ["exp-seed", "exp-branch-code", "exp-branch-math"]
@@ -65,14 +89,47 @@ def test_run_pipeline_and_rerun_skips(tmp_path, capsys):
 
     # moelab eval on a run directory and on user text
     out_file = tmp_path / "ev.json"
-    assert main(["eval", "--ckpt", str(runs / "exp-moe-btx"), "--data", "code", "math", "--seq-len", "32",
-                 "--batches", "1", "--out", str(out_file), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(runs / "exp-moe-btx"),
+                "--data",
+                "code",
+                "math",
+                "--seq-len",
+                "32",
+                "--batches",
+                "1",
+                "--out",
+                str(out_file),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     res = json.loads(out_file.read_text())
     assert set(res["domains"]) == {"code", "math"} and res["average"]["ppl"] > 1
     assert {(r["layer"], r["router"]) for r in res["routing"]} == {(0, "ffn"), (1, "ffn")}
     assert set(res["routing"][0]["by_domain"]) == {"code", "math"}
     (tmp_path / "mine.txt").write_text("hello world, this is my own text.\n" * 30)
-    assert main(["eval", "--ckpt", str(runs / "exp-seed"), "--data", f"mine={tmp_path / 'mine.txt'}",
-                 "--seq-len", "32", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(runs / "exp-seed"),
+                "--data",
+                f"mine={tmp_path / 'mine.txt'}",
+                "--seq-len",
+                "32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["domains"]["mine"]["tokens"] > 500  # the whole file, not a held-out tail

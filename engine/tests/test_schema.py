@@ -25,7 +25,15 @@ def test_schema_shape():
     assert exp["$schema"].startswith("http://json-schema.org/draft-07")
     stage = exp["definitions"]["StageConfig"]
     assert stage["required"] == ["kind"]
-    assert stage["properties"]["kind"]["enum"] == ["dense", "branch", "tune", "continued", "upcycle", "moe", "eval"]
+    assert stage["properties"]["kind"]["enum"] == [
+        "dense",
+        "branch",
+        "tune",
+        "continued",
+        "upcycle",
+        "moe",
+        "eval",
+    ]
     assert stage["properties"]["lr"] == {"anyOf": [{"type": "number"}, {"type": "null"}], "default": None}
     assert exp["additionalProperties"] is False
     train = schemas()["train.schema.json"]
@@ -58,7 +66,10 @@ def test_attention_ablation_file_is_the_studys():
     assert exp == want, "regenerate the file from moelab.train.demo.attention_ablation_experiment()"
     study = demo_experiment(parallel_block=True)
     up = exp.stage("upcycle")
-    assert up is not None and [(v.method, v.attn_top_k) for v in up.variants] == [("bam-ekv", 2), ("bam-ekv", 1)]
+    assert up is not None and [(v.method, v.attn_top_k) for v in up.variants] == [
+        ("bam-ekv", 2),
+        ("bam-ekv", 1),
+    ]
     assert all(v in study.stage("upcycle").variants for v in up.variants)  # type: ignore[union-attr]
     for kind in ("dense", "branch", "moe"):
         assert exp.stage(kind) == study.stage(kind)
@@ -72,29 +83,84 @@ def test_demo_experiment_roundtrips():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"stages": [{"kind": "dense"}, {"kind": "branch"}, {"kind": "moe", "lr": "high"}]},
-         "experiment.json: stages[2].lr: expected a number, got the string 'high'"),
-        ({"stages": [{"kind": "dense", "stepz": 3}]}, "experiment.json: stages[0].stepz: unknown field (did you mean 'steps'?)"),
-        ({"stages": [{"kind": "seed"}]}, "experiment.json: stages[0].kind: expected one of 'dense', 'branch', 'tune', 'continued', 'upcycle', 'moe', 'eval', got the string 'seed'"),
-        ({"stages": [{"kind": "dense"}, {"kind": "upcycle", "methods": ["bt"]}]}, "experiment.json: stages[1].methods[0]: 'bt' is not a method"),
-        ({"stages": [{"kind": "dense"}, {"kind": "branch", "domains": ["law"]}]}, "experiment.json: stages[1].domains[0]: 'law' is not a domain"),
-        ({"stages": [{"kind": "branch"}, {"kind": "dense"}]}, "experiment.json: stages: kinds must come in the order"),
-        ({"data": {"sources": [{"domain": "code", "weight": True}]}, "stages": [{"kind": "dense"}]},
-         "experiment.json: data.sources[0].weight: expected a number, got a boolean"),
-        ({"stages": [{"kind": "dense", "steps": 1.5}]}, "experiment.json: stages[0].steps: expected an integer, got a number"),
+        (
+            {"stages": [{"kind": "dense"}, {"kind": "branch"}, {"kind": "moe", "lr": "high"}]},
+            "experiment.json: stages[2].lr: expected a number, got the string 'high'",
+        ),
+        (
+            {"stages": [{"kind": "dense", "stepz": 3}]},
+            "experiment.json: stages[0].stepz: unknown field (did you mean 'steps'?)",
+        ),
+        (
+            {"stages": [{"kind": "seed"}]},
+            "experiment.json: stages[0].kind: expected one of 'dense', 'branch', 'tune', 'continued', 'upcycle', 'moe', 'eval', got the string 'seed'",
+        ),
+        (
+            {"stages": [{"kind": "dense"}, {"kind": "upcycle", "methods": ["bt"]}]},
+            "experiment.json: stages[1].methods[0]: 'bt' is not a method",
+        ),
+        (
+            {"stages": [{"kind": "dense"}, {"kind": "branch", "domains": ["law"]}]},
+            "experiment.json: stages[1].domains[0]: 'law' is not a domain",
+        ),
+        (
+            {"stages": [{"kind": "branch"}, {"kind": "dense"}]},
+            "experiment.json: stages: kinds must come in the order",
+        ),
+        (
+            {"data": {"sources": [{"domain": "code", "weight": True}]}, "stages": [{"kind": "dense"}]},
+            "experiment.json: data.sources[0].weight: expected a number, got a boolean",
+        ),
+        (
+            {"stages": [{"kind": "dense", "steps": 1.5}]},
+            "experiment.json: stages[0].steps: expected an integer, got a number",
+        ),
         ([], "experiment.json: (top level): expected an object, got a list"),
-        ({"stages": [{"kind": "dense"}, {"kind": "upcycle", "methods": ["btx"], "variants": [{"name": "btx", "method": "btx"}]}]},
-         "experiment.json: stages[1].variants[0].name: 'btx' is empty, not a plain name or already used"),
-        ({"stages": [{"kind": "dense"}, {"kind": "upcycle", "methods": ["btx"], "variants": [{"name": "b", "method": "bt"}]}]},
-         "experiment.json: stages[1].variants[0].method: 'bt' is not a method"),
-        ({"stages": [{"kind": "dense"}, {"kind": "upcycle", "methods": ["btx"],
-                                         "variants": [{"name": "b", "method": "btx", "match_flops_of": "bam-ekv"}]}]},
-         "experiment.json: stages[1].variants[0].match_flops_of: 'bam-ekv' is not a method or variant of this stage"),
-        ({"stages": [{"kind": "dense"}, {"kind": "upcycle", "methods": ["btx"]},
-                     {"kind": "moe", "methods": ["btx-compute"]}]},
-         "experiment.json: stages[2].methods[0]: 'btx-compute' is not upcycled by the upcycle stage"),
-        ({"stages": [{"kind": "dense"}, {"kind": "continued"}]},
-         "experiment.json: stages: a 'continued' stage without `steps` matches the tokens of the branch and moe"),
+        (
+            {
+                "stages": [
+                    {"kind": "dense"},
+                    {"kind": "upcycle", "methods": ["btx"], "variants": [{"name": "btx", "method": "btx"}]},
+                ]
+            },
+            "experiment.json: stages[1].variants[0].name: 'btx' is empty, not a plain name or already used",
+        ),
+        (
+            {
+                "stages": [
+                    {"kind": "dense"},
+                    {"kind": "upcycle", "methods": ["btx"], "variants": [{"name": "b", "method": "bt"}]},
+                ]
+            },
+            "experiment.json: stages[1].variants[0].method: 'bt' is not a method",
+        ),
+        (
+            {
+                "stages": [
+                    {"kind": "dense"},
+                    {
+                        "kind": "upcycle",
+                        "methods": ["btx"],
+                        "variants": [{"name": "b", "method": "btx", "match_flops_of": "bam-ekv"}],
+                    },
+                ]
+            },
+            "experiment.json: stages[1].variants[0].match_flops_of: 'bam-ekv' is not a method or variant of this stage",
+        ),
+        (
+            {
+                "stages": [
+                    {"kind": "dense"},
+                    {"kind": "upcycle", "methods": ["btx"]},
+                    {"kind": "moe", "methods": ["btx-compute"]},
+                ]
+            },
+            "experiment.json: stages[2].methods[0]: 'btx-compute' is not upcycled by the upcycle stage",
+        ),
+        (
+            {"stages": [{"kind": "dense"}, {"kind": "continued"}]},
+            "experiment.json: stages: a 'continued' stage without `steps` matches the tokens of the branch and moe",
+        ),
     ],
 )
 def test_experiment_errors_name_the_field(tmp_path, doc, message):

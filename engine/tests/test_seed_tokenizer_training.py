@@ -22,14 +22,19 @@ transformers = pytest.importorskip("transformers")
 
 VOCAB = 320
 EOS = 2  # "</s>" in hf_tokenizer's specials
-DOCS = [f"def add(a, b): return a + b  # {i}\nthe quick brown fox {i * 7} jumps over the lazy dog" for i in range(60)]
+DOCS = [
+    f"def add(a, b): return a + b  # {i}\nthe quick brown fox {i * 7} jumps over the lazy dog"
+    for i in range(60)
+]
 
 
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory) -> Path:
     # Qwen3-shaped (per-head q/k norms, GQA).
-    path = save_hf(make_hf("qwen3", seed=2, vocab_size=VOCAB, eos_token_id=EOS, bos_token_id=1),
-                   tmp_path_factory.mktemp("seed") / "seed")
+    path = save_hf(
+        make_hf("qwen3", seed=2, vocab_size=VOCAB, eos_token_id=EOS, bos_token_id=1),
+        tmp_path_factory.mktemp("seed") / "seed",
+    )
     save_tokenizer(path)
     return path
 
@@ -50,9 +55,12 @@ def test_every_user_source_kind_is_read_with_the_seeds_tokenizer(seed, jsonl, tm
 
     def packed(docs: list[str]) -> list[int]:
         return [i for d in docs for i in [*reference(d, add_special_tokens=False)["input_ids"], EOS]]
+
     (tmp_path / "d.txt").write_text("\n\n".join(DOCS) + "\n")
-    sources = [DataSource("jsonl", kind="jsonl", path=str(jsonl)),
-               DataSource("text", kind="text", path=str(tmp_path / "d.txt"))]
+    sources = [
+        DataSource("jsonl", kind="jsonl", path=str(jsonl)),
+        DataSource("text", kind="text", path=str(tmp_path / "d.txt")),
+    ]
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": DOCS}).save_to_disk(str(tmp_path / "ds"))
     sources.append(DataSource("hf", kind="hf", path=str(tmp_path / "ds")))
@@ -63,10 +71,24 @@ def test_every_user_source_kind_is_read_with_the_seeds_tokenizer(seed, jsonl, tm
 
 
 def _train(seed: Path, jsonl: Path, out: Path, run_id: str) -> Path:
-    cfg = TrainConfig(run_id=run_id, out=str(out), init=str(seed), steps=6, batch_size=2, log_every=1,
-                      eval_every=3, ckpt_every=3, keep_last=3, eval_batches=1, warmup_steps=1, device="cpu",
-                      threads=1, data=DataConfig(sources=[DataSource("d", kind="jsonl", path=str(jsonl))],
-                                                 seq_len=16, eval_fraction=0.2))
+    cfg = TrainConfig(
+        run_id=run_id,
+        out=str(out),
+        init=str(seed),
+        steps=6,
+        batch_size=2,
+        log_every=1,
+        eval_every=3,
+        ckpt_every=3,
+        keep_last=3,
+        eval_batches=1,
+        warmup_steps=1,
+        device="cpu",
+        threads=1,
+        data=DataConfig(
+            sources=[DataSource("d", kind="jsonl", path=str(jsonl))], seq_len=16, eval_fraction=0.2
+        ),
+    )
     assert train(cfg, quiet=True).status == "done"
     return out / run_id
 

@@ -25,7 +25,11 @@ DONE_TIMEOUT_S = 120
 def _slurm_usable() -> str | None:
     """None when jobs can run here, else the reason to skip."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        why = MARKER.read_text().strip() if MARKER.exists() else "run scripts/slurm-local.sh to start a local one"
+        why = (
+            MARKER.read_text().strip()
+            if MARKER.exists()
+            else "run scripts/slurm-local.sh to start a local one"
+        )
         return f"no Slurm on this machine ({why})"
     try:
         out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
@@ -42,7 +46,9 @@ pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
 
 
 def moelab(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "moelab", *argv], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "moelab", *argv], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def _wait_for(job_id: str, done: set[str], timeout: float) -> list[str]:
@@ -60,10 +66,25 @@ def _wait_for(job_id: str, done: set[str], timeout: float) -> list[str]:
 
 
 TINY_TRAIN = {
-    "steps": 3, "batch_size": 2, "warmup_steps": 1, "log_every": 1, "eval_every": 100, "eval_batches": 1,
-    "ckpt_every": 3, "threads": 1, "device": "cpu",
-    "model": {"vocab_size": 256, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 32, "eos_token_id": 0},
+    "steps": 3,
+    "batch_size": 2,
+    "warmup_steps": 1,
+    "log_every": 1,
+    "eval_every": 100,
+    "eval_batches": 1,
+    "ckpt_every": 3,
+    "threads": 1,
+    "device": "cpu",
+    "model": {
+        "vocab_size": 256,
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32,
+        "eos_token_id": 0,
+    },
     "data": {"seq_len": 8, "synthetic_train_chars": 4000, "synthetic_eval_chars": 1000},
 }
 
@@ -72,8 +93,16 @@ def test_submit_train_config_runs_and_status_goes_to_completed(tmp_path):
     cfg_dir = tmp_path / "my configs"  # a space on purpose: quoting in the script and on #SBATCH lines
     cfg_dir.mkdir()
     config = cfg_dir / "tiny.json"
-    config.write_text(json.dumps({**TINY_TRAIN, "run_id": "tiny-slurm", "out": "../runs",
-                                  "slurm": {"time": "00:05:00", "partition": "debug"}}))
+    config.write_text(
+        json.dumps(
+            {
+                **TINY_TRAIN,
+                "run_id": "tiny-slurm",
+                "out": "../runs",
+                "slurm": {"time": "00:05:00", "partition": "debug"},
+            }
+        )
+    )
     run_dir = tmp_path / "runs" / "tiny-slurm"
 
     script = moelab("slurm", "script", str(config), cwd=tmp_path)
@@ -90,7 +119,9 @@ def test_submit_train_config_runs_and_status_goes_to_completed(tmp_path):
     # Queued before it starts, for the Runs view; the trainer takes run.json over when it starts.
     assert json.loads((run_dir / "run.json").read_text())["status"] in ("queued", "running", "done")
 
-    seen = _wait_for(job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}, DONE_TIMEOUT_S)
+    seen = _wait_for(
+        job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}, DONE_TIMEOUT_S
+    )
     log = Path(record["log"]).read_text() if Path(record["log"]).exists() else "(no log)"
     assert seen[-1] == "COMPLETED", (seen, log[-2000:])
     assert set(seen[:-1]) <= slurm_cli.ACTIVE_STATES, seen
@@ -141,7 +172,9 @@ def test_edited_generated_script_shows_its_run_as_queued(tmp_path):
     assert moelab("slurm", "script", str(config), "--out", str(script), cwd=tmp_path).returncode == 0
     # The user's edit: the job sleeps instead of training, so it is still queued or running below.
     text = script.read_text()
-    script.write_text("\n".join("sleep 300" if " -m moelab " in line else line for line in text.splitlines()) + "\n")
+    script.write_text(
+        "\n".join("sleep 300" if " -m moelab " in line else line for line in text.splitlines()) + "\n"
+    )
     res = moelab("slurm", "submit", "--script", str(script), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     job_id = res.stdout.strip()

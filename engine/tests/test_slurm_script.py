@@ -35,7 +35,10 @@ def test_single_process_runs_plain_python(tmp_path, capsys):
     assert f"PYTHON={sys.executable}" in text or f"PYTHON='{sys.executable}'" in text
     assert "-m moelab train" in text
     run_dir = tmp_path / "runs" / "tiny-1"
-    assert f'#SBATCH --output="{run_dir}/slurm-%j.out"' in text or f"#SBATCH --output={run_dir}/slurm-%j.out" in text
+    assert (
+        f'#SBATCH --output="{run_dir}/slurm-%j.out"' in text
+        or f"#SBATCH --output={run_dir}/slurm-%j.out" in text
+    )
     assert run_dir_of_script(text) == run_dir
     assert config_of_script(text) == _config(tmp_path).resolve()
 
@@ -43,8 +46,15 @@ def test_single_process_runs_plain_python(tmp_path, capsys):
 def test_config_slurm_object_and_cli_overrides(tmp_path, capsys):
     cfg = _config(tmp_path, slurm={"nodes": 2, "gpus_per_node": 4, "time": "01:00:00", "partition": "gpu"})
     text = _script(capsys, str(cfg), "--partition", "big", "--account", "proj", "--cpus-per-task", "16")
-    for line in ("--nodes=2", "--gpus-per-node=4", "--time=01:00:00", "--partition=big", "--account=proj",
-                 "--cpus-per-task=16", "--ntasks-per-node=1"):
+    for line in (
+        "--nodes=2",
+        "--gpus-per-node=4",
+        "--time=01:00:00",
+        "--partition=big",
+        "--account=proj",
+        "--cpus-per-task=16",
+        "--ntasks-per-node=1",
+    ):
         assert f"#SBATCH {line}\n" in text
     assert "srun --kill-on-bad-exit=1" in text
     assert "--nproc-per-node 4" in text and "--rdzv-backend c10d" in text and '"$head:$port"' in text
@@ -53,8 +63,14 @@ def test_config_slurm_object_and_cli_overrides(tmp_path, capsys):
 
 def test_paths_with_spaces_and_quotes_are_shell_safe(tmp_path):
     weird = tmp_path / "a b'c$(touch pwned)"
-    spec = JobSpec(python="/opt/py env/bin/python", engine_args=["train", str(weird / "c.json")], workdir=weird,
-                   run_dir=tmp_path / "runs x" / "r", job_name="moelab-r", source="test")
+    spec = JobSpec(
+        python="/opt/py env/bin/python",
+        engine_args=["train", str(weird / "c.json")],
+        workdir=weird,
+        run_dir=tmp_path / "runs x" / "r",
+        job_name="moelab-r",
+        source="test",
+    )
     text = render(spec, SlurmOptions())
     script = tmp_path / "job.sh"
     script.write_text(text)
@@ -64,24 +80,36 @@ def test_paths_with_spaces_and_quotes_are_shell_safe(tmp_path):
     fake = tmp_path / "fake python"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "ARG:$a"; done\n')
     fake.chmod(0o755)
-    text = text.replace(f"PYTHON={__import__('shlex').quote(spec.python)}", f"PYTHON={__import__('shlex').quote(str(fake))}")
+    text = text.replace(
+        f"PYTHON={__import__('shlex').quote(spec.python)}", f"PYTHON={__import__('shlex').quote(str(fake))}"
+    )
     script.write_text(text)
-    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    out = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
     assert f"ARG:{weird / 'c.json'}" in out.splitlines()
     assert not (tmp_path / "pwned").exists() and not (weird / "pwned").exists()
 
 
 def test_sbatch_injection_rejected(tmp_path):
-    spec = JobSpec(python="python", engine_args=["train", "x"], workdir=tmp_path, run_dir=tmp_path / 'bad"dir',
-                   job_name="j", source="t")
+    spec = JobSpec(
+        python="python",
+        engine_args=["train", "x"],
+        workdir=tmp_path,
+        run_dir=tmp_path / 'bad"dir',
+        job_name="j",
+        source="t",
+    )
     with pytest.raises(ConfigError, match="double quote"):
         render(spec, SlurmOptions())
     with pytest.raises(ConfigError, match="--partition"):
         SlurmOptions().merged({"partition": "gpu\n#SBATCH --uid=0"})
 
 
-@pytest.mark.parametrize("bad", [{"nodes": 0}, {"nodes": "2"}, {"gpus_per_node": -1}, {"time": "soon"},
-                                 {"account": "a b"}, {"gpu": 1}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"nodes": 0}, {"nodes": "2"}, {"gpus_per_node": -1}, {"time": "soon"}, {"account": "a b"}, {"gpu": 1}],
+)
 def test_bad_slurm_object_names_the_field(tmp_path, bad):
     cfg = _config(tmp_path, slurm=bad)
     with pytest.raises(ConfigError, match=r"tiny\.json: slurm\."):
@@ -107,7 +135,12 @@ def test_queued_run_json_and_cancel_before_start(tmp_path):
     raw = {"run_id": "r1", "stage": "moe", "method": "btx", "steps": 7}
     assert rundir.mark_queued(run_dir, raw, "r1", "42")
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["status"] == "queued" and info["stage"] == "moe" and info["slurm_job_id"] == "42" and info["pid"] is None
+    assert (
+        info["status"] == "queued"
+        and info["stage"] == "moe"
+        and info["slurm_job_id"] == "42"
+        and info["pid"] is None
+    )
     assert not rundir.mark_queued(run_dir, raw, "r1", "43")  # a resubmission keeps the run's own run.json
     assert rundir.mark_cancelled(run_dir, "42")
     info = json.loads((run_dir / "run.json").read_text())

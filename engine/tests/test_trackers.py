@@ -21,11 +21,26 @@ from moelab.train.runlog import read_jsonl
 from moelab.train.trackers import open_sinks, scalars
 from moelab.train.trainer import train
 
-TINY = {"run_id": "tr", "steps": 8, "batch_size": 2, "log_every": 1, "eval_every": 4, "ckpt_every": 4,
-        "eval_batches": 1, "warmup_steps": 1, "threads": 1, "device": "cpu",
-        "model": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                  "num_key_value_heads": 2},
-        "data": {"seq_len": 16, "synthetic_train_chars": 4000, "synthetic_eval_chars": 1000}}
+TINY = {
+    "run_id": "tr",
+    "steps": 8,
+    "batch_size": 2,
+    "log_every": 1,
+    "eval_every": 4,
+    "ckpt_every": 4,
+    "eval_batches": 1,
+    "warmup_steps": 1,
+    "threads": 1,
+    "device": "cpu",
+    "model": {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+    },
+    "data": {"seq_len": 16, "synthetic_train_chars": 4000, "synthetic_eval_chars": 1000},
+}
 
 
 def _train(tmp: Path, loggers: list[str]) -> Path:
@@ -59,8 +74,9 @@ def _expected(run: Path) -> dict[str, dict[int, float]]:
 
 
 def _tensorboard(run: Path) -> dict[str, dict[int, float]]:
-    acc = event_accumulator.EventAccumulator(str(run / "tensorboard"),
-                                             size_guidance={event_accumulator.SCALARS: 0})  # 0 = keep all
+    acc = event_accumulator.EventAccumulator(
+        str(run / "tensorboard"), size_guidance={event_accumulator.SCALARS: 0}
+    )  # 0 = keep all
     acc.Reload()
     out: dict[str, dict[int, float]] = {}
     for tag in acc.Tags()["scalars"]:
@@ -79,10 +95,26 @@ def _assert_same(got: dict[str, dict[int, float]], want: dict[str, dict[int, flo
 
 
 def test_scalar_names_follow_metrics_jsonl():
-    rec = {"step": 3, "tokens": 96, "time": 0.5, "flops": 1e9, "split": "eval", "loss": 2.5, "ppl": 12.2,
-           "lb_loss": None, "domain": {"code": 2.0, "prose": 3.0}}
-    assert scalars(rec) == {"eval/tokens": 96.0, "eval/time": 0.5, "eval/flops": 1e9, "eval/loss": 2.5,
-                            "eval/ppl": 12.2, "eval/domain/code": 2.0, "eval/domain/prose": 3.0}
+    rec = {
+        "step": 3,
+        "tokens": 96,
+        "time": 0.5,
+        "flops": 1e9,
+        "split": "eval",
+        "loss": 2.5,
+        "ppl": 12.2,
+        "lb_loss": None,
+        "domain": {"code": 2.0, "prose": 3.0},
+    }
+    assert scalars(rec) == {
+        "eval/tokens": 96.0,
+        "eval/time": 0.5,
+        "eval/flops": 1e9,
+        "eval/loss": 2.5,
+        "eval/ppl": 12.2,
+        "eval/domain/code": 2.0,
+        "eval/domain/prose": 3.0,
+    }
 
 
 def test_tensorboard_events_equal_metrics_and_resume_does_not_duplicate(tmp_path):
@@ -103,13 +135,20 @@ def _wandb_history(run_dir: Path) -> dict[int, dict[str, float]]:
     from wandb.proto.wandb_internal_pb2 import Record
 
     log = next(run_dir.glob("run-*.wandb"))
-    dump = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", str(log)], capture_output=True,
-                          text=True, check=True, timeout=120).stdout
+    dump = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", str(log)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
     rows: dict[int, dict[str, float]] = {}
     for block in dump.split("\n# record ")[1:]:
         rec = text_format.Parse(block.split("\n", 1)[1], Record())
         if rec.WhichOneof("record_type") == "history":
-            items = {i.nested_key[0] if i.nested_key else i.key: json.loads(i.value_json) for i in rec.history.item}
+            items = {
+                i.nested_key[0] if i.nested_key else i.key: json.loads(i.value_json) for i in rec.history.item
+            }
             assert rec.history.step.num not in rows
             rows[rec.history.step.num] = {k: v for k, v in items.items() if not k.startswith("_")}
     return rows
@@ -126,8 +165,10 @@ def test_wandb_offline_run_holds_the_history(tmp_path, monkeypatch):
     sessions = sorted((run / "wandb").glob("offline-run-*-tr"))
     assert len(sessions) == 1
     want = _expected(run)
-    rows = {step: {tag: series[step] for tag, series in want.items() if step in series}
-            for step in {s for series in want.values() for s in series}}
+    rows = {
+        step: {tag: series[step] for tag, series in want.items() if step in series}
+        for step in {s for series in want.values() for s in series}
+    }
     assert _wandb_history(sessions[0]) == rows  # W&B keeps float64: exactly metrics.jsonl's numbers
     _tensorboard(run)  # both loggers at once
     _resume_from_step_4(run, ["wandb", "tensorboard"])
@@ -151,8 +192,12 @@ def test_unknown_or_missing_logger_is_one_line(tmp_path, monkeypatch):
 
 
 def test_experiment_loggers_reach_its_training_runs(tmp_path):
-    exp = jsoncfg.from_dict(ExperimentConfig, {"out": str(tmp_path), "loggers": ["tensorboard", "wandb"],
-                                               "stages": [{"kind": "dense"}]})
+    exp = jsoncfg.from_dict(
+        ExperimentConfig,
+        {"out": str(tmp_path), "loggers": ["tensorboard", "wandb"], "stages": [{"kind": "dense"}]},
+    )
     cfg = Pipeline(exp, quiet=True)._train_config(exp.stages[0], "experiment-seed", "dense")
     assert cfg.loggers == ["tensorboard", "wandb"]
-    assert jsoncfg.from_dict(ExperimentConfig, {"stages": [{"kind": "dense"}]}).loggers == []  # off by default
+    assert (
+        jsoncfg.from_dict(ExperimentConfig, {"stages": [{"kind": "dense"}]}).loggers == []
+    )  # off by default

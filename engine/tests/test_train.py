@@ -27,15 +27,32 @@ from moelab.train.runlog import read_jsonl, truncate_after
 from moelab.train.schedule import lr_at
 from moelab.train.trainer import TrainingDiverged, train
 
-TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "num_key_value_heads": 2}
+TINY_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+}
 TINY_DATA = {"seq_len": 32, "synthetic_train_chars": 20000, "synthetic_eval_chars": 4000}
 
 
 def tiny_config(tmp: Path, run_id: str = "r", **kw) -> dict:
-    cfg = {"run_id": run_id, "out": "runs", "steps": 12, "batch_size": 4, "log_every": 1, "eval_every": 6,
-           "ckpt_every": 6, "eval_batches": 1, "warmup_steps": 2, "model": TINY_MODEL, "data": TINY_DATA,
-           "threads": 1, "device": "cpu"}
+    cfg = {
+        "run_id": run_id,
+        "out": "runs",
+        "steps": 12,
+        "batch_size": 4,
+        "log_every": 1,
+        "eval_every": 6,
+        "ckpt_every": 6,
+        "eval_batches": 1,
+        "warmup_steps": 2,
+        "model": TINY_MODEL,
+        "data": TINY_DATA,
+        "threads": 1,
+        "device": "cpu",
+    }
     cfg.update(kw)
     path = tmp / f"{run_id}.json"
     path.write_text(json.dumps(cfg))
@@ -44,8 +61,14 @@ def tiny_config(tmp: Path, run_id: str = "r", **kw) -> dict:
 
 def moelab(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "moelab", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "moelab", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def train_losses(run: Path) -> dict[int, float]:
@@ -70,8 +93,21 @@ def test_train_writes_run_directory(tmp_path):
     run = tmp_path / "runs" / "r"
     assert res.status == "done" and res.checkpoint == run / "checkpoints" / "step-000012"
     info = json.loads((run / "run.json").read_text())
-    for key in ("id", "stage", "method", "parents", "config", "status", "started", "ended", "host", "pid",
-                "experiment", "total_steps", "error"):
+    for key in (
+        "id",
+        "stage",
+        "method",
+        "parents",
+        "config",
+        "status",
+        "started",
+        "ended",
+        "host",
+        "pid",
+        "experiment",
+        "total_steps",
+        "error",
+    ):
         assert key in info
     assert info["status"] == "done" and info["stage"] == "dense" and info["total_steps"] == 12
     recs, bad = read_jsonl(run / "metrics.jsonl")
@@ -79,8 +115,20 @@ def test_train_writes_run_directory(tmp_path):
     tr = [r for r in recs if r["split"] == "train"]
     ev = [r for r in recs if r["split"] == "eval"]
     assert [r["step"] for r in tr] == list(range(1, 13))
-    assert set(tr[0]) >= {"step", "tokens", "time", "flops", "split", "loss", "lr", "lb_loss", "z_loss", "grad_norm",
-                          "tokens_per_s", "domain"}
+    assert set(tr[0]) >= {
+        "step",
+        "tokens",
+        "time",
+        "flops",
+        "split",
+        "loss",
+        "lr",
+        "lb_loss",
+        "z_loss",
+        "grad_norm",
+        "tokens_per_s",
+        "domain",
+    }
     assert [r["step"] for r in ev] == [6, 12] and set(ev[0]["domain"]) == {"code", "math", "prose"}
     assert tr[-1]["loss"] < tr[0]["loss"]
     ck = run / "checkpoints"
@@ -98,8 +146,16 @@ def test_train_writes_run_directory(tmp_path):
 
 def test_moe_training_logs_routing(tmp_path):
     init = _moe_init(tmp_path, MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True))
-    tiny_config(tmp_path, "m", stage="moe", method="bam-ekv", init=init, steps=4, log_every=2,
-                load_balancing={"ffn": 0.01, "attn": 0.0})
+    tiny_config(
+        tmp_path,
+        "m",
+        stage="moe",
+        method="bam-ekv",
+        init=init,
+        steps=4,
+        log_every=2,
+        load_balancing={"ffn": 0.01, "attn": 0.0},
+    )
     cfg = load_train_config(tmp_path / "m.json")
     cfg.model = None
     train(cfg, quiet=True)
@@ -107,7 +163,12 @@ def test_moe_training_logs_routing(tmp_path):
     recs, _ = read_jsonl(run / "metrics.jsonl")
     assert all(r["lb_loss"] is not None and r["z_loss"] is not None for r in recs if r["split"] == "train")
     routing, bad = read_jsonl(run / "routing.jsonl")
-    assert bad == 0 and {(r["layer"], r["router"]) for r in routing} == {(0, "ffn"), (1, "ffn"), (0, "attn"), (1, "attn")}
+    assert bad == 0 and {(r["layer"], r["router"]) for r in routing} == {
+        (0, "ffn"),
+        (1, "ffn"),
+        (0, "attn"),
+        (1, "attn"),
+    }
     assert {r["step"] for r in routing} == {1, 2, 4}
     r = routing[0]
     assert len(r["load"]) == 3 and sum(r["load"]) == pytest.approx(1, abs=1e-3)
@@ -125,7 +186,7 @@ def test_moe_training_logs_routing(tmp_path):
         assert torch.equal(c.diagonal(), picked.float())
     # saturation: appended at the end, one per (logged step, FFN layer), 1.0 at the final step
     sat = [r for r in routing if "saturation" in r]
-    assert routing[-len(sat):] == sat and all("load" not in r for r in sat)
+    assert routing[-len(sat) :] == sat and all("load" not in r for r in sat)
     assert sorted((r["step"], r["layer"]) for r in sat) == [(s, layer) for s in (1, 2, 4) for layer in (0, 1)]
     assert all(r["router"] == "ffn" and 0 <= r["saturation"] <= 1 for r in sat)
     assert all(r["saturation"] == 1.0 for r in sat if r["step"] == 4)
@@ -138,10 +199,12 @@ def test_coactivation_matches_a_hand_count():
     stats.add([RouterLogits(0, "ffn", logits, 2), RouterLogits(0, "attn", logits, 0)], ["code"] * 2)
     ffn, attn = sorted(stats.records(1), key=lambda r: r["router"], reverse=True)
     # P(b | a) = tokens with a and b / tokens with a; a = 0 is picked by 3 tokens, 1 by 3, 2 by 2
-    assert ffn["coact"] == [[1.0, round(2 / 3, 4), round(1 / 3, 4), 0.0],
-                            [round(2 / 3, 4), 1.0, round(1 / 3, 4), 0.0],
-                            [0.5, 0.5, 1.0, 0.0],
-                            [0.0, 0.0, 0.0, 0.0]]
+    assert ffn["coact"] == [
+        [1.0, round(2 / 3, 4), round(1 / 3, 4), 0.0],
+        [round(2 / 3, 4), 1.0, round(1 / 3, 4), 0.0],
+        [0.5, 0.5, 1.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0],
+    ]
     assert "coact" not in attn
     many = RoutingStats()
     many.add([RouterLogits(0, "ffn", torch.randn(8, MAX_COACT_EXPERTS + 1), 2)], ["code"])

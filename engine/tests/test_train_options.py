@@ -18,8 +18,13 @@ from moelab.train.config import TrainConfig
 from moelab.train.freeze import apply_freeze, groups_of
 from moelab.train.trainer import train
 
-TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "num_key_value_heads": 2}
+TINY_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+}
 TINY_DATA = {"seq_len": 32, "synthetic_train_chars": 20000, "synthetic_eval_chars": 4000}
 
 
@@ -34,9 +39,23 @@ def _init(tmp: Path, moe: MoEConfig, name: str = "init") -> str:
 def _config(tmp: Path, run_id: str, init: str, **kw) -> TrainConfig:
     from moelab.train import jsoncfg
 
-    d = {"run_id": run_id, "out": str(tmp / "runs"), "stage": "moe", "init": init, "steps": 6, "batch_size": 4,
-         "log_every": 3, "eval_every": 3, "ckpt_every": 3, "eval_batches": 1, "warmup_steps": 1, "data": TINY_DATA,
-         "threads": 1, "device": "cpu", **kw}
+    d = {
+        "run_id": run_id,
+        "out": str(tmp / "runs"),
+        "stage": "moe",
+        "init": init,
+        "steps": 6,
+        "batch_size": 4,
+        "log_every": 3,
+        "eval_every": 3,
+        "ckpt_every": 3,
+        "eval_batches": 1,
+        "warmup_steps": 1,
+        "data": TINY_DATA,
+        "threads": 1,
+        "device": "cpu",
+        **kw,
+    }
     return jsoncfg.from_dict(TrainConfig, d)
 
 
@@ -64,8 +83,11 @@ def test_freeze_groups_name_every_part():
     }
     for name, groups in expect.items():
         assert got[name] == groups, name
-    lora = MoELabForCausalLM(ModelConfig(**TINY_MODEL, model_type="moelab",
-                                         moe=MoEConfig(num_experts=3, moe_layers=[0], lora_rank=2)))
+    lora = MoELabForCausalLM(
+        ModelConfig(
+            **TINY_MODEL, model_type="moelab", moe=MoEConfig(num_experts=3, moe_layers=[0], lora_rank=2)
+        )
+    )
     names = {n: groups_of(n) for n, _ in lora.named_parameters()}
     assert names["model.layers.0.block_sparse_moe.experts.lora_a_w1"] == {"experts"}
     # The dense FFN under UpIT's LoRA experts is the backbone: freeze backbone = train the deltas only.
@@ -99,8 +121,11 @@ def test_frozen_tensors_stay_bit_identical(tmp_path, freeze):
     model = MoELabForCausalLM(ModelConfig(**TINY_MODEL, model_type="moelab", moe=BAM_SKV))
     n_frozen = sum(p.numel() for n, p in model.named_parameters() if n in frozen)
     assert info["config"]["freeze"] == freeze
-    assert info["freeze"] == {"groups": sorted(freeze, key=["backbone", "experts", "attention", "routers"].index),
-                              "frozen_params": n_frozen, "trainable_params": model.num_parameters() - n_frozen}
+    assert info["freeze"] == {
+        "groups": sorted(freeze, key=["backbone", "experts", "attention", "routers"].index),
+        "frozen_params": n_frozen,
+        "trainable_params": model.num_parameters() - n_frozen,
+    }
     # Frozen parameters are not in the optimizer: no state for them.
     opt = torch.load(res.checkpoint / "optimizer.pt", weights_only=True)
     assert sum(len(g["params"]) for g in opt["param_groups"]) == len(before) - len(frozen)
@@ -138,11 +163,15 @@ def test_moe_run_changes_capacity_and_jitter_and_records_alpha(tmp_path):
     torch.manual_seed(0)
     save_model(MoELabForCausalLM(ModelConfig(**TINY_MODEL, model_type="mixtral", moe=mixtral)), init)
     lb = {"ffn": 0.03, "attn": 0.0}
-    res = train(_config(tmp_path, "plain", str(init), steps=2, load_balancing=lb, router_jitter_noise=0.1), quiet=True)
+    res = train(
+        _config(tmp_path, "plain", str(init), steps=2, load_balancing=lb, router_jitter_noise=0.1), quiet=True
+    )
     cfg = json.loads((res.checkpoint / "config.json").read_text())
     assert cfg["model_type"] == "mixtral" and cfg["router_jitter_noise"] == 0.1
     assert cfg["moelab"]["load_balancing"] == lb
-    assert cfg["router_aux_loss_coef"] == pytest.approx(mixtral_aux_loss_coef(0.03, 1, 2)) == pytest.approx(0.06)
+    assert (
+        cfg["router_aux_loss_coef"] == pytest.approx(mixtral_aux_loss_coef(0.03, 1, 2)) == pytest.approx(0.06)
+    )
     out = tmp_path / "hf"
     out.mkdir()
     assert export_hf(res.checkpoint, out) == "mixtral"
@@ -152,7 +181,10 @@ def test_moe_run_changes_capacity_and_jitter_and_records_alpha(tmp_path):
     res = train(_config(tmp_path, "capped", str(init), steps=2, capacity_factor=0.5), quiet=True)
     cfg = json.loads((res.checkpoint / "config.json").read_text())
     assert cfg["model_type"] == "moelab" and cfg["moe"]["capacity_factor"] == 0.5
-    assert json.loads((tmp_path / "runs" / "capped" / "run.json").read_text())["config"]["capacity_factor"] == 0.5
+    assert (
+        json.loads((tmp_path / "runs" / "capped" / "run.json").read_text())["config"]["capacity_factor"]
+        == 0.5
+    )
 
 
 def test_capacity_on_a_dense_run_is_refused(tmp_path):
@@ -166,14 +198,35 @@ def test_experiment_stages_carry_the_options(tmp_path):
     from moelab.train.experiment import ExperimentConfig
     from moelab.train.pipeline import Pipeline
 
-    exp = jsoncfg.from_dict(ExperimentConfig, {
-        "name": "e", "out": str(tmp_path / "runs"), "device": "cpu", "threads": 1, "data": TINY_DATA,
-        "defaults": {"steps": 2, "batch_size": 4, "log_every": 1, "eval_every": 2, "ckpt_every": 2, "eval_batches": 1},
-        "stages": [
-            {"kind": "dense", "model": {**TINY_MODEL, "num_hidden_layers": 4}},
-            {"kind": "upcycle", "methods": ["sparse"], "num_experts": 4, "capacity_factor": 2.0, "router_jitter_noise": 0.05},
-            {"kind": "moe", "capacity_factor": 1.5, "freeze": ["backbone"]},
-        ]})
+    exp = jsoncfg.from_dict(
+        ExperimentConfig,
+        {
+            "name": "e",
+            "out": str(tmp_path / "runs"),
+            "device": "cpu",
+            "threads": 1,
+            "data": TINY_DATA,
+            "defaults": {
+                "steps": 2,
+                "batch_size": 4,
+                "log_every": 1,
+                "eval_every": 2,
+                "ckpt_every": 2,
+                "eval_batches": 1,
+            },
+            "stages": [
+                {"kind": "dense", "model": {**TINY_MODEL, "num_hidden_layers": 4}},
+                {
+                    "kind": "upcycle",
+                    "methods": ["sparse"],
+                    "num_experts": 4,
+                    "capacity_factor": 2.0,
+                    "router_jitter_noise": 0.05,
+                },
+                {"kind": "moe", "capacity_factor": 1.5, "freeze": ["backbone"]},
+            ],
+        },
+    )
     res = Pipeline(exp, quiet=True).run()
     assert res.status == "done", res.failures
     up = json.loads((res.checkpoints["upcycle-sparse"] / "config.json").read_text())["moe"]

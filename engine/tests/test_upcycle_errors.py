@@ -110,10 +110,23 @@ def test_unknown_dtype(capsys, tmp_path, good):
     assert str(bad / "model.safetensors") in line and "F17" in line and "model.norm.weight" in line
 
 
-@pytest.mark.parametrize("field,value", [("num_hidden_layers", 3), ("intermediate_size", 64), ("num_key_value_heads", 4)])
+@pytest.mark.parametrize(
+    "field,value", [("num_hidden_layers", 3), ("intermediate_size", 64), ("num_key_value_heads", 4)]
+)
 def test_expert_architecture_differs(capsys, tmp_path, good, field, value):
     other = save_hf(make_hf("llama", seed=1, **{field: value}), tmp_path / "other")
-    line = _run(capsys, tmp_path, "--method", "btx", "--seed", str(good), "--expert", str(good), "--expert", str(other))
+    line = _run(
+        capsys,
+        tmp_path,
+        "--method",
+        "btx",
+        "--seed",
+        str(good),
+        "--expert",
+        str(good),
+        "--expert",
+        str(other),
+    )
     assert str(other) in line and field in line
 
 
@@ -138,35 +151,67 @@ def test_expert_is_an_moe(capsys, tmp_path, good):
     assert str(moe / "config.json") in line and "already a mixture" in line
 
 
-@pytest.mark.parametrize("args,option", [
-    (["--expert", "{good}", "--num-experts", "3"], "--expert"),  # one checkpoint: no pair to merge
-    (["--expert", "{good}", "--expert", "{good}", "--num-experts", "1"], "--num-experts"),
-    (["--expert", "{good}", "--lora-rank", "999"], "--lora-rank"),
-    (["--expert", "{good}", "--dare-drop", "1"], "--dare-drop"),
-    (["--expert", "{good}", "--router-data", "nonsense-domain"], "--router-data"),
-])
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["--expert", "{good}", "--num-experts", "3"], "--expert"),  # one checkpoint: no pair to merge
+        (["--expert", "{good}", "--expert", "{good}", "--num-experts", "1"], "--num-experts"),
+        (["--expert", "{good}", "--lora-rank", "999"], "--lora-rank"),
+        (["--expert", "{good}", "--dare-drop", "1"], "--dare-drop"),
+        (["--expert", "{good}", "--router-data", "nonsense-domain"], "--router-data"),
+    ],
+)
 def test_upit_bad_options(capsys, tmp_path, good, args, option):
-    line = _run(capsys, tmp_path, "--method", "upit", "--seed", str(good), *(a.format(good=good) for a in args))
+    line = _run(
+        capsys, tmp_path, "--method", "upit", "--seed", str(good), *(a.format(good=good) for a in args)
+    )
     assert option in line
 
 
 def test_upit_checkpoints_of_another_architecture(capsys, tmp_path, good):
     other = save_hf(make_hf("llama", seed=1, hidden_size=48), tmp_path / "other")
-    line = _run(capsys, tmp_path, "--method", "upit", "--seed", str(good), "--expert", str(good),
-                "--expert", str(other), "--num-experts", "3")
+    line = _run(
+        capsys,
+        tmp_path,
+        "--method",
+        "upit",
+        "--seed",
+        str(good),
+        "--expert",
+        str(good),
+        "--expert",
+        str(other),
+        "--num-experts",
+        "3",
+    )
     assert str(other) in line and "hidden_size" in line
 
 
-@pytest.mark.parametrize("args,option", [
-    (["--top-k", "5"], "--top-k"),
-    (["--moe-layers", "7"], "--moe-layers"),
-    (["--moe-layers", "x,y"], "--moe-layers"),
-    (["--num-experts", "3"], "--num-experts"),
-    (["--max-shard-size", "lots"], "--max-shard-size"),
-    (["--router-init", "hidden"], "--router-init"),
-])
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["--top-k", "5"], "--top-k"),
+        (["--moe-layers", "7"], "--moe-layers"),
+        (["--moe-layers", "x,y"], "--moe-layers"),
+        (["--num-experts", "3"], "--num-experts"),
+        (["--max-shard-size", "lots"], "--max-shard-size"),
+        (["--router-init", "hidden"], "--router-init"),
+    ],
+)
 def test_bad_options(capsys, tmp_path, good, args, option):
-    line = _run(capsys, tmp_path, "--method", "btx", "--seed", str(good), "--expert", str(good), "--expert", str(good), *args)
+    line = _run(
+        capsys,
+        tmp_path,
+        "--method",
+        "btx",
+        "--seed",
+        str(good),
+        "--expert",
+        str(good),
+        "--expert",
+        str(good),
+        *args,
+    )
     assert option in line
 
 
@@ -185,4 +230,15 @@ def test_debug_shows_the_traceback(tmp_path):
     from moelab.errors import CheckpointError
 
     with pytest.raises(CheckpointError):
-        main(["--debug", "upcycle", "--method", "sparse", "--seed", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+        main(
+            [
+                "--debug",
+                "upcycle",
+                "--method",
+                "sparse",
+                "--seed",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )

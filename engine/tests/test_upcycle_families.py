@@ -17,8 +17,14 @@ from moelab.methods.api import UpcycleOptions, upcycle
 IDS = input_ids(t=13)
 FAMILIES = FAMILY_FIELDS
 # method, FFN top-k, attention top-k, LoRA rank
-METHODS = [("sparse", 2, 0, 0), ("btx", 1, 0, 0), ("bam-ekv", 2, 1, 0), ("bam-skv", 2, 0, 0),
-           ("upit", 2, 0, 0), ("upit", 1, 0, 4)]
+METHODS = [
+    ("sparse", 2, 0, 0),
+    ("btx", 1, 0, 0),
+    ("bam-ekv", 2, 1, 0),
+    ("bam-skv", 2, 0, 0),
+    ("upit", 2, 0, 0),
+    ("upit", 1, 0, 4),
+]
 _seeds: dict[str, tuple] = {}
 
 
@@ -32,14 +38,28 @@ def _seed(family: str, root) -> tuple:
     return _seeds[family]
 
 
-@pytest.mark.parametrize("method,top_k,attn_top_k,lora_rank", METHODS, ids=[f"{m[0]}{'-lora' if m[3] else ''}" for m in METHODS])
+@pytest.mark.parametrize(
+    "method,top_k,attn_top_k,lora_rank", METHODS, ids=[f"{m[0]}{'-lora' if m[3] else ''}" for m in METHODS]
+)
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_identical_experts_equal_the_dense_family(tmp_path_factory, family, method, top_k, attn_top_k, lora_rank):
+def test_identical_experts_equal_the_dense_family(
+    tmp_path_factory, family, method, top_k, attn_top_k, lora_rank
+):
     root, ref = _seed(family, tmp_path_factory.mktemp(family)) if family not in _seeds else _seeds[family]
     experts = [] if method == "sparse" else [root / "single", root / "sharded"]
-    out = upcycle(UpcycleOptions(method=method, seed=root / "single", experts=experts,
-                                 out=tmp_path_factory.mktemp("moe") / "moe", num_experts=3, top_k=top_k,
-                                 attn_top_k=attn_top_k, lora_rank=lora_rank, keep_seed=method != "sparse"))
+    out = upcycle(
+        UpcycleOptions(
+            method=method,
+            seed=root / "single",
+            experts=experts,
+            out=tmp_path_factory.mktemp("moe") / "moe",
+            num_experts=3,
+            top_k=top_k,
+            attn_top_k=attn_top_k,
+            lora_rank=lora_rank,
+            keep_seed=method != "sparse",
+        )
+    )
     cfg = json.loads((out / "config.json").read_text())
     # Sparse upcycling puts MoE on every other layer by default, which Mixtral cannot express
     # (Qwen3-MoE can: mlp_only_layers).

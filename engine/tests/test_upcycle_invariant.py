@@ -38,14 +38,27 @@ def _combos():
 
 
 @pytest.mark.parametrize("method,top_k,attn_top_k,layers,router_seed,lora_rank", list(_combos()))
-def test_all_experts_equal_the_seed(seed, tmp_path, method, top_k, attn_top_k, layers, router_seed, lora_rank):
+def test_all_experts_equal_the_seed(
+    seed, tmp_path, method, top_k, attn_top_k, layers, router_seed, lora_rank
+):
     root, ref = seed
     experts = {"sparse": [], "upit": [root / "single", root / "sharded"]}.get(
-        method, [root / "single", root / "sharded", root / "single"])
-    out = upcycle(UpcycleOptions(
-        method=method, seed=root / "single", experts=experts, out=tmp_path / "moe", num_experts=N,
-        top_k=top_k, attn_top_k=attn_top_k, moe_layers=layers, router_seed=router_seed, lora_rank=lora_rank,
-    ))
+        method, [root / "single", root / "sharded", root / "single"]
+    )
+    out = upcycle(
+        UpcycleOptions(
+            method=method,
+            seed=root / "single",
+            experts=experts,
+            out=tmp_path / "moe",
+            num_experts=N,
+            top_k=top_k,
+            attn_top_k=attn_top_k,
+            moe_layers=layers,
+            router_seed=router_seed,
+            lora_rank=lora_rank,
+        )
+    )
     cfg = json.loads((out / "config.json").read_text())
     mixtral = method in ("sparse", "btx", "upit") and layers == "all" and not lora_rank
     assert cfg["model_type"] == ("mixtral" if mixtral else "moelab")
@@ -65,8 +78,17 @@ def test_qwen2_bias_seed_keep_seed(tmp_path, method):
     with attention biases is not Mixtral-expressible, so the output is model_type moelab."""
     model = make_hf("qwen2", seed=2, tie_word_embeddings=True)
     save_hf(model, tmp_path / "seed")
-    out = upcycle(UpcycleOptions(method=method, seed=tmp_path / "seed", experts=[tmp_path / "seed"] * 2,
-                                 out=tmp_path / "moe", keep_seed=True, top_k=2, attn_top_k=1))
+    out = upcycle(
+        UpcycleOptions(
+            method=method,
+            seed=tmp_path / "seed",
+            experts=[tmp_path / "seed"] * 2,
+            out=tmp_path / "moe",
+            keep_seed=True,
+            top_k=2,
+            attn_top_k=1,
+        )
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "moelab" and cfg["moe"]["num_experts"] == 3
     torch.testing.assert_close(our_logits(out, IDS), hf_logits(model, IDS), atol=1e-4, rtol=0)
@@ -79,16 +101,33 @@ def test_parallel_block_seed_stays_parallel(tmp_path, method):
     from moelab.models.model import MoELabForCausalLM
 
     torch.manual_seed(0)
-    dense = MoELabForCausalLM(ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                                          num_attention_heads=4, num_key_value_heads=2, parallel_block=True,
-                                          model_type="moelab"))
+    dense = MoELabForCausalLM(
+        ModelConfig(
+            vocab_size=97,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            parallel_block=True,
+            model_type="moelab",
+        )
+    )
     (tmp_path / "seed").mkdir()
     save_model(dense, tmp_path / "seed")
     with torch.no_grad():
         ref = dense(IDS).logits
     experts = [] if method == "sparse" else [tmp_path / "seed"] * 2
-    out = upcycle(UpcycleOptions(method=method, seed=tmp_path / "seed", experts=experts, out=tmp_path / "moe",
-                                 moe_layers="every-other", top_k=1))
+    out = upcycle(
+        UpcycleOptions(
+            method=method,
+            seed=tmp_path / "seed",
+            experts=experts,
+            out=tmp_path / "moe",
+            moe_layers="every-other",
+            top_k=1,
+        )
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "moelab" and cfg["parallel_block"] is True
     assert cfg["moe"]["moe_layers"] == [1]

@@ -70,8 +70,10 @@ def test_tensors_come_from_the_right_inputs(tmp_path, models, method):
         else:
             for e in range(n):
                 for w, dense in FFN.items():
-                    assert torch.equal(got[f"{pre}.block_sparse_moe.experts.{e}.{w}.weight"],
-                                       by_expert[e][f"{pre}.mlp.{dense}.weight"])
+                    assert torch.equal(
+                        got[f"{pre}.block_sparse_moe.experts.{e}.{w}.weight"],
+                        by_expert[e][f"{pre}.mlp.{dense}.weight"],
+                    )
             gate = got[f"{pre}.block_sparse_moe.gate.weight"]
             assert gate.shape == (n, 32) and 0.5 * ROUTER_STD < gate.std() < 2 * ROUTER_STD
         for ln in ("input_layernorm", "post_attention_layernorm"):
@@ -111,8 +113,13 @@ def test_keep_seed_is_the_last_expert(tmp_path, models):
     paths, states = models
     _, got = _out(tmp_path, paths, "btx", keep_seed=True)
     all4 = states[1:] + [states[0]]
-    assert torch.equal(got["model.layers.1.block_sparse_moe.experts.3.w2.weight"], states[0]["model.layers.1.mlp.down_proj.weight"])
-    torch.testing.assert_close(got["model.embed_tokens.weight"], _mean(all4, "model.embed_tokens.weight"), atol=1e-6, rtol=0)
+    assert torch.equal(
+        got["model.layers.1.block_sparse_moe.experts.3.w2.weight"],
+        states[0]["model.layers.1.mlp.down_proj.weight"],
+    )
+    torch.testing.assert_close(
+        got["model.embed_tokens.weight"], _mean(all4, "model.embed_tokens.weight"), atol=1e-6, rtol=0
+    )
 
 
 def test_router_seed_is_deterministic(tmp_path, models):
@@ -128,7 +135,12 @@ def test_every_other_layer_keeps_a_dense_ffn(tmp_path, models):
     paths, states = models
     _, got = _out(tmp_path, paths, "bam-ekv", moe_layers="every-other")
     assert "model.layers.0.mlp.up_proj.weight" in got and "model.layers.0.self_attn.q_proj.weight" in got
-    torch.testing.assert_close(got["model.layers.0.mlp.up_proj.weight"], _mean(states[1:], "model.layers.0.mlp.up_proj.weight"), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        got["model.layers.0.mlp.up_proj.weight"],
+        _mean(states[1:], "model.layers.0.mlp.up_proj.weight"),
+        atol=1e-6,
+        rtol=0,
+    )
     assert "model.layers.1.block_sparse_moe.experts.2.w1.weight" in got
     assert "model.layers.1.self_attn.experts.2.q_proj.weight" in got
 
@@ -136,9 +148,13 @@ def test_every_other_layer_keeps_a_dense_ffn(tmp_path, models):
 def test_bf16_inputs_stay_bf16(tmp_path):
     model = make_hf("llama", seed=4).to(torch.bfloat16)
     save_hf(model, tmp_path / "s")
-    out = upcycle(UpcycleOptions(method="btx", seed=tmp_path / "s", experts=[tmp_path / "s"] * 2, out=tmp_path / "o"))
+    out = upcycle(
+        UpcycleOptions(method="btx", seed=tmp_path / "s", experts=[tmp_path / "s"] * 2, out=tmp_path / "o")
+    )
     got = load_file(out / "model.safetensors")
     assert {t.dtype for t in got.values()} == {torch.bfloat16}
     src = load_file(tmp_path / "s" / "model.safetensors")
-    assert torch.equal(got["model.embed_tokens.weight"], src["model.embed_tokens.weight"])  # mean of equals is exact
+    assert torch.equal(
+        got["model.embed_tokens.weight"], src["model.embed_tokens.weight"]
+    )  # mean of equals is exact
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"

@@ -65,7 +65,10 @@ def test_paper_margins_match_the_papers_numbers():
     v = verdict(claim, {"bam-ekv": [2.0], "btx": [2.1]})
     assert v["comparisons"][0]["paper_margin_pct"] == pytest.approx(100 * (10.72 - 9.70) / 10.72, abs=1e-3)
     attn = next(c for c in study_claims([]) if c.text.startswith("attention routing"))
-    assert [p for p in attn.pairs] == [("bam-ekv", "bam-ekv-attn-top2"), ("bam-ekv-attn-top2", "bam-ekv-attn-top1")]
+    assert [p for p in attn.pairs] == [
+        ("bam-ekv", "bam-ekv-attn-top2"),
+        ("bam-ekv-attn-top2", "bam-ekv-attn-top1"),
+    ]
     assert attn.paper["bam-ekv"] == 10.47 != BAM_MAIN["bam-ekv"]  # the ablation's own table
 
 
@@ -75,15 +78,22 @@ def test_mean_std():
 
 
 def _ev(ppl: dict[str, float]) -> dict:
-    models = {x: {"domains": {"code": {"ppl": p - 0.1}, "math": {"ppl": p + 0.1}}, "average": {"ppl": p}}
-              for x, p in ppl.items()}
-    return {"domains": ["code", "math"], "models": models,
-            "budgets": {x: {"steps": 1, "tokens": 10, "tokens_after_seed": 10} for x in ppl}}
+    models = {
+        x: {"domains": {"code": {"ppl": p - 0.1}, "math": {"ppl": p + 0.1}}, "average": {"ppl": p}}
+        for x, p in ppl.items()
+    }
+    return {
+        "domains": ["code", "math"],
+        "models": models,
+        "budgets": {x: {"steps": 1, "tokens": 10, "tokens_after_seed": 10} for x in ppl},
+    }
 
 
 def test_summarize_setting_and_table():
-    evals = [_ev({"seed": 3.0, "branch-code": 9.0, "btx": 2.5, "bam-ekv": 2.4}),
-             _ev({"seed": 3.2, "branch-code": 8.0, "btx": 2.6, "bam-ekv": 2.65})]
+    evals = [
+        _ev({"seed": 3.0, "branch-code": 9.0, "btx": 2.5, "bam-ekv": 2.4}),
+        _ev({"seed": 3.2, "branch-code": 8.0, "btx": 2.6, "bam-ekv": 2.65}),
+    ]
     s = summarize_setting("study", "parallel", [0, 1], ["seed-0", "seed-1"], evals, ["btx", "bam-ekv"])
     avg = s["models"]["bam-ekv"]["ppl"]["average"]
     assert avg["values"] == [2.4, 2.65] and avg["mean"] == pytest.approx(2.525)

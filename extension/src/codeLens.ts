@@ -49,7 +49,9 @@ export class ExperimentCodeLensProvider implements vscode.CodeLensProvider, vsco
     }
     return [
       new vscode.CodeLens(top, {
-        title: vscode.workspace.isTrusted ? '$(play) Run experiment' : '$(lock) Run experiment (needs a trusted workspace)',
+        title: vscode.workspace.isTrusted
+          ? '$(play) Run experiment'
+          : '$(lock) Run experiment (needs a trusted workspace)',
         command: 'moelab.runExperiment',
         arguments: [document.uri],
         tooltip: 'moelab run ' + rel,

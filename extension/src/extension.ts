@@ -37,15 +37,25 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
 
   const locator = new EngineLocator();
   // The gate installs via the runner, and the runner asks the gate first: bind lazily.
-  const gate: EngineGate = new EngineGate(locator, context.extensionPath, (name, command, args, folder) => runner.runProcess(name, command, args, folder));
+  const gate: EngineGate = new EngineGate(locator, context.extensionPath, (name, command, args, folder) =>
+    runner.runProcess(name, command, args, folder),
+  );
   const runner = new JobRunner(locator, gate);
-  subs.push(locator, runner, runner.onDidEndJob(() => void store.refresh()));
+  subs.push(
+    locator,
+    runner,
+    runner.onDidEndJob(() => void store.refresh()),
+  );
 
   const slurm = new SlurmJobs(runner, store);
   subs.push(slurm);
 
   const runsTree = new RunsTreeProvider(store, slurm);
-  const runsView = vscode.window.createTreeView('moelab.runs', { treeDataProvider: runsTree, canSelectMany: true, showCollapseAll: true });
+  const runsView = vscode.window.createTreeView('moelab.runs', {
+    treeDataProvider: runsTree,
+    canSelectMany: true,
+    showCollapseAll: true,
+  });
   const checkpointsTree = new CheckpointsTreeProvider(store);
   const checkpointsView = vscode.window.createTreeView('moelab.checkpoints', {
     treeDataProvider: checkpointsTree,
@@ -84,7 +94,13 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
   subs.push(
     ...registerJobCommands({ context, runner, gate, store, slurm }),
     ...registerSlurmCommands(slurm),
-    ...registerViewCommands({ store, panels, checkpoints: checkpointsTree, runsView: runsView as vscode.TreeView<unknown>, slurm }),
+    ...registerViewCommands({
+      store,
+      panels,
+      checkpoints: checkpointsTree,
+      runsView: runsView as vscode.TreeView<unknown>,
+      slurm,
+    }),
     ...registerCheckpointCommands({ runner, panels, tree: checkpointsTree, diffDocs, store }),
     ...registerResults(context, store),
   );

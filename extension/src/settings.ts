@@ -9,7 +9,9 @@ export function runsDirectories(only?: vscode.WorkspaceFolder): string[] {
   const folders = only ? [only] : (vscode.workspace.workspaceFolders ?? []);
   const out = new Set<string>();
   for (const folder of folders) {
-    const entries = vscode.workspace.getConfiguration('moelab', folder).get<string[]>('runsDirectories', ['runs']);
+    const entries = vscode.workspace
+      .getConfiguration('moelab', folder)
+      .get<string[]>('runsDirectories', ['runs']);
     for (const raw of entries) {
       if (typeof raw !== 'string' || !raw.trim()) continue;
       let p = raw.trim().replace(/^\$\{workspaceFolder\}/, folder.uri.fsPath);

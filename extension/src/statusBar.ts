@@ -4,7 +4,11 @@ import { totalSteps } from './runs/records';
 import type { RunStore } from './runs/runStore';
 
 export class RunStatusBar implements vscode.Disposable {
-  private readonly item = vscode.window.createStatusBarItem('moelab.activeRun', vscode.StatusBarAlignment.Left, 50);
+  private readonly item = vscode.window.createStatusBarItem(
+    'moelab.activeRun',
+    vscode.StatusBarAlignment.Left,
+    50,
+  );
   private readonly disposables: vscode.Disposable[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
 

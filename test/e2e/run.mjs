@@ -19,7 +19,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openFolder, openPalette, paletteTitles, runCommand, sleep, startWorkbench, until, webviewFrame } from './workbench.mjs';
+import {
+  openFolder,
+  openPalette,
+  paletteTitles,
+  runCommand,
+  sleep,
+  startWorkbench,
+  until,
+  webviewFrame,
+} from './workbench.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
@@ -52,10 +61,20 @@ function newestMtime(p) {
   const st = fs.statSync(p);
   if (!st.isDirectory()) return st.mtimeMs;
   let m = st.mtimeMs;
-  for (const e of fs.readdirSync(p)) if (e !== '__pycache__' && e !== 'node_modules') m = Math.max(m, newestMtime(path.join(p, e)));
+  for (const e of fs.readdirSync(p))
+    if (e !== '__pycache__' && e !== 'node_modules') m = Math.max(m, newestMtime(path.join(p, e)));
   return m;
 }
-const sources = ['package.json', 'esbuild.mjs', '.vscodeignore', 'scripts/package.mjs', 'extension/src', 'webview/src', 'media', 'engine/moelab'].map((p) => path.join(root, p));
+const sources = [
+  'package.json',
+  'esbuild.mjs',
+  '.vscodeignore',
+  'scripts/package.mjs',
+  'extension/src',
+  'webview/src',
+  'media',
+  'engine/moelab',
+].map((p) => path.join(root, p));
 if (!fs.existsSync(vsix) || fs.statSync(vsix).mtimeMs < Math.max(...sources.map(newestMtime))) {
   sh('npm', ['run', '-s', 'package', '--', '--target', 'linux-x64'], 'package .vsix');
 } else {
@@ -92,9 +111,18 @@ function scenario(name) {
         log(`✓ ${name}: ${title} (${ms} ms)`);
       } catch (e) {
         failed = true;
-        results.push({ scenario: name, step: title, status: 'failed', ms: Date.now() - t, error: String(e?.stack ?? e) });
+        results.push({
+          scenario: name,
+          step: title,
+          status: 'failed',
+          ms: Date.now() - t,
+          error: String(e?.stack ?? e),
+        });
         log(`✗ ${name}: ${title}\n${e?.stack ?? e}`);
-        if (page) await page.screenshot({ path: path.join(dir, `failure-${title.replace(/\W+/g, '-')}.png`) }).catch(() => {});
+        if (page)
+          await page
+            .screenshot({ path: path.join(dir, `failure-${title.replace(/\W+/g, '-')}.png`) })
+            .catch(() => {});
       }
     },
     async screenshot(page, label) {
@@ -153,7 +181,11 @@ async function collapsePane(page, paneTitle) {
 /** Clicks the tree row whose label is exactly `label` (and whose description matches, if given) and waits for it to expand. */
 async function expandRow(page, paneTitle, label, description) {
   const pane = page.locator('.pane', { has: page.locator('.pane-header', { hasText: paneTitle }) });
-  let row = pane.locator('.monaco-list-row', { has: page.locator('.label-name', { hasText: new RegExp(`^${label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }) });
+  let row = pane.locator('.monaco-list-row', {
+    has: page.locator('.label-name', {
+      hasText: new RegExp(`^${label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`),
+    }),
+  });
   if (description) row = row.filter({ has: page.locator('.label-description', { hasText: description }) });
   row = row.first();
   await row.waitFor();
@@ -202,7 +234,11 @@ async function hidePanel(page) {
 async function clearNotifications(page) {
   if (!(await page.locator('.notification-toast').count())) return;
   await runCommand(page, 'Notifications: Clear All Notifications');
-  await until('the toasts to go', async () => (await page.locator('.notification-toast').count()) === 0, 10_000).catch(() => {});
+  await until(
+    'the toasts to go',
+    async () => (await page.locator('.notification-toast').count()) === 0,
+    10_000,
+  ).catch(() => {});
 }
 
 /** Text of MoE Lab error toasts on screen ('' when none). */
@@ -215,20 +251,38 @@ async function errorToasts(page) {
 async function checkCsp(frame, panel) {
   const csp = await frame.locator('meta[http-equiv="Content-Security-Policy"]').getAttribute('content');
   if (!csp) throw new Error(`${panel}: no Content-Security-Policy`);
-  const d = new Map(csp.split(';').map((x) => x.trim().split(/\s+/)).map(([k, ...v]) => [k, v]));
+  const d = new Map(
+    csp
+      .split(';')
+      .map((x) => x.trim().split(/\s+/))
+      .map(([k, ...v]) => [k, v]),
+  );
   const problems = [];
   if (/unsafe-inline|unsafe-eval|unsafe-hashes/.test(csp)) problems.push('unsafe-*');
   if ((d.get('default-src') ?? []).join(' ') !== "'none'") problems.push('default-src');
   const script = d.get('script-src') ?? [];
-  if (script.length !== 1 || !/^'nonce-[A-Za-z0-9+/=]{16,}'$/.test(script[0])) problems.push(`script-src ${script.join(' ')}`);
+  if (script.length !== 1 || !/^'nonce-[A-Za-z0-9+/=]{16,}'$/.test(script[0]))
+    problems.push(`script-src ${script.join(' ')}`);
   // Other sources: only webview.cspSource, i.e. the workbench's resource origin ('self' and
   // *.vscode-cdn.net here), which serves nothing but localResourceRoots (the extension's dist/webview).
-  for (const [k, v] of d) if (k !== 'script-src' && k !== 'default-src' && v.some((src) => !["'self'", 'data:'].includes(src) && !/^https:\/\/[*\w.+-]*vscode-(cdn|resource)/.test(src))) problems.push(`${k} ${v.join(' ')}`);
+  for (const [k, v] of d)
+    if (
+      k !== 'script-src' &&
+      k !== 'default-src' &&
+      v.some(
+        (src) => !["'self'", 'data:'].includes(src) && !/^https:\/\/[*\w.+-]*vscode-(cdn|resource)/.test(src),
+      )
+    )
+      problems.push(`${k} ${v.join(' ')}`);
   // Our scripts all carry the nonce; the only inline one is the workbench's acquireVsCodeApi shim.
-  const inline = await frame.locator('script:not([src]):not(#_vscodeApiScript)').evaluateAll((els) => els.map((e) => e.outerHTML.slice(0, 120)));
+  const inline = await frame
+    .locator('script:not([src]):not(#_vscodeApiScript)')
+    .evaluateAll((els) => els.map((e) => e.outerHTML.slice(0, 120)));
   const handlers = await frame.locator('[onload], [onclick], [onerror], [onmouseover]').count();
   if (handlers) problems.push(`${handlers} inline handler(s)`);
-  const ours = await frame.locator('script[src]').evaluateAll((els) => els.map((e) => e.nonce || e.getAttribute('nonce') || ''));
+  const ours = await frame
+    .locator('script[src]')
+    .evaluateAll((els) => els.map((e) => e.nonce || e.getAttribute('nonce') || ''));
   if (!ours.length || ours.some((n) => !n)) problems.push(`scripts without nonce: ${JSON.stringify(ours)}`);
   if (inline.length) problems.push(`inline script(s): ${inline.join(' | ')}`);
   if (problems.length) throw new Error(`${panel} CSP: ${problems.join('; ')} — ${csp}`);
@@ -249,8 +303,19 @@ const walkWorkspace = path.join(scratch, 'walk', 'demo workspace');
 async function walk() {
   const s = scenario('walk');
   fs.mkdirSync(walkWorkspace, { recursive: true });
-  writeWorkspace(walkWorkspace, { 'moelab.pythonPath': venvPython, 'moelab.device': 'cpu' }, { 'sample.py': SAMPLE });
-  const wb = await startWorkbench({ prefix, vsix, dir: path.join(scratch, 'walk'), outDir: s.dir, trust: false, log });
+  writeWorkspace(
+    walkWorkspace,
+    { 'moelab.pythonPath': venvPython, 'moelab.device': 'cpu' },
+    { 'sample.py': SAMPLE },
+  );
+  const wb = await startWorkbench({
+    prefix,
+    vsix,
+    dir: path.join(scratch, 'walk'),
+    outDir: s.dir,
+    trust: false,
+    log,
+  });
   const { page } = wb;
   const runsDir = path.join(walkWorkspace, 'runs');
   try {
@@ -264,11 +329,20 @@ async function walk() {
       // The task's terminal opens with the engine's progress lines.
       await until(
         'progress in the task terminal',
-        async () => /\[demo-[\w-]+\] step \d+\/\d+/.test((await page.locator('.terminal-wrapper .xterm-rows').allTextContents()).join('\n')),
+        async () =>
+          /\[demo-[\w-]+\] step \d+\/\d+/.test(
+            (await page.locator('.terminal-wrapper .xterm-rows').allTextContents()).join('\n'),
+          ),
         120_000,
         100,
       );
-      await page.locator('.terminal-tab, .single-terminal-tab, .tabs-list .monaco-list-row', { hasText: /MoE Lab demo/ }).first().waitFor({ timeout: 10_000 }).catch(() => {});
+      await page
+        .locator('.terminal-tab, .single-terminal-tab, .tabs-list .monaco-list-row', {
+          hasText: /MoE Lab demo/,
+        })
+        .first()
+        .waitFor({ timeout: 10_000 })
+        .catch(() => {});
       await s.screenshot(page, 'task-terminal-progress');
     });
 
@@ -294,7 +368,10 @@ async function walk() {
       await until(
         'the demo task to finish',
         // The demo's last line, or the task's end marker (whichever is on screen).
-        async () => /Runs: .*Table: |Terminal will be reused by tasks/.test((await page.locator('.terminal-wrapper .xterm-rows').allTextContents()).join('\n')),
+        async () =>
+          /Runs: .*Table: |Terminal will be reused by tasks/.test(
+            (await page.locator('.terminal-wrapper .xterm-rows').allTextContents()).join('\n'),
+          ),
         300_000,
         250,
       );
@@ -331,19 +408,35 @@ async function walk() {
       const ids = runDirs(runsDir);
       const withLoss = ids.filter((id) => {
         const f = path.join(runsDir, id, 'metrics.jsonl');
-        return fs.existsSync(f) && fs.readFileSync(f, 'utf8').split('\n').some((l) => /"split":\s*"train"/.test(l) && /"loss":\s*[\d.]/.test(l));
+        return (
+          fs.existsSync(f) &&
+          fs
+            .readFileSync(f, 'utf8')
+            .split('\n')
+            .some((l) => /"split":\s*"train"/.test(l) && /"loss":\s*[\d.]/.test(l))
+        );
       });
       if (withLoss.length < 8) throw new Error(`only ${withLoss.length} runs logged a train loss`);
-      await until(`${ids.length} runs in the legend`, async () => (await frame.locator('.legend-item').count()) === ids.length, 30_000);
+      await until(
+        `${ids.length} runs in the legend`,
+        async () => (await frame.locator('.legend-item').count()) === ids.length,
+        30_000,
+      );
       const legend = (await frame.locator('.legend-item').allTextContents()).join(' ');
       for (const id of ids) if (!legend.includes(id)) throw new Error(`legend lacks ${id}: ${legend}`);
       const loss = frame.locator('figure[data-metric="train/loss"]');
       await until(
         `one train/loss curve for each of ${withLoss.join(', ')}`,
-        async () => JSON.stringify(JSON.parse((await loss.getAttribute('data-series')) ?? '[]').sort()) === JSON.stringify([...withLoss].sort()),
+        async () =>
+          JSON.stringify(JSON.parse((await loss.getAttribute('data-series')) ?? '[]').sort()) ===
+          JSON.stringify([...withLoss].sort()),
         30_000,
       );
-      await until('ink on the loss chart', async () => (await canvasInk(frame, 'figure[data-metric="train/loss"] canvas')) > 500, 30_000);
+      await until(
+        'ink on the loss chart',
+        async () => (await canvasInk(frame, 'figure[data-metric="train/loss"] canvas')) > 500,
+        30_000,
+      );
       await hidePanel(page);
       await clearNotifications(page);
       await loss.evaluate((e) => e.scrollIntoView({ block: 'center' }));
@@ -355,30 +448,63 @@ async function walk() {
       const frame = await webviewFrame(page, 'canvas.heat');
       await checkCsp(frame, 'router panel');
       // One cell per expert and router: a few pixels, scaled up by CSS; several colours = loads differ.
-      await until('a coloured heatmap', async () => (await canvasInk(frame, 'canvas.heat', true)) >= 4, 30_000);
-      const labels = await frame.locator('canvas.heat').evaluateAll((cs) => cs.map((c) => c.getAttribute('aria-label')));
-      if (!labels.some((l) => /Utilization/.test(l ?? ''))) throw new Error(`no expert-load heatmap: ${labels.join(' | ')}`);
+      await until(
+        'a coloured heatmap',
+        async () => (await canvasInk(frame, 'canvas.heat', true)) >= 4,
+        30_000,
+      );
+      const labels = await frame
+        .locator('canvas.heat')
+        .evaluateAll((cs) => cs.map((c) => c.getAttribute('aria-label')));
+      if (!labels.some((l) => /Utilization/.test(l ?? '')))
+        throw new Error(`no expert-load heatmap: ${labels.join(' | ')}`);
       await s.screenshot(page, 'router-panel');
     });
 
-    await s.step('Results panel shows the demo table and the papers\' claims with verdicts', page, async () => {
-      // The quick demo writes runs/study.json (one seed) and the eval run's eval.json: the palette
-      // command offers both, study.json first.
-      const study = JSON.parse(fs.readFileSync(path.join(runsDir, 'study.json'), 'utf8'));
-      await runCommand(page, 'MoE Lab: Open Results');
-      // The palette's own list goes first: wait for the command's pick (its title), then take study.json.
-      await until('the results quick pick', async () => /open which results/i.test((await page.locator('.quick-input-widget .quick-input-title').textContent()) ?? ''), 30_000);
-      await until('study.json offered first', async () => /study\.json/.test((await page.locator('.quick-input-widget .monaco-list-row').first().textContent()) ?? ''), 30_000);
-      await page.keyboard.press('Enter');
-      const frame = await webviewFrame(page, 'table.results-table');
-      await checkCsp(frame, 'results panel');
-      const labels = await frame.locator('table.results-table tbody tr[data-label]').evaluateAll((els) => els.map((e) => e.getAttribute('data-label')));
-      for (const label of Object.keys(study.settings[0].models)) if (!labels.includes(label)) throw new Error(`results table lacks ${label}: ${labels.join(', ')}`);
-      const verdicts = await frame.locator('[data-verdict]').evaluateAll((els) => els.map((e) => e.getAttribute('data-verdict')));
-      const want = study.settings[0].claims.map((c) => c.verdict);
-      if (JSON.stringify(verdicts) !== JSON.stringify(want)) throw new Error(`verdicts on screen ${JSON.stringify(verdicts)}, study.json ${JSON.stringify(want)}`);
-      await s.screenshot(page, 'results');
-    });
+    await s.step(
+      "Results panel shows the demo table and the papers' claims with verdicts",
+      page,
+      async () => {
+        // The quick demo writes runs/study.json (one seed) and the eval run's eval.json: the palette
+        // command offers both, study.json first.
+        const study = JSON.parse(fs.readFileSync(path.join(runsDir, 'study.json'), 'utf8'));
+        await runCommand(page, 'MoE Lab: Open Results');
+        // The palette's own list goes first: wait for the command's pick (its title), then take study.json.
+        await until(
+          'the results quick pick',
+          async () =>
+            /open which results/i.test(
+              (await page.locator('.quick-input-widget .quick-input-title').textContent()) ?? '',
+            ),
+          30_000,
+        );
+        await until(
+          'study.json offered first',
+          async () =>
+            /study\.json/.test(
+              (await page.locator('.quick-input-widget .monaco-list-row').first().textContent()) ?? '',
+            ),
+          30_000,
+        );
+        await page.keyboard.press('Enter');
+        const frame = await webviewFrame(page, 'table.results-table');
+        await checkCsp(frame, 'results panel');
+        const labels = await frame
+          .locator('table.results-table tbody tr[data-label]')
+          .evaluateAll((els) => els.map((e) => e.getAttribute('data-label')));
+        for (const label of Object.keys(study.settings[0].models))
+          if (!labels.includes(label)) throw new Error(`results table lacks ${label}: ${labels.join(', ')}`);
+        const verdicts = await frame
+          .locator('[data-verdict]')
+          .evaluateAll((els) => els.map((e) => e.getAttribute('data-verdict')));
+        const want = study.settings[0].claims.map((c) => c.verdict);
+        if (JSON.stringify(verdicts) !== JSON.stringify(want))
+          throw new Error(
+            `verdicts on screen ${JSON.stringify(verdicts)}, study.json ${JSON.stringify(want)}`,
+          );
+        await s.screenshot(page, 'results');
+      },
+    );
 
     await s.step('Checkpoints view expands a BAM checkpoint to its attention experts', page, async () => {
       await page.keyboard.press('Escape');
@@ -386,13 +512,16 @@ async function walk() {
       await collapsePane(page, 'Runs');
       await expandPane(page, 'Checkpoints');
       await expandRow(page, 'Checkpoints', 'demo-moe-bam-ekv');
-      const ckpt = fs.readFileSync(path.join(runsDir, 'demo-moe-bam-ekv', 'checkpoints', 'latest'), 'utf8').trim();
+      const ckpt = fs
+        .readFileSync(path.join(runsDir, 'demo-moe-bam-ekv', 'checkpoints', 'latest'), 'utf8')
+        .trim();
       await expandRow(page, 'Checkpoints', ckpt);
       await expandRow(page, 'Checkpoints', 'Layers');
       await expandRow(page, 'Checkpoints', 'layer 0');
       const group = await expandRow(page, 'Checkpoints', 'Attention experts');
       const groupDesc = (await group.locator('.label-description').textContent())?.trim() ?? '';
-      if (!/^\d+ experts · [\d.]+[KMB]? params$/.test(groupDesc)) throw new Error(`Attention experts row says "${groupDesc}"`);
+      if (!/^\d+ experts · [\d.]+[KMB]? params$/.test(groupDesc))
+        throw new Error(`Attention experts row says "${groupDesc}"`);
       await expandRow(page, 'Checkpoints', 'expert 0');
       // The expert's tensors arrive a moment after the row says it is expanded.
       const rows = await until(
@@ -401,12 +530,15 @@ async function walk() {
           const r = await treeRows(page, 'Checkpoints');
           const i = r.findIndex((x) => x.label === 'expert 0');
           const below = r.slice(i + 1, i + 5).map((x) => x.label);
-          return ['q_proj', 'k_proj', 'v_proj', 'o_proj'].every((t) => below.some((l) => l.startsWith(t))) ? r : undefined;
+          return ['q_proj', 'k_proj', 'v_proj', 'o_proj'].every((t) => below.some((l) => l.startsWith(t)))
+            ? r
+            : undefined;
         },
         30_000,
       );
       const expert = rows.find((r) => r.label === 'expert 0');
-      if (!expert || !/[\d.]+[KMB]? params/.test(expert.description)) throw new Error(`expert 0 row: ${JSON.stringify(expert)}`);
+      if (!expert || !/[\d.]+[KMB]? params/.test(expert.description))
+        throw new Error(`expert 0 row: ${JSON.stringify(expert)}`);
       await s.screenshot(page, 'checkpoints-bam-attention-experts');
     });
 
@@ -427,13 +559,16 @@ async function walk() {
       await input.waitFor();
       await page.locator('.quick-input-list .monaco-list-row').first().waitFor();
       await input.fill('demo-moe-bam-ekv');
-      const item = page.locator('.quick-input-list .monaco-list-row', { hasText: 'runs/demo-moe-bam-ekv/checkpoints/' }).first();
+      const item = page
+        .locator('.quick-input-list .monaco-list-row', { hasText: 'runs/demo-moe-bam-ekv/checkpoints/' })
+        .first();
       await item.waitFor();
       await item.click();
       const dialog = page.locator('.monaco-dialog-box');
       await dialog.waitFor();
       const offer = (await dialog.textContent()) ?? '';
-      if (!/has no ONNX export/.test(offer) || !offer.includes('demo-moe-bam-ekv')) throw new Error(`unexpected dialog: ${offer}`);
+      if (!/has no ONNX export/.test(offer) || !offer.includes('demo-moe-bam-ekv'))
+        throw new Error(`unexpected dialog: ${offer}`);
       await s.screenshot(page, 'inspect-export-offer');
       await dialog.locator('.monaco-button', { hasText: /^Export$/ }).click();
       // The export runs as a task; then the selection gets one decoration per token run.
@@ -457,7 +592,11 @@ async function walk() {
       // Drop the selection (the colours stay) and let the progress toast go.
       await page.keyboard.press('Escape');
       await page.keyboard.press('Control+Home');
-      await until('the progress toast to go', async () => !(await page.locator('.notification-toast', { hasText: 'routing' }).isVisible()), 15_000).catch(() => {});
+      await until(
+        'the progress toast to go',
+        async () => !(await page.locator('.notification-toast', { hasText: 'routing' }).isVisible()),
+        15_000,
+      ).catch(() => {});
       const decorated = await editor.locator('[class*="ced-"]').count();
       if (decorated < 10) throw new Error(`only ${decorated} decorated token runs`);
       await s.screenshot(page, 'inspect-decorations');
@@ -481,7 +620,8 @@ async function walk() {
       await s.screenshot(page, 'inspect-hover');
     });
   } finally {
-    if (wb.consoleErrors.length) fs.writeFileSync(path.join(s.dir, 'console-errors.txt'), wb.consoleErrors.join('\n') + '\n');
+    if (wb.consoleErrors.length)
+      fs.writeFileSync(path.join(s.dir, 'console-errors.txt'), wb.consoleErrors.join('\n') + '\n');
     await wb.close();
   }
 }
@@ -492,10 +632,19 @@ async function missingEngine() {
   const ws = path.join(scratch, 'engine', 'no engine');
   fs.mkdirSync(ws, { recursive: true });
   // A Python without moelab: a venv-less interpreter that cannot import it.
-  const bare = ['/usr/bin/python3', '/usr/local/bin/python3'].find((p) => fs.existsSync(p) && spawnSync(p, ['-c', 'import moelab']).status !== 0);
+  const bare = ['/usr/bin/python3', '/usr/local/bin/python3'].find(
+    (p) => fs.existsSync(p) && spawnSync(p, ['-c', 'import moelab']).status !== 0,
+  );
   if (!bare) throw new Error('no python3 without moelab found for the missing-engine test');
   writeWorkspace(ws, { 'moelab.pythonPath': bare }, { 'README.txt': 'no engine here\n' });
-  const wb = await startWorkbench({ prefix, vsix, dir: path.join(scratch, 'engine'), outDir: s.dir, trust: false, log });
+  const wb = await startWorkbench({
+    prefix,
+    vsix,
+    dir: path.join(scratch, 'engine'),
+    outDir: s.dir,
+    trust: false,
+    log,
+  });
   const { page } = wb;
   try {
     await s.step('workbench opens the workspace', page, async () => {
@@ -503,23 +652,31 @@ async function missingEngine() {
     });
     await s.step('Run Demo offers to install the engine', page, async () => {
       await runCommand(page, 'MoE Lab: Run Demo');
-      const toast = page.locator('.notification-toast', { hasText: 'The MoE Lab engine is not installed in' });
+      const toast = page.locator('.notification-toast', {
+        hasText: 'The MoE Lab engine is not installed in',
+      });
       await toast.waitFor({ timeout: 60_000 });
       const text = (await toast.textContent()) ?? '';
       if (!text.includes(bare)) throw new Error(`the offer does not name ${bare}: ${text}`);
       await toast.locator('.monaco-button', { hasText: /^Install$/ }).waitFor();
       // Let the toast finish sliding in before the screenshot.
-      await until('the toast to settle', async () => (await toast.evaluate((e) => getComputedStyle(e).opacity)) === '1', 5000).catch(() => {});
+      await until(
+        'the toast to settle',
+        async () => (await toast.evaluate((e) => getComputedStyle(e).opacity)) === '1',
+        5000,
+      ).catch(() => {});
       await sleep(300);
       await s.screenshot(page, 'install-offer');
       await toast.locator('.monaco-button', { hasText: /^Cancel$/ }).click();
       await sleep(1500);
-      if (fs.existsSync(path.join(ws, 'runs'))) throw new Error('a runs folder appeared although the engine is missing');
+      if (fs.existsSync(path.join(ws, 'runs')))
+        throw new Error('a runs folder appeared although the engine is missing');
       const terminals = await page.locator('.terminal-wrapper').count();
       if (terminals) throw new Error('a terminal opened after Cancel');
     });
   } finally {
-    if (wb.consoleErrors.length) fs.writeFileSync(path.join(s.dir, 'console-errors.txt'), wb.consoleErrors.join('\n') + '\n');
+    if (wb.consoleErrors.length)
+      fs.writeFileSync(path.join(s.dir, 'console-errors.txt'), wb.consoleErrors.join('\n') + '\n');
     await wb.close();
   }
 }
@@ -531,11 +688,18 @@ async function restricted() {
   fs.mkdirSync(ws, { recursive: true });
   // A runs folder to look at: the walk's, if it ran, else one run made here.
   const runs = path.join(ws, 'runs');
-  if (fs.existsSync(path.join(walkWorkspace, 'runs'))) fs.cpSync(path.join(walkWorkspace, 'runs'), runs, { recursive: true });
+  if (fs.existsSync(path.join(walkWorkspace, 'runs')))
+    fs.cpSync(path.join(walkWorkspace, 'runs'), runs, { recursive: true });
   else {
     fs.mkdirSync(path.join(runs, 'r1'), { recursive: true });
-    fs.writeFileSync(path.join(runs, 'r1', 'run.json'), JSON.stringify({ id: 'r1', stage: 'dense', status: 'done' }));
-    fs.writeFileSync(path.join(runs, 'r1', 'metrics.jsonl'), '{"step":1,"split":"train","loss":3.2}\n{"step":2,"split":"train","loss":3.0}\n');
+    fs.writeFileSync(
+      path.join(runs, 'r1', 'run.json'),
+      JSON.stringify({ id: 'r1', stage: 'dense', status: 'done' }),
+    );
+    fs.writeFileSync(
+      path.join(runs, 'r1', 'metrics.jsonl'),
+      '{"step":1,"split":"train","loss":3.2}\n{"step":2,"split":"train","loss":3.0}\n',
+    );
   }
   const before = runDirs(runs);
   // The workspace asks for the repository's engine: in Restricted Mode that setting is ignored anyway.
@@ -546,7 +710,10 @@ async function restricted() {
     dir: path.join(scratch, 'restricted'),
     outDir: s.dir,
     trust: true,
-    settings: { 'security.workspace.trust.startupPrompt': 'never', 'security.workspace.trust.banner': 'always' },
+    settings: {
+      'security.workspace.trust.startupPrompt': 'never',
+      'security.workspace.trust.banner': 'always',
+    },
     log,
   });
   const { page } = wb;
@@ -556,9 +723,18 @@ async function restricted() {
       await page.locator('.statusbar-item', { hasText: 'Restricted Mode' }).first().waitFor();
     });
     await s.step('Runs view shows the runs in Restricted Mode', page, async () => {
-      await page.locator('.activitybar .action-item a[aria-label^="MoE Lab"], .activitybar .action-item[aria-label^="MoE Lab"]').first().click();
+      await page
+        .locator(
+          '.activitybar .action-item a[aria-label^="MoE Lab"], .activitybar .action-item[aria-label^="MoE Lab"]',
+        )
+        .first()
+        .click();
       await expandPane(page, 'Runs');
-      await until(`${before.length} runs counted`, async () => (await treeRows(page, 'Runs')).some((r) => r.description === `${before.length} done`), 60_000);
+      await until(
+        `${before.length} runs counted`,
+        async () => (await treeRows(page, 'Runs')).some((r) => r.description === `${before.length} done`),
+        60_000,
+      );
       await s.screenshot(page, 'runs-view-restricted');
     });
     await s.step('Run Demo cannot launch a job', page, async () => {
@@ -569,21 +745,33 @@ async function restricted() {
       }
       await openPalette(page, '>MoE Lab:');
       await sleep(800);
-      const launchers = (await page.locator('.quick-input-list .monaco-list-row .label-name').allTextContents()).map((t) => t.trim());
+      const launchers = (
+        await page.locator('.quick-input-list .monaco-list-row .label-name').allTextContents()
+      ).map((t) => t.trim());
       await s.screenshot(page, 'palette-restricted');
       await page.keyboard.press('Escape');
       await sleep(2000);
       if (runDirs(runs).length !== before.length) throw new Error('a run was added in Restricted Mode');
-      if (await page.locator('.terminal-wrapper').count()) throw new Error('a terminal opened in Restricted Mode');
+      if (await page.locator('.terminal-wrapper').count())
+        throw new Error('a terminal opened in Restricted Mode');
       // Asked one by one (the palette's list is virtualised: a long list may not render every row).
-      for (const t of ['MoE Lab: Run Demo', 'MoE Lab: Run Experiment', 'MoE Lab: Upcycle Checkpoints', 'MoE Lab: Install Engine', 'MoE Lab: New Experiment']) {
-        if (launchers.includes(t) || (await paletteTitles(page, `>${t}`)).includes(t)) throw new Error(`"${t}" is offered in Restricted Mode`);
+      for (const t of [
+        'MoE Lab: Run Demo',
+        'MoE Lab: Run Experiment',
+        'MoE Lab: Upcycle Checkpoints',
+        'MoE Lab: Install Engine',
+        'MoE Lab: New Experiment',
+      ]) {
+        if (launchers.includes(t) || (await paletteTitles(page, `>${t}`)).includes(t))
+          throw new Error(`"${t}" is offered in Restricted Mode`);
       }
       if (runDirs(runs).length !== before.length) throw new Error('a run was added in Restricted Mode');
-      if (!launchers.includes('MoE Lab: Open Dashboard')) throw new Error(`viewing commands are missing: ${launchers.join(', ')}`);
+      if (!launchers.includes('MoE Lab: Open Dashboard'))
+        throw new Error(`viewing commands are missing: ${launchers.join(', ')}`);
     });
   } finally {
-    if (wb.consoleErrors.length) fs.writeFileSync(path.join(s.dir, 'console-errors.txt'), wb.consoleErrors.join('\n') + '\n');
+    if (wb.consoleErrors.length)
+      fs.writeFileSync(path.join(s.dir, 'console-errors.txt'), wb.consoleErrors.join('\n') + '\n');
     await wb.close();
   }
 }
@@ -613,7 +801,12 @@ const passed = results.filter((r) => r.status === 'passed').length;
 const failed = results.filter((r) => r.status === 'failed').length;
 const skipped = results.filter((r) => r.status === 'skipped').length;
 const totalMs = Date.now() - t0;
-fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify({ passed, failed, skipped, totalMs, results }, null, 2) + '\n');
-console.log(`[e2e] ${passed} passed, ${failed} failed, ${skipped} skipped in ${(totalMs / 1000).toFixed(1)} s; screenshots in ${path.relative(root, outDir)}/`);
+fs.writeFileSync(
+  path.join(outDir, 'results.json'),
+  JSON.stringify({ passed, failed, skipped, totalMs, results }, null, 2) + '\n',
+);
+console.log(
+  `[e2e] ${passed} passed, ${failed} failed, ${skipped} skipped in ${(totalMs / 1000).toFixed(1)} s; screenshots in ${path.relative(root, outDir)}/`,
+);
 if (crashed) console.error(crashed);
 process.exit(failed || crashed || passed === 0 ? 1 : 0);

@@ -56,29 +56,69 @@ export async function startWorkbench(opts) {
 
   const userDataDir = path.join(dir, 'user-data');
   const extensionsDir = path.join(dir, 'extensions');
-  for (const d of [path.join(userDataDir, 'User'), extensionsDir, outDir]) fs.mkdirSync(d, { recursive: true });
-  const settings = { ...BASE_SETTINGS, 'security.workspace.trust.enabled': !!opts.trust, ...(opts.settings ?? {}) };
+  for (const d of [path.join(userDataDir, 'User'), extensionsDir, outDir])
+    fs.mkdirSync(d, { recursive: true });
+  const settings = {
+    ...BASE_SETTINGS,
+    'security.workspace.trust.enabled': !!opts.trust,
+    ...(opts.settings ?? {}),
+  };
   fs.writeFileSync(path.join(userDataDir, 'User', 'settings.json'), JSON.stringify(settings, null, 2));
   const configFile = path.join(dir, 'code-server.yaml');
   fs.writeFileSync(configFile, 'auth: none\ncert: false\n');
 
   const t0 = Date.now();
-  const inst = spawnSync(serverNode, [entry, '--config', configFile, '--user-data-dir', userDataDir, '--extensions-dir', extensionsDir, '--install-extension', vsix], {
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
+  const inst = spawnSync(
+    serverNode,
+    [
+      entry,
+      '--config',
+      configFile,
+      '--user-data-dir',
+      userDataDir,
+      '--extensions-dir',
+      extensionsDir,
+      '--install-extension',
+      vsix,
+    ],
+    {
+      encoding: 'utf8',
+      timeout: 120_000,
+    },
+  );
   if (inst.status !== 0) throw new Error(`--install-extension ${vsix} failed: ${inst.stdout}${inst.stderr}`);
   log(`installed ${path.basename(vsix)} in ${Date.now() - t0} ms`);
 
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const serverLog = fs.openSync(path.join(outDir, 'code-server.log'), 'w');
-  const args = [entry, '--config', configFile, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--user-data-dir', userDataDir, '--extensions-dir', extensionsDir, '--disable-telemetry', '--disable-update-check', '--disable-getting-started-override', '--disable-file-downloads'];
+  const args = [
+    entry,
+    '--config',
+    configFile,
+    '--auth',
+    'none',
+    '--bind-addr',
+    `127.0.0.1:${port}`,
+    '--user-data-dir',
+    userDataDir,
+    '--extensions-dir',
+    extensionsDir,
+    '--disable-telemetry',
+    '--disable-update-check',
+    '--disable-getting-started-override',
+    '--disable-file-downloads',
+  ];
   if (!opts.trust) args.push('--disable-workspace-trust');
   const server = spawn(serverNode, args, {
     stdio: ['ignore', serverLog, serverLog],
     detached: true,
-    env: { ...process.env, VSCODE_PROXY_URI: '', OMP_NUM_THREADS: process.env.OMP_NUM_THREADS || '1', ...(opts.env ?? {}) },
+    env: {
+      ...process.env,
+      VSCODE_PROXY_URI: '',
+      OMP_NUM_THREADS: process.env.OMP_NUM_THREADS || '1',
+      ...(opts.env ?? {}),
+    },
   });
   let browser;
   const close = async () => {
@@ -104,8 +144,10 @@ export async function startWorkbench(opts) {
   try {
     const tServer = Date.now();
     for (;;) {
-      if (Date.now() - tServer > 60_000) throw new Error('code-server did not start within 60 s; see code-server.log');
-      if (server.exitCode !== null) throw new Error(`code-server exited with ${server.exitCode}; see code-server.log`);
+      if (Date.now() - tServer > 60_000)
+        throw new Error('code-server did not start within 60 s; see code-server.log');
+      if (server.exitCode !== null)
+        throw new Error(`code-server exited with ${server.exitCode}; see code-server.log`);
       try {
         if ((await fetch(`${baseUrl}/healthz`)).ok) break;
       } catch {
@@ -116,8 +158,21 @@ export async function startWorkbench(opts) {
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
       headless: true,
-      env: { ...process.env, XDG_CONFIG_HOME: path.join(dir, 'xdg-config'), XDG_CACHE_HOME: path.join(dir, 'xdg-cache') },
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+      env: {
+        ...process.env,
+        XDG_CONFIG_HOME: path.join(dir, 'xdg-config'),
+        XDG_CACHE_HOME: path.join(dir, 'xdg-cache'),
+      },
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--disable-dev-shm-usage',
+      ],
     });
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
     const page = await context.newPage();
@@ -137,12 +192,17 @@ export async function startWorkbench(opts) {
 export async function openFolder(page, baseUrl, folder, fileName) {
   await page.goto(`${baseUrl}/?folder=${encodeURIComponent(folder)}`);
   await page.locator('.monaco-workbench').waitFor();
-  if (fileName) await page.locator('.explorer-folders-view .monaco-list-row', { hasText: fileName }).first().waitFor();
+  if (fileName)
+    await page.locator('.explorer-folders-view .monaco-list-row', { hasText: fileName }).first().waitFor();
 }
 
 /** F1, the command's title, Enter. `title` is what the palette shows ("MoE Lab: Run Demo"). */
 export async function runCommand(page, title, timeoutMs = 60_000) {
-  const row = page.locator('.quick-input-list .monaco-list-row', { has: page.locator('.label-name', { hasText: new RegExp(`^${escapeRe(title)}$`) }) }).first();
+  const row = page
+    .locator('.quick-input-list .monaco-list-row', {
+      has: page.locator('.label-name', { hasText: new RegExp(`^${escapeRe(title)}$`) }),
+    })
+    .first();
   // The palette lists the commands known when it opens; an extension's contributions arrive a
   // moment after the workbench shows, so reopen it until the command is there.
   const t0 = Date.now();
@@ -152,7 +212,8 @@ export async function runCommand(page, title, timeoutMs = 60_000) {
       await row.waitFor({ timeout: 3000 });
       break;
     } catch (e) {
-      if (Date.now() - t0 > timeoutMs) throw new Error(`command "${title}" not in the palette after ${timeoutMs} ms`);
+      if (Date.now() - t0 > timeoutMs)
+        throw new Error(`command "${title}" not in the palette after ${timeoutMs} ms`);
     }
   }
   await row.click();
@@ -170,7 +231,10 @@ export async function openPalette(page, text) {
       break;
     } catch (e) {
       if (attempt >= 2) throw e;
-      await page.locator('.monaco-workbench .part.statusbar').click({ position: { x: 5, y: 5 } }).catch(() => {});
+      await page
+        .locator('.monaco-workbench .part.statusbar')
+        .click({ position: { x: 5, y: 5 } })
+        .catch(() => {});
     }
   }
   await input.fill(text);
@@ -219,7 +283,10 @@ export async function until(what, fn, timeoutMs = 60_000, everyMs = 200) {
       if (e?.fatal) throw e; // no point in waiting longer
       last = e;
     }
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}`);
+    if (Date.now() - t0 > timeoutMs)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}`,
+      );
     await sleep(everyMs);
   }
 }

@@ -15,7 +15,10 @@ export function tmpDir(prefix = 'moelab-test-'): string {
 }
 
 /** Builds the header bytes the way the safetensors library does (contiguous spans, padded to 8). */
-export function headerBytes(tensors: TensorSpec[], metadata?: Record<string, string>): { header: Buffer; dataSize: number } {
+export function headerBytes(
+  tensors: TensorSpec[],
+  metadata?: Record<string, string>,
+): { header: Buffer; dataSize: number } {
   const json: Record<string, unknown> = {};
   if (metadata) json.__metadata__ = metadata;
   let offset = 0;
@@ -30,12 +33,21 @@ export function headerBytes(tensors: TensorSpec[], metadata?: Record<string, str
 }
 
 /** Writes a safetensors file; the data section is a sparse hole, so big shapes cost no disk. */
-export function writeSafetensors(file: string, tensors: TensorSpec[], metadata?: Record<string, string>): void {
+export function writeSafetensors(
+  file: string,
+  tensors: TensorSpec[],
+  metadata?: Record<string, string>,
+): void {
   const { header, dataSize } = headerBytes(tensors, metadata);
   writeRaw(file, header, dataSize);
 }
 
-export function writeRaw(file: string, header: Buffer, dataSize: number, declaredLength = BigInt(header.length)): void {
+export function writeRaw(
+  file: string,
+  header: Buffer,
+  dataSize: number,
+  declaredLength = BigInt(header.length),
+): void {
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(declaredLength);
   const fd = fs.openSync(file, 'w');
@@ -49,11 +61,19 @@ export function writeRaw(file: string, header: Buffer, dataSize: number, declare
 }
 
 /** Mixtral-style tensors for L layers, E experts, hidden d, ffn f, vocab v. */
-export function mixtralTensors(L: number, E: number, d: number, f: number, v: number, dtype = 'BF16'): TensorSpec[] {
+export function mixtralTensors(
+  L: number,
+  E: number,
+  d: number,
+  f: number,
+  v: number,
+  dtype = 'BF16',
+): TensorSpec[] {
   const t: TensorSpec[] = [{ name: 'model.embed_tokens.weight', dtype, shape: [v, d] }];
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`;
-    for (const x of ['q', 'k', 'v', 'o']) t.push({ name: `${p}self_attn.${x}_proj.weight`, dtype, shape: [d, d] });
+    for (const x of ['q', 'k', 'v', 'o'])
+      t.push({ name: `${p}self_attn.${x}_proj.weight`, dtype, shape: [d, d] });
     t.push({ name: `${p}block_sparse_moe.gate.weight`, dtype, shape: [E, d] });
     for (let e = 0; e < E; e++) {
       t.push({ name: `${p}block_sparse_moe.experts.${e}.w1.weight`, dtype, shape: [f, d] });
@@ -78,15 +98,25 @@ export function writeSharded(dir: string, tensors: TensorSpec[], shards: number,
     writeSafetensors(path.join(dir, name), part, { format: 'pt' });
     for (const t of part) weightMap[t.name] = name;
   }
-  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  fs.writeFileSync(
+    path.join(dir, 'model.safetensors.index.json'),
+    JSON.stringify({ metadata: {}, weight_map: weightMap }),
+  );
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
 }
 
-export function writeRun(root: string, rel: string, runJson: Record<string, unknown>, metrics: unknown[] = [], routing: unknown[] = []): string {
+export function writeRun(
+  root: string,
+  rel: string,
+  runJson: Record<string, unknown>,
+  metrics: unknown[] = [],
+  routing: unknown[] = [],
+): string {
   const dir = path.join(root, rel);
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify(runJson));
   fs.writeFileSync(path.join(dir, 'metrics.jsonl'), metrics.map((m) => JSON.stringify(m) + '\n').join(''));
-  if (routing.length) fs.writeFileSync(path.join(dir, 'routing.jsonl'), routing.map((m) => JSON.stringify(m) + '\n').join(''));
+  if (routing.length)
+    fs.writeFileSync(path.join(dir, 'routing.jsonl'), routing.map((m) => JSON.stringify(m) + '\n').join(''));
   return dir;
 }

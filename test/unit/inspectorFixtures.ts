@@ -13,7 +13,14 @@ export const NO_VENV_REASON = `${PYTHON} is missing: create the engine venv (mak
 const ENV = { ...process.env, OMP_NUM_THREADS: '1', PYTHONPATH: path.join(REPO, 'engine') };
 
 export function python(args: string[], input?: string): string {
-  return execFileSync(PYTHON, args, { cwd: REPO, env: ENV, input, encoding: 'utf8', maxBuffer: 256 << 20, stdio: ['pipe', 'pipe', 'pipe'] });
+  return execFileSync(PYTHON, args, {
+    cwd: REPO,
+    env: ENV,
+    input,
+    encoding: 'utf8',
+    maxBuffer: 256 << 20,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
 }
 
 export function tempDir(prefix: string): string {
@@ -22,9 +29,14 @@ export function tempDir(prefix: string): string {
 
 /** A byte-level BAM expert-KV checkpoint (soft attention routers, top-2 FFN) of the demo shape,
  *  scaled down; router weights enlarged so the top expert is far from ties. */
-export function makeByteCheckpoint(dir: string, opts: { hidden?: number; inner?: number; layers?: number; context?: number } = {}): void {
+export function makeByteCheckpoint(
+  dir: string,
+  opts: { hidden?: number; inner?: number; layers?: number; context?: number } = {},
+): void {
   const { hidden = 32, inner = hidden * 2, layers = 2, context = 48 } = opts;
-  python(['-c', `
+  python([
+    '-c',
+    `
 import sys, torch
 from pathlib import Path
 from moelab.models.config import ModelConfig, MoEConfig
@@ -40,12 +52,16 @@ with torch.no_grad():
     for n, p in m.named_parameters():
         if n.endswith(("gate.weight", "router.weight")): p.normal_(0, 1.0)
 out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True); save_model(m, out)
-`, dir]);
+`,
+    dir,
+  ]);
 }
 
 /** A sparse top-2 checkpoint with a Hugging Face byte-level BPE tokenizer.json trained here. */
 export function makeHfCheckpoint(dir: string): void {
-  python(['-c', `
+  python([
+    '-c',
+    `
 import sys, torch
 from pathlib import Path
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
@@ -69,7 +85,9 @@ with torch.no_grad():
     for n, p in m.named_parameters():
         if n.endswith("gate.weight"): p.normal_(0, 1.0)
 save_model(m, out)
-`, dir]);
+`,
+    dir,
+  ]);
 }
 
 export function exportOnnx(ckpt: string, out: string): void {
@@ -91,7 +109,10 @@ export interface Reference {
 
 /** PyTorch routing of each case's ids in its windows, and Python's own tokenization of its text. */
 export function pythonReference(ckpt: string, cases: ReferenceCase[]): Reference[] {
-  const out = python(['-c', `
+  const out = python(
+    [
+      '-c',
+      `
 import json, sys, torch
 from pathlib import Path
 from moelab.io.checkpoint import load_model
@@ -112,6 +133,10 @@ for case in json.loads(sys.stdin.read()):
                 probs.setdefault(f"L{r.layer}.{r.kind}", []).extend(r.probs()[w["keepFrom"] - w["start"]:].tolist())
     res.append({"ids": ids, "probs": probs})
 print(json.dumps(res))
-`, ckpt], JSON.stringify(cases));
+`,
+      ckpt,
+    ],
+    JSON.stringify(cases),
+  );
   return JSON.parse(out) as Reference[];
 }

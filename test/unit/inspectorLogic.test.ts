@@ -8,12 +8,26 @@ import { parseManifest, type RoutingManifest } from '../../extension/src/inspect
 import { ByteTokenizer } from '../../extension/src/inspector/byteTokenizer';
 import { expertBackground, expertColor } from '../../extension/src/inspector/palette';
 import { toPlain, topExperts, type InspectionResult } from '../../extension/src/inspector/result';
-import { colourPlan, defaultRouter, groupAt, hoverMarkdown, loadSummary, tokenGroups } from '../../extension/src/inspector/view';
+import {
+  colourPlan,
+  defaultRouter,
+  groupAt,
+  hoverMarkdown,
+  loadSummary,
+  tokenGroups,
+} from '../../extension/src/inspector/view';
 import { planWindows } from '../../extension/src/inspector/windows';
 
 const MANIFEST = {
-  format: 'moelab-routing', version: 1, model: 'model.onnx', model_type: 'moelab', method: 'bam-ekv',
-  source_checkpoint: '/ck', max_context: 8, vocab_size: 256, num_layers: 1,
+  format: 'moelab-routing',
+  version: 1,
+  model: 'model.onnx',
+  model_type: 'moelab',
+  method: 'bam-ekv',
+  source_checkpoint: '/ck',
+  max_context: 8,
+  vocab_size: 256,
+  num_layers: 1,
   input: { name: 'input_ids', dtype: 'int64', shape: ['batch', 'seq'] },
   outputs: [],
   routers: [
@@ -31,18 +45,23 @@ describe('planWindows', () => {
 
   it('keeps every token exactly once, with at least `overlap` tokens of left context after the first window', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 3000 }), fc.integer({ min: 1, max: 600 }), fc.double({ min: 0, max: 0.99, noNaN: true }), (n, ctx, f) => {
-        const overlap = Math.floor(f * ctx);
-        const ws = planWindows(n, ctx, overlap);
-        let next = 0;
-        for (const [i, w] of ws.entries()) {
-          assert.ok(w.end - w.start <= ctx && w.end > w.keepFrom && w.keepFrom >= w.start);
-          assert.equal(w.keepFrom, next);
-          if (i > 0) assert.equal(w.keepFrom - w.start, overlap);
-          next = w.end;
-        }
-        assert.equal(next, n);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 3000 }),
+        fc.integer({ min: 1, max: 600 }),
+        fc.double({ min: 0, max: 0.99, noNaN: true }),
+        (n, ctx, f) => {
+          const overlap = Math.floor(f * ctx);
+          const ws = planWindows(n, ctx, overlap);
+          let next = 0;
+          for (const [i, w] of ws.entries()) {
+            assert.ok(w.end - w.start <= ctx && w.end > w.keepFrom && w.keepFrom >= w.start);
+            assert.equal(w.keepFrom, next);
+            if (i > 0) assert.equal(w.keepFrom - w.start, overlap);
+            next = w.end;
+          }
+          assert.equal(next, n);
+        },
+      ),
     );
   });
 
@@ -55,7 +74,13 @@ describe('parseManifest', () => {
   it('reads what moelab export writes', () => {
     const m = parseManifest(JSON.stringify(MANIFEST), 'routing.json');
     assert.equal(m.maxContext, 8);
-    assert.deepEqual(m.routers[1], { layer: 0, kind: 'ffn', output: 'router_probs.L0.ffn', numExperts: 4, topK: 2 });
+    assert.deepEqual(m.routers[1], {
+      layer: 0,
+      kind: 'ffn',
+      output: 'router_probs.L0.ffn',
+      numExperts: 4,
+      topK: 2,
+    });
     assert.equal(m.tokenizer.kind, 'byte-level');
   });
 
@@ -63,20 +88,31 @@ describe('parseManifest', () => {
     ['not JSON', '{', /r\.json: invalid JSON/],
     ['another format', { ...MANIFEST, format: 'x' }, /not a moelab-routing manifest/],
     ['a newer version', { ...MANIFEST, version: 2 }, /version 2 is not supported/],
-    ['a bad router kind', { ...MANIFEST, routers: [{ ...MANIFEST.routers[0], kind: 'moe' }] }, /routers\[0\]: kind "moe"/],
+    [
+      'a bad router kind',
+      { ...MANIFEST, routers: [{ ...MANIFEST.routers[0], kind: 'moe' }] },
+      /routers\[0\]: kind "moe"/,
+    ],
     ['top_k > experts', { ...MANIFEST, routers: [{ ...MANIFEST.routers[0], top_k: 9 }] }, /top_k 9/],
     ['no context', { ...MANIFEST, max_context: 0 }, /"max_context" must be positive/],
-    ['an unknown tokenizer', { ...MANIFEST, tokenizer: { kind: 'spm', file: 'x', vocab_size: 1 } }, /tokenizer\.kind/],
+    [
+      'an unknown tokenizer',
+      { ...MANIFEST, tokenizer: { kind: 'spm', file: 'x', vocab_size: 1 } },
+      /tokenizer\.kind/,
+    ],
   ];
   for (const [what, value, msg] of bad) {
     it(`rejects ${what} with one message naming the file`, () => {
-      assert.throws(() => parseManifest(typeof value === 'string' ? value : JSON.stringify(value), '/e/r.json'), (e: Error) => {
-        assert.ok(e instanceof InspectorError);
-        assert.match(e.message, /^\/e\/r\.json/);
-        assert.match(e.message, msg);
-        assert.ok(!e.message.includes('\n'));
-        return true;
-      });
+      assert.throws(
+        () => parseManifest(typeof value === 'string' ? value : JSON.stringify(value), '/e/r.json'),
+        (e: Error) => {
+          assert.ok(e instanceof InspectorError);
+          assert.match(e.message, /^\/e\/r\.json/);
+          assert.match(e.message, msg);
+          assert.ok(!e.message.includes('\n'));
+          return true;
+        },
+      );
     });
   }
 });
@@ -105,7 +141,10 @@ describe('inspectText', () => {
     const text = 'abcdefghijklmnopqrstu'; // 21 tokens, context 8, overlap 2
     const r = await inspectText(text, '/e', manifest, new ByteTokenizer(), runner);
     assert.equal(r.windows, 4);
-    assert.deepEqual(runner.calls.map((c) => c.length), [8, 8, 8, 3]);
+    assert.deepEqual(
+      runner.calls.map((c) => c.length),
+      [8, 8, 8, 3],
+    );
     const windows = planWindows(21, 8);
     for (let t = 0; t < 21; t++) {
       const w = windows.find((x) => t >= x.keepFrom && t < x.end)!;
@@ -117,16 +156,29 @@ describe('inspectText', () => {
   });
 
   it('cuts at maxTokens and says how many were left out', async () => {
-    const r = await inspectText('x'.repeat(30), '/e', manifest, new ByteTokenizer(), new FakeRunner(manifest), { maxTokens: 10 });
+    const r = await inspectText(
+      'x'.repeat(30),
+      '/e',
+      manifest,
+      new ByteTokenizer(),
+      new FakeRunner(manifest),
+      { maxTokens: 10 },
+    );
     assert.equal(r.tokens.length, 10);
     assert.equal(r.truncated, 20);
   });
 
   it('refuses a dense model and out-of-vocabulary ids with one message', async () => {
     const dense = { ...manifest, routers: [] };
-    await assert.rejects(inspectText('a', '/e', dense, new ByteTokenizer(), new FakeRunner(dense)), /no routers/);
+    await assert.rejects(
+      inspectText('a', '/e', dense, new ByteTokenizer(), new FakeRunner(dense)),
+      /no routers/,
+    );
     const small = { ...manifest, vocabSize: 100 };
-    await assert.rejects(inspectText('é', '/e', small, new ByteTokenizer(), new FakeRunner(small)), /outside the model's vocabulary \(100\)/);
+    await assert.rejects(
+      inspectText('é', '/e', small, new ByteTokenizer(), new FakeRunner(small)),
+      /outside the model's vocabulary \(100\)/,
+    );
   });
 });
 
@@ -137,7 +189,15 @@ describe('view helpers', () => {
   it('groups the bytes of one character and colours by the last byte', async () => {
     const r: InspectionResult = await get();
     const g = tokenGroups(r);
-    assert.deepEqual(g.map((x) => [x.start, x.end, x.tokens]), [[0, 1, [0]], [1, 2, [1, 2]], [2, 3, [3]], [3, 4, [4]]]);
+    assert.deepEqual(
+      g.map((x) => [x.start, x.end, x.tokens]),
+      [
+        [0, 1, [0]],
+        [1, 2, [1, 2]],
+        [2, 3, [3]],
+        [3, 4, [4]],
+      ],
+    );
     const plan = colourPlan(g, r.routers[1]);
     const expertOfE = (0xa9 + 2) % 4;
     assert.ok(plan.get(expertOfE)!.some(([a, b]) => a === 1 && b === 2));
@@ -179,7 +239,10 @@ describe('modelChoices', () => {
       ['/w/a', '/w/b', '/w/c'],
       '/w/exports/b',
     );
-    assert.deepEqual(c.map((x) => `${x.kind}:${x.dir}`), ['export:/w/exports/b', 'export:/w/a/onnx', 'checkpoint:/w/c']);
+    assert.deepEqual(
+      c.map((x) => `${x.kind}:${x.dir}`),
+      ['export:/w/exports/b', 'export:/w/a/onnx', 'checkpoint:/w/c'],
+    );
     assert.equal(c[2].kind === 'checkpoint' && c[2].exportDir, '/w/c/onnx');
   });
 });

@@ -10,7 +10,16 @@ import { loadExport, type LoadedExport } from '../../extension/src/inspector/loa
 import { routerKey, type InspectionResult } from '../../extension/src/inspector/result';
 import { planWindows } from '../../extension/src/inspector/windows';
 import { InspectorClient } from '../../extension/src/inspector/workerClient';
-import { exportOnnx, HAVE_VENV, makeByteCheckpoint, makeHfCheckpoint, NO_VENV_REASON, pythonReference, REPO, tempDir } from './inspectorFixtures';
+import {
+  exportOnnx,
+  HAVE_VENV,
+  makeByteCheckpoint,
+  makeHfCheckpoint,
+  NO_VENV_REASON,
+  pythonReference,
+  REPO,
+  tempDir,
+} from './inspectorFixtures';
 
 const TOL = 1e-4;
 
@@ -21,8 +30,18 @@ async function bundleWorker(dir: string): Promise<string> {
   const ort = require.resolve('onnxruntime-node');
   await esbuild.build({
     entryPoints: [path.join(REPO, 'extension/src/inspector/worker.ts')],
-    bundle: true, platform: 'node', format: 'cjs', target: 'node20', outfile, logLevel: 'error',
-    plugins: [{ name: 'ort', setup: (b) => b.onResolve({ filter: /^onnxruntime-node$/ }, () => ({ path: ort, external: true })) }],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    outfile,
+    logLevel: 'error',
+    plugins: [
+      {
+        name: 'ort',
+        setup: (b) => b.onResolve({ filter: /^onnxruntime-node$/ }, () => ({ path: ort, external: true })),
+      },
+    ],
   });
   return outfile;
 }
@@ -36,7 +55,11 @@ function compare(result: InspectionResult, want: Record<string, number[][]>): vo
       const got = Array.from(r.probs.subarray(t * r.numExperts, (t + 1) * r.numExperts));
       const diff = Math.max(...row.map((p, e) => Math.abs(p - got[e])));
       assert.ok(diff < TOL, `${routerKey(r)} token ${t}: |Δ| ${diff}`);
-      assert.equal(got.indexOf(Math.max(...got)), row.indexOf(Math.max(...row)), `${routerKey(r)} token ${t}: top expert`);
+      assert.equal(
+        got.indexOf(Math.max(...got)),
+        row.indexOf(Math.max(...row)),
+        `${routerKey(r)} token ${t}: top expert`,
+      );
     });
   }
 }
@@ -67,16 +90,23 @@ describe('inspector on real ONNX exports', { skip: HAVE_VENV ? false : NO_VENV_R
     const short = 'def f(x): return x * 2  # ok é';
     const long = 'The router picks experts for every byte. '.repeat(4) + 'ünïcödé 🎉';
     const results = [];
-    for (const text of [short, long]) results.push(await inspectText(text, byteDir, bytes.manifest, bytes.tokenizer, bytes.runner));
+    for (const text of [short, long])
+      results.push(await inspectText(text, byteDir, bytes.manifest, bytes.tokenizer, bytes.runner));
     assert.equal(results[0].windows, 1);
     assert.ok(results[1].windows >= 3, `windows: ${results[1].windows}`);
-    const ref = pythonReference(path.join(root, 'bam'), results.map((r, i) => ({
-      text: [short, long][i],
-      ids: r.tokens.map((t) => t.id),
-      windows: planWindows(r.tokens.length, r.maxContext),
-    })));
+    const ref = pythonReference(
+      path.join(root, 'bam'),
+      results.map((r, i) => ({
+        text: [short, long][i],
+        ids: r.tokens.map((t) => t.id),
+        windows: planWindows(r.tokens.length, r.maxContext),
+      })),
+    );
     results.forEach((r, i) => {
-      assert.deepEqual(r.tokens.map((t) => t.id), ref[i].ids);
+      assert.deepEqual(
+        r.tokens.map((t) => t.id),
+        ref[i].ids,
+      );
       compare(r, ref[i].probs);
     });
     assert.deepEqual(results[0].routers.map(routerKey), ['L0.attn', 'L0.ffn', 'L1.attn', 'L1.ffn']);
@@ -87,8 +117,13 @@ describe('inspector on real ONNX exports', { skip: HAVE_VENV ? false : NO_VENV_R
     const text = 'def add(a, b):\n    return a + b  # Mixture of experts';
     const r = await inspectText(text, hfDir, hf.manifest, hf.tokenizer, hf.runner);
     assert.equal(r.tokenizer, 'hf');
-    const [ref] = pythonReference(path.join(root, 'sparse'), [{ text, ids: r.tokens.map((t) => t.id), windows: planWindows(r.tokens.length, r.maxContext) }]);
-    assert.deepEqual(r.tokens.map((t) => t.id), ref.ids);
+    const [ref] = pythonReference(path.join(root, 'sparse'), [
+      { text, ids: r.tokens.map((t) => t.id), windows: planWindows(r.tokens.length, r.maxContext) },
+    ]);
+    assert.deepEqual(
+      r.tokens.map((t) => t.id),
+      ref.ids,
+    );
     compare(r, ref.probs);
     assert.ok(r.tokens.length < text.length, 'BPE merged some bytes');
   });
@@ -103,7 +138,10 @@ describe('inspector on real ONNX exports', { skip: HAVE_VENV ? false : NO_VENV_R
       assert.equal(second.info.cached, true);
       const direct = await inspectText(text, byteDir, bytes.manifest, bytes.tokenizer, bytes.runner);
       assert.deepEqual(Array.from(second.result.routers[1].probs), Array.from(direct.routers[1].probs));
-      await assert.rejects(client.inspect(path.join(root, 'nowhere'), 'x'), (e: Error) => e instanceof InspectorError && /routing\.json: missing/.test(e.message));
+      await assert.rejects(
+        client.inspect(path.join(root, 'nowhere'), 'x'),
+        (e: Error) => e instanceof InspectorError && /routing\.json: missing/.test(e.message),
+      );
     } finally {
       await client.dispose();
     }
@@ -152,7 +190,10 @@ describe('inspector on real ONNX exports', { skip: HAVE_VENV ? false : NO_VENV_R
     }
     const cases: [string, RegExp][] = [
       [corrupt, /corrupt\/model\.onnx: not a model onnxruntime can load/],
-      [mismatched, /mismatched\/model\.onnx: does not match routing\.json beside it \(missing outputs router_probs\.L0\.attn/],
+      [
+        mismatched,
+        /mismatched\/model\.onnx: does not match routing\.json beside it \(missing outputs router_probs\.L0\.attn/,
+      ],
       [noTok, /notok\/moelab_tokenizer\.json: tokenizer file missing/],
       [noModel, /nomodel\/model\.onnx: missing/],
     ];

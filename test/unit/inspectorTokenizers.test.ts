@@ -13,15 +13,33 @@ describe('ByteTokenizer', () => {
   it('gives the UTF-8 bytes, each mapped to its character range', () => {
     const text = 'aé🎉\n';
     const t = tok.tokenize(text);
-    assert.deepEqual(t.map((x) => x.id), [...Buffer.from(text, 'utf8')]);
-    assert.deepEqual(t.map((x) => [x.start, x.end]), [[0, 1], [1, 2], [1, 2], [2, 4], [2, 4], [2, 4], [2, 4], [4, 5]]);
+    assert.deepEqual(
+      t.map((x) => x.id),
+      [...Buffer.from(text, 'utf8')],
+    );
+    assert.deepEqual(
+      t.map((x) => [x.start, x.end]),
+      [
+        [0, 1],
+        [1, 2],
+        [1, 2],
+        [2, 4],
+        [2, 4],
+        [2, 4],
+        [2, 4],
+        [4, 5],
+      ],
+    );
   });
 
   it('agrees with TextEncoder on any string, lone surrogates included', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary' }), (s) => {
         const t = tok.tokenize(s);
-        assert.deepEqual(t.map((x) => x.id), [...new TextEncoder().encode(s)]);
+        assert.deepEqual(
+          t.map((x) => x.id),
+          [...new TextEncoder().encode(s)],
+        );
         // Ranges cover the text in order, never splitting a surrogate pair.
         let prev = 0;
         for (const x of t) {
@@ -43,23 +61,57 @@ describe('ByteTokenizer', () => {
 
 describe('alignTokens', () => {
   it('locates pieces with leading spaces and groups partial UTF-8 characters', () => {
-    const pieces: Record<number, string> = { 1: 'Hello', 2: ' wor', 3: 'ld', 4: '\uFFFD', 5: '\uFFFD', 6: ' !' };
+    const pieces: Record<number, string> = {
+      1: 'Hello',
+      2: ' wor',
+      3: 'ld',
+      4: '\uFFFD',
+      5: '\uFFFD',
+      6: ' !',
+    };
     // Bytes 4 and 5 are the two halves of " é": alone or with only one, a replacement character.
-    const decode = (ids: number[]) => ids.map((i) => pieces[i]).join('').replace('\uFFFD\uFFFD', ' é');
+    const decode = (ids: number[]) =>
+      ids
+        .map((i) => pieces[i])
+        .join('')
+        .replace('\uFFFD\uFFFD', ' é');
     const t = alignTokens('Hello world é !', [1, 2, 3, 4, 5, 6], decode);
-    assert.deepEqual(t.map((x) => [x.start, x.end]), [[0, 5], [5, 9], [9, 11], [11, 13], [11, 13], [13, 15]]);
+    assert.deepEqual(
+      t.map((x) => [x.start, x.end]),
+      [
+        [0, 5],
+        [5, 9],
+        [9, 11],
+        [11, 13],
+        [11, 13],
+        [13, 15],
+      ],
+    );
   });
 
   it('gives special tokens without text an empty range', () => {
     const pieces: Record<number, string> = { 0: '<s>', 1: 'Hi' };
     const t = alignTokens('Hi', [0, 1], (ids) => ids.map((i) => pieces[i]).join(''));
-    assert.deepEqual(t.map((x) => [x.start, x.end]), [[0, 0], [0, 2]]);
+    assert.deepEqual(
+      t.map((x) => [x.start, x.end]),
+      [
+        [0, 0],
+        [0, 2],
+      ],
+    );
   });
 
   it('handles decoders that drop the leading space (sentencepiece)', () => {
     const pieces: Record<number, string> = { 1: 'a', 2: 'b', 3: 'c' };
     const t = alignTokens('a  b c', [1, 2, 3], (ids) => ids.map((i) => pieces[i]).join(''));
-    assert.deepEqual(t.map((x) => [x.start, x.end]), [[0, 1], [1, 4], [4, 6]]);
+    assert.deepEqual(
+      t.map((x) => [x.start, x.end]),
+      [
+        [0, 1],
+        [1, 4],
+        [4, 6],
+      ],
+    );
   });
 });
 
@@ -67,7 +119,9 @@ describe('HfTokenizer on a real tokenizer.json', { skip: HAVE_VENV ? false : NO_
   let dir = '';
   before(() => {
     dir = tempDir('moelab-hftok-');
-    python(['-c', `
+    python([
+      '-c',
+      `
 import sys
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 tok = Tokenizer(models.BPE())
@@ -83,34 +137,53 @@ sp.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallb
 bytes_ = [f"<0x{i:02X}>" for i in range(256)]
 sp.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", *bytes_], show_progress=False))
 sp.save(sys.argv[1] + "/sp.json")
-`, dir]);
+`,
+      dir,
+    ]);
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  for (const file of ['tokenizer.json', 'sp.json']) it(`${file}: gives the ids Python gives, with ranges that cover the text`, () => {
-    const json = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8'));
-    const tok = new HfTokenizer(json, {}, file);
-    const texts = ['def add(a, b):\n    return a + b', 'naïve café — déjà vu 🎉!', 'The  quick\tbrown fox'];
-    const want = JSON.parse(
-      python(['-c', `import json, sys
+  for (const file of ['tokenizer.json', 'sp.json'])
+    it(`${file}: gives the ids Python gives, with ranges that cover the text`, () => {
+      const json = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8'));
+      const tok = new HfTokenizer(json, {}, file);
+      const texts = ['def add(a, b):\n    return a + b', 'naïve café — déjà vu 🎉!', 'The  quick\tbrown fox'];
+      const want = JSON.parse(
+        python(
+          [
+            '-c',
+            `import json, sys
 from tokenizers import Tokenizer
 t = Tokenizer.from_file(sys.argv[1])
-print(json.dumps([t.encode(s).ids for s in json.loads(sys.stdin.read())]))`, path.join(dir, file)], JSON.stringify(texts)),
-    ) as number[][];
-    texts.forEach((text, i) => {
-      const t = tok.tokenize(text);
-      assert.deepEqual(t.map((x) => x.id), want[i]);
-      // Every character belongs to some token, in order.
-      let covered = 0;
-      for (const x of t) {
-        assert.ok(x.start <= covered && x.end >= x.start, `token ${x.id} at ${x.start}-${x.end} after ${covered}`);
-        covered = Math.max(covered, x.end);
-      }
-      assert.equal(covered, text.length);
+print(json.dumps([t.encode(s).ids for s in json.loads(sys.stdin.read())]))`,
+            path.join(dir, file),
+          ],
+          JSON.stringify(texts),
+        ),
+      ) as number[][];
+      texts.forEach((text, i) => {
+        const t = tok.tokenize(text);
+        assert.deepEqual(
+          t.map((x) => x.id),
+          want[i],
+        );
+        // Every character belongs to some token, in order.
+        let covered = 0;
+        for (const x of t) {
+          assert.ok(
+            x.start <= covered && x.end >= x.start,
+            `token ${x.id} at ${x.start}-${x.end} after ${covered}`,
+          );
+          covered = Math.max(covered, x.end);
+        }
+        assert.equal(covered, text.length);
+      });
     });
-  });
 
   it('rejects a file that is not a tokenizer with one message', () => {
-    assert.throws(() => new HfTokenizer({ model: { type: 'Nope' } }, {}, '/x/tokenizer.json'), /\/x\/tokenizer\.json: cannot be loaded/);
+    assert.throws(
+      () => new HfTokenizer({ model: { type: 'Nope' } }, {}, '/x/tokenizer.json'),
+      /\/x\/tokenizer\.json: cannot be loaded/,
+    );
   });
 });

@@ -18,11 +18,27 @@ function sources(dir: string): string {
 describe('package.json manifest', () => {
   it('declares the palette commands of ARCHITECTURE §6 under "MoE Lab", with Run Demo as moelab.runDemo', () => {
     const ids = c.commands.map((x: { command: string }) => x.command);
-    for (const id of ['newExperiment', 'runExperiment', 'runDemo', 'upcycle', 'openDashboard', 'openRouterPanel', 'compareRuns', 'stopRun', 'inspectRouting', 'exportCheckpoint', 'installEngine', 'refresh']) {
+    for (const id of [
+      'newExperiment',
+      'runExperiment',
+      'runDemo',
+      'upcycle',
+      'openDashboard',
+      'openRouterPanel',
+      'compareRuns',
+      'stopRun',
+      'inspectRouting',
+      'exportCheckpoint',
+      'installEngine',
+      'refresh',
+    ]) {
       assert.ok(ids.includes(`moelab.${id}`), id);
     }
     for (const cmd of c.commands) assert.equal(cmd.category, 'MoE Lab');
-    assert.equal(c.commands.find((x: { command: string }) => x.command === 'moelab.runDemo').title, 'Run Demo');
+    assert.equal(
+      c.commands.find((x: { command: string }) => x.command === 'moelab.runDemo').title,
+      'Run Demo',
+    );
   });
 
   it('every declared command is registered by the extension (inspectRouting by the inspector)', () => {
@@ -35,26 +51,46 @@ describe('package.json manifest', () => {
 
   it('menus and welcome content only reference declared commands or built-ins', () => {
     const ids = new Set(c.commands.map((x: { command: string }) => x.command));
-    for (const items of Object.values(c.menus) as { command: string }[][]) for (const m of items) assert.ok(ids.has(m.command), m.command);
+    for (const items of Object.values(c.menus) as { command: string }[][])
+      for (const m of items) assert.ok(ids.has(m.command), m.command);
     const welcome = c.viewsWelcome.map((w: { contents: string }) => w.contents).join('\n');
     assert.match(welcome, /\[Run the demo\]\(command:moelab\.runDemo\)/);
   });
 
   it('activation is lazy and trust and extension kind are declared', () => {
     assert.ok(!pkg.activationEvents.includes('*'));
-    for (const e of ['onView:moelab.runs', 'onView:moelab.checkpoints', 'workspaceContains:**/runs/*/run.json', 'workspaceContains:**/*.moelab.json', 'onTaskType:moelab', 'onCommand:moelab.runDemo']) {
+    for (const e of [
+      'onView:moelab.runs',
+      'onView:moelab.checkpoints',
+      'workspaceContains:**/runs/*/run.json',
+      'workspaceContains:**/*.moelab.json',
+      'onTaskType:moelab',
+      'onCommand:moelab.runDemo',
+    ]) {
       assert.ok(pkg.activationEvents.includes(e), e);
     }
     assert.equal(pkg.capabilities.untrustedWorkspaces.supported, 'limited');
     assert.deepEqual(pkg.extensionKind, ['workspace']);
-    const launching = ['moelab.runDemo', 'moelab.runExperiment', 'moelab.upcycle', 'moelab.exportCheckpoint', 'moelab.installEngine'];
-    for (const id of launching) assert.equal(c.commands.find((x: { command: string }) => x.command === id).enablement, 'isWorkspaceTrusted', id);
+    const launching = [
+      'moelab.runDemo',
+      'moelab.runExperiment',
+      'moelab.upcycle',
+      'moelab.exportCheckpoint',
+      'moelab.installEngine',
+    ];
+    for (const id of launching)
+      assert.equal(
+        c.commands.find((x: { command: string }) => x.command === id).enablement,
+        'isWorkspaceTrusted',
+        id,
+      );
   });
 
   it('files the manifest points at exist and the schema ships in the vsix', () => {
     assert.equal(c.jsonValidation[0].fileMatch, '*.moelab.json');
     assert.ok(fs.existsSync(path.join(root, c.jsonValidation[0].url)));
-    for (const step of c.walkthroughs[0].steps) assert.ok(fs.existsSync(path.join(root, step.media.markdown)), step.media.markdown);
+    for (const step of c.walkthroughs[0].steps)
+      assert.ok(fs.existsSync(path.join(root, step.media.markdown)), step.media.markdown);
     assert.ok(fs.existsSync(path.join(root, c.viewsContainers.activitybar[0].icon)));
     const ignore = fs.readFileSync(path.join(root, '.vscodeignore'), 'utf8');
     assert.match(ignore, /^!engine\/moelab\/schema\/experiment\.schema\.json$/m);

@@ -9,7 +9,10 @@ describe('.vscodeignore', () => {
     // onnxruntime-common's own package.json says "type": "module"; dist/cjs/package.json says
     // "commonjs". Leaving the latter out made the packaged inspector worker crash with
     // "exports is not defined in ES module scope" (found by the e2e test).
-    const rules = fs.readFileSync('.vscodeignore', 'utf8').split('\n').map((l) => l.trim());
+    const rules = fs
+      .readFileSync('.vscodeignore', 'utf8')
+      .split('\n')
+      .map((l) => l.trim());
     const root = path.join('node_modules', 'onnxruntime-common');
     const nested = fs
       .readdirSync(path.join(root, 'dist'), { recursive: true })

@@ -7,7 +7,17 @@ import { parseResults, ResultsFileError, roleOf } from '../../extension/src/resu
 import { resultsCandidates, runForLabel } from '../../extension/src/results/resultsTarget';
 import { runColors } from '../../extension/src/runs/runColors';
 import { isResultsDoc, parseHostToResults, parseWebviewToHost } from '../../webview/src/protocolGuards';
-import { bestPerColumn, columnsOf, fmtMargin, fmtSpread, groupRows, latexEscape, toCsv, toLatex, toMarkdown } from '../../webview/src/results/resultsTable';
+import {
+  bestPerColumn,
+  columnsOf,
+  fmtMargin,
+  fmtSpread,
+  groupRows,
+  latexEscape,
+  toCsv,
+  toLatex,
+  toMarkdown,
+} from '../../webview/src/results/resultsTable';
 import { demoRuns } from './demoRuns';
 
 // Written by `moelab demo --quick` (one seed): study.json, the eval run's eval.json, a run's own eval.json.
@@ -24,16 +34,26 @@ describe('results file reader', () => {
     assert.deepEqual(doc.domains, raw.domains);
     const s = doc.settings[0];
     const rs = raw.settings[0];
-    assert.deepEqual(s.models.map((m) => m.label), Object.keys(rs.models));
+    assert.deepEqual(
+      s.models.map((m) => m.label),
+      Object.keys(rs.models),
+    );
     for (const m of s.models) {
       assert.equal(m.role, rs.models[m.label].role, m.label);
       assert.equal(m.ppl.average.mean, rs.models[m.label].ppl.average.mean);
       assert.equal(m.budget.tokensAfterSeed, rs.models[m.label].budget.tokens_after_seed);
       assert.equal(m.budget.matchedTo, rs.models[m.label].budget.matched_to);
     }
-    assert.deepEqual(s.claims.map((c) => c.verdict), rs.claims.map((c: { verdict: string }) => c.verdict));
+    assert.deepEqual(
+      s.claims.map((c) => c.verdict),
+      rs.claims.map((c: { verdict: string }) => c.verdict),
+    );
     const equalCompute = s.claims.find((c) => c.claim === 'BAM below BTX at equal compute');
-    assert.equal(equalCompute?.comparisons[0].marginPct, rs.claims.find((c: { claim: string }) => c.claim === 'BAM below BTX at equal compute').comparisons[0].margin_pct);
+    assert.equal(
+      equalCompute?.comparisons[0].marginPct,
+      rs.claims.find((c: { claim: string }) => c.claim === 'BAM below BTX at equal compute').comparisons[0]
+        .margin_pct,
+    );
   });
 
   it("reads the eval run's eval.json as one seed without claims, with the same numbers the study reports", () => {
@@ -61,18 +81,38 @@ describe('results file reader', () => {
   });
 
   it('bad files are one line of error naming the file', () => {
-    assert.throws(() => parseResults('{"schema": 1, "settings": [', 'study.json'), (e: Error) => e instanceof ResultsFileError && /^study\.json is not valid JSON/.test(e.message) && !e.message.includes('\n'));
-    assert.throws(() => parseResults(JSON.stringify({ ...raw, schema: 2 }), 'study.json'), /schema 2 is not supported/);
+    assert.throws(
+      () => parseResults('{"schema": 1, "settings": [', 'study.json'),
+      (e: Error) =>
+        e instanceof ResultsFileError &&
+        /^study\.json is not valid JSON/.test(e.message) &&
+        !e.message.includes('\n'),
+    );
+    assert.throws(
+      () => parseResults(JSON.stringify({ ...raw, schema: 2 }), 'study.json'),
+      /schema 2 is not supported/,
+    );
     assert.throws(() => parseResults('{"experiment": "x"}', 'eval.json'), /eval\.json has neither/);
     assert.throws(() => parseResults('[]', 'eval.json'), /not a JSON object/);
   });
 
   it('roles follow the engine (study.py role)', () => {
-    assert.deepEqual(['seed', 'tune', 'branch-code', 'dense-continued', 'btx', 'btx-compute'].map(roleOf), ['seed', 'tune', 'branch', 'baseline', 'method', 'variant']);
+    assert.deepEqual(['seed', 'tune', 'branch-code', 'dense-continued', 'btx', 'btx-compute'].map(roleOf), [
+      'seed',
+      'tune',
+      'branch',
+      'baseline',
+      'method',
+      'variant',
+    ]);
   });
 
   it('an eval run opens its study first, then its own eval.json', () => {
-    assert.deepEqual(resultsCandidates('/w/runs/demo-eval'), ['/w/runs/study.json', '/w/study.json', '/w/runs/demo-eval/eval.json']);
+    assert.deepEqual(resultsCandidates('/w/runs/demo-eval'), [
+      '/w/runs/study.json',
+      '/w/study.json',
+      '/w/runs/demo-eval/eval.json',
+    ]);
   });
 });
 
@@ -94,7 +134,11 @@ describe('results protocol guards', () => {
     assert.equal(parseHostToResults({ ...message, doc: missingDomain }), undefined);
   });
   it('copyText carries one of the three formats', () => {
-    assert.deepEqual(parseWebviewToHost({ type: 'copyText', format: 'latex', text: 'x' }), { type: 'copyText', format: 'latex', text: 'x' });
+    assert.deepEqual(parseWebviewToHost({ type: 'copyText', format: 'latex', text: 'x' }), {
+      type: 'copyText',
+      format: 'latex',
+      text: 'x',
+    });
     assert.equal(parseWebviewToHost({ type: 'copyText', format: 'html', text: 'x' }), undefined);
   });
 });
@@ -118,7 +162,11 @@ describe('results table and writers', () => {
     for (const c of cols) {
       const means = s.models.map((m) => m.ppl[c].mean).filter((v): v is number => v !== null);
       const lo = Math.min(...means);
-      assert.deepEqual([...(best.get(c) ?? [])], s.models.filter((m) => m.ppl[c].mean === lo).map((m) => m.label), c);
+      assert.deepEqual(
+        [...(best.get(c) ?? [])],
+        s.models.filter((m) => m.ppl[c].mean === lo).map((m) => m.label),
+        c,
+      );
     }
     const tie = [
       { ...s.models[0], label: 'a', ppl: { x: { mean: 2, std: null, values: [2] } } },
@@ -130,8 +178,14 @@ describe('results table and writers', () => {
 
   it('groups rows by role: seed, dense runs, baselines, methods, variants', () => {
     const groups = groupRows(s.models);
-    assert.deepEqual(groups.map((g) => g.title), ['Seed', 'Dense runs', 'Baselines', 'Methods', 'Variants']);
-    assert.equal(groups.reduce((n, g) => n + g.models.length, 0), s.models.length);
+    assert.deepEqual(
+      groups.map((g) => g.title),
+      ['Seed', 'Dense runs', 'Baselines', 'Methods', 'Variants'],
+    );
+    assert.equal(
+      groups.reduce((n, g) => n + g.models.length, 0),
+      s.models.length,
+    );
   });
 
   it('Markdown: one row per model, the best per column in bold', () => {
@@ -142,7 +196,10 @@ describe('results table and writers', () => {
     for (const c of cols) {
       for (const label of best.get(c) ?? []) {
         const row = rows.find((r) => r.startsWith(`| ${label} |`));
-        assert.ok(row?.includes(`**${fmtSpread(s.models.find((m) => m.label === label)?.ppl[c])}**`), `${label} ${c}`);
+        assert.ok(
+          row?.includes(`**${fmtSpread(s.models.find((m) => m.label === label)?.ppl[c])}**`),
+          `${label} ${c}`,
+        );
       }
     }
   });
@@ -151,7 +208,10 @@ describe('results table and writers', () => {
     const tex = toLatex(s, doc.domains);
     assert.match(tex, /\\toprule[\s\S]*\\midrule[\s\S]*\\bottomrule/);
     assert.equal(tex.match(/\\midrule/g)?.length, groupRows(s.models).length);
-    assert.equal(tex.match(/\\mathbf\{/g)?.length, [...bestPerColumn(s.models, cols).values()].reduce((n, b) => n + b.size, 0));
+    assert.equal(
+      tex.match(/\\mathbf\{/g)?.length,
+      [...bestPerColumn(s.models, cols).values()].reduce((n, b) => n + b.size, 0),
+    );
     assert.equal(latexEscape('a_b & 5% #1'), 'a\\_b \\& 5\\% \\#1');
     const seeds = structuredClone(s);
     seeds.seeds = [0, 1, 2];
@@ -182,10 +242,12 @@ describe('run colours', () => {
     const list = runs.map((r) => colors.get(r.id) as string);
     assert.equal(new Set(list).size, runs.length);
     let min = Infinity;
-    for (let i = 0; i < list.length; i++) for (let j = i + 1; j < list.length; j++) {
-      const a = lab(list[i]), b = lab(list[j]);
-      min = Math.min(min, Math.hypot(a.l - b.l, a.a - b.a, a.b - b.b));
-    }
+    for (let i = 0; i < list.length; i++)
+      for (let j = i + 1; j < list.length; j++) {
+        const a = lab(list[i]),
+          b = lab(list[j]);
+        min = Math.min(min, Math.hypot(a.l - b.l, a.a - b.a, a.b - b.b));
+      }
     assert.ok(min > 10, `closest pair ΔE ${min.toFixed(1)}`);
   });
 
@@ -204,7 +266,9 @@ describe('run colours', () => {
   it("the Results panel colours a model with its run's colour", () => {
     const runs = demoRuns('/w/runs');
     const colors = runColors(runs);
-    const doc = parseResults(read('study.json'), 'study.json', (label) => colors.get(runForLabel(label, runs, '/w/runs')?.id ?? ''));
+    const doc = parseResults(read('study.json'), 'study.json', (label) =>
+      colors.get(runForLabel(label, runs, '/w/runs')?.id ?? ''),
+    );
     const model = (label: string) => doc.settings[0].models.find((m) => m.label === label);
     assert.equal(model('btx')?.color, colors.get('demo-moe-btx'));
     assert.equal(model('seed')?.color, colors.get('demo-seed'));
@@ -214,10 +278,13 @@ describe('run colours', () => {
 });
 
 describe('Open Results in the manifest', () => {
-  const pkg = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '..', '..', 'package.json'), 'utf8'));
+  const pkg = JSON.parse(
+    fs.readFileSync(path.resolve(import.meta.dirname, '..', '..', 'package.json'), 'utf8'),
+  );
   const menus = pkg.contributes.menus as Record<string, { command: string; when?: string }[]>;
   /** The viewItem regexes of a `when` clause, as VS Code evaluates `viewItem =~ /…/`. */
-  const matches = (when: string, viewItem: string): boolean => [...when.matchAll(/viewItem =~ \/(.+?)\/(?= |$)/g)].some((m) => new RegExp(m[1]).test(viewItem));
+  const matches = (when: string, viewItem: string): boolean =>
+    [...when.matchAll(/viewItem =~ \/(.+?)\/(?= |$)/g)].some((m) => new RegExp(m[1]).test(viewItem));
   it('is offered on eval runs only, and eval runs keep every other run action', () => {
     const item = menus['view/item/context'];
     const open = item.find((m) => m.command === 'moelab.openResults');
@@ -229,14 +296,23 @@ describe('Open Results in the manifest', () => {
       assert.ok(m?.when && matches(m.when, 'moelab.run.done.eval'), command);
     }
     const stop = item.filter((m) => m.command === 'moelab.stopRun');
-    assert.ok(stop.length && stop.every((m) => m.when && matches(m.when, 'moelab.run.running.eval') && !matches(m.when, 'moelab.run.done.eval')));
+    assert.ok(
+      stop.length &&
+        stop.every(
+          (m) =>
+            m.when && matches(m.when, 'moelab.run.running.eval') && !matches(m.when, 'moelab.run.done.eval'),
+        ),
+    );
   });
   it('is offered on study.json and eval.json in the explorer and the editor title', () => {
     for (const where of ['explorer/context', 'editor/title']) {
       const m = menus[where].find((x) => x.command === 'moelab.openResults');
       assert.ok(m?.when, where);
       const re = new RegExp((m.when.match(/resourceFilename =~ \/(.+)\/$/) ?? [])[1]);
-      assert.ok(re.test('study.json') && re.test('eval.json') && !re.test('run.json') && !re.test('my-study.json'), where);
+      assert.ok(
+        re.test('study.json') && re.test('eval.json') && !re.test('run.json') && !re.test('my-study.json'),
+        where,
+      );
     }
     assert.ok(pkg.activationEvents.includes('onWebviewPanel:moelab.results'));
   });

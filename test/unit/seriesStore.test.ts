@@ -35,29 +35,60 @@ describe('dashboard series', () => {
   it('FLOPs x axis: follows the points through a resume, gaps for blocks without the column', () => {
     const store = new SeriesStore();
     // A run resumed from step 2 whose checkpoint counted 100 FLOPs more than the lost steps did.
-    store.append({ runId: 'r', split: 'train', step: [1, 2, 3], tokens: [4, 8, 12], flops: [10, 20, 30], time: [0, 1, 2], values: { loss: [3, 2, 1] } });
-    store.append({ runId: 'r', split: 'train', step: [3, 4], tokens: [12, 16], flops: [130, 140], time: [3, 4], values: { loss: [1.5, 1.2] } });
+    store.append({
+      runId: 'r',
+      split: 'train',
+      step: [1, 2, 3],
+      tokens: [4, 8, 12],
+      flops: [10, 20, 30],
+      time: [0, 1, 2],
+      values: { loss: [3, 2, 1] },
+    });
+    store.append({
+      runId: 'r',
+      split: 'train',
+      step: [3, 4],
+      tokens: [12, 16],
+      flops: [130, 140],
+      time: [3, 4],
+      values: { loss: [1.5, 1.2] },
+    });
     const s = store.get('r', 'train/loss')!;
     assert.deepEqual(Array.from(s.x('flops').subarray(0, s.n)), [10, 20, 130, 140]);
     assert.deepEqual(Array.from(s.x('tokens').subarray(0, s.n)), [4, 8, 12, 16]);
-    store.append({ runId: 'old', split: 'train', step: [1, 2], tokens: [4, 8], time: [0, 1], values: { loss: [3, 2] } });
+    store.append({
+      runId: 'old',
+      split: 'train',
+      step: [1, 2],
+      tokens: [4, 8],
+      time: [0, 1],
+      values: { loss: [3, 2] },
+    });
     const old = store.get('old', 'train/loss')!;
     assert.ok(Array.from(old.x('flops').subarray(0, old.n)).every(Number.isNaN));
   });
 });
 
 describe('M4 decimation', () => {
-  it('keeps every column\'s first, min, max and last point, in index order', () => {
+  it("keeps every column's first, min, max and last point, in index order", () => {
     const n = 10_000;
-    const xs = new Float64Array(n), ys = new Float64Array(n);
-    for (let i = 0; i < n; i++) { xs[i] = i; ys[i] = Math.sin(i / 37) * (i % 7); }
+    const xs = new Float64Array(n),
+      ys = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      xs[i] = i;
+      ys[i] = Math.sin(i / 37) * (i % 7);
+    }
     const columns = 50;
     const out = decimateM4(xs, ys, n, 0, n - 1, columns);
     assert.ok(out.length / 2 <= columns * 4 + 4);
     for (let i = 2; i < out.length; i += 2) assert.ok(out[i] >= out[i - 2], 'x ascending');
     // The global extremes survive decimation.
-    let lo = Infinity, hi = -Infinity;
-    for (let i = 1; i < out.length; i += 2) { lo = Math.min(lo, out[i]); hi = Math.max(hi, out[i]); }
+    let lo = Infinity,
+      hi = -Infinity;
+    for (let i = 1; i < out.length; i += 2) {
+      lo = Math.min(lo, out[i]);
+      hi = Math.max(hi, out[i]);
+    }
     assert.equal(lo, Math.min(...ys));
     assert.equal(hi, Math.max(...ys));
   });

@@ -21,29 +21,65 @@ import {
   slurmSubmitScriptArgs,
   slurmTaskArgs,
 } from '../../extension/src/jobs/slurmArgs';
-import { fetchSlurmStatus, hasRecordsWithoutRun, hasSlurmRecords, SlurmPoller } from '../../extension/src/jobs/slurmPoller';
+import {
+  fetchSlurmStatus,
+  hasRecordsWithoutRun,
+  hasSlurmRecords,
+  SlurmPoller,
+} from '../../extension/src/jobs/slurmPoller';
 import { engineInvocation, TaskArgError } from '../../extension/src/jobs/taskArgs';
 import { runDescription } from '../../extension/src/runs/runsTreeModel';
 import { HAVE_VENV, NO_VENV_REASON, PYTHON, REPO } from './inspectorFixtures';
 
 const base = path.resolve('/work space/with "quotes"');
-const hostile = ['gpu; rm -rf ~', '$(touch /tmp/pwned)', 'a b', 'it\'s "q"', '`id`', '-x', '--account=evil', 'new\nline'];
+const hostile = [
+  'gpu; rm -rf ~',
+  '$(touch /tmp/pwned)',
+  'a b',
+  'it\'s "q"',
+  '`id`',
+  '-x',
+  '--account=evil',
+  'new\nline',
+];
 
 /** Runs a real process with the array, to prove each element arrives as one verbatim argv entry. */
 function echoArgv(args: string[]): string[] {
-  const out = execFileSync(process.execPath, ['-e', 'process.stdout.write(JSON.stringify(process.argv.slice(1)))', '--', ...args]);
+  const out = execFileSync(process.execPath, [
+    '-e',
+    'process.stdout.write(JSON.stringify(process.argv.slice(1)))',
+    '--',
+    ...args,
+  ]);
   return JSON.parse(out.toString());
 }
 
 describe('moelab slurm argument arrays', () => {
   it('script: config, only the resources that are set, --out; paths absolute', () => {
     assert.deepEqual(slurmScriptArgs('cfg/moe.json', 'cfg/moe.sbatch', {}, base), [
-      'slurm', 'script', path.join(base, 'cfg/moe.json'), `--out=${path.join(base, 'cfg/moe.sbatch')}`,
+      'slurm',
+      'script',
+      path.join(base, 'cfg/moe.json'),
+      `--out=${path.join(base, 'cfg/moe.sbatch')}`,
     ]);
-    const all = { nodes: 2, gpusPerNode: 4, time: '12:00:00', partition: 'gpu', account: 'proj', cpusPerTask: 32 };
+    const all = {
+      nodes: 2,
+      gpusPerNode: 4,
+      time: '12:00:00',
+      partition: 'gpu',
+      account: 'proj',
+      cpusPerTask: 32,
+    };
     assert.deepEqual(slurmScriptArgs('/c.json', '/c.sbatch', all, base), [
-      'slurm', 'script', '/c.json',
-      '--nodes=2', '--gpus-per-node=4', '--time=12:00:00', '--partition=gpu', '--account=proj', '--cpus-per-task=32',
+      'slurm',
+      'script',
+      '/c.json',
+      '--nodes=2',
+      '--gpus-per-node=4',
+      '--time=12:00:00',
+      '--partition=gpu',
+      '--account=proj',
+      '--cpus-per-task=32',
       '--out=/c.sbatch',
     ]);
     // gpusPerNode 0 (CPU) is a choice, not "unset".
@@ -51,8 +87,17 @@ describe('moelab slurm argument arrays', () => {
   });
 
   it('submit, status, cancel, log', () => {
-    assert.deepEqual(slurmSubmitScriptArgs('job.sbatch', '/ws'), ['slurm', 'submit', '--script=/ws/job.sbatch']);
-    assert.deepEqual(slurmSubmitConfigArgs('c.json', { nodes: 1 }, '/ws'), ['slurm', 'submit', '/ws/c.json', '--nodes=1']);
+    assert.deepEqual(slurmSubmitScriptArgs('job.sbatch', '/ws'), [
+      'slurm',
+      'submit',
+      '--script=/ws/job.sbatch',
+    ]);
+    assert.deepEqual(slurmSubmitConfigArgs('c.json', { nodes: 1 }, '/ws'), [
+      'slurm',
+      'submit',
+      '/ws/c.json',
+      '--nodes=1',
+    ]);
     assert.deepEqual(slurmStatusArgs('runs', '/ws'), ['slurm', 'status', '--runs=/ws/runs', '--json']);
     assert.deepEqual(slurmCancelArgs('runs/a', '/ws'), ['slurm', 'cancel', '/ws/runs/a']);
     assert.deepEqual(slurmLogArgs('runs/a', '/ws'), ['slurm', 'log', '/ws/runs/a', '--follow']);
@@ -74,11 +119,18 @@ describe('moelab slurm argument arrays', () => {
       for (const a of arrays) {
         // No value is ever its own element after a flag, and none is an option by itself: a value
         // like "-x" or "--account=evil" is glued to its flag or is an absolute path.
-        assert.ok(a.slice(2).every((x) => x.startsWith('--') || path.isAbsolute(x)), JSON.stringify(a));
+        assert.ok(
+          a.slice(2).every((x) => x.startsWith('--') || path.isAbsolute(x)),
+          JSON.stringify(a),
+        );
         assert.deepEqual(echoArgv(engineInvocation('/py', a).args), ['-m', 'moelab', ...a]);
       }
       const script = arrays[0];
-      assert.ok(script.includes(`--partition=${v}`) && script.includes(`--account=${v}`) && script.includes(`--time=${v}`));
+      assert.ok(
+        script.includes(`--partition=${v}`) &&
+          script.includes(`--account=${v}`) &&
+          script.includes(`--time=${v}`),
+      );
       assert.equal(script.filter((x) => x.includes(v)).length, 5); // config, partition, account, time, --out
     });
   }
@@ -91,8 +143,17 @@ describe('moelab slurm argument arrays', () => {
   });
 
   it('slurm launcher: train/run CONFIG becomes `slurm submit CONFIG`; anything else is refused', () => {
-    assert.deepEqual(slurmTaskArgs(['train', '/c.json'], { gpusPerNode: 2 }, '/ws'), ['slurm', 'submit', '/c.json', '--gpus-per-node=2']);
-    assert.deepEqual(slurmTaskArgs(['run', 'e.moelab.json'], {}, '/ws'), ['slurm', 'submit', '/ws/e.moelab.json']);
+    assert.deepEqual(slurmTaskArgs(['train', '/c.json'], { gpusPerNode: 2 }, '/ws'), [
+      'slurm',
+      'submit',
+      '/c.json',
+      '--gpus-per-node=2',
+    ]);
+    assert.deepEqual(slurmTaskArgs(['run', 'e.moelab.json'], {}, '/ws'), [
+      'slurm',
+      'submit',
+      '/ws/e.moelab.json',
+    ]);
     assert.throws(() => slurmTaskArgs(['train', '/c.json', '--resume'], {}, '/ws'), TaskArgError);
     assert.throws(() => slurmTaskArgs(['eval', '/c'], {}, '/ws'), TaskArgError);
   });
@@ -102,7 +163,10 @@ describe('moelab slurm argument arrays', () => {
     assert.equal(scriptPathFor('/w/configs/moe.json'), '/w/configs/moe.sbatch');
     assert.equal(runsRootOf('/w/runs/moe-btx'), '/w/runs');
     assert.equal(runsRootOf('/w/runs/.slurm/exp'), '/w/runs');
-    assert.equal(runDirOfScript('#!/bin/bash\n#SBATCH --nodes=1\n# moelab-run-dir: /w/runs/a b\n\nset -e\n'), '/w/runs/a b');
+    assert.equal(
+      runDirOfScript('#!/bin/bash\n#SBATCH --nodes=1\n# moelab-run-dir: /w/runs/a b\n\nset -e\n'),
+      '/w/runs/a b',
+    );
     assert.equal(runDirOfScript('#!/bin/bash\nsleep 1\n'), undefined);
   });
 });
@@ -110,9 +174,42 @@ describe('moelab slurm argument arrays', () => {
 describe('moelab slurm status --json', () => {
   // As printed by engine/moelab/commands/slurm.py (_status without a target).
   const engineJson = JSON.stringify([
-    { job_id: '1234', state: 'PENDING', source: 'squeue', reason: 'Resources', exit_code: null, elapsed: '0:00', nodes: null, active: true, run_dir: '/w/runs/a', log: '/w/runs/a/slurm-1234.out' },
-    { job_id: '1235', state: 'RUNNING', source: 'squeue', reason: 'None', exit_code: null, elapsed: '1:02', nodes: 'node7', active: true, run_dir: '/w/runs/b', log: null },
-    { job_id: '1236', state: 'COMPLETED', source: 'sacct', reason: null, exit_code: '0:0', elapsed: '00:10:00', nodes: 'node7', active: false, run_dir: '/w/runs/c', log: '/l' },
+    {
+      job_id: '1234',
+      state: 'PENDING',
+      source: 'squeue',
+      reason: 'Resources',
+      exit_code: null,
+      elapsed: '0:00',
+      nodes: null,
+      active: true,
+      run_dir: '/w/runs/a',
+      log: '/w/runs/a/slurm-1234.out',
+    },
+    {
+      job_id: '1235',
+      state: 'RUNNING',
+      source: 'squeue',
+      reason: 'None',
+      exit_code: null,
+      elapsed: '1:02',
+      nodes: 'node7',
+      active: true,
+      run_dir: '/w/runs/b',
+      log: null,
+    },
+    {
+      job_id: '1236',
+      state: 'COMPLETED',
+      source: 'sacct',
+      reason: null,
+      exit_code: '0:0',
+      elapsed: '00:10:00',
+      nodes: 'node7',
+      active: false,
+      run_dir: '/w/runs/c',
+      log: '/l',
+    },
     { job_id: 77, state: 'CANCELLED', active: false },
     { state: 'RUNNING' },
     'junk',
@@ -121,12 +218,15 @@ describe('moelab slurm status --json', () => {
 
   it('parses rows, skips junk, keeps the engine\'s "active"', () => {
     const rows = parseSlurmStatus(engineJson);
-    assert.deepEqual(rows.map((r) => [r.jobId, r.state, r.active, r.runDir]), [
-      ['1234', 'PENDING', true, '/w/runs/a'],
-      ['1235', 'RUNNING', true, '/w/runs/b'],
-      ['1236', 'COMPLETED', false, '/w/runs/c'],
-      ['77', 'CANCELLED', false, undefined],
-    ]);
+    assert.deepEqual(
+      rows.map((r) => [r.jobId, r.state, r.active, r.runDir]),
+      [
+        ['1234', 'PENDING', true, '/w/runs/a'],
+        ['1235', 'RUNNING', true, '/w/runs/b'],
+        ['1236', 'COMPLETED', false, '/w/runs/c'],
+        ['77', 'CANCELLED', false, undefined],
+      ],
+    );
     assert.equal(rows[0].reason, 'Resources');
     assert.equal(rows[1].log, undefined);
     assert.equal(rows[2].exitCode, '0:0');
@@ -148,10 +248,16 @@ describe('moelab slurm status --json', () => {
     assert.equal(slurmRunStatus(running), 'running');
     const run = { id: 'a', dir: '/w/runs/a', status: 'queued' };
     assert.equal(runDescription(run, undefined, pending), 'queued (slurm 1234)');
-    assert.equal(runDescription({ ...run, status: 'running' }, { step: 3, loss: 2 }, running), 'running (slurm 1235) · step 3 · loss 2.000');
+    assert.equal(
+      runDescription({ ...run, status: 'running' }, { step: 3, loss: 2 }, running),
+      'running (slurm 1235) · step 3 · loss 2.000',
+    );
     // Once Slurm is done with the job, run.json's own status speaks.
     assert.equal(runDescription({ ...run, status: 'done' }, undefined, done), '');
-    assert.equal(runDescription({ ...run, status: 'queued' }, undefined, { ...done, state: 'FAILED', active: false }), 'failed (slurm 1236)');
+    assert.equal(
+      runDescription({ ...run, status: 'queued' }, undefined, { ...done, state: 'FAILED', active: false }),
+      'failed (slurm 1236)',
+    );
   });
 });
 
@@ -185,7 +291,12 @@ function fakeTimers() {
   };
 }
 
-const job = (id: string, active: boolean): SlurmJobState => ({ jobId: id, state: active ? 'RUNNING' : 'COMPLETED', active, runDir: `/r/${id}` });
+const job = (id: string, active: boolean): SlurmJobState => ({
+  jobId: id,
+  state: active ? 'RUNNING' : 'COMPLETED',
+  active,
+  runDir: `/r/${id}`,
+});
 
 describe('Slurm status poller', () => {
   it('polls while a job is active, at the interval, and stops when nothing is pending', async () => {
@@ -226,7 +337,12 @@ describe('Slurm status poller', () => {
   it('starts no process in Restricted Mode', async () => {
     const clock = fakeTimers();
     let calls = 0;
-    const poller = new SlurmPoller({ fetch: async () => (calls++, [job('1', true)]), trusted: () => false, onUpdate: () => undefined, ...clock });
+    const poller = new SlurmPoller({
+      fetch: async () => (calls++, [job('1', true)]),
+      trusted: () => false,
+      onUpdate: () => undefined,
+      ...clock,
+    });
     poller.kick();
     await poller.poll();
     assert.equal(calls, 0);
@@ -279,78 +395,113 @@ describe('job records on disk', () => {
 function slurmUnusable(): string | null {
   if (!HAVE_VENV) return NO_VENV_REASON;
   const sinfo = spawnSync('sinfo', ['-h', '-o', '%t'], { encoding: 'utf8', timeout: 20_000 });
-  if (sinfo.error) return `no Slurm on this machine (sinfo: ${sinfo.error.message}); scripts/slurm-local.sh starts a local one`;
+  if (sinfo.error)
+    return `no Slurm on this machine (sinfo: ${sinfo.error.message}); scripts/slurm-local.sh starts a local one`;
   const states = sinfo.stdout.split(/\s+/).filter(Boolean);
-  if (sinfo.status !== 0 || !states.some((s) => ['idle', 'mix', 'alloc', 'comp'].includes(s.replace(/[*~#]+$/, '')))) {
+  if (
+    sinfo.status !== 0 ||
+    !states.some((s) => ['idle', 'mix', 'alloc', 'comp'].includes(s.replace(/[*~#]+$/, '')))
+  ) {
     return `Slurm has no usable node (sinfo: ${sinfo.stderr.trim() || states.join(' ') || 'nothing'}); run scripts/slurm-local.sh`;
   }
   return null;
 }
 
 const TINY_TRAIN = {
-  steps: 3, batch_size: 2, warmup_steps: 1, log_every: 1, eval_every: 100, eval_batches: 1, ckpt_every: 3, threads: 1, device: 'cpu',
-  model: { vocab_size: 256, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 32, eos_token_id: 0 },
+  steps: 3,
+  batch_size: 2,
+  warmup_steps: 1,
+  log_every: 1,
+  eval_every: 100,
+  eval_batches: 1,
+  ckpt_every: 3,
+  threads: 1,
+  device: 'cpu',
+  model: {
+    vocab_size: 256,
+    hidden_size: 16,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    num_key_value_heads: 2,
+    max_position_embeddings: 32,
+    eos_token_id: 0,
+  },
   data: { seq_len: 8, synthetic_train_chars: 4000, synthetic_eval_chars: 1000 },
 };
 
 describe('against a real Slurm (scripts/slurm-local.sh)', () => {
   const reason = slurmUnusable();
-  it('script → edit → submit → status → log → cancel, with the extension\'s argument arrays', { skip: reason ?? false, timeout: 300_000 }, async () => {
-    const ws = fs.mkdtempSync(path.join(os.tmpdir(), "moelab slurm ws $(x) 'q' "));
-    const env = { ...process.env, OMP_NUM_THREADS: '1', PYTHONPATH: path.join(REPO, 'engine') };
-    const moelab = (args: string[], timeout = 120_000) => {
-      const inv = engineInvocation(PYTHON, args);
-      const r = spawnSync(inv.command, inv.args, { cwd: ws, env: { ...env, ...inv.env }, encoding: 'utf8', timeout });
-      assert.equal(r.status, 0, `moelab ${args.join(' ')}: ${r.stderr}`);
-      return r.stdout;
-    };
-    const status = async (active: boolean, id: string, timeoutMs = 150_000): Promise<SlurmJobState> => {
-      const deadline = Date.now() + timeoutMs;
-      let last: SlurmJobState | undefined;
-      while (Date.now() < deadline) {
-        last = (await fetchSlurmStatus(PYTHON, ['runs'], ws)).find((s) => s.jobId === id);
-        if (last && last.active === active) return last;
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-      assert.fail(`job ${id} never ${active ? 'active' : 'done'} (last: ${JSON.stringify(last)})`);
-    };
-    const cfgDir = path.join(ws, 'my configs');
-    fs.mkdirSync(cfgDir);
-    const settings = { time: '00:05:00', partition: 'debug' };
+  it(
+    "script → edit → submit → status → log → cancel, with the extension's argument arrays",
+    { skip: reason ?? false, timeout: 300_000 },
+    async () => {
+      const ws = fs.mkdtempSync(path.join(os.tmpdir(), "moelab slurm ws $(x) 'q' "));
+      const env = { ...process.env, OMP_NUM_THREADS: '1', PYTHONPATH: path.join(REPO, 'engine') };
+      const moelab = (args: string[], timeout = 120_000) => {
+        const inv = engineInvocation(PYTHON, args);
+        const r = spawnSync(inv.command, inv.args, {
+          cwd: ws,
+          env: { ...env, ...inv.env },
+          encoding: 'utf8',
+          timeout,
+        });
+        assert.equal(r.status, 0, `moelab ${args.join(' ')}: ${r.stderr}`);
+        return r.stdout;
+      };
+      const status = async (active: boolean, id: string, timeoutMs = 150_000): Promise<SlurmJobState> => {
+        const deadline = Date.now() + timeoutMs;
+        let last: SlurmJobState | undefined;
+        while (Date.now() < deadline) {
+          last = (await fetchSlurmStatus(PYTHON, ['runs'], ws)).find((s) => s.jobId === id);
+          if (last && last.active === active) return last;
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+        assert.fail(`job ${id} never ${active ? 'active' : 'done'} (last: ${JSON.stringify(last)})`);
+      };
+      const cfgDir = path.join(ws, 'my configs');
+      fs.mkdirSync(cfgDir);
+      const settings = { time: '00:05:00', partition: 'debug' };
 
-    // 1. A tiny training job, submitted unedited: runs to the end; log --follow ends with it.
-    const train = path.join(cfgDir, 'tiny.json');
-    fs.writeFileSync(train, JSON.stringify({ ...TINY_TRAIN, run_id: 'tiny-ext', out: '../runs' }));
-    const script = scriptPathFor(train);
-    moelab(slurmScriptArgs(train, script, settings, ws));
-    const text = fs.readFileSync(script, 'utf8');
-    assert.match(text, /#SBATCH --time=00:05:00/);
-    const runDir = path.join(ws, 'runs', 'tiny-ext');
-    assert.equal(runDirOfScript(text), runDir);
-    const jobId = moelab(slurmSubmitScriptArgs(script, ws)).trim();
-    assert.match(jobId, /^\d+$/);
-    const log = moelab(slurmLogArgs(runDir, ws), 200_000);
-    assert.match(log, new RegExp(`moelab: job ${jobId} on `));
-    const done = await status(false, jobId);
-    assert.equal(done.state, 'COMPLETED', JSON.stringify(done));
-    assert.equal(done.runDir, runDir);
-    assert.equal(JSON.parse(fs.readFileSync(path.join(runDir, 'run.json'), 'utf8')).status, 'done');
+      // 1. A tiny training job, submitted unedited: runs to the end; log --follow ends with it.
+      const train = path.join(cfgDir, 'tiny.json');
+      fs.writeFileSync(train, JSON.stringify({ ...TINY_TRAIN, run_id: 'tiny-ext', out: '../runs' }));
+      const script = scriptPathFor(train);
+      moelab(slurmScriptArgs(train, script, settings, ws));
+      const text = fs.readFileSync(script, 'utf8');
+      assert.match(text, /#SBATCH --time=00:05:00/);
+      const runDir = path.join(ws, 'runs', 'tiny-ext');
+      assert.equal(runDirOfScript(text), runDir);
+      const jobId = moelab(slurmSubmitScriptArgs(script, ws)).trim();
+      assert.match(jobId, /^\d+$/);
+      const log = moelab(slurmLogArgs(runDir, ws), 200_000);
+      assert.match(log, new RegExp(`moelab: job ${jobId} on `));
+      const done = await status(false, jobId);
+      assert.equal(done.state, 'COMPLETED', JSON.stringify(done));
+      assert.equal(done.runDir, runDir);
+      assert.equal(JSON.parse(fs.readFileSync(path.join(runDir, 'run.json'), 'utf8')).status, 'done');
 
-    // 2. An edited script (the user's change is what runs), cancelled while it sleeps.
-    const sleeper = path.join(cfgDir, 'sleepy.json');
-    fs.writeFileSync(sleeper, JSON.stringify({ ...TINY_TRAIN, run_id: 'sleepy-ext', out: '../runs' }));
-    const script2 = scriptPathFor(sleeper);
-    moelab(slurmScriptArgs(sleeper, script2, settings, ws));
-    const edited = fs.readFileSync(script2, 'utf8').replace(/^"\$PYTHON" -m moelab .*$/m, 'echo edited-by-user; sleep 300');
-    assert.match(edited, /edited-by-user/);
-    fs.writeFileSync(script2, edited);
-    const job2 = moelab(slurmSubmitScriptArgs(script2, ws)).trim();
-    const runDir2 = path.join(ws, 'runs', 'sleepy-ext');
-    const active = await status(true, job2);
-    assert.ok(['queued', 'running'].some((w) => slurmLabel(active).startsWith(w)), slurmLabel(active));
-    moelab(slurmCancelArgs(runDir2, ws));
-    const cancelled = await status(false, job2);
-    assert.equal(cancelled.state, 'CANCELLED', JSON.stringify(cancelled));
-    fs.rmSync(ws, { recursive: true, force: true });
-  });
+      // 2. An edited script (the user's change is what runs), cancelled while it sleeps.
+      const sleeper = path.join(cfgDir, 'sleepy.json');
+      fs.writeFileSync(sleeper, JSON.stringify({ ...TINY_TRAIN, run_id: 'sleepy-ext', out: '../runs' }));
+      const script2 = scriptPathFor(sleeper);
+      moelab(slurmScriptArgs(sleeper, script2, settings, ws));
+      const edited = fs
+        .readFileSync(script2, 'utf8')
+        .replace(/^"\$PYTHON" -m moelab .*$/m, 'echo edited-by-user; sleep 300');
+      assert.match(edited, /edited-by-user/);
+      fs.writeFileSync(script2, edited);
+      const job2 = moelab(slurmSubmitScriptArgs(script2, ws)).trim();
+      const runDir2 = path.join(ws, 'runs', 'sleepy-ext');
+      const active = await status(true, job2);
+      assert.ok(
+        ['queued', 'running'].some((w) => slurmLabel(active).startsWith(w)),
+        slurmLabel(active),
+      );
+      moelab(slurmCancelArgs(runDir2, ws));
+      const cancelled = await status(false, job2);
+      assert.equal(cancelled.state, 'CANCELLED', JSON.stringify(cancelled));
+      fs.rmSync(ws, { recursive: true, force: true });
+    },
+  );
 });

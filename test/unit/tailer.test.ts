@@ -21,7 +21,10 @@ describe('JsonlTailer', () => {
     fs.writeFileSync(file, '{"step":1,"loss":2.5}\n{"step":2,"lo');
     const t = new JsonlTailer(file, { accept: isMetricRecord });
     let r = await drain(t);
-    assert.deepEqual(r.got.map((m) => m.step), [1]);
+    assert.deepEqual(
+      r.got.map((m) => m.step),
+      [1],
+    );
     assert.equal(r.badLines, 0);
     fs.appendFileSync(file, 'ss":2.4}\n');
     r = await drain(t);
@@ -53,7 +56,10 @@ describe('JsonlTailer', () => {
     // Small chunks: lines and a multi-byte character straddle chunk boundaries.
     const t = new JsonlTailer(file, { accept: isMetricRecord, maxLineBytes: 100_000, chunkBytes: 7 });
     const r = await drain(t);
-    assert.deepEqual(r.got.map((m) => m.step), [1, 2, 3, 4]);
+    assert.deepEqual(
+      r.got.map((m) => m.step),
+      [1, 2, 3, 4],
+    );
     assert.equal(r.got[1].domain?.['prosé ✓'], 1.5);
     assert.ok(Number.isNaN(r.got[2].loss));
     assert.equal(r.got[2].grad_norm, Infinity);
@@ -67,11 +73,17 @@ describe('JsonlTailer', () => {
     fs.writeFileSync(file, '{"step":1}\n' + 'y'.repeat(5_000_000));
     const t = new JsonlTailer(file, { accept: isMetricRecord, maxLineBytes: 1_000_000, chunkBytes: 65536 });
     let r = await drain(t);
-    assert.deepEqual(r.got.map((m) => m.step), [1]);
+    assert.deepEqual(
+      r.got.map((m) => m.step),
+      [1],
+    );
     assert.equal(r.badLines, 1);
     fs.appendFileSync(file, 'yyy\n{"step":2}\n');
     r = await drain(t);
-    assert.deepEqual(r.got.map((m) => m.step), [2]);
+    assert.deepEqual(
+      r.got.map((m) => m.step),
+      [2],
+    );
     assert.equal(r.badLines, 0, 'the long line is counted once');
   });
 
@@ -83,17 +95,26 @@ describe('JsonlTailer', () => {
     fs.writeFileSync(file, '{"step":10}\n');
     let resets = 0;
     let got: MetricRecord[] = [];
-    let r = await t.poll((b) => (got = got.concat(b)), () => resets++);
+    let r = await t.poll(
+      (b) => (got = got.concat(b)),
+      () => resets++,
+    );
     assert.ok(r.reset);
     assert.equal(resets, 1);
-    assert.deepEqual(got.map((m) => m.step), [10]);
+    assert.deepEqual(
+      got.map((m) => m.step),
+      [10],
+    );
     // Recreated with more bytes than before: only the inode tells.
     fs.unlinkSync(file);
     fs.writeFileSync(file, '{"step":20}\n{"step":21}\n{"step":22}\n');
     got = [];
     r = await t.poll((b) => (got = got.concat(b)));
     assert.ok(r.reset);
-    assert.deepEqual(got.map((m) => m.step), [20, 21, 22]);
+    assert.deepEqual(
+      got.map((m) => m.step),
+      [20, 21, 22],
+    );
   });
 
   it('a missing file is not an error', async () => {
@@ -109,7 +130,19 @@ describe('JsonlTailer', () => {
   it('streams a 200 MB file with flat memory', async () => {
     const file = path.join(dir, 'big.jsonl');
     const line = (i: number) =>
-      JSON.stringify({ step: i, tokens: i * 4096, time: i * 0.1, split: 'train', loss: 3 - i * 1e-7, lr: 3e-4, lb_loss: 0.01, z_loss: 0.001, grad_norm: 1.2, tokens_per_s: 51234.5, domain: { code: 1.9, math: 2.1, prose: 2.3 } }) + '\n';
+      JSON.stringify({
+        step: i,
+        tokens: i * 4096,
+        time: i * 0.1,
+        split: 'train',
+        loss: 3 - i * 1e-7,
+        lr: 3e-4,
+        lb_loss: 0.01,
+        z_loss: 0.001,
+        grad_norm: 1.2,
+        tokens_per_s: 51234.5,
+        domain: { code: 1.9, math: 2.1, prose: 2.3 },
+      }) + '\n';
     const fd = fs.openSync(file, 'w');
     let size = 0;
     let i = 0;
@@ -138,7 +171,9 @@ describe('JsonlTailer', () => {
     assert.equal(count, i);
     assert.equal(last, i - 1);
     const grewMb = (peak - before) / 2 ** 20;
-    console.log(`# tailer: ${(size / 2 ** 20).toFixed(0)} MB, ${count} records in ${secs.toFixed(2)} s (${(size / 2 ** 20 / secs).toFixed(0)} MB/s), RSS grew ${grewMb.toFixed(1)} MB`);
+    console.log(
+      `# tailer: ${(size / 2 ** 20).toFixed(0)} MB, ${count} records in ${secs.toFixed(2)} s (${(size / 2 ** 20 / secs).toFixed(0)} MB/s), RSS grew ${grewMb.toFixed(1)} MB`,
+    );
     assert.ok(grewMb < 100, `memory grew by ${grewMb.toFixed(1)} MB while streaming ${size} bytes`);
   });
 });

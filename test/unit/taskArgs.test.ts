@@ -16,7 +16,11 @@ import {
   TaskArgError,
   upcycleArgs,
 } from '../../extension/src/jobs/taskArgs';
-import { chooseInterpreter, compareVersions, parseEngineVersion } from '../../extension/src/engine/interpreter';
+import {
+  chooseInterpreter,
+  compareVersions,
+  parseEngineVersion,
+} from '../../extension/src/engine/interpreter';
 
 const base = path.resolve('/work space/with "quotes"');
 const hostile = [
@@ -35,7 +39,12 @@ const hostile = [
 
 /** Runs a real process with the array, to prove each element arrives as one verbatim argv entry. */
 function echoArgv(inv: { command: string; args: string[] }): string[] {
-  const out = execFileSync(process.execPath, ['-e', 'process.stdout.write(JSON.stringify(process.argv.slice(1)))', '--', ...inv.args]);
+  const out = execFileSync(process.execPath, [
+    '-e',
+    'process.stdout.write(JSON.stringify(process.argv.slice(1)))',
+    '--',
+    ...inv.args,
+  ]);
   return JSON.parse(out.toString());
 }
 
@@ -59,21 +68,62 @@ describe('task arguments', () => {
   }
 
   it('upcycle, export, analyze keep every path as one element', () => {
-    const a = upcycleArgs({ method: 'btx', seed: 'seed dir', experts: ['e 1', '$(e2)', 'e;3'], out: 'out "x"', topK: 2, numExperts: 3, routerSeed: 0 }, base);
+    const a = upcycleArgs(
+      {
+        method: 'btx',
+        seed: 'seed dir',
+        experts: ['e 1', '$(e2)', 'e;3'],
+        out: 'out "x"',
+        topK: 2,
+        numExperts: 3,
+        routerSeed: 0,
+      },
+      base,
+    );
     assert.deepEqual(a, [
-      'upcycle', '--method', 'btx', '--seed', path.join(base, 'seed dir'),
-      '--expert', path.join(base, 'e 1'), '--expert', path.join(base, '$(e2)'), '--expert', path.join(base, 'e;3'),
-      '--out', path.join(base, 'out "x"'), '--top-k', '2', '--num-experts', '3', '--router-seed', '0',
+      'upcycle',
+      '--method',
+      'btx',
+      '--seed',
+      path.join(base, 'seed dir'),
+      '--expert',
+      path.join(base, 'e 1'),
+      '--expert',
+      path.join(base, '$(e2)'),
+      '--expert',
+      path.join(base, 'e;3'),
+      '--out',
+      path.join(base, 'out "x"'),
+      '--top-k',
+      '2',
+      '--num-experts',
+      '3',
+      '--router-seed',
+      '0',
     ]);
     assert.deepEqual(echoArgv({ command: 'x', args: a }), a);
     assert.deepEqual(exportArgs('c k', 'onnx', '$o', base).slice(0, 2), ['export', '--ckpt']);
-    assert.deepEqual(analyzeArgs('a', 'b', 'o', '/r'), ['analyze', '--ckpt', '/r/a', '--ckpt', '/r/b', '--out', '/r/o']);
+    assert.deepEqual(analyzeArgs('a', 'b', 'o', '/r'), [
+      'analyze',
+      '--ckpt',
+      '/r/a',
+      '--ckpt',
+      '/r/b',
+      '--out',
+      '/r/o',
+    ]);
   });
 
   it('refuses NUL bytes, unknown methods and formats, bad integers', () => {
     assert.throws(() => runExperimentArgs('a\0b', base), TaskArgError);
-    assert.throws(() => upcycleArgs({ method: 'evil; rm' as never, seed: 's', experts: [], out: 'o' }, base), TaskArgError);
-    assert.throws(() => upcycleArgs({ method: 'sparse', seed: 's', experts: [], out: 'o', topK: 1.5 }, base), TaskArgError);
+    assert.throws(
+      () => upcycleArgs({ method: 'evil; rm' as never, seed: 's', experts: [], out: 'o' }, base),
+      TaskArgError,
+    );
+    assert.throws(
+      () => upcycleArgs({ method: 'sparse', seed: 's', experts: [], out: 'o', topK: 1.5 }, base),
+      TaskArgError,
+    );
     assert.throws(() => exportArgs('c', 'sh' as never, 'o', base), TaskArgError);
     assert.throws(() => engineInvocation('py', ['run', 'x\0']), TaskArgError);
   });
@@ -84,10 +134,25 @@ describe('task arguments', () => {
     assert.deepEqual(local.args, ['-m', 'moelab', 'train', '/a b/c.json']);
     assert.equal(local.env?.MOELAB_DEVICE, 'cuda');
     const tr = engineInvocation('py', args, { kind: 'torchrun', torchrunProcsPerNode: 4 }, true);
-    assert.deepEqual(tr.args, ['-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '4', '-m', 'moelab', 'train', '/a b/c.json']);
+    assert.deepEqual(tr.args, [
+      '-m',
+      'torch.distributed.run',
+      '--standalone',
+      '--nproc-per-node',
+      '4',
+      '-m',
+      'moelab',
+      'train',
+      '/a b/c.json',
+    ]);
     // The slurm launcher is no wrapper any more: with kind "slurm" the invocation stays local
     // (callers swap in `moelab slurm submit`, see slurm.test.ts).
-    const slurm = engineInvocation('/p y', args, { kind: 'slurm', slurm: { partition: 'gpu; x', gpusPerNode: 2, time: '01:00:00' } }, true);
+    const slurm = engineInvocation(
+      '/p y',
+      args,
+      { kind: 'slurm', slurm: { partition: 'gpu; x', gpusPerNode: 2, time: '01:00:00' } },
+      true,
+    );
     assert.equal(slurm.command, '/p y');
     assert.deepEqual(slurm.args, ['-m', 'moelab', 'train', '/a b/c.json']);
   });
@@ -102,7 +167,7 @@ describe('task arguments', () => {
 describe('hostile paths through a real process', () => {
   it('every job builder: files land where named, and nothing else runs', () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'moelab-argv-'));
-    const ws = path.join(root, "work space $(touch PWNED1); `touch PWNED2` 'q' \"dq\"");
+    const ws = path.join(root, 'work space $(touch PWNED1); `touch PWNED2` \'q\' "dq"');
     fs.mkdirSync(ws);
     // A stand-in interpreter (no shell anywhere): records its argv and creates the --out path it is given.
     const fake = path.join(root, 'fake python $(touch PWNED3)');
@@ -117,21 +182,40 @@ describe('hostile paths through a real process', () => {
     for (const n of names) {
       jobs.push(demoArgs(n, ws));
       jobs.push(runExperimentArgs(`${n}.moelab.json`, ws), trainArgs(`${n}.json`, ws));
-      jobs.push(upcycleArgs({ method: 'btx', seed: `seed ${n}`, experts: [n, `${n}2`], out: `out ${n}`, topK: 2 }, ws));
-      jobs.push(exportArgs(n, 'onnx', `export ${n}`, ws), analyzeArgs(n, `${n}b`, `analysis ${n}`, ws), compareArgs(n, `${n}c`, `cmp ${n}`, ws));
+      jobs.push(
+        upcycleArgs(
+          { method: 'btx', seed: `seed ${n}`, experts: [n, `${n}2`], out: `out ${n}`, topK: 2 },
+          ws,
+        ),
+      );
+      jobs.push(
+        exportArgs(n, 'onnx', `export ${n}`, ws),
+        analyzeArgs(n, `${n}b`, `analysis ${n}`, ws),
+        compareArgs(n, `${n}c`, `cmp ${n}`, ws),
+      );
     }
     for (const job of jobs) {
       const inv = engineInvocation(fake, job);
       execFileSync(inv.command, inv.args, { cwd: ws, env: { ...process.env, ...inv.env, ARGV_LOG: log } });
     }
-    const seen = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.deepEqual(seen, jobs.map((j) => ['-m', 'moelab', ...j]));
+    const seen = fs
+      .readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      seen,
+      jobs.map((j) => ['-m', 'moelab', ...j]),
+    );
     for (const job of jobs.filter((j) => j.includes('--out'))) {
       const out = job[job.indexOf('--out') + 1];
       assert.ok(fs.statSync(out).isDirectory(), `missing ${out}`);
       assert.equal(path.dirname(out), ws);
     }
-    const pwned = fs.readdirSync(root, { recursive: true }).map(String).filter((f) => path.basename(f).startsWith('PWNED'));
+    const pwned = fs
+      .readdirSync(root, { recursive: true })
+      .map(String)
+      .filter((f) => path.basename(f).startsWith('PWNED'));
     assert.deepEqual(pwned, []);
     assert.ok(!fs.readdirSync(process.cwd()).some((f) => f.startsWith('PWNED')));
     fs.rmSync(root, { recursive: true, force: true });
@@ -140,9 +224,18 @@ describe('hostile paths through a real process', () => {
 
 describe('interpreter choice and engine version', () => {
   it('Python extension > setting > workspace .venv with moelab > python3', () => {
-    assert.deepEqual(chooseInterpreter({ pythonExtension: '/e', setting: '/s', workspaceVenv: '/v' }, 'linux'), { python: '/e', source: 'pythonExtension' });
-    assert.deepEqual(chooseInterpreter({ setting: ' /s ', workspaceVenv: '/v' }, 'linux'), { python: '/s', source: 'setting' });
-    assert.deepEqual(chooseInterpreter({ setting: '', workspaceVenv: '/v' }, 'linux'), { python: '/v', source: 'workspaceVenv' });
+    assert.deepEqual(
+      chooseInterpreter({ pythonExtension: '/e', setting: '/s', workspaceVenv: '/v' }, 'linux'),
+      { python: '/e', source: 'pythonExtension' },
+    );
+    assert.deepEqual(chooseInterpreter({ setting: ' /s ', workspaceVenv: '/v' }, 'linux'), {
+      python: '/s',
+      source: 'setting',
+    });
+    assert.deepEqual(chooseInterpreter({ setting: '', workspaceVenv: '/v' }, 'linux'), {
+      python: '/v',
+      source: 'workspaceVenv',
+    });
     assert.deepEqual(chooseInterpreter({}, 'linux'), { python: 'python3', source: 'default' });
     assert.equal(chooseInterpreter({}, 'win32').python, 'python');
   });

@@ -26,16 +26,26 @@ const evalBlock = (runId: string, steps: number[], loss: number[]): MetricBlock 
 });
 
 /** Device-pixel columns of the chart canvas that hold a colour (RGB within tolerance), and the plot's left edge. */
-async function columns(page: Page, metric: string, rgb: [number, number, number]): Promise<{ min: number; max: number; left: number; right: number }> {
+async function columns(
+  page: Page,
+  metric: string,
+  rgb: [number, number, number],
+): Promise<{ min: number; max: number; left: number; right: number }> {
   return page.evaluate(
     ({ metric, rgb }) => {
       const canvas = document.querySelector<HTMLCanvasElement>(`figure[data-metric="${metric}"] canvas`);
       const ctx = canvas?.getContext('2d');
       if (!canvas || !ctx) return { min: -1, max: -1, left: 0, right: 0 };
       const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-      let min = Infinity, max = -Infinity;
+      let min = Infinity,
+        max = -Infinity;
       for (let i = 0; i < d.length; i += 4) {
-        if (d[i + 3] > 200 && Math.abs(d[i] - rgb[0]) < 40 && Math.abs(d[i + 1] - rgb[1]) < 40 && Math.abs(d[i + 2] - rgb[2]) < 40) {
+        if (
+          d[i + 3] > 200 &&
+          Math.abs(d[i] - rgb[0]) < 40 &&
+          Math.abs(d[i + 1] - rgb[1]) < 40 &&
+          Math.abs(d[i + 2] - rgb[2]) < 40
+        ) {
           const x = (i / 4) % canvas.width;
           min = Math.min(min, x);
           max = Math.max(max, x);
@@ -56,7 +66,11 @@ describe('chart edges and run colours', () => {
       { id: 'long', name: 'long', status: 'running', color: '#00ff00' },
       { id: 'late', name: 'late', status: 'done', color: '#0000ff' },
     ];
-    const blocks = [evalBlock('early', [10], [3.1]), evalBlock('long', [20, 40, 60, 80], [3.0, 2.8, 2.7, 2.6]), evalBlock('late', [100], [2.5])];
+    const blocks = [
+      evalBlock('early', [10], [3.1]),
+      evalBlock('long', [20, 40, 60, 80], [3.0, 2.8, 2.7, 2.6]),
+      evalBlock('late', [100], [2.5]),
+    ];
     const p = await openPanel(browser, 'dashboard');
     await p.send({ type: 'init', panel: 'dashboard', runIds: [], runs, blocks });
     await settled(p.page);
@@ -74,12 +88,28 @@ describe('chart edges and run colours', () => {
   it('a run has the colour the host assigned in the legend and on the canvas', async () => {
     const infos = demoRuns();
     const colors = runColors(infos);
-    const runs: RunSummary[] = infos.slice(11, 14).map((r) => ({ id: r.id, name: r.id, status: 'done', method: r.method, stage: r.stage, color: colors.get(r.id) }));
-    const blocks = runs.map((r, i) => evalBlock(r.id, [10, 20, 30], [3 - i * 0.2, 2.8 - i * 0.2, 2.7 - i * 0.2]));
+    const runs: RunSummary[] = infos.slice(11, 14).map((r) => ({
+      id: r.id,
+      name: r.id,
+      status: 'done',
+      method: r.method,
+      stage: r.stage,
+      color: colors.get(r.id),
+    }));
+    const blocks = runs.map((r, i) =>
+      evalBlock(r.id, [10, 20, 30], [3 - i * 0.2, 2.8 - i * 0.2, 2.7 - i * 0.2]),
+    );
     const p = await openPanel(browser, 'dashboard');
     await p.send({ type: 'init', panel: 'dashboard', runIds: [], runs, blocks });
     await settled(p.page);
-    const swatches = await p.page.locator('.legend-item').evaluateAll((els) => els.map((e) => [(e as HTMLElement).dataset.runId, getComputedStyle(e.querySelector('.swatch') as Element).backgroundColor]));
+    const swatches = await p.page
+      .locator('.legend-item')
+      .evaluateAll((els) =>
+        els.map((e) => [
+          (e as HTMLElement).dataset.runId,
+          getComputedStyle(e.querySelector('.swatch') as Element).backgroundColor,
+        ]),
+      );
     const rgb = (css: string): string => {
       const c = css.match(/hsl\((\d+(?:\.\d+)?), (\d+)%, (\d+)%\)/);
       assert.ok(c, css);
@@ -91,7 +121,10 @@ describe('chart edges and run colours', () => {
       };
       return `rgb(${f(0)}, ${f(8)}, ${f(4)})`;
     };
-    assert.deepEqual(swatches, runs.map((r) => [r.id, rgb(r.color as string)]));
+    assert.deepEqual(
+      swatches,
+      runs.map((r) => [r.id, rgb(r.color as string)]),
+    );
     const [r0, g0, b0] = (rgb(runs[0].color as string).match(/\d+/g) ?? []).map(Number);
     const line = await columns(p.page, 'eval/loss', [r0, g0, b0]);
     assert.ok(Number.isFinite(line.min), 'the first run is drawn in its colour');

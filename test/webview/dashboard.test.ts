@@ -27,7 +27,13 @@ async function colouredPixels(page: Page, metric: string, rgb: [number, number, 
       const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
       let n = 0;
       for (let i = 0; i < d.length; i += 4) {
-        if (d[i + 3] > 200 && Math.abs(d[i] - rgb[0]) < 30 && Math.abs(d[i + 1] - rgb[1]) < 30 && Math.abs(d[i + 2] - rgb[2]) < 30) n++;
+        if (
+          d[i + 3] > 200 &&
+          Math.abs(d[i] - rgb[0]) < 30 &&
+          Math.abs(d[i + 1] - rgb[1]) < 30 &&
+          Math.abs(d[i + 2] - rgb[2]) < 30
+        )
+          n++;
       }
       return n;
     },
@@ -46,14 +52,30 @@ describe('dashboard webview', () => {
     p = await openPanel(browser, 'dashboard');
     await p.send(init());
     await settled(p.page);
-    const metrics = await p.page.locator('figure.chart').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.metric));
-    for (const m of ['train/loss', 'eval/loss', 'eval/domain/code', 'eval/domain/math', 'eval/domain/prose', 'train/lr', 'train/grad_norm', 'train/tokens_per_s', 'train/lb_loss', 'train/z_loss']) {
+    const metrics = await p.page
+      .locator('figure.chart')
+      .evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.metric));
+    for (const m of [
+      'train/loss',
+      'eval/loss',
+      'eval/domain/code',
+      'eval/domain/math',
+      'eval/domain/prose',
+      'train/lr',
+      'train/grad_norm',
+      'train/tokens_per_s',
+      'train/lb_loss',
+      'train/z_loss',
+    ]) {
       assert.ok(metrics.includes(m), `chart for ${m}`);
     }
     assert.equal(await p.page.locator('.legend-item').count(), RUNS.length);
     assert.equal(await p.page.locator('table.summary tbody tr').count(), RUNS.length);
     // The first run is drawn in the theme's charts-blue (#3794ff in Dark Modern).
-    assert.ok((await colouredPixels(p.page, 'train/loss', [0x37, 0x94, 0xff])) > 200, 'blue line pixels on the train loss canvas');
+    assert.ok(
+      (await colouredPixels(p.page, 'train/loss', [0x37, 0x94, 0xff])) > 200,
+      'blue line pixels on the train loss canvas',
+    );
     assert.equal(await points(p.page, 'train/loss'), 101 * 3 + 41);
     await p.screenshot('dashboard-dark');
     assert.deepEqual(await p.cspViolations(), []);
@@ -75,7 +97,11 @@ describe('dashboard webview', () => {
     const before = await points(p.page, 'train/loss');
     const t0 = Date.now();
     await p.send({ type: 'appendMetrics', blocks: metricBlocks('btx-s1', 3, 1010, 1200, 1.26) });
-    await p.page.waitForFunction((n) => Number(document.querySelector('figure[data-metric="train/loss"]')?.getAttribute('data-points')) > n, before);
+    await p.page.waitForFunction(
+      (n) =>
+        Number(document.querySelector('figure[data-metric="train/loss"]')?.getAttribute('data-points')) > n,
+      before,
+    );
     assert.ok(Date.now() - t0 < 1000, 'appended points drawn within a second');
     assert.equal(await points(p.page, 'train/loss'), before + 20);
   });
@@ -114,24 +140,52 @@ describe('dashboard webview', () => {
   it('exports a chart to PNG and its data to CSV through the host', async () => {
     await p.page.locator('figure[data-metric="train/lr"] vscode-button', { hasText: 'PNG' }).click();
     await p.page.locator('figure[data-metric="train/lr"] vscode-button', { hasText: 'CSV' }).click();
-    const saved = ((await p.posted()) as { type: string; format?: string; data?: string; suggestedName?: string }[]).filter((m) => m.type === 'saveFile');
+    const saved = (
+      (await p.posted()) as { type: string; format?: string; data?: string; suggestedName?: string }[]
+    ).filter((m) => m.type === 'saveFile');
     assert.equal(saved.length, 2);
     assert.equal(saved[0].format, 'png');
-    assert.equal(Buffer.from(saved[0].data ?? '', 'base64').subarray(1, 4).toString(), 'PNG');
+    assert.equal(
+      Buffer.from(saved[0].data ?? '', 'base64')
+        .subarray(1, 4)
+        .toString(),
+      'PNG',
+    );
     assert.equal(saved[1].format, 'csv');
-    assert.match(saved[1].data ?? '', /^run,metric,step,tokens,flops,time_s,value,smoothed\nbtx-s1,train\/lr,0,0,0,/);
+    assert.match(
+      saved[1].data ?? '',
+      /^run,metric,step,tokens,flops,time_s,value,smoothed\nbtx-s1,train\/lr,0,0,0,/,
+    );
     await p.page.close();
   });
 
   it('restores its options from getState after a reload', async () => {
-    const q = await openPanel(browser, 'dashboard', { state: { panel: 'dashboard', runIds: [], smoothing: 0, logScale: true, ignoreOutliers: true, groupByExperiment: false, xAxis: 'flops', filter: 'btx', hidden: [], pinned: ['train/lr'] } });
+    const q = await openPanel(browser, 'dashboard', {
+      state: {
+        panel: 'dashboard',
+        runIds: [],
+        smoothing: 0,
+        logScale: true,
+        ignoreOutliers: true,
+        groupByExperiment: false,
+        xAxis: 'flops',
+        filter: 'btx',
+        hidden: [],
+        pinned: ['train/lr'],
+      },
+    });
     await q.send(init());
     await settled(q.page);
     assert.equal(await q.page.locator('.legend-item').count(), 1);
     assert.equal(await q.page.locator('.chart-grid.pinned figure[data-metric="train/lr"]').count(), 1);
-    assert.equal(await q.page.locator('figure[data-metric="train/loss"] .axis-label').textContent(), 'training FLOPs');
+    assert.equal(
+      await q.page.locator('figure[data-metric="train/loss"] .axis-label').textContent(),
+      'training FLOPs',
+    );
     // x runs over the FLOPs column (up to ~2.5e14), not steps or tokens: ticks in tera
-    const ticks = await q.page.locator('figure[data-metric="train/loss"] .axis-x .tick text').allTextContents();
+    const ticks = await q.page
+      .locator('figure[data-metric="train/loss"] .axis-x .tick text')
+      .allTextContents();
     assert.ok(ticks.length > 1 && ticks.slice(1).every((t) => /T$/.test(t)), ticks.join(' '));
     await q.page.close();
   });
@@ -144,11 +198,30 @@ describe('dashboard webview', () => {
       42,
       { type: 'nope' },
       { type: 'init', panel: 'dashboard', runIds: [], runs: 'x', blocks: [] },
-      { type: 'init', panel: 'dashboard', runIds: [], runs: RUNS, blocks: [{ runId: 'a', split: 'train', step: [1, 2], tokens: [1], time: [1, 2], values: {} }] },
-      { type: 'appendMetrics', blocks: [{ runId: 'a', split: 'train', step: ['1'], tokens: [null], time: [null], values: { loss: [1] } }] },
-      { type: 'appendMetrics', blocks: [{ runId: 'a', split: 'oops', step: [1], tokens: [null], time: [null], values: {} }] },
+      {
+        type: 'init',
+        panel: 'dashboard',
+        runIds: [],
+        runs: RUNS,
+        blocks: [{ runId: 'a', split: 'train', step: [1, 2], tokens: [1], time: [1, 2], values: {} }],
+      },
+      {
+        type: 'appendMetrics',
+        blocks: [
+          { runId: 'a', split: 'train', step: ['1'], tokens: [null], time: [null], values: { loss: [1] } },
+        ],
+      },
+      {
+        type: 'appendMetrics',
+        blocks: [{ runId: 'a', split: 'oops', step: [1], tokens: [null], time: [null], values: {} }],
+      },
       { type: 'runs', runs: [{ id: 'x' }] },
-      { type: 'appendMetrics', blocks: [{ runId: 'a', split: 'train', step: [1], tokens: [null], time: [null], values: { loss: [true] } }] },
+      {
+        type: 'appendMetrics',
+        blocks: [
+          { runId: 'a', split: 'train', step: [1], tokens: [null], time: [null], values: { loss: [true] } },
+        ],
+      },
     ];
     for (const m of bad) await q.send(m);
     await settled(q.page);

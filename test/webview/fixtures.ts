@@ -25,16 +25,59 @@ export function rng(seed: number): () => number {
 }
 
 export const RUNS: RunSummary[] = [
-  { id: 'bam-ekv-s1', name: 'bam-ekv seed 1', experiment: 'bam-ekv', method: 'bam-ekv', status: 'done', stage: 'moe' },
-  { id: 'bam-ekv-s2', name: 'bam-ekv seed 2', experiment: 'bam-ekv', method: 'bam-ekv', status: 'done', stage: 'moe' },
+  {
+    id: 'bam-ekv-s1',
+    name: 'bam-ekv seed 1',
+    experiment: 'bam-ekv',
+    method: 'bam-ekv',
+    status: 'done',
+    stage: 'moe',
+  },
+  {
+    id: 'bam-ekv-s2',
+    name: 'bam-ekv seed 2',
+    experiment: 'bam-ekv',
+    method: 'bam-ekv',
+    status: 'done',
+    stage: 'moe',
+  },
   { id: 'btx-s1', name: 'btx seed 1', experiment: 'btx', method: 'btx', status: 'running', stage: 'moe' },
-  { id: 'sparse-s1', name: 'sparse seed 1', experiment: 'sparse', method: 'sparse', status: 'failed', stage: 'moe' },
+  {
+    id: 'sparse-s1',
+    name: 'sparse seed 1',
+    experiment: 'sparse',
+    method: 'sparse',
+    status: 'failed',
+    stage: 'moe',
+  },
 ];
 
-export function metricBlocks(runId: string, seed: number, fromStep: number, toStep: number, floor = 1.2): MetricBlock[] {
+export function metricBlocks(
+  runId: string,
+  seed: number,
+  fromStep: number,
+  toStep: number,
+  floor = 1.2,
+): MetricBlock[] {
   const r = rng(seed * 7919 + fromStep);
-  const train: JsonBlock = { runId, split: 'train', step: [], tokens: [], flops: [], time: [], values: { loss: [], lr: [], grad_norm: [], tokens_per_s: [], lb_loss: [], z_loss: [] } };
-  const evl: JsonBlock = { runId, split: 'eval', step: [], tokens: [], flops: [], time: [], values: { loss: [], ...Object.fromEntries(DOMAINS.map((d) => [`domain/${d}`, [] as Cell[]])) } };
+  const train: JsonBlock = {
+    runId,
+    split: 'train',
+    step: [],
+    tokens: [],
+    flops: [],
+    time: [],
+    values: { loss: [], lr: [], grad_norm: [], tokens_per_s: [], lb_loss: [], z_loss: [] },
+  };
+  const evl: JsonBlock = {
+    runId,
+    split: 'eval',
+    step: [],
+    tokens: [],
+    flops: [],
+    time: [],
+    values: { loss: [], ...Object.fromEntries(DOMAINS.map((d) => [`domain/${d}`, [] as Cell[]])) },
+  };
   for (let step = fromStep; step <= toStep; step += 10) {
     const base = floor + 3.2 * Math.exp(-step / (250 + seed * 30));
     train.step.push(step);
@@ -42,7 +85,9 @@ export function metricBlocks(runId: string, seed: number, fromStep: number, toSt
     train.flops.push(step * 4096 * 6e7); // 3 × forward of a ~10M-parameter model per token
     train.time.push(1_700_000_000 + step * 0.8);
     train.values.loss.push(base + (r() - 0.5) * 0.35 + (r() < 0.01 ? 2 : 0));
-    train.values.lr.push(step < 100 ? 3e-4 * (step / 100) : 3e-4 * 0.5 * (1 + Math.cos((Math.PI * step) / 2000)));
+    train.values.lr.push(
+      step < 100 ? 3e-4 * (step / 100) : 3e-4 * 0.5 * (1 + Math.cos((Math.PI * step) / 2000)),
+    );
     train.values.grad_norm.push(0.6 + 2 * Math.exp(-step / 150) + r() * 0.3);
     train.values.tokens_per_s.push(5000 + r() * 400 + seed * 200);
     train.values.lb_loss.push(0.01 + 0.02 * Math.exp(-step / 400) + r() * 0.002);
@@ -60,7 +105,9 @@ export function metricBlocks(runId: string, seed: number, fromStep: number, toSt
 }
 
 export function demoBlocks(toStep = 1000): MetricBlock[] {
-  return RUNS.flatMap((run, i) => metricBlocks(run.id, i + 1, 0, run.status === 'failed' ? 400 : toStep, 1.1 + i * 0.08));
+  return RUNS.flatMap((run, i) =>
+    metricBlocks(run.id, i + 1, 0, run.status === 'failed' ? 400 : toStep, 1.1 + i * 0.08),
+  );
 }
 
 export interface RoutingShape {
@@ -99,10 +146,19 @@ export function routingRows(shape: RoutingShape): RoutingRow[] {
         const load = norm(raw);
         const prob = norm(raw.map((v) => Math.pow(v, 0.7)));
         // Domain d prefers expert d % E more and more as training goes: specialisation grows.
-        const by_domain = Object.fromEntries(DOMAINS.map((d, di) => [d, norm(raw.map((v, e) => v * (e % DOMAINS.length === di ? 1 + 4 * t : 1)))]));
+        const by_domain = Object.fromEntries(
+          DOMAINS.map((d, di) => [
+            d,
+            norm(raw.map((v, e) => v * (e % DOMAINS.length === di ? 1 + 4 * t : 1))),
+          ]),
+        );
         const row: RoutingRow = { step, layer, router, load, prob, by_domain };
         if (shape.perToken && router === 'ffn') {
-          row.coact = Array.from({ length: E }, (_, i) => Array.from({ length: E }, (_, j) => (i === j ? 1 : Math.round((0.05 + 0.4 * Math.abs(Math.sin(i * 3 + j + layer))) * 1e4) / 1e4)));
+          row.coact = Array.from({ length: E }, (_, i) =>
+            Array.from({ length: E }, (_, j) =>
+              i === j ? 1 : Math.round((0.05 + 0.4 * Math.abs(Math.sin(i * 3 + j + layer))) * 1e4) / 1e4,
+            ),
+          );
         }
         rows.push(row);
       }
@@ -116,7 +172,15 @@ export function saturationPoints(rows: readonly RoutingRow[]): SaturationPoint[]
   const last = Math.max(1, ...rows.map((row) => row.step));
   return rows
     .filter((row) => row.router === 'ffn')
-    .map(({ step, layer, router }) => ({ step, layer, router, saturation: step === last ? 1 : Math.round((0.3 + 0.6 * Math.sqrt(step / last) + 0.02 * Math.sin(layer)) * 1e5) / 1e5 }));
+    .map(({ step, layer, router }) => ({
+      step,
+      layer,
+      router,
+      saturation:
+        step === last
+          ? 1
+          : Math.round((0.3 + 0.6 * Math.sqrt(step / last) + 0.02 * Math.sin(layer)) * 1e5) / 1e5,
+    }));
 }
 
 export function steps(to: number, every: number): number[] {

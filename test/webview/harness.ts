@@ -15,7 +15,13 @@ export async function launch(): Promise<Browser> {
   await buildBundles();
   return chromium.launch({
     executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+    ],
   });
 }
 
@@ -38,10 +44,17 @@ export interface OpenOptions {
   state?: unknown;
 }
 
-export async function openPanel(browser: Browser, panel: 'dashboard' | 'router' | 'results', opts: OpenOptions = {}): Promise<PanelPage> {
+export async function openPanel(
+  browser: Browser,
+  panel: 'dashboard' | 'router' | 'results',
+  opts: OpenOptions = {},
+): Promise<PanelPage> {
   const page = await browser.newPage({ viewport: { width: opts.width ?? 1280, height: opts.height ?? 900 } });
   const errors: string[] = [];
-  page.on("pageerror", (e) => { errors.push(String(e)); if (process.env.HARNESS_DEBUG) console.log("pageerror", String(e)); });
+  page.on('pageerror', (e) => {
+    errors.push(String(e));
+    if (process.env.HARNESS_DEBUG) console.log('pageerror', String(e));
+  });
   page.on('console', (m) => {
     if (process.env.HARNESS_DEBUG) console.log('console', m.type(), m.text());
     if (m.type() === 'error') errors.push(m.text());
@@ -79,19 +92,28 @@ export async function openPanel(browser: Browser, panel: 'dashboard' | 'router' 
     if (url.pathname === '/index.html') return route.fulfill({ contentType: 'text/html', body: html });
     const file = path.join(OUT_DIR, path.basename(url.pathname));
     if (url.pathname.startsWith('/dist/') && fs.existsSync(file)) {
-      return route.fulfill({ contentType: file.endsWith('.css') ? 'text/css' : 'text/javascript', body: fs.readFileSync(file) });
+      return route.fulfill({
+        contentType: file.endsWith('.css') ? 'text/css' : 'text/javascript',
+        body: fs.readFileSync(file),
+      });
     }
     return route.fulfill({ status: 404, body: '' });
   });
   await page.goto(`${ORIGIN}/index.html`);
-  await page.waitForFunction(() => ((window as unknown as { __posted: { type: string }[] }).__posted ?? []).some((m) => m.type === 'ready'));
+  await page.waitForFunction(() =>
+    ((window as unknown as { __posted: { type: string }[] }).__posted ?? []).some((m) => m.type === 'ready'),
+  );
   return {
     page,
     errors,
     posted: () => page.evaluate(() => (window as unknown as { __posted: unknown[] }).__posted),
     state: () => page.evaluate(() => (window as unknown as { __state: unknown }).__state),
     // As a JSON string: Playwright's own serialization of large objects is slow.
-    send: (message) => page.evaluate((json) => window.postMessage(json === undefined ? undefined : JSON.parse(json), '*'), JSON.stringify(message)),
+    send: (message) =>
+      page.evaluate(
+        (json) => window.postMessage(json === undefined ? undefined : JSON.parse(json), '*'),
+        JSON.stringify(message),
+      ),
     cspViolations: () => page.evaluate(() => (window as unknown as { __csp: string[] }).__csp),
     screenshot: async (name) => {
       fs.mkdirSync(SHOTS, { recursive: true });
@@ -104,5 +126,8 @@ export async function openPanel(browser: Browser, panel: 'dashboard' | 'router' 
 
 /** Resolves after the webview has painted twice (appends are drawn on the next animation frame). */
 export async function settled(page: Page): Promise<void> {
-  await page.evaluate(() => new Promise<void>((r) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 0)))));
+  await page.evaluate(
+    () =>
+      new Promise<void>((r) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 0)))),
+  );
 }

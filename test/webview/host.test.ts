@@ -3,18 +3,42 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { isEmptyBlock, toMetricBlocks, toRoutingBlock, toRoutingRows, toRunSummary } from '../../extension/src/panels/panelData';
+import {
+  isEmptyBlock,
+  toMetricBlocks,
+  toRoutingBlock,
+  toRoutingRows,
+  toRunSummary,
+} from '../../extension/src/panels/panelData';
 import { isRoutingRecord } from '../../extension/src/runs/records';
 import { WarningLedger } from '../../extension/src/panels/warningLedger';
 import { webviewHtml } from '../../extension/src/panels/webviewHtml';
 import { makeNonce } from '../../extension/src/panels/nonce';
-import { isMetricBlock, isRoutingBlock, isRoutingRow, isSaturationPoint, parseHostToDashboard, parseHostToRouter, parseWebviewToHost } from '../../webview/src/protocolGuards';
+import {
+  isMetricBlock,
+  isRoutingBlock,
+  isRoutingRow,
+  isSaturationPoint,
+  parseHostToDashboard,
+  parseHostToRouter,
+  parseWebviewToHost,
+} from '../../webview/src/protocolGuards';
 
 describe('webview HTML', () => {
   const nonce = makeNonce();
-  const html = webviewHtml({ title: 'Dash <x>', cspSource: 'https://file+.vscode-resource.vscode-cdn.net', nonce, scriptUri: 'https://r/dist/webview/dashboard.js', styleUri: 'https://r/dist/webview/dashboard.css' });
+  const html = webviewHtml({
+    title: 'Dash <x>',
+    cspSource: 'https://file+.vscode-resource.vscode-cdn.net',
+    nonce,
+    scriptUri: 'https://r/dist/webview/dashboard.js',
+    styleUri: 'https://r/dist/webview/dashboard.css',
+  });
   const csp = /<meta http-equiv="Content-Security-Policy" content="([^"]+)">/.exec(html)?.[1] ?? '';
-  const directive = (name: string): string => csp.split(';').map((d) => d.trim()).find((d) => d.startsWith(`${name} `)) ?? '';
+  const directive = (name: string): string =>
+    csp
+      .split(';')
+      .map((d) => d.trim())
+      .find((d) => d.startsWith(`${name} `)) ?? '';
 
   it('has a CSP whose script-src is only the nonce', () => {
     assert.match(nonce, /^[A-Za-z0-9]{16,}$/);
@@ -23,7 +47,7 @@ describe('webview HTML', () => {
     assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
   });
 
-  it('loads only the nonce\'d bundle script and escapes the title', () => {
+  it("loads only the nonce'd bundle script and escapes the title", () => {
     const scripts = html.match(/<script[^>]*>/g) ?? [];
     assert.equal(scripts.length, 1);
     assert.ok(scripts[0].includes(`nonce="${nonce}"`) && scripts[0].includes('dist/webview/dashboard.js'));
@@ -48,9 +72,21 @@ describe('message validation', () => {
   it('accepts well-formed webview messages and rejects bad ones', () => {
     assert.deepEqual(parseWebviewToHost({ type: 'ready' }), { type: 'ready' });
     assert.ok(parseWebviewToHost({ type: 'saveFile', suggestedName: 'a.png', format: 'png', data: 'AAAA' }));
-    assert.equal(parseWebviewToHost({ type: 'saveFile', suggestedName: '../a.png', format: 'png', data: '' }), undefined);
-    assert.equal(parseWebviewToHost({ type: 'saveFile', suggestedName: 'a.exe', format: 'exe', data: '' }), undefined);
-    assert.equal(parseWebviewToHost({ type: 'routerWarnings', warnings: [{ runId: 'r', kind: 'boom', layer: 0, router: 'ffn', experts: [], message: '' }] }), undefined);
+    assert.equal(
+      parseWebviewToHost({ type: 'saveFile', suggestedName: '../a.png', format: 'png', data: '' }),
+      undefined,
+    );
+    assert.equal(
+      parseWebviewToHost({ type: 'saveFile', suggestedName: 'a.exe', format: 'exe', data: '' }),
+      undefined,
+    );
+    assert.equal(
+      parseWebviewToHost({
+        type: 'routerWarnings',
+        warnings: [{ runId: 'r', kind: 'boom', layer: 0, router: 'ffn', experts: [], message: '' }],
+      }),
+      undefined,
+    );
     assert.equal(parseWebviewToHost({ type: 'eval', code: '1' }), undefined);
   });
 });
@@ -59,7 +95,17 @@ describe('panel data shaping', () => {
   it('turns metrics.jsonl records into valid columnar blocks', () => {
     const blocks = toMetricBlocks('r1', [
       { step: 0, tokens: 0, time: 5, split: 'train', loss: 4, lr: 0 },
-      { step: 10, tokens: 40960, flops: 1.5e12, time: 6, split: 'train', loss: 3.5, lr: 1e-4, grad_norm: 2, note: 'x' },
+      {
+        step: 10,
+        tokens: 40960,
+        flops: 1.5e12,
+        time: 6,
+        split: 'train',
+        loss: 3.5,
+        lr: 1e-4,
+        grad_norm: 2,
+        note: 'x',
+      },
       { step: 10, split: 'eval', loss: 3.6, domain: { code: 3.2, math: 3.9 } },
       { step: Number.NaN, split: 'train', loss: 1 },
       { step: 20, split: 'train', loss: Number.POSITIVE_INFINITY },
@@ -77,7 +123,14 @@ describe('panel data shaping', () => {
 
   it('keeps only well-formed routing records', () => {
     const rows = toRoutingRows([
-      { step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.4, 0.6], by_domain: { code: [1, 0], bad: [1] } },
+      {
+        step: 1,
+        layer: 0,
+        router: 'ffn',
+        load: [0.5, 0.5],
+        prob: [0.4, 0.6],
+        by_domain: { code: [1, 0], bad: [1] },
+      },
       { step: 1, layer: 0, router: 'moe', load: [1], prob: [1] },
       { step: 1, layer: 1, router: 'attn', load: [], prob: [] },
     ]);
@@ -88,7 +141,17 @@ describe('panel data shaping', () => {
 
   it('splits routing.jsonl into rows with co-activation and saturation to merge', () => {
     const records = [
-      { step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.4, 0.6], coact: [[1, 0.25], [0.5, 1]] },
+      {
+        step: 1,
+        layer: 0,
+        router: 'ffn',
+        load: [0.5, 0.5],
+        prob: [0.4, 0.6],
+        coact: [
+          [1, 0.25],
+          [0.5, 1],
+        ],
+      },
       { step: 1, layer: 1, router: 'ffn', load: [0.5, 0.5], prob: [0.4, 0.6], coact: [[1, 0.25]] },
       // appended when the run is done: no load, so no row (and no zero-load row)
       { step: 1, layer: 0, router: 'ffn', saturation: 0.75 },
@@ -99,7 +162,19 @@ describe('panel data shaping', () => {
     assert.equal(isRoutingRecord({ step: 1, layer: 0, router: 'ffn' }), false);
     const block = toRoutingBlock('r', records);
     assert.ok(isRoutingBlock(block));
-    assert.deepEqual(block.rows.map((r) => [r.layer, r.coact]), [[0, [[1, 0.25], [0.5, 1]]], [1, undefined]]);
+    assert.deepEqual(
+      block.rows.map((r) => [r.layer, r.coact]),
+      [
+        [
+          0,
+          [
+            [1, 0.25],
+            [0.5, 1],
+          ],
+        ],
+        [1, undefined],
+      ],
+    );
     assert.ok(block.rows.every((r) => r.load.length === 2));
     assert.deepEqual(block.saturation, [{ step: 1, layer: 0, router: 'ffn', saturation: 0.75 }]);
     assert.ok(!isEmptyBlock(toRoutingBlock('r', records.slice(2))) && isEmptyBlock(toRoutingBlock('r', [])));
@@ -108,29 +183,76 @@ describe('panel data shaping', () => {
 
   it('validates co-activation matrices and saturation points', () => {
     const row = { step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.5, 0.5] };
-    assert.ok(isRoutingRow({ ...row, coact: [[1, 0], [0.5, 1]] }));
-    for (const coact of [[[1, 0]], [[1, 0], [0.5]], [[1, 0], [0.5, 'x']], 'no', [[1, 0], null]]) assert.equal(isRoutingRow({ ...row, coact }), false, JSON.stringify(coact));
+    assert.ok(
+      isRoutingRow({
+        ...row,
+        coact: [
+          [1, 0],
+          [0.5, 1],
+        ],
+      }),
+    );
+    for (const coact of [
+      [[1, 0]],
+      [[1, 0], [0.5]],
+      [
+        [1, 0],
+        [0.5, 'x'],
+      ],
+      'no',
+      [[1, 0], null],
+    ])
+      assert.equal(isRoutingRow({ ...row, coact }), false, JSON.stringify(coact));
     assert.ok(isRoutingRow({ ...row, saturation: 0.5 }));
     assert.equal(isRoutingRow({ ...row, saturation: '0.5' }), false);
     const point = { step: 10, layer: 2, router: 'attn', saturation: 1 };
     assert.ok(isSaturationPoint(point) && isSaturationPoint({ ...point, saturation: 0 }));
-    for (const bad of [{ ...point, saturation: 1.01 }, { ...point, saturation: -0.1 }, { ...point, saturation: Number.NaN }, { ...point, layer: 0.5 }, { ...point, router: 'moe' }, { ...point, step: '1' }, null]) {
+    for (const bad of [
+      { ...point, saturation: 1.01 },
+      { ...point, saturation: -0.1 },
+      { ...point, saturation: Number.NaN },
+      { ...point, layer: 0.5 },
+      { ...point, router: 'moe' },
+      { ...point, step: '1' },
+      null,
+    ]) {
       assert.equal(isSaturationPoint(bad), false, JSON.stringify(bad));
     }
     assert.ok(isRoutingBlock({ runId: 'r', rows: [], saturation: [point] }));
     assert.equal(isRoutingBlock({ runId: 'r', rows: [], saturation: point }), false);
     assert.equal(isRoutingBlock({ runId: 'r', rows: [], saturation: [{ ...point, saturation: 2 }] }), false);
-    assert.ok(parseHostToRouter({ type: 'appendRouting', routing: [{ runId: 'r', rows: [row], saturation: [point] }] }));
-    assert.equal(parseHostToRouter({ type: 'appendRouting', routing: [{ runId: 'r', rows: [row], saturation: [{ ...point, router: 'x' }] }] }), undefined);
+    assert.ok(
+      parseHostToRouter({
+        type: 'appendRouting',
+        routing: [{ runId: 'r', rows: [row], saturation: [point] }],
+      }),
+    );
+    assert.equal(
+      parseHostToRouter({
+        type: 'appendRouting',
+        routing: [{ runId: 'r', rows: [row], saturation: [{ ...point, router: 'x' }] }],
+      }),
+      undefined,
+    );
   });
 
   it('summarizes run.json', () => {
-    assert.deepEqual(toRunSummary({ id: 'btx-1', dir: '/r', status: 'running', experiment: 'btx', method: 'btx' }), { id: 'btx-1', name: 'btx-1', status: 'running', experiment: 'btx', method: 'btx', stage: undefined });
+    assert.deepEqual(
+      toRunSummary({ id: 'btx-1', dir: '/r', status: 'running', experiment: 'btx', method: 'btx' }),
+      { id: 'btx-1', name: 'btx-1', status: 'running', experiment: 'btx', method: 'btx', stage: undefined },
+    );
   });
 
   it('notifies router warnings once per run and kind', () => {
     const ledger = new WarningLedger();
-    const w = { runId: 'r', kind: 'dead' as const, layer: 0, router: 'ffn' as const, experts: [3], message: 'x' };
+    const w = {
+      runId: 'r',
+      kind: 'dead' as const,
+      layer: 0,
+      router: 'ffn' as const,
+      experts: [3],
+      message: 'x',
+    };
     assert.equal(ledger.take([w, { ...w, layer: 1 }], (id) => id).length, 1);
     assert.equal(ledger.take([w], (id) => id).length, 0);
     assert.equal(ledger.take([{ ...w, kind: 'collapse' }], (id) => id).length, 1);

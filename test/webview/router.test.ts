@@ -14,8 +14,24 @@ after(async () => {
 });
 
 const demoRows = (perToken: boolean) => ({
-  'bam-ekv-s1': routingRows({ layers: 4, experts: 4, steps: steps(1000, 50), routers: ['ffn', 'attn'], seed: 1, perToken }),
-  'btx-s1': routingRows({ layers: 4, experts: 8, steps: steps(1000, 50), routers: ['ffn'], collapseTo: 2, dead: 3, seed: 2, perToken }),
+  'bam-ekv-s1': routingRows({
+    layers: 4,
+    experts: 4,
+    steps: steps(1000, 50),
+    routers: ['ffn', 'attn'],
+    seed: 1,
+    perToken,
+  }),
+  'btx-s1': routingRows({
+    layers: 4,
+    experts: 8,
+    steps: steps(1000, 50),
+    routers: ['ffn'],
+    collapseTo: 2,
+    dead: 3,
+    seed: 2,
+    perToken,
+  }),
 });
 
 /** As the host sends a run directory: with perToken, rows carry coact and done runs add saturation records. */
@@ -24,14 +40,21 @@ const demo = (perToken = false): unknown => ({
   panel: 'router',
   runIds: ['bam-ekv-s1', 'btx-s1'],
   runs: RUNS,
-  routing: Object.entries(demoRows(perToken)).map(([runId, rows]) => (perToken ? { runId, rows, saturation: saturationPoints(rows) } : { runId, rows })),
+  routing: Object.entries(demoRows(perToken)).map(([runId, rows]) =>
+    perToken ? { runId, rows, saturation: saturationPoints(rows) } : { runId, rows },
+  ),
 });
 
 const lastPathPoints = (p: { page: import('playwright-core').Page }, card: number): Promise<number> =>
-  p.page.locator('[data-card="saturation"] svg').nth(card).evaluate((svg) => (svg.querySelector('path.line')?.getAttribute('d') ?? '').split(/[ML]/).filter(Boolean).length);
+  p.page
+    .locator('[data-card="saturation"] svg')
+    .nth(card)
+    .evaluate(
+      (svg) => (svg.querySelector('path.line')?.getAttribute('d') ?? '').split(/[ML]/).filter(Boolean).length,
+    );
 
 describe('router panel webview', () => {
-  it('labels the heatmaps\' axes (layers, experts, steps, domains) and reads the cell under the pointer', async () => {
+  it("labels the heatmaps' axes (layers, experts, steps, domains) and reads the cell under the pointer", async () => {
     const p = await openPanel(browser, 'router', { height: 1400 });
     await p.send(demo());
     await settled(p.page);
@@ -39,9 +62,29 @@ describe('router panel webview', () => {
     assert.equal(await overview.getAttribute('data-y-label'), 'layer');
     assert.equal(await overview.getAttribute('data-x-label'), 'expert');
     // bam-ekv-s1: 4 FFN then 4 attention routers × 4 experts; every expert is a tick.
-    assert.deepEqual(await overview.locator('.heat-xticks .heat-tick').allTextContents(), ['0', '1', '2', '3']);
-    assert.deepEqual(await overview.locator('.heat-yticks .heat-tick').allTextContents(), ['L0', 'L1', 'L2', 'L3', 'L0 attn', 'L1 attn', 'L2 attn', 'L3 attn']);
-    const axes = await p.page.locator('.layer-row').first().locator('.heat-axes').evaluateAll((els) => els.map((e) => `${(e as HTMLElement).dataset.yLabel}×${(e as HTMLElement).dataset.xLabel}`));
+    assert.deepEqual(await overview.locator('.heat-xticks .heat-tick').allTextContents(), [
+      '0',
+      '1',
+      '2',
+      '3',
+    ]);
+    assert.deepEqual(await overview.locator('.heat-yticks .heat-tick').allTextContents(), [
+      'L0',
+      'L1',
+      'L2',
+      'L3',
+      'L0 attn',
+      'L1 attn',
+      'L2 attn',
+      'L3 attn',
+    ]);
+    const axes = await p.page
+      .locator('.layer-row')
+      .first()
+      .locator('.heat-axes')
+      .evaluateAll((els) =>
+        els.map((e) => `${(e as HTMLElement).dataset.yLabel}×${(e as HTMLElement).dataset.xLabel}`),
+      );
     assert.ok(axes.includes('expert×step') && axes.includes('domain×expert'), axes.join(', '));
     // The top-right cell of the overview: layer 0's FFN router, expert 3.
     const heat = overview.locator('canvas.heat');
@@ -69,10 +112,18 @@ describe('router panel webview', () => {
       const warnings = (await p.page.locator('.warning').allTextContents()).join('\n');
       assert.match(warnings, /collapse/i);
       assert.match(warnings, /dead expert/i);
-      const posted = ((await p.posted()) as { type: string; warnings?: { runId: string; kind: string }[] }[]).filter((m) => m.type === 'routerWarnings');
-      assert.ok(posted.flatMap((m) => m.warnings ?? []).every((w) => w.runId === 'btx-s1'), 'only the broken run warns');
+      const posted = (
+        (await p.posted()) as { type: string; warnings?: { runId: string; kind: string }[] }[]
+      ).filter((m) => m.type === 'routerWarnings');
+      assert.ok(
+        posted.flatMap((m) => m.warnings ?? []).every((w) => w.runId === 'btx-s1'),
+        'only the broken run warns',
+      );
       // No saturation records (the run is not done): an explanatory empty state instead.
-      assert.match((await p.page.locator('[data-card="saturation"]').first().textContent()) ?? '', /when training finishes/);
+      assert.match(
+        (await p.page.locator('[data-card="saturation"]').first().textContent()) ?? '',
+        /when training finishes/,
+      );
       // The attention router shows the soft-weight distribution.
       assert.ok((await p.page.getByText('Soft router weight per expert').count()) > 0);
       await p.screenshot(`router-${theme}`);
@@ -92,13 +143,25 @@ describe('router panel webview', () => {
     const shown = p.page.locator('[data-coact="shown"]');
     assert.ok((await shown.count()) >= 4);
     assert.match((await shown.first().textContent()) ?? '', /P\(b \| a\), step 1000/);
-    assert.deepEqual(await shown.first().locator('canvas.coact').evaluate((c) => [(c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height]), [4, 4]);
-    assert.match((await p.page.locator('[data-coact="absent"]').first().textContent()) ?? '', /soft router uses every expert/);
+    assert.deepEqual(
+      await shown
+        .first()
+        .locator('canvas.coact')
+        .evaluate((c) => [(c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height]),
+      [4, 4],
+    );
+    assert.match(
+      (await p.page.locator('[data-coact="absent"]').first().textContent()) ?? '',
+      /soft router uses every expert/,
+    );
     // The step slider moves the matrix to an earlier step.
-    await p.page.locator('input[type="range"]').first().evaluate((i) => {
-      (i as HTMLInputElement).value = '4';
-      i.dispatchEvent(new Event('input'));
-    });
+    await p.page
+      .locator('input[type="range"]')
+      .first()
+      .evaluate((i) => {
+        (i as HTMLInputElement).value = '4';
+        i.dispatchEvent(new Event('input'));
+      });
     await settled(p.page);
     assert.match((await shown.first().textContent()) ?? '', /step 200/);
     // Hovering reads P(b | a) out.
@@ -114,10 +177,20 @@ describe('router panel webview', () => {
   it('merges saturation that arrives after the rows, and ignores steps it does not have', async () => {
     const p = await openPanel(browser, 'router');
     const rows = demoRows(false)['bam-ekv-s1'];
-    await p.send({ type: 'init', panel: 'router', runIds: [], runs: RUNS, routing: [{ runId: 'bam-ekv-s1', rows }] });
+    await p.send({
+      type: 'init',
+      panel: 'router',
+      runIds: [],
+      runs: RUNS,
+      routing: [{ runId: 'bam-ekv-s1', rows }],
+    });
     await settled(p.page);
     assert.equal(await p.page.locator('[data-card="saturation"] svg').count(), 0);
-    const late = [...saturationPoints(rows), { step: 12345, layer: 0, router: 'ffn', saturation: 0.5 }, { step: 50, layer: 99, router: 'ffn', saturation: 0.5 }];
+    const late = [
+      ...saturationPoints(rows),
+      { step: 12345, layer: 0, router: 'ffn', saturation: 0.5 },
+      { step: 50, layer: 99, router: 'ffn', saturation: 0.5 },
+    ];
     await p.send({ type: 'appendRouting', routing: [{ runId: 'bam-ekv-s1', rows: [], saturation: late }] });
     await settled(p.page);
     assert.equal(await p.page.locator('[data-card="saturation"] svg').count(), 1);
@@ -130,19 +203,38 @@ describe('router panel webview', () => {
 
   it('keeps 40 layers × 256 experts usable (virtualized rows)', async () => {
     const p = await openPanel(browser, 'router', { height: 1000 });
-    const rows = routingRows({ layers: 40, experts: 256, steps: steps(1000, 50), routers: ['ffn', 'attn'], seed: 3 });
+    const rows = routingRows({
+      layers: 40,
+      experts: 256,
+      steps: steps(1000, 50),
+      routers: ['ffn', 'attn'],
+      seed: 3,
+    });
     const t0 = Date.now();
-    await p.send({ type: 'init', panel: 'router', runIds: [], runs: RUNS, routing: [{ runId: 'bam-ekv-s1', rows }] });
+    await p.send({
+      type: 'init',
+      panel: 'router',
+      runIds: [],
+      runs: RUNS,
+      routing: [{ runId: 'bam-ekv-s1', rows }],
+    });
     await settled(p.page);
     const ms = Date.now() - t0;
     const rendered = await p.page.locator('.layer-row').count();
     assert.ok(rendered > 0 && rendered < 16, `only rows in view exist (${rendered})`);
     await p.page.locator('.layer-list').evaluate((e) => e.scrollTo(0, e.scrollHeight));
     await settled(p.page);
-    const keys = await p.page.locator('.layer-row').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.key));
+    const keys = await p.page
+      .locator('.layer-row')
+      .evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.key));
     assert.ok(keys.includes('1:00039'), `last attention layer rendered after scrolling: ${keys.join(',')}`);
-    assert.match((await p.page.locator('[data-coact="absent"]').first().textContent()) ?? '', /at most 64 experts \(this router has 256\)/);
-    console.log(`# 40 layers x 256 experts x 2 routers x 21 steps: init to paint ${ms} ms, ${rendered} rows in the DOM`);
+    assert.match(
+      (await p.page.locator('[data-coact="absent"]').first().textContent()) ?? '',
+      /at most 64 experts \(this router has 256\)/,
+    );
+    console.log(
+      `# 40 layers x 256 experts x 2 routers x 21 steps: init to paint ${ms} ms, ${rendered} rows in the DOM`,
+    );
     await p.page.evaluate(() => window.scrollTo(0, 0));
     await p.screenshot('router-40x256');
     assert.deepEqual(p.errors, []);
@@ -152,12 +244,56 @@ describe('router panel webview', () => {
   it('drops malformed messages and appends live routing', async () => {
     const p = await openPanel(browser, 'router');
     const bad = [
-      { type: 'init', panel: 'router', runIds: [], runs: RUNS, routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'moe', load: [1], prob: [1] }] }] },
-      { type: 'appendRouting', routing: [{ runId: 'x', rows: [{ step: 1, layer: 0.5, router: 'ffn', load: [1], prob: [1] }] }] },
-      { type: 'appendRouting', routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [1] }] }] },
-      { type: 'appendRouting', routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.5, 0.5], by_domain: { code: [1] } }] }] },
-      { type: 'appendRouting', routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.5, 0.5], coact: [[1, 0.5]] }] }] },
-      { type: 'appendRouting', routing: [{ runId: 'x', rows: [], saturation: [{ step: 1, layer: 0, router: 'ffn', saturation: 1.5 }] }] },
+      {
+        type: 'init',
+        panel: 'router',
+        runIds: [],
+        runs: RUNS,
+        routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'moe', load: [1], prob: [1] }] }],
+      },
+      {
+        type: 'appendRouting',
+        routing: [{ runId: 'x', rows: [{ step: 1, layer: 0.5, router: 'ffn', load: [1], prob: [1] }] }],
+      },
+      {
+        type: 'appendRouting',
+        routing: [{ runId: 'x', rows: [{ step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [1] }] }],
+      },
+      {
+        type: 'appendRouting',
+        routing: [
+          {
+            runId: 'x',
+            rows: [
+              {
+                step: 1,
+                layer: 0,
+                router: 'ffn',
+                load: [0.5, 0.5],
+                prob: [0.5, 0.5],
+                by_domain: { code: [1] },
+              },
+            ],
+          },
+        ],
+      },
+      {
+        type: 'appendRouting',
+        routing: [
+          {
+            runId: 'x',
+            rows: [
+              { step: 1, layer: 0, router: 'ffn', load: [0.5, 0.5], prob: [0.5, 0.5], coact: [[1, 0.5]] },
+            ],
+          },
+        ],
+      },
+      {
+        type: 'appendRouting',
+        routing: [
+          { runId: 'x', rows: [], saturation: [{ step: 1, layer: 0, router: 'ffn', saturation: 1.5 }] },
+        ],
+      },
       { type: 'init', panel: 'dashboard', runIds: [], runs: [], blocks: [] },
       undefined,
     ];
@@ -165,7 +301,13 @@ describe('router panel webview', () => {
     await p.send(demo());
     await settled(p.page);
     assert.equal(await p.page.evaluate(() => document.body.dataset.droppedMessages), String(bad.length));
-    const more = routingRows({ layers: 4, experts: 4, steps: [1050, 1100], routers: ['ffn', 'attn'], seed: 1 });
+    const more = routingRows({
+      layers: 4,
+      experts: 4,
+      steps: [1050, 1100],
+      routers: ['ffn', 'attn'],
+      seed: 1,
+    });
     await p.send({ type: 'appendRouting', routing: [{ runId: 'bam-ekv-s1', rows: more }] });
     await settled(p.page);
     assert.match((await p.page.locator('.hover-readout').first().textContent()) ?? '', /^23 logged steps/);

@@ -3,7 +3,13 @@
 // data/analysis.json and data/compare.json are real engine output on a tiny run.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Cell, CompareReport, WeightLayer, WeightReport, WeightWarning } from '../../webview/src/protocol';
+import type {
+  Cell,
+  CompareReport,
+  WeightLayer,
+  WeightReport,
+  WeightWarning,
+} from '../../webview/src/protocol';
 import { rng } from './fixtures';
 
 export function realReports(): { analysis: WeightReport; compare: CompareReport } {
@@ -55,7 +61,9 @@ export function weightReport(o: Options): WeightReport {
       const router_norms: Cell[] = Array.from({ length: E }, () => 0.8 + r() * 0.6);
       const drift = {
         steps: o.steps,
-        experts: Array.from({ length: E }, (_, e) => o.steps.map((_s, t): Cell => (t === 0 ? 0 : (t / (T - 1)) * (0.05 + 0.02 * e + r() * 0.02)))),
+        experts: Array.from({ length: E }, (_, e) =>
+          o.steps.map((_s, t): Cell => (t === 0 ? 0 : (t / (T - 1)) * (0.05 + 0.02 * e + r() * 0.02))),
+        ),
         router: o.steps.map((_s, t) => (t / Math.max(1, T - 1)) * 0.35),
         router_norms: o.steps.map(() => router_norms.slice()),
       };
@@ -69,14 +77,32 @@ export function weightReport(o: Options): WeightReport {
         router_norms[6] = 0;
         for (let i = 0; i < E; i++) router_cosine[6][i] = router_cosine[i][6] = null;
         warnings.push(
-          { layer, router, kind: 'collapsed_experts', experts: [2, 5], message: `${where}: experts 2, 5 collapsed onto each other (weight cosine > 0.95 in w1, w2, w3; lowest 0.9853)` },
-          { layer, router, kind: 'router_near_zero', experts: [6], message: `${where}: router vectors of experts 6 are near zero (norm < 1e-06)` },
+          {
+            layer,
+            router,
+            kind: 'collapsed_experts',
+            experts: [2, 5],
+            message: `${where}: experts 2, 5 collapsed onto each other (weight cosine > 0.95 in w1, w2, w3; lowest 0.9853)`,
+          },
+          {
+            layer,
+            router,
+            kind: 'router_near_zero',
+            experts: [6],
+            message: `${where}: router vectors of experts 6 are near zero (norm < 1e-06)`,
+          },
         );
         drift.experts[5] = drift.experts[5].map((v) => (v === null ? null : v * 4));
       }
       if (layer === 4 && router === 'attn') {
         router_cosine[1][4] = router_cosine[4][1] = 0.9997;
-        warnings.push({ layer, router, kind: 'router_identical', experts: [1, 4], message: `${where}: router vectors of experts 1, 4 are identical (cosine > 0.999): the router cannot tell them apart` });
+        warnings.push({
+          layer,
+          router,
+          kind: 'router_identical',
+          experts: [1, 4],
+          message: `${where}: router vectors of experts 1, 4 are identical (cosine > 0.999): the router cannot tell them apart`,
+        });
       }
       const parent_distance: Cell[] = Array.from({ length: E }, (_, e) => 0.02 + 0.01 * e + r() * 0.01);
       layers.push({
@@ -100,7 +126,12 @@ export function weightReport(o: Options): WeightReport {
     threshold: 0.95,
     router_eps: 1e-6,
     checkpoints: o.steps.map((s) => ({ path: `/runs/btx-s1/checkpoints/step-${s}`, step: s })),
-    parents: Array.from({ length: E }, (_, e) => ({ expert: e, path: `/runs/expert-${e}/checkpoints/step-500`, source: 'config' as const, used: true })),
+    parents: Array.from({ length: E }, (_, e) => ({
+      expert: e,
+      path: `/runs/expert-${e}/checkpoints/step-500`,
+      source: 'config' as const,
+      used: true,
+    })),
     layers,
     warnings,
     genealogy: [],

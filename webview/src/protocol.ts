@@ -319,7 +319,8 @@ export interface ResultsMessage {
 export type HostToResultsMessage = ResultsMessage;
 
 export type HostToDashboardMessage = InitDashboardMessage | AppendMetricsMessage | RunsMessage;
-export type HostToRouterMessage = InitRouterMessage | AppendRoutingMessage | RunsMessage | AnalysisStatusMessage | AnalysisResultMessage;
+export type HostToRouterMessage =
+  InitRouterMessage | AppendRoutingMessage | RunsMessage | AnalysisStatusMessage | AnalysisResultMessage;
 
 // ---- webview -> host -------------------------------------------------------
 
@@ -376,7 +377,13 @@ export interface CopyTextMessage {
   text: string;
 }
 
-export type WebviewToHostMessage = ReadyMessage | SaveFileMessage | RouterWarningsMessage | ProtocolErrorMessage | RequestAnalysisMessage | CopyTextMessage;
+export type WebviewToHostMessage =
+  | ReadyMessage
+  | SaveFileMessage
+  | RouterWarningsMessage
+  | ProtocolErrorMessage
+  | RequestAnalysisMessage
+  | CopyTextMessage;
 
 // ---- persisted webview state (setState/getState, and the serializer's restore) ----
 

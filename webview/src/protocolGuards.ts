@@ -146,7 +146,12 @@ export function isRoutingBlock(v: unknown): v is RoutingBlock {
 
 // ---- results ----------------------------------------------------------------
 
-export const VERDICTS: readonly Verdict[] = ['holds in every seed', 'holds on the mean only', 'does not hold', 'not measured'];
+export const VERDICTS: readonly Verdict[] = [
+  'holds in every seed',
+  'holds on the mean only',
+  'does not hold',
+  'not measured',
+];
 const MAX_MODELS = 10_000;
 const MAX_SEEDS = 10_000;
 
@@ -155,7 +160,14 @@ function isNumOrNull(v: unknown): v is number | null {
 }
 
 function isSpread(v: unknown): boolean {
-  return isObj(v) && isNumOrNull(v.mean) && isNumOrNull(v.std) && Array.isArray(v.values) && v.values.length <= MAX_SEEDS && v.values.every(isNumOrNull);
+  return (
+    isObj(v) &&
+    isNumOrNull(v.mean) &&
+    isNumOrNull(v.std) &&
+    Array.isArray(v.values) &&
+    v.values.length <= MAX_SEEDS &&
+    v.values.every(isNumOrNull)
+  );
 }
 
 function isOptNum(v: unknown): boolean {
@@ -166,7 +178,15 @@ function isResultsModel(v: unknown, domains: string[]): v is ResultsModel {
   if (!isObj(v) || !isStr(v.label, 500) || !isColor(v.color)) return false;
   if (!['seed', 'branch', 'tune', 'baseline', 'method', 'variant'].includes(v.role as string)) return false;
   const b = v.budget;
-  if (!isObj(b) || !isOptNum(b.steps) || !isOptNum(b.tokens) || !isOptNum(b.tokensAfterSeed) || !isOptNum(b.trainFlops) || !isOptStr(b.matchedTo)) return false;
+  if (
+    !isObj(b) ||
+    !isOptNum(b.steps) ||
+    !isOptNum(b.tokens) ||
+    !isOptNum(b.tokensAfterSeed) ||
+    !isOptNum(b.trainFlops) ||
+    !isOptStr(b.matchedTo)
+  )
+    return false;
   return isObj(v.ppl) && [...domains, 'average'].every((d) => isSpread((v.ppl as Obj)[d]));
 }
 
@@ -208,20 +228,31 @@ function isSetting(v: unknown, domains: string[]): v is ResultsSetting {
 }
 
 export function isResultsDoc(v: unknown): v is ResultsDoc {
-  if (!isObj(v) || (v.kind !== 'study' && v.kind !== 'eval') || !isStrArray(v.domains) || v.domains.length > 1000) return false;
+  if (
+    !isObj(v) ||
+    (v.kind !== 'study' && v.kind !== 'eval') ||
+    !isStrArray(v.domains) ||
+    v.domains.length > 1000
+  )
+    return false;
   const domains = v.domains;
-  return Array.isArray(v.settings) && v.settings.length <= 1000 && v.settings.every((s) => isSetting(s, domains));
+  return (
+    Array.isArray(v.settings) && v.settings.length <= 1000 && v.settings.every((s) => isSetting(s, domains))
+  );
 }
 
 export function parseHostToResults(v: unknown): HostToResultsMessage | undefined {
   if (!isObj(v) || v.type !== 'results' || !isStr(v.file, 4096) || !isStr(v.label, 4096)) return undefined;
   const base = { type: 'results' as const, file: v.file, label: v.label };
   if (v.doc === null) return isStr(v.error, 2000) ? { ...base, doc: null, error: v.error } : undefined;
-  return isResultsDoc(v.doc) && (v.error === null || isStr(v.error, 2000)) ? { ...base, doc: v.doc, error: v.error } : undefined;
+  return isResultsDoc(v.doc) && (v.error === null || isStr(v.error, 2000))
+    ? { ...base, doc: v.doc, error: v.error }
+    : undefined;
 }
 
 export function parseResultsState(v: unknown): ResultsState | undefined {
-  if (!isObj(v) || v.panel !== 'results' || !isStr(v.file, 4096) || !isInt(v.setting) || v.setting < 0) return undefined;
+  if (!isObj(v) || v.panel !== 'results' || !isStr(v.file, 4096) || !isInt(v.setting) || v.setting < 0)
+    return undefined;
   return { panel: 'results', file: v.file, setting: v.setting };
 }
 
@@ -229,11 +260,17 @@ export function parseHostToDashboard(v: unknown): HostToDashboardMessage | undef
   if (!isObj(v)) return undefined;
   switch (v.type) {
     case 'init':
-      return v.panel === 'dashboard' && isStrArray(v.runIds) && isRunList(v.runs) && Array.isArray(v.blocks) && v.blocks.every(isMetricBlock)
+      return v.panel === 'dashboard' &&
+        isStrArray(v.runIds) &&
+        isRunList(v.runs) &&
+        Array.isArray(v.blocks) &&
+        v.blocks.every(isMetricBlock)
         ? (v as unknown as HostToDashboardMessage)
         : undefined;
     case 'appendMetrics':
-      return Array.isArray(v.blocks) && v.blocks.every(isMetricBlock) ? (v as unknown as HostToDashboardMessage) : undefined;
+      return Array.isArray(v.blocks) && v.blocks.every(isMetricBlock)
+        ? (v as unknown as HostToDashboardMessage)
+        : undefined;
     case 'runs':
       return isRunList(v.runs) ? (v as unknown as HostToDashboardMessage) : undefined;
     default:
@@ -278,10 +315,25 @@ function isWeightLayer(v: unknown, checkpoints: number): v is WeightLayer {
   const e = v.num_experts;
   if (!isInt(e) || e < 1 || e > MAX_EXPERTS) return false;
   if (!isCells(v.router_norms, e) || !isCellMatrix(v.router_cosine, e, e)) return false;
-  if (!isPerMatrix(v.expert_norms, (x) => isCells(x, e)) || !isPerMatrix(v.expert_cosine, (x) => isCellMatrix(x, e, e))) return false;
+  if (
+    !isPerMatrix(v.expert_norms, (x) => isCells(x, e)) ||
+    !isPerMatrix(v.expert_cosine, (x) => isCellMatrix(x, e, e))
+  )
+    return false;
   const d = v.drift;
-  if (!isObj(d) || !Array.isArray(d.steps) || d.steps.length !== checkpoints || !d.steps.every((s) => s === null || isInt(s))) return false;
-  if (!isCellMatrix(d.experts, e, checkpoints) || !isCells(d.router, checkpoints) || !isCellMatrix(d.router_norms, checkpoints, e)) return false;
+  if (
+    !isObj(d) ||
+    !Array.isArray(d.steps) ||
+    d.steps.length !== checkpoints ||
+    !d.steps.every((s) => s === null || isInt(s))
+  )
+    return false;
+  if (
+    !isCellMatrix(d.experts, e, checkpoints) ||
+    !isCells(d.router, checkpoints) ||
+    !isCellMatrix(d.router_norms, checkpoints, e)
+  )
+    return false;
   return isCells(v.parent_distance, e) && isPerMatrix(v.parent_distance_by_matrix, (x) => isCells(x, e));
 }
 
@@ -310,13 +362,31 @@ function isParent(v: unknown): boolean {
 
 /** The JSON of `moelab analyze --ckpt …` (report.py, version 1), every array's length checked. */
 export function isWeightReport(v: unknown): v is WeightReport {
-  if (!isObj(v) || v.version !== 1 || v.mode !== 'analyze' || !isStr(v.method) || !isNum(v.threshold) || !isNum(v.router_eps)) return false;
+  if (
+    !isObj(v) ||
+    v.version !== 1 ||
+    v.mode !== 'analyze' ||
+    !isStr(v.method) ||
+    !isNum(v.threshold) ||
+    !isNum(v.router_eps)
+  )
+    return false;
   const cks = v.checkpoints;
   if (!Array.isArray(cks) || cks.length < 1 || cks.length > MAX_CHECKPOINTS) return false;
   if (!cks.every((c) => isObj(c) && isStr(c.path) && (c.step === null || isInt(c.step)))) return false;
   if (!Array.isArray(v.parents) || v.parents.length > MAX_EXPERTS || !v.parents.every(isParent)) return false;
-  if (!Array.isArray(v.layers) || v.layers.length > MAX_LAYERS || !v.layers.every((l) => isWeightLayer(l, cks.length))) return false;
-  return Array.isArray(v.warnings) && v.warnings.length <= 100_000 && v.warnings.every(isWeightWarning) && Array.isArray(v.genealogy);
+  if (
+    !Array.isArray(v.layers) ||
+    v.layers.length > MAX_LAYERS ||
+    !v.layers.every((l) => isWeightLayer(l, cks.length))
+  )
+    return false;
+  return (
+    Array.isArray(v.warnings) &&
+    v.warnings.length <= 100_000 &&
+    v.warnings.every(isWeightWarning) &&
+    Array.isArray(v.genealogy)
+  );
 }
 
 function isTensorChange(v: unknown): v is TensorChange {
@@ -353,7 +423,9 @@ export function isCompareReport(v: unknown): v is CompareReport {
 }
 
 function isWeightsTarget(v: unknown): v is WeightsTarget {
-  return isObj(v) && (v.kind === 'run' || v.kind === 'checkpoint' || v.kind === 'pair') && isStr(v.label, 1000);
+  return (
+    isObj(v) && (v.kind === 'run' || v.kind === 'checkpoint' || v.kind === 'pair') && isStr(v.label, 1000)
+  );
 }
 
 function isAnalysisStatus(v: Obj): v is Obj & AnalysisStatusMessage {
@@ -362,7 +434,8 @@ function isAnalysisStatus(v: Obj): v is Obj & AnalysisStatusMessage {
     (v.target === null || isWeightsTarget(v.target)) &&
     (v.state === 'none' || v.state === 'running' || v.state === 'failed' || v.state === 'unavailable') &&
     isStr(v.detail, 2000) &&
-    (job === undefined || (isObj(job) && isInt(job.index) && isInt(job.count) && job.index >= 1 && job.index <= job.count))
+    (job === undefined ||
+      (isObj(job) && isInt(job.index) && isInt(job.count) && job.index >= 1 && job.index <= job.count))
   );
 }
 
@@ -377,14 +450,22 @@ function isAnalysisResult(v: Obj): v is Obj & AnalysisResultMessage {
 }
 
 function isWeightsInit(v: unknown): boolean {
-  return v === undefined || (isObj(v) && (v.target === null || isWeightsTarget(v.target)) && typeof v.show === 'boolean');
+  return (
+    v === undefined ||
+    (isObj(v) && (v.target === null || isWeightsTarget(v.target)) && typeof v.show === 'boolean')
+  );
 }
 
 export function parseHostToRouter(v: unknown): HostToRouterMessage | undefined {
   if (!isObj(v)) return undefined;
   switch (v.type) {
     case 'init':
-      return v.panel === 'router' && isStrArray(v.runIds) && isRunList(v.runs) && Array.isArray(v.routing) && v.routing.every(isRoutingBlock) && isWeightsInit(v.weights)
+      return v.panel === 'router' &&
+        isStrArray(v.runIds) &&
+        isRunList(v.runs) &&
+        Array.isArray(v.routing) &&
+        v.routing.every(isRoutingBlock) &&
+        isWeightsInit(v.weights)
         ? (v as unknown as HostToRouterMessage)
         : undefined;
     case 'analysisStatus':
@@ -392,7 +473,9 @@ export function parseHostToRouter(v: unknown): HostToRouterMessage | undefined {
     case 'analysisResult':
       return isAnalysisResult(v) ? (v as unknown as HostToRouterMessage) : undefined;
     case 'appendRouting':
-      return Array.isArray(v.routing) && v.routing.every(isRoutingBlock) ? (v as unknown as HostToRouterMessage) : undefined;
+      return Array.isArray(v.routing) && v.routing.every(isRoutingBlock)
+        ? (v as unknown as HostToRouterMessage)
+        : undefined;
     case 'runs':
       return isRunList(v.runs) ? (v as unknown as HostToRouterMessage) : undefined;
     default:
@@ -423,7 +506,9 @@ export function parseWebviewToHost(v: unknown): WebviewToHostMessage | undefined
     case 'ready':
       return { type: 'ready' };
     case 'saveFile':
-      return isSafeFileName(v.suggestedName) && (v.format === 'png' || v.format === 'csv') && isStr(v.data, MAX_FILE_DATA)
+      return isSafeFileName(v.suggestedName) &&
+        (v.format === 'png' || v.format === 'csv') &&
+        isStr(v.data, MAX_FILE_DATA)
         ? { type: 'saveFile', suggestedName: v.suggestedName, format: v.format, data: v.data }
         : undefined;
     case 'routerWarnings':
@@ -431,11 +516,15 @@ export function parseWebviewToHost(v: unknown): WebviewToHostMessage | undefined
         ? { type: 'routerWarnings', warnings: v.warnings }
         : undefined;
     case 'protocolError':
-      return isNum(v.dropped) && isStr(v.detail, 1000) ? { type: 'protocolError', dropped: v.dropped, detail: v.detail } : undefined;
+      return isNum(v.dropped) && isStr(v.detail, 1000)
+        ? { type: 'protocolError', dropped: v.dropped, detail: v.detail }
+        : undefined;
     case 'requestAnalysis':
       return typeof v.force === 'boolean' ? { type: 'requestAnalysis', force: v.force } : undefined;
     case 'copyText':
-      return isCopyFormat(v.format) && isStr(v.text, MAX_FILE_DATA) ? { type: 'copyText', format: v.format, text: v.text } : undefined;
+      return isCopyFormat(v.format) && isStr(v.text, MAX_FILE_DATA)
+        ? { type: 'copyText', format: v.format, text: v.text }
+        : undefined;
     default:
       return undefined;
   }

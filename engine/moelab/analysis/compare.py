@@ -18,8 +18,9 @@ from moelab.analysis.structure import first_mismatch
 from moelab.errors import MoELabError
 
 
-def compare_checkpoints(a: Path, b: Path, chunk_bytes: int = 64 * 1024**2,
-                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def compare_checkpoints(
+    a: Path, b: Path, chunk_bytes: int = 64 * 1024**2, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     with ChunkReader(Path(a)) as ra, ChunkReader(Path(b)) as rb:
         sa, sb = ra.shapes(), rb.shapes()
         mm = first_mismatch(sa, sb, str(a), str(b))
@@ -41,16 +42,20 @@ def compare_checkpoints(a: Path, b: Path, chunk_bytes: int = 64 * 1024**2,
                 ref2 += float(xa.square().sum())
             if diff2 == 0.0:
                 continue  # equal values (possibly in another dtype): the weights did not change
-            changed.append({
-                "name": name,
-                "shape": sa[name][0],
-                "dtype_a": sa[name][1],
-                "dtype_b": sb[name][1],
-                "norm_a": math.sqrt(ref2),
-                "abs_change": math.sqrt(diff2),
-                # None: undefined (all-zero A) or not a number (NaN/inf in a tensor); both sort first.
-                "rel_change": math.sqrt(diff2 / ref2) if ref2 > 0 and math.isfinite(diff2 / ref2) else None,
-            })
+            changed.append(
+                {
+                    "name": name,
+                    "shape": sa[name][0],
+                    "dtype_a": sa[name][1],
+                    "dtype_b": sb[name][1],
+                    "norm_a": math.sqrt(ref2),
+                    "abs_change": math.sqrt(diff2),
+                    # None: undefined (all-zero A) or not a number (NaN/inf in a tensor); both sort first.
+                    "rel_change": math.sqrt(diff2 / ref2)
+                    if ref2 > 0 and math.isfinite(diff2 / ref2)
+                    else None,
+                }
+            )
     # Largest relative change first; a change from an all-zero tensor (undefined, infinite) leads.
     changed.sort(key=_order)
     return {

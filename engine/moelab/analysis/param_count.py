@@ -20,7 +20,9 @@ from moelab.io.safetensors_file import tensor_shapes
 from moelab.models.config import ModelConfig
 from moelab.models.flops import active_attention_experts
 
-_EXPERT = re.compile(r"^model\.layers\.(\d+)\.(block_sparse_moe|self_attn)\.experts\.(\d+)\.(\w+?)(?:\.weight|\.bias)?$")
+_EXPERT = re.compile(
+    r"^model\.layers\.(\d+)\.(block_sparse_moe|self_attn)\.experts\.(\d+)\.(\w+?)(?:\.weight|\.bias)?$"
+)
 _PER_TOKEN_ATTN = ("q_proj", "o_proj")  # what a top-k attention expert runs only when selected
 
 
@@ -53,9 +55,13 @@ def count_params(ckpt: Path, cfg: ModelConfig) -> ParamCount:
         if attn and cfg.moe:
             q_o = sum(n for p in attn.values() for proj, n in p.items() if proj.startswith(_PER_TOKEN_ATTN))
             inactive += q_o - round(active_attention_experts(cfg) * q_o / len(attn))
-        out.per_layer.append({
-            "layer": i, "ffn_experts": len(ffn), "attn_experts": len(attn),
-            "params": sum(n for name, n in numel.items() if name.startswith(f"model.layers.{i}.")),
-        })
+        out.per_layer.append(
+            {
+                "layer": i,
+                "ffn_experts": len(ffn),
+                "attn_experts": len(attn),
+                "params": sum(n for name, n in numel.items() if name.startswith(f"model.layers.{i}.")),
+            }
+        )
     out.active = out.total - inactive
     return out

@@ -31,7 +31,8 @@ def from_against(against: list[Path], num_experts: int) -> list[Parent]:
         return [Parent(Path(against[0]), "against") for _ in range(num_experts)]
     if len(against) != num_experts:
         raise ConfigError(
-            f"--against: {len(against)} directories for {num_experts} experts (give one for all, or one per expert)")
+            f"--against: {len(against)} directories for {num_experts} experts (give one for all, or one per expert)"
+        )
     return [Parent(Path(p), "against") for p in against]
 
 

@@ -88,8 +88,15 @@ def analyze(opts: AnalyzeOptions) -> dict[str, Any]:
         "threshold": opts.threshold,
         "router_eps": opts.router_eps,
         "checkpoints": [{"path": str(c), "step": step_of(c)} for c in ckpts],
-        "parents": [{"expert": e, "path": str(p.path) if p.path else None, "source": p.source if p.path else None,
-                     "used": parent_readers[e] is not None} for e, p in enumerate(parents)],
+        "parents": [
+            {
+                "expert": e,
+                "path": str(p.path) if p.path else None,
+                "source": p.source if p.path else None,
+                "used": parent_readers[e] is not None,
+            }
+            for e, p in enumerate(parents)
+        ],
         "layers": layers,
         "warnings": warnings,
         "genealogy": genealogy,
@@ -104,8 +111,13 @@ def _parents(opts: AnalyzeOptions, meta: dict[str, Any], n: int, ckpt: Path) -> 
     return [parents_mod.Parent(None, None) for _ in range(n)]
 
 
-def _open_parents(parents: list[parents_mod.Parent], groups: list[Group], shapes: dict[str, tuple[list[int], str]],
-                  stack: ExitStack, warnings: list[dict[str, Any]]) -> list[ChunkReader | None]:
+def _open_parents(
+    parents: list[parents_mod.Parent],
+    groups: list[Group],
+    shapes: dict[str, tuple[list[int], str]],
+    stack: ExitStack,
+    warnings: list[dict[str, Any]],
+) -> list[ChunkReader | None]:
     """A reader per expert (shared between experts of one parent), checked against every expert
     matrix before any data is read. Explicit --against parents that do not fit are errors;
     parents found through config.json that are missing or do not fit are dropped with one
@@ -120,9 +132,16 @@ def _open_parents(parents: list[parents_mod.Parent], groups: list[Group], shapes
         p = parents[experts[0]]
         if p.path is None:
             readers[key] = None
-            warnings.append(warning(None, None, "parent_unavailable", experts,
-                                    f"experts {', '.join(map(str, experts))}: parent {p.recorded!r} "
-                                    "recorded in config.json was not found"))
+            warnings.append(
+                warning(
+                    None,
+                    None,
+                    "parent_unavailable",
+                    experts,
+                    f"experts {', '.join(map(str, experts))}: parent {p.recorded!r} "
+                    "recorded in config.json was not found",
+                )
+            )
             continue
         try:
             readers[key] = _open_parent(p.path, groups, shapes, stack)
@@ -130,8 +149,15 @@ def _open_parents(parents: list[parents_mod.Parent], groups: list[Group], shapes
             if p.source == "against":
                 raise
             readers[key] = None
-            warnings.append(warning(None, None, "parent_unavailable", experts,
-                                    f"experts {', '.join(map(str, experts))}: parent from config.json skipped: {err}"))
+            warnings.append(
+                warning(
+                    None,
+                    None,
+                    "parent_unavailable",
+                    experts,
+                    f"experts {', '.join(map(str, experts))}: parent from config.json skipped: {err}",
+                )
+            )
     return [readers.get(k) if k is not None else None for k in map(_parent_key, parents)]
 
 
@@ -141,8 +167,9 @@ def _parent_key(p: parents_mod.Parent) -> str | None:
     return None if p.recorded is None else f"recorded:{p.recorded}"
 
 
-def _open_parent(path: Path, groups: list[Group], shapes: dict[str, tuple[list[int], str]],
-                 stack: ExitStack) -> ChunkReader:
+def _open_parent(
+    path: Path, groups: list[Group], shapes: dict[str, tuple[list[int], str]], stack: ExitStack
+) -> ChunkReader:
     reader = stack.enter_context(ChunkReader(path))
     pshapes = reader.shapes()
     for g in groups:
@@ -151,15 +178,20 @@ def _open_parent(path: Path, groups: list[Group], shapes: dict[str, tuple[list[i
             if pname is None:
                 continue
             if pname not in pshapes:
-                raise MoELabError(f"{path}: dense parent has no tensor {pname!r} (for layer {g.layer} {g.router} experts)")
+                raise MoELabError(
+                    f"{path}: dense parent has no tensor {pname!r} (for layer {g.layer} {g.router} experts)"
+                )
             if pshapes[pname][0] != shapes[names[0]][0]:
-                raise MoELabError(f"{path}: parent tensor {pname!r} has shape {pshapes[pname][0]}, "
-                                  f"the experts' {mat} has {shapes[names[0]][0]}")
+                raise MoELabError(
+                    f"{path}: parent tensor {pname!r} has shape {pshapes[pname][0]}, "
+                    f"the experts' {mat} has {shapes[names[0]][0]}"
+                )
     return reader
 
 
-def _analyze_group(g: Group, readers: list[ChunkReader], parent_readers: list[ChunkReader | None],
-                   chunk_bytes: int) -> dict[str, Any]:
+def _analyze_group(
+    g: Group, readers: list[ChunkReader], parent_readers: list[ChunkReader | None], chunk_bytes: int
+) -> dict[str, Any]:
     n, steps = g.num_experts, len(readers)
     routers = [r.full(g.router_tensor) for r in readers]
     r_norms, r_cos = router_stats(routers[-1])
@@ -201,8 +233,12 @@ def _analyze_group(g: Group, readers: list[ChunkReader], parent_readers: list[Ch
     has_parent = [e < len(parent_readers) and parent_readers[e] is not None for e in range(n)]
 
     def parent_rel(ds: list[Distance]) -> list[float | None]:
-        return [relative(sum(float(d.diff2[e]) for d in ds), sum(float(d.ref2[e]) for d in ds))
-                if has_parent[e] and ds else None for e in range(n)]
+        return [
+            relative(sum(float(d.diff2[e]) for d in ds), sum(float(d.ref2[e]) for d in ds))
+            if has_parent[e] and ds
+            else None
+            for e in range(n)
+        ]
 
     return {
         "layer": g.layer,

@@ -79,7 +79,9 @@ VERSION = 1
 IDENTICAL_ROUTER_COSINE = 0.999
 
 
-def warning(layer: int | None, router: str | None, kind: str, experts: list[int], message: str) -> dict[str, Any]:
+def warning(
+    layer: int | None, router: str | None, kind: str, experts: list[int], message: str
+) -> dict[str, Any]:
     return {"layer": layer, "router": router, "kind": kind, "experts": experts, "message": message}
 
 
@@ -89,23 +91,48 @@ def layer_warnings(entry: dict[str, Any], threshold: float, eps: float) -> list[
     where = f"layer {layer} {router}"
     out = []
     mats = entry["expert_cosine"]
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)
-             if mats and all(_above(c[i][j], threshold) for c in mats.values())]
+    pairs = [
+        (i, j)
+        for i in range(n)
+        for j in range(i + 1, n)
+        if mats and all(_above(c[i][j], threshold) for c in mats.values())
+    ]
     for grp in _components(n, pairs):
         worst = min(min(c[i][j] for c in mats.values()) for i, j in pairs if i in grp)
-        out.append(warning(layer, router, "collapsed_experts", grp,
-                           f"{where}: experts {_list(grp)} collapsed onto each other (weight cosine > "
-                           f"{threshold} in {', '.join(mats)}; lowest {worst:.4f})"))
+        out.append(
+            warning(
+                layer,
+                router,
+                "collapsed_experts",
+                grp,
+                f"{where}: experts {_list(grp)} collapsed onto each other (weight cosine > "
+                f"{threshold} in {', '.join(mats)}; lowest {worst:.4f})",
+            )
+        )
     zero = [e for e, v in enumerate(entry["router_norms"]) if v < eps]
     if zero:
-        out.append(warning(layer, router, "router_near_zero", zero,
-                           f"{where}: router vectors of experts {_list(zero)} are near zero (norm < {eps:g})"))
+        out.append(
+            warning(
+                layer,
+                router,
+                "router_near_zero",
+                zero,
+                f"{where}: router vectors of experts {_list(zero)} are near zero (norm < {eps:g})",
+            )
+        )
     rc = entry["router_cosine"]
     same = [(i, j) for i in range(n) for j in range(i + 1, n) if _above(rc[i][j], IDENTICAL_ROUTER_COSINE)]
     for grp in _components(n, same):
-        out.append(warning(layer, router, "router_identical", grp,
-                           f"{where}: router vectors of experts {_list(grp)} are identical "
-                           f"(cosine > {IDENTICAL_ROUTER_COSINE}): the router cannot tell them apart"))
+        out.append(
+            warning(
+                layer,
+                router,
+                "router_identical",
+                grp,
+                f"{where}: router vectors of experts {_list(grp)} are identical "
+                f"(cosine > {IDENTICAL_ROUTER_COSINE}): the router cannot tell them apart",
+            )
+        )
     return out
 
 

@@ -34,8 +34,15 @@ FLOAT_DTYPES: dict[str, torch.dtype] = {
 # Every dtype safetensors stores; comparison reads any of them (as float64), analysis only floats.
 ALL_DTYPES: dict[str, torch.dtype] = {
     **FLOAT_DTYPES,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64, "BOOL": torch.bool,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "U16": torch.uint16,
+    "U32": torch.uint32,
+    "U64": torch.uint64,
+    "BOOL": torch.bool,
 }
 
 
@@ -71,7 +78,9 @@ class ChunkReader:
             for name, info in header.items():
                 if files.get(name) == path:
                     # Keyed by the engine's names whatever the layout (Qwen3-MoE's expert names too).
-                    self.entries[layout.engine_name(name)] = Entry(path, start + info["data_offsets"][0], info["dtype"], tuple(info["shape"]))
+                    self.entries[layout.engine_name(name)] = Entry(
+                        path, start + info["data_offsets"][0], info["dtype"], tuple(info["shape"])
+                    )
         self._fh: dict[Path, BinaryIO] = {}
 
     def __enter__(self) -> ChunkReader:
@@ -113,7 +122,9 @@ class ChunkReader:
             f.seek(e.offset + r0 * e.cols * size)
             got = f.readinto(buf)
             if got != nbytes:  # the file shrank after its header was checked
-                raise CheckpointError(f"{e.path}: tensor {name!r} is truncated (read {got} of {nbytes} bytes)")
+                raise CheckpointError(
+                    f"{e.path}: tensor {name!r} is truncated (read {got} of {nbytes} bytes)"
+                )
         t = torch.frombuffer(buf, dtype=ALL_DTYPES[e.dtype]) if nbytes else torch.empty(0)
         return t.to(torch.float64).reshape(r1 - r0, e.cols)
 

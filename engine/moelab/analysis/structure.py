@@ -72,7 +72,9 @@ def find_groups(shapes: dict[str, tuple[list[int], str]], where: Path) -> list[G
             raise CheckpointError(f"{what}: experts without a router tensor")
         rshape, rdtype = shapes[router]
         if len(rshape) != 2 or rshape[0] < 1:
-            raise CheckpointError(f"{where}: router {router!r} has shape {rshape}, expected [experts, hidden]")
+            raise CheckpointError(
+                f"{where}: router {router!r} has shape {rshape}, expected [experts, hidden]"
+            )
         if rdtype not in FLOAT_DTYPES:
             raise CheckpointError(f"{where}: router {router!r} has dtype {rdtype}, expected a float dtype")
         n = rshape[0]
@@ -84,10 +86,14 @@ def find_groups(shapes: dict[str, tuple[list[int], str]], where: Path) -> list[G
             by_e = mats[mat]
             missing = [e for e in range(n) if e not in by_e]
             if missing:
-                raise CheckpointError(f"{what}: router has {n} experts but expert {missing[0]} has no {mat!r} tensor")
+                raise CheckpointError(
+                    f"{what}: router has {n} experts but expert {missing[0]} has no {mat!r} tensor"
+                )
             extra = sorted(e for e in by_e if e >= n)
             if extra:
-                raise CheckpointError(f"{what}: tensor {by_e[extra[0]]!r} names expert {extra[0]} but the router has {n}")
+                raise CheckpointError(
+                    f"{what}: tensor {by_e[extra[0]]!r} names expert {extra[0]} but the router has {n}"
+                )
             names = [by_e[e] for e in range(n)]
             shape0 = shapes[names[0]][0]
             for nm in names:
@@ -99,12 +105,15 @@ def find_groups(shapes: dict[str, tuple[list[int], str]], where: Path) -> list[G
             g.matrices[mat] = names
         groups.append(g)
     if not groups:
-        raise MoELabError(f"{where}: no MoE layers (no block_sparse_moe or self_attn.experts tensors): is it a dense checkpoint?")
+        raise MoELabError(
+            f"{where}: no MoE layers (no block_sparse_moe or self_attn.experts tensors): is it a dense checkpoint?"
+        )
     return groups
 
 
-def first_mismatch(a: dict[str, tuple[list[int], str]], b: dict[str, tuple[list[int], str]],
-                   a_name: str, b_name: str) -> str | None:
+def first_mismatch(
+    a: dict[str, tuple[list[int], str]], b: dict[str, tuple[list[int], str]], a_name: str, b_name: str
+) -> str | None:
     """The first tensor (by name) whose presence or shape differs, as a sentence; None if none."""
     for name in sorted(set(a) | set(b)):
         if name not in b:
@@ -132,7 +141,11 @@ def expand_checkpoints(paths: list[Path]) -> list[Path]:
             out.append(p)
             continue
         base = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-        steps = [c for c in base.iterdir() if c.is_dir() and step_of(c) is not None and (c / "config.json").exists()]
+        steps = [
+            c
+            for c in base.iterdir()
+            if c.is_dir() and step_of(c) is not None and (c / "config.json").exists()
+        ]
         if not steps:
             out.append(p)  # let the reader say what is wrong with it
             continue

@@ -16,12 +16,19 @@ from moelab.io.atomic import atomic_dir
 
 def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p = subparsers.add_parser("export", help=help_text, description=help_text)
-    p.add_argument("--ckpt", required=True, type=Path, help="checkpoint directory (config.json + safetensors)")
-    p.add_argument("--format", required=True, choices=("onnx", "hf"), help="onnx: with router outputs; hf: plain HF dir")
-    p.add_argument("--out", required=True, type=Path, help="output directory (must not exist unless --overwrite)")
+    p.add_argument(
+        "--ckpt", required=True, type=Path, help="checkpoint directory (config.json + safetensors)"
+    )
+    p.add_argument(
+        "--format", required=True, choices=("onnx", "hf"), help="onnx: with router outputs; hf: plain HF dir"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="output directory (must not exist unless --overwrite)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="onnx: skip the onnxruntime-vs-PyTorch check")
+    p.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="onnx: skip the onnxruntime-vs-PyTorch check"
+    )
     p.add_argument("--json", action="store_true", help="print a one-line JSON summary instead of text")
 
 
@@ -56,15 +63,21 @@ def _run_onnx(args: argparse.Namespace) -> int:
         if args.verify:
             worst = verify(model, routers, tmp / mf.MODEL_FILE)
     summary = {
-        "out": str(args.out), "format": "onnx", "routers": len(routers), "tokenizer": tok.kind,
-        "max_abs_diff": worst, "seconds": round(time.perf_counter() - t0, 2),
+        "out": str(args.out),
+        "format": "onnx",
+        "routers": len(routers),
+        "tokenizer": tok.kind,
+        "max_abs_diff": worst,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
     if args.json:
         print(json.dumps(summary))
     else:
         check = "not verified" if worst is None else f"onnxruntime matches PyTorch (max abs diff {worst:.1e})"
-        print(f"exported {args.ckpt} -> {args.out}/{mf.MODEL_FILE}: {len(routers)} router output(s), "
-              f"{tok.kind} tokenizer, {check}")
+        print(
+            f"exported {args.ckpt} -> {args.out}/{mf.MODEL_FILE}: {len(routers)} router output(s), "
+            f"{tok.kind} tokenizer, {check}"
+        )
     return 0
 
 

@@ -24,10 +24,18 @@ from moelab.models.flops import ATTENTION_MODES, UNITS, Convention, forward_flop
 def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
     p = sub.add_parser("inspect", help=help_text, description=help_text + ".")
     p.add_argument("--ckpt", required=True, type=Path, metavar="DIR")
-    p.add_argument("--text", default=None, metavar="STR", help="print the experts each token of STR is routed to")
-    p.add_argument("--seq-len", type=int, default=2048, metavar="T", help="context length for attention FLOPs")
-    p.add_argument("--attention", choices=ATTENTION_MODES, default="causal",
-                   help="attention-score convention: causal = mean (T+1)/2 keys per query, full = T, none")
+    p.add_argument(
+        "--text", default=None, metavar="STR", help="print the experts each token of STR is routed to"
+    )
+    p.add_argument(
+        "--seq-len", type=int, default=2048, metavar="T", help="context length for attention FLOPs"
+    )
+    p.add_argument(
+        "--attention",
+        choices=ATTENTION_MODES,
+        default="causal",
+        help="attention-score convention: causal = mean (T+1)/2 keys per query, full = T, none",
+    )
     p.add_argument("--unit", choices=UNITS, default="flop", help="flop (a multiply-add = 2) or mac")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
@@ -43,12 +51,18 @@ def summarize(ckpt: Path, seq_len: int = 2048, conv: Convention | None = None) -
     layers = []
     for lay, fl in zip(params.per_layer, flops.per_layer):
         attn = lay["attn_experts"]
-        layers.append({
-            "layer": lay["layer"], "moe": cfg.is_moe_layer(lay["layer"]),
-            "ffn_experts": lay["ffn_experts"], "ffn_top_k": moe.top_k if moe and lay["ffn_experts"] else 0,
-            "attn_experts": attn, "attn_top_k": moe.attn_top_k if moe and attn else 0,
-            "params": lay["params"], "flops_per_token": fl["total"],
-        })
+        layers.append(
+            {
+                "layer": lay["layer"],
+                "moe": cfg.is_moe_layer(lay["layer"]),
+                "ffn_experts": lay["ffn_experts"],
+                "ffn_top_k": moe.top_k if moe and lay["ffn_experts"] else 0,
+                "attn_experts": attn,
+                "attn_top_k": moe.attn_top_k if moe and attn else 0,
+                "params": lay["params"],
+                "flops_per_token": fl["total"],
+            }
+        )
     files = sorted(set(tensor_files(ckpt).values()))
     meta = raw.get("moelab") or {}
     return {
@@ -88,12 +102,17 @@ def _print_summary(s: dict[str, Any]) -> None:
     moe = s["num_experts"] > 0
     print(f"checkpoint   {s['checkpoint']}")
     family = f" ({s['family']})" if s["family"] != s["model_type"] else ""
-    print(f"model        {s['model_type']}{family}, method {s['method']}, {s['layers']} layers"
-          f"{', parallel block' if s['parallel_block'] else ''}, {'/'.join(s['dtypes'])}")
+    print(
+        f"model        {s['model_type']}{family}, method {s['method']}, {s['layers']} layers"
+        f"{', parallel block' if s['parallel_block'] else ''}, {'/'.join(s['dtypes'])}"
+    )
     if moe:
-        attn = ("none" if not s["attn_experts"] else
-                f"{s['num_experts']} per MoE layer, {'soft' if s['attn_top_k'] == 0 else 'top-' + str(s['attn_top_k'])}"
-                f"{', shared KV' if s['shared_kv'] else ''}")
+        attn = (
+            "none"
+            if not s["attn_experts"]
+            else f"{s['num_experts']} per MoE layer, {'soft' if s['attn_top_k'] == 0 else 'top-' + str(s['attn_top_k'])}"
+            f"{', shared KV' if s['shared_kv'] else ''}"
+        )
         print(f"MoE layers   {','.join(map(str, s['moe_layers']))}")
         print(f"experts      FFN: {s['num_experts']} per MoE layer, top-{s['top_k']}; attention: {attn}")
     print(f"params       total {_human(s['params_total'])}, active per token {_human(s['params_active'])}")
@@ -105,10 +124,15 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"layer  kind   ffn experts  attn experts  params    {unit}s/token")
     for lay in s["per_layer"]:
         ffn = f"{lay['ffn_experts']} (top-{lay['ffn_top_k']})" if lay["ffn_experts"] else "dense"
-        at = (f"{lay['attn_experts']} ({'soft' if lay['attn_top_k'] == 0 else 'top-' + str(lay['attn_top_k'])})"
-              if lay["attn_experts"] else "dense")
-        print(f"{lay['layer']:5d}  {'MoE' if lay['moe'] else 'dense':5s}  {ffn:11s}  {at:12s}  {_human(lay['params']):8s}  "
-              f"{_human(lay['flops_per_token'], unit)}")
+        at = (
+            f"{lay['attn_experts']} ({'soft' if lay['attn_top_k'] == 0 else 'top-' + str(lay['attn_top_k'])})"
+            if lay["attn_experts"]
+            else "dense"
+        )
+        print(
+            f"{lay['layer']:5d}  {'MoE' if lay['moe'] else 'dense':5s}  {ffn:11s}  {at:12s}  {_human(lay['params']):8s}  "
+            f"{_human(lay['flops_per_token'], unit)}"
+        )
 
 
 def tokenize(ckpt: Path, text: str, vocab_size: int) -> tuple[list[int], list[str]]:
@@ -135,10 +159,15 @@ def route_text(ckpt: Path, text: str) -> list[dict[str, Any]]:
         k = r.top_k if r.top_k > 0 else probs.shape[-1]  # soft: every expert, ranked
         top = probs.topk(min(k, probs.shape[-1]), dim=-1)
         for pos, row in enumerate(rows):
-            row["routes"].append({
-                "layer": r.layer, "router": r.kind, "soft": r.top_k == 0,
-                "experts": top.indices[pos].tolist(), "probs": [round(p, 4) for p in top.values[pos].tolist()],
-            })
+            row["routes"].append(
+                {
+                    "layer": r.layer,
+                    "router": r.kind,
+                    "soft": r.top_k == 0,
+                    "experts": top.indices[pos].tolist(),
+                    "probs": [round(p, 4) for p in top.values[pos].tolist()],
+                }
+            )
     return rows
 
 

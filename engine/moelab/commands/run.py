@@ -10,9 +10,14 @@ from moelab.train.experiment import load_experiment
 
 def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p = subparsers.add_parser(
-        "run", help=help_text, description=help_text + ". Stages: dense -> branch -> upcycle -> moe -> eval; "
-        "runs go under the experiment's `out` as <name>-<stage>[-<domain|method>].")
-    p.add_argument("experiment", type=Path, help="experiment JSON (schema: moelab/schema/experiment.schema.json)")
+        "run",
+        help=help_text,
+        description=help_text + ". Stages: dense -> branch -> upcycle -> moe -> eval; "
+        "runs go under the experiment's `out` as <name>-<stage>[-<domain|method>].",
+    )
+    p.add_argument(
+        "experiment", type=Path, help="experiment JSON (schema: moelab/schema/experiment.schema.json)"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the experiment's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -39,4 +44,3 @@ def report(res: object, out: Path, name: str) -> int:
         print("stopped; run the same command again to resume")
         return 143
     return 1 if res.failures else 0
-

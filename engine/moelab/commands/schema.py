@@ -17,10 +17,16 @@ def schemas() -> dict[str, dict[str, Any]]:
     from moelab.train.jsoncfg import json_schema
 
     return {
-        "train.schema.json": json_schema(TrainConfig, "MoE Lab train config",
-                                         "moelab train CONFIG.json: one run (dense seed, branch or MoE)."),
-        "experiment.schema.json": json_schema(ExperimentConfig, "MoE Lab experiment",
-                                              "moelab run EXPERIMENT.json: seed -> branches -> upcycle -> MoE -> eval."),
+        "train.schema.json": json_schema(
+            TrainConfig,
+            "MoE Lab train config",
+            "moelab train CONFIG.json: one run (dense seed, branch or MoE).",
+        ),
+        "experiment.schema.json": json_schema(
+            ExperimentConfig,
+            "MoE Lab experiment",
+            "moelab run EXPERIMENT.json: seed -> branches -> upcycle -> MoE -> eval.",
+        ),
     }
 
 
@@ -31,7 +37,9 @@ def render(schema: dict[str, Any]) -> str:
 def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p = subparsers.add_parser("schema", help=help_text, description=help_text + ".")
     p.add_argument("--out", type=Path, default=SCHEMA_DIR, help=f"directory (default: {SCHEMA_DIR})")
-    p.add_argument("--check", action="store_true", help="exit 1 if the files in --out differ from the generated ones")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 if the files in --out differ from the generated ones"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

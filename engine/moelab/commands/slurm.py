@@ -21,24 +21,44 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p = subparsers.add_parser("slurm", help=help_text, description=help_text)
     sub = p.add_subparsers(dest="slurm_command", metavar="ACTION", required=True)
 
-    s = sub.add_parser("script", help="print (or write) the sbatch script for a train config or experiment",
-                       description="Print the sbatch script for CONFIG.json; edit it, then `submit --script`.")
-    s.add_argument("config", type=Path, metavar="CONFIG.json", help="a train config or an experiment (its optional \"slurm\" object gives defaults)")
+    s = sub.add_parser(
+        "script",
+        help="print (or write) the sbatch script for a train config or experiment",
+        description="Print the sbatch script for CONFIG.json; edit it, then `submit --script`.",
+    )
+    s.add_argument(
+        "config",
+        type=Path,
+        metavar="CONFIG.json",
+        help='a train config or an experiment (its optional "slurm" object gives defaults)',
+    )
     _resource_options(s)
     s.add_argument("--out", type=Path, metavar="SCRIPT", help="write the script here instead of printing it")
 
-    sb = sub.add_parser("submit", help="submit a train config (or an edited script) with sbatch",
-                        description="Submit with sbatch; records runs/<id>/slurm.json and prints the job id.")
+    sb = sub.add_parser(
+        "submit",
+        help="submit a train config (or an edited script) with sbatch",
+        description="Submit with sbatch; records runs/<id>/slurm.json and prints the job id.",
+    )
     what = sb.add_mutually_exclusive_group(required=True)
     what.add_argument("config", nargs="?", type=Path, metavar="CONFIG.json", help="a train config")
-    what.add_argument("--script", type=Path, metavar="FILE", help="an sbatch script (e.g. from `moelab slurm script`)")
+    what.add_argument(
+        "--script", type=Path, metavar="FILE", help="an sbatch script (e.g. from `moelab slurm script`)"
+    )
     _resource_options(sb)
-    sb.add_argument("--run-dir", type=Path, help="with --script: where to record the job "
-                    "(default: the run directory the generated script names, else the script's directory)")
+    sb.add_argument(
+        "--run-dir",
+        type=Path,
+        help="with --script: where to record the job "
+        "(default: the run directory the generated script names, else the script's directory)",
+    )
     sb.add_argument("--json", action="store_true", help="print the slurm.json record instead of the job id")
 
-    st = sub.add_parser("status", help="state of a job, or of every submitted run under --runs",
-                        description="Job state from squeue, sacct, or scontrol (clusters without accounting).")
+    st = sub.add_parser(
+        "status",
+        help="state of a job, or of every submitted run under --runs",
+        description="Job state from squeue, sacct, or scontrol (clusters without accounting).",
+    )
     st.add_argument("target", nargs="?", metavar="JOBID|RUN_DIR")
     st.add_argument("--runs", type=Path, default=Path("runs"), help="runs directory to list (default: runs)")
     st.add_argument("--json", action="store_true", help="JSON output (a list without a target)")
@@ -55,9 +75,11 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def _resource_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("resources (override the config's \"slurm\" object)")
+    g = p.add_argument_group('resources (override the config\'s "slurm" object)')
     g.add_argument("--nodes", type=int, help="nodes (default 1)")
-    g.add_argument("--gpus-per-node", type=int, help="GPUs per node; one torchrun worker each (default 0: CPU)")
+    g.add_argument(
+        "--gpus-per-node", type=int, help="GPUs per node; one torchrun worker each (default 0: CPU)"
+    )
     g.add_argument("--time", help="time limit, HH:MM:SS or D-HH:MM:SS")
     g.add_argument("--partition", help="Slurm partition")
     g.add_argument("--account", help="Slurm account")
@@ -65,11 +87,16 @@ def _resource_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"script": _script, "submit": _submit, "status": _status, "cancel": _cancel, "log": _log}[args.slurm_command](args)
+    return {"script": _script, "submit": _submit, "status": _status, "cancel": _cancel, "log": _log}[
+        args.slurm_command
+    ](args)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k, None) for k in ("nodes", "gpus_per_node", "time", "partition", "account", "cpus_per_task")}
+    return {
+        k: getattr(args, k, None)
+        for k in ("nodes", "gpus_per_node", "time", "partition", "account", "cpus_per_task")
+    }
 
 
 def _render_for_config(args: argparse.Namespace):
@@ -79,11 +106,18 @@ def _render_for_config(args: argparse.Namespace):
     target = train_target.load(args.config)
     opts = slurm_options.from_config(target.raw, target.config.name).merged(_overrides(args))
     if target.experiment and opts.nodes > 1:
-        raise ConfigError(f"{target.config.name}: an experiment runs as one process on one node (--nodes {opts.nodes}); "
-                          "submit the stages' train configs for multi-node training")
+        raise ConfigError(
+            f"{target.config.name}: an experiment runs as one process on one node (--nodes {opts.nodes}); "
+            "submit the stages' train configs for multi-node training"
+        )
     spec = JobSpec(
-        python=sys.executable, engine_args=target.engine_args, workdir=Path.cwd(), run_dir=target.run_dir,
-        job_name=_job_name(target.run_id), source=str(target.config), single_process=target.experiment,
+        python=sys.executable,
+        engine_args=target.engine_args,
+        workdir=Path.cwd(),
+        run_dir=target.run_dir,
+        job_name=_job_name(target.run_id),
+        source=str(target.config),
+        single_process=target.experiment,
     )
     return target, opts, render(spec, opts)
 
@@ -170,15 +204,23 @@ def _status(args: argparse.Namespace) -> int:
             print(f"no runs submitted to Slurm under {args.runs}")
         else:
             for row in rows:
-                print(f"{row['job_id']:>10}  {row['state']:<12} {Path(str(row['run_dir'])).name}  {row.get('reason') or ''}".rstrip())
+                print(
+                    f"{row['job_id']:>10}  {row['state']:<12} {Path(str(row['run_dir'])).name}  {row.get('reason') or ''}".rstrip()
+                )
         return 0
     job_id, rec = job_record.resolve(args.target, args.runs)
     st = slurm_cli.status(job_id)
-    row = {**st.to_dict(), "run_dir": rec.get("run_dir") if rec else None, "log": rec.get("log") if rec else None}
+    row = {
+        **st.to_dict(),
+        "run_dir": rec.get("run_dir") if rec else None,
+        "log": rec.get("log") if rec else None,
+    }
     if args.json:
         print(json.dumps(row))
     else:
-        details = ", ".join(f"{k} {row[k]}" for k in ("reason", "exit_code", "elapsed", "nodes") if row.get(k))
+        details = ", ".join(
+            f"{k} {row[k]}" for k in ("reason", "exit_code", "elapsed", "nodes") if row.get(k)
+        )
         print(f"job {job_id}: {st.state}" + (f" ({details})" if details else ""))
     return 0
 
@@ -204,6 +246,8 @@ def _log(args: argparse.Namespace) -> int:
     if not log:
         job = slurm_cli.show_job(job_id)
         if job is None or not job.get("StdOut"):
-            raise MoELabError(f"job {job_id}: log unknown (not in a run's slurm.json, and Slurm no longer knows the job)")
+            raise MoELabError(
+                f"job {job_id}: log unknown (not in a run's slurm.json, and Slurm no longer knows the job)"
+            )
         log = job["StdOut"]
     return tail(Path(log), args.lines, args.follow, lambda: slurm_cli.status(job_id).active)

@@ -12,8 +12,11 @@ EXIT_STOPPED = 143  # 128 + SIGTERM: the run stopped on request, its checkpoint 
 
 def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p = subparsers.add_parser(
-        "train", help=help_text, description=help_text + ". Rerunning the same config resumes from the run's "
-        "checkpoints/latest; a finished run is skipped. SIGTERM checkpoints and stops (status 'stopped').")
+        "train",
+        help=help_text,
+        description=help_text + ". Rerunning the same config resumes from the run's "
+        "checkpoints/latest; a finished run is skipped. SIGTERM checkpoints and stops (status 'stopped').",
+    )
     p.add_argument("config", type=Path, help="train config JSON (schema: moelab/schema/train.schema.json)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -49,10 +49,13 @@ def build_domains(cfg: DataConfig, tok: Tokenizer, need_train: bool = True) -> d
     out: dict[str, DomainTokens] = {}
     for i, src in enumerate(cfg.sources):
         if src.domain in out:
-            raise ConfigError(f"data.sources[{i}].domain: {src.domain!r} appears twice (one source per domain)")
+            raise ConfigError(
+                f"data.sources[{i}].domain: {src.domain!r} appears twice (one source per domain)"
+            )
         if src.kind == "synthetic":
-            train, ev = _synthetic_tokens(src.domain, cfg.seed, cfg.synthetic_train_chars,
-                                          cfg.synthetic_eval_chars, tok)
+            train, ev = _synthetic_tokens(
+                src.domain, cfg.seed, cfg.synthetic_train_chars, cfg.synthetic_eval_chars, tok
+            )
         else:
             stream = pack(sources.load_user_documents(src), tok)
             cut = int(len(stream) * (1.0 - cfg.eval_fraction))
@@ -69,29 +72,42 @@ def build_domains(cfg: DataConfig, tok: Tokenizer, need_train: bool = True) -> d
     return out
 
 
-def _synthetic_tokens(domain: str, seed: int, train_chars: int, eval_chars: int,
-                      tok: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+def _synthetic_tokens(
+    domain: str, seed: int, train_chars: int, eval_chars: int, tok: Tokenizer
+) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(tok, ByteTokenizer):
         return _synthetic_bytes(domain, seed, train_chars, eval_chars)
     src = DataSource(domain)
-    return (pack(sources.load_documents(src, "train", seed, train_chars), tok),
-            pack(sources.load_documents(src, "eval", seed, eval_chars), tok))
+    return (
+        pack(sources.load_documents(src, "train", seed, train_chars), tok),
+        pack(sources.load_documents(src, "eval", seed, eval_chars), tok),
+    )
 
 
 @functools.lru_cache(maxsize=16)
-def _synthetic_bytes(domain: str, seed: int, train_chars: int, eval_chars: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _synthetic_bytes(
+    domain: str, seed: int, train_chars: int, eval_chars: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     # Cached per process: the demo builds the same domains for a dozen stages.
     src = DataSource(domain)
     tok = ByteTokenizer()
-    return (pack(sources.load_documents(src, "train", seed, train_chars), tok),
-            pack(sources.load_documents(src, "eval", seed, eval_chars), tok))
+    return (
+        pack(sources.load_documents(src, "train", seed, train_chars), tok),
+        pack(sources.load_documents(src, "eval", seed, eval_chars), tok),
+    )
 
 
 class MixtureSampler:
     """Random windows from each domain's train stream, domains in proportion to `weights`."""
 
-    def __init__(self, streams: dict[str, torch.Tensor], weights: dict[str, float], seq_len: int,
-                 batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        streams: dict[str, torch.Tensor],
+        weights: dict[str, float],
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+    ) -> None:
         self.domains = [d for d in streams if weights.get(d, 0.0) > 0]
         if not self.domains:
             raise ConfigError("data: every domain has mixture weight 0")

@@ -120,7 +120,9 @@ def _read_hf(path: Path, src: DataSource) -> list[str]:
     else:
         builder = _HF_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise ConfigError(f"{path}: kind 'hf' reads {', '.join(_HF_BUILDERS)} files or a save_to_disk directory")
+            raise ConfigError(
+                f"{path}: kind 'hf' reads {', '.join(_HF_BUILDERS)} files or a save_to_disk directory"
+            )
         ds = datasets.load_dataset(builder, data_files=str(path), split="train")
     if src.text_field not in ds.column_names:
         raise ConfigError(f"{path}: no column {src.text_field!r} (has {', '.join(ds.column_names)})")

@@ -15,8 +15,28 @@ from collections.abc import Callable
 
 # ---- code -------------------------------------------------------------------------------------
 
-_NAMES = ["count", "total", "index", "value", "items", "result", "node", "left", "right", "size",
-          "key", "acc", "buf", "row", "col", "step", "limit", "data", "head", "tail"]
+_NAMES = [
+    "count",
+    "total",
+    "index",
+    "value",
+    "items",
+    "result",
+    "node",
+    "left",
+    "right",
+    "size",
+    "key",
+    "acc",
+    "buf",
+    "row",
+    "col",
+    "step",
+    "limit",
+    "data",
+    "head",
+    "tail",
+]
 _FUNCS = ["compute", "merge", "split", "reduce", "scan", "update", "find", "walk", "fold", "build"]
 _OPS = ["+", "-", "*", "//", "%"]
 _CMPS = ["<", ">", "<=", ">=", "==", "!="]
@@ -83,10 +103,35 @@ def math_document(rng: random.Random) -> str:
 
 _DET = ["the", "a", "every", "one", "that"]
 _ADJ = ["quiet", "old", "bright", "small", "distant", "patient", "green", "cold", "gentle", "heavy"]
-_NOUN = ["river", "stone", "village", "teacher", "garden", "window", "traveller", "lantern",
-         "forest", "letter", "market", "bridge", "child", "song", "mountain"]
-_VERB = ["carries", "watches", "follows", "remembers", "finds", "leaves", "crosses", "answers",
-         "keeps", "opens"]
+_NOUN = [
+    "river",
+    "stone",
+    "village",
+    "teacher",
+    "garden",
+    "window",
+    "traveller",
+    "lantern",
+    "forest",
+    "letter",
+    "market",
+    "bridge",
+    "child",
+    "song",
+    "mountain",
+]
+_VERB = [
+    "carries",
+    "watches",
+    "follows",
+    "remembers",
+    "finds",
+    "leaves",
+    "crosses",
+    "answers",
+    "keeps",
+    "opens",
+]
 _PREP = ["toward", "beside", "under", "across", "behind", "near"]
 _CONJ = ["and", "but", "while", "because"]
 

@@ -45,13 +45,17 @@ def detect(ckpt: Path | None, model_vocab: int) -> TokenizerInfo:
         if marker.is_file():
             kind = _marker_kind(marker)
             if kind not in _BYTE_KINDS:
-                raise CheckpointError(f"{marker}: tokenizer kind {kind!r} is not byte-level and there is no {HF_FILE}")
+                raise CheckpointError(
+                    f"{marker}: tokenizer kind {kind!r} is not byte-level and there is no {HF_FILE}"
+                )
             return TokenizerInfo("byte-level", BYTE_MARKER, model_vocab)
     if model_vocab == BYTE_VOCAB:
         return TokenizerInfo("byte-level", BYTE_MARKER, model_vocab)
     if ckpt is None:
-        raise ConfigError(f"model.vocab_size {model_vocab}: a model trained from scratch reads bytes, so its "
-                          f"vocab_size must be {BYTE_VOCAB} (or set init to a checkpoint with a {HF_FILE})")
+        raise ConfigError(
+            f"model.vocab_size {model_vocab}: a model trained from scratch reads bytes, so its "
+            f"vocab_size must be {BYTE_VOCAB} (or set init to a checkpoint with a {HF_FILE})"
+        )
     raise CheckpointError(
         f"{ckpt}: no {HF_FILE} (and vocab_size {model_vocab} is not the byte-level {BYTE_VOCAB}): "
         f"copy the model's {HF_FILE} into the checkpoint directory"
@@ -102,7 +106,9 @@ class ByteTokenizer:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
     def save(self, ckpt: Path) -> None:
-        (Path(ckpt) / BYTE_MARKER).write_text(json.dumps({"type": "bytes", "vocab_size": 256, "eos_id": 0}) + "\n")
+        (Path(ckpt) / BYTE_MARKER).write_text(
+            json.dumps({"type": "bytes", "vocab_size": 256, "eos_id": 0}) + "\n"
+        )
 
 
 class HFTokenizer:
@@ -139,17 +145,23 @@ class HFTokenizer:
         carry_seed_files(self.ckpt, ckpt, tuple(n for n in TOKENIZER_FILES if n != BYTE_MARKER))
 
 
-def load_tokenizer(ckpt: Path | None, vocab_size: int, eos_token_id: int | list[int] | None = None) -> Tokenizer:
+def load_tokenizer(
+    ckpt: Path | None, vocab_size: int, eos_token_id: int | list[int] | None = None
+) -> Tokenizer:
     """The tokenizer of checkpoint `ckpt` (None: a model trained from scratch, which uses bytes)."""
     info = detect(ckpt, vocab_size)
     if info.kind == "byte-level":
         if vocab_size < BYTE_VOCAB:
-            raise ConfigError(f"{ckpt}: byte-level tokenizer but the model's vocab_size is {vocab_size} < {BYTE_VOCAB}")
+            raise ConfigError(
+                f"{ckpt}: byte-level tokenizer but the model's vocab_size is {vocab_size} < {BYTE_VOCAB}"
+            )
         return ByteTokenizer()
     assert ckpt is not None
     eos = eos_token_id[0] if isinstance(eos_token_id, list) and eos_token_id else eos_token_id
     tok = HFTokenizer(Path(ckpt), eos if isinstance(eos, int) else None)
     if tok.vocab_size > vocab_size:
-        raise ConfigError(f"{Path(ckpt) / HF_FILE}: tokenizer has {tok.vocab_size} tokens but the model's "
-                          f"vocab_size is {vocab_size}")
+        raise ConfigError(
+            f"{Path(ckpt) / HF_FILE}: tokenizer has {tok.vocab_size} tokens but the model's "
+            f"vocab_size is {vocab_size}"
+        )
     return tok

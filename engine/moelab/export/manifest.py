@@ -39,8 +39,9 @@ MODEL_FILE = "model.onnx"
 PROBS_DOC = "softmax over experts of the router logits, before top-k; [batch, seq, experts]"
 
 
-def build(cfg: ModelConfig, routers: list[RouterSpec], tok: TokenizerInfo, source: Path,
-          method: str = "") -> dict[str, Any]:
+def build(
+    cfg: ModelConfig, routers: list[RouterSpec], tok: TokenizerInfo, source: Path, method: str = ""
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -55,7 +56,13 @@ def build(cfg: ModelConfig, routers: list[RouterSpec], tok: TokenizerInfo, sourc
         "outputs": [{"name": "logits", "shape": ["batch", "seq", cfg.vocab_size]}]
         + [{"name": r.output, "shape": ["batch", "seq", r.num_experts]} for r in routers],
         "routers": [
-            {"layer": r.layer, "kind": r.kind, "output": r.output, "num_experts": r.num_experts, "top_k": r.top_k}
+            {
+                "layer": r.layer,
+                "kind": r.kind,
+                "output": r.output,
+                "num_experts": r.num_experts,
+                "top_k": r.top_k,
+            }
             for r in routers
         ],
         "router_probs": PROBS_DOC,
@@ -103,5 +110,6 @@ def _check_onnx(path: Path, expected_outputs: list[str]) -> None:
         missing = [n for n in expected_outputs if n not in names]
         raise CheckpointError(
             f"{path}: outputs do not match {MANIFEST} (missing {missing[:3]}, has {names[:4]}...)"
-            if missing else f"{path}: outputs {names} do not match {MANIFEST}"
+            if missing
+            else f"{path}: outputs {names} do not match {MANIFEST}"
         )

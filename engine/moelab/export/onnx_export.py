@@ -34,30 +34,44 @@ def export_onnx(model: MoELabForCausalLM, routers: list[RouterSpec], path: Path)
     graph = RoutingGraph(model).eval()
     # Batch 2 and a length > 1 so torch.export does not specialise either axis to a constant.
     example = torch.zeros(2, min(8, max_ctx), dtype=torch.long)
-    dims = {INPUT: {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("seq", min=1, max=max_ctx)}}
+    dims = {
+        INPUT: {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("seq", min=1, max=max_ctx)}
+    }
     n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     with traceable(model), _quiet(), torch.no_grad():
         try:
             torch.onnx.export(
-                graph, (example,), str(path),
+                graph,
+                (example,),
+                str(path),
                 input_names=[INPUT],
                 output_names=["logits", *[r.output for r in routers]],
-                dynamo=True, dynamic_shapes=dims, opset_version=OPSET,
-                external_data=n_bytes > EXTERNAL_DATA_BYTES, verbose=False,
+                dynamo=True,
+                dynamic_shapes=dims,
+                opset_version=OPSET,
+                external_data=n_bytes > EXTERNAL_DATA_BYTES,
+                verbose=False,
             )
         except Exception as e:  # the exporter's own errors are long; keep the first line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise MoELabError(f"ONNX export failed: {first} (run with --debug for the traceback)") from e
 
 
-def verify(model: MoELabForCausalLM, routers: list[RouterSpec], path: Path, lengths: tuple[int, ...] = (7, 13),
-           tol: float = TOLERANCE) -> float:
+def verify(
+    model: MoELabForCausalLM,
+    routers: list[RouterSpec],
+    path: Path,
+    lengths: tuple[int, ...] = (7, 13),
+    tol: float = TOLERANCE,
+) -> float:
     """Runs the exported file with onnxruntime and PyTorch at several lengths; returns the max abs
     difference over logits and router probabilities, raising when it exceeds `tol`."""
     try:
         import onnxruntime as ort
     except ImportError:
-        raise MoELabError("onnxruntime is not installed: pip install 'moelab[onnx]' (or pass --no-verify)") from None
+        raise MoELabError(
+            "onnxruntime is not installed: pip install 'moelab[onnx]' (or pass --no-verify)"
+        ) from None
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -73,10 +87,14 @@ def verify(model: MoELabForCausalLM, routers: list[RouterSpec], path: Path, leng
         got = session.run(names, {INPUT: ids.numpy()})
         for name, w, g in zip(names, want, got):
             if tuple(w.shape) != tuple(g.shape):
-                raise MoELabError(f"{path}: output {name} has shape {list(g.shape)}, PyTorch gives {list(w.shape)}")
+                raise MoELabError(
+                    f"{path}: output {name} has shape {list(g.shape)}, PyTorch gives {list(w.shape)}"
+                )
             diff = float(np.abs(w.numpy() - g).max())
             if diff > tol:
-                raise MoELabError(f"{path}: output {name} differs from PyTorch by {diff:.2e} at length {t} (> {tol:g})")
+                raise MoELabError(
+                    f"{path}: output {name} differs from PyTorch by {diff:.2e} at length {t} (> {tol:g})"
+                )
             worst = max(worst, diff)
     return worst
 

@@ -19,4 +19,6 @@ def copy_beside(ckpt: Path, info: TokenizerInfo, out: Path) -> None:
         carry_seed_files(ckpt, out, (HF_FILE, *HF_EXTRAS), dirs=())
         return
     if not carry_seed_files(ckpt, out, (BYTE_MARKER,), dirs=()):
-        (out / BYTE_MARKER).write_text(json.dumps({"kind": "byte-level", "vocab_size": info.vocab_size}) + "\n")
+        (out / BYTE_MARKER).write_text(
+            json.dumps({"kind": "byte-level", "vocab_size": info.vocab_size}) + "\n"
+        )

@@ -57,7 +57,10 @@ class TraceableExperts(nn.Module):
         with a cumulative sum instead of a sort."""
         onehot = F.one_hot(idx.reshape(-1), n_experts)  # [N·k, E]
         rank = ((onehot.cumsum(0) - onehot) * onehot).sum(-1)  # earlier slots of the same expert
-        cap = torch.clamp(torch.ceil(torch.tensor(self.capacity_factor, dtype=torch.float64) * (n_tok * k) / n_experts), min=1)
+        cap = torch.clamp(
+            torch.ceil(torch.tensor(self.capacity_factor, dtype=torch.float64) * (n_tok * k) / n_experts),
+            min=1,
+        )
         return (rank < cap).view(n_tok, k)
 
 

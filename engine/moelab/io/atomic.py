@@ -30,15 +30,21 @@ def output_error(target: Path, e: OSError) -> MoELabError:
     """One line for a failure to create or write the output directory `target`: where, and what to do."""
     where = Path(e.filename) if e.filename else Path(target)
     if e.errno in _NO_SPACE:
-        return MoELabError(f"{target}: no space left while writing it (disk full, quota or file size limit); "
-                           "free some space or choose an output directory on another disk")
+        return MoELabError(
+            f"{target}: no space left while writing it (disk full, quota or file size limit); "
+            "free some space or choose an output directory on another disk"
+        )
     if e.errno == errno.EROFS:
         return MoELabError(f"{where}: read-only file system; choose an output directory on a writable disk")
     if e.errno in (errno.EACCES, errno.EPERM):
         return MoELabError(f"{where}: permission denied; choose an output directory you can write to")
     if e.errno in (errno.ENOTDIR, errno.EEXIST):
-        return MoELabError(f"{target}: a part of this path is a file, not a directory; choose another output directory")
-    return MoELabError(f"{where}: cannot write the output ({e.strerror or e}); choose another output directory")
+        return MoELabError(
+            f"{target}: a part of this path is a file, not a directory; choose another output directory"
+        )
+    return MoELabError(
+        f"{where}: cannot write the output ({e.strerror or e}); choose another output directory"
+    )
 
 
 def _is_output_failure(e: OSError, tmp: Path) -> bool:

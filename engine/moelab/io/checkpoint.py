@@ -39,7 +39,9 @@ def load_config(ckpt: Path) -> ModelConfig:
     return ModelConfig.from_hf_dict(read_config_dict(ckpt), source=str(Path(ckpt) / "config.json"))
 
 
-def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> MoELabForCausalLM:
+def load_model(
+    ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> MoELabForCausalLM:
     """Any checkpoint MoE Lab reads or writes: a dense family (config.FAMILIES), Mixtral, or model_type moelab."""
     ckpt = Path(ckpt)
     cfg = load_config(ckpt)
@@ -48,8 +50,13 @@ def load_model(ckpt: str | Path, dtype: torch.dtype = torch.float32, device: str
     return model_from_tensors(cfg, tensors, str(ckpt), dtype, device)
 
 
-def model_from_tensors(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: str,
-                       dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> MoELabForCausalLM:
+def model_from_tensors(
+    cfg: ModelConfig,
+    tensors: dict[str, torch.Tensor],
+    where: str,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> MoELabForCausalLM:
     """The model `cfg` describes with weights {disk name: tensor} (a checkpoint's, or computed ones;
     fused projections already split); `where` names them in errors."""
     model = meta_model(cfg)
@@ -57,17 +64,25 @@ def model_from_tensors(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not (cfg.tie_word_embeddings and k == "lm_head.weight")]
+    missing = [
+        k for k in expected if k not in state and not (cfg.tie_word_embeddings and k == "lm_head.weight")
+    ]
     if missing:
-        raise CheckpointError(f"{where}: tensor {_disk_hint(missing[0])!r} is missing ({len(missing)} missing)")
+        raise CheckpointError(
+            f"{where}: tensor {_disk_hint(missing[0])!r} is missing ({len(missing)} missing)"
+        )
     for k, t in state.items():
         if k in expected and tuple(t.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"{where}: tensor {k!r} has shape {list(t.shape)}, config.json implies {list(expected[k].shape)}")
+            raise CheckpointError(
+                f"{where}: tensor {k!r} has shape {list(t.shape)}, config.json implies {list(expected[k].shape)}"
+            )
     # A tensor the model has no place for means config.json describes another architecture:
     # dropping it silently would compute something else (old checkpoints' rotary buffers aside).
     unused = [k for k in state if k not in expected and not k.endswith("rotary_emb.inv_freq")]
     if unused:
-        raise CheckpointError(f"{where}: tensor {unused[0]!r} is not part of the model config.json describes ({len(unused)} unused)")
+        raise CheckpointError(
+            f"{where}: tensor {unused[0]!r} is not part of the model config.json describes ({len(unused)} unused)"
+        )
     state = {k: v for k, v in state.items() if k in expected}
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_word_embeddings:
@@ -91,7 +106,9 @@ class ShardedWriter:
     shard; `close()` names the shards `model-0000i-of-0000n.safetensors` and writes the index
     (or a single `model.safetensors`)."""
 
-    def __init__(self, out: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES, metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, out: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES, metadata: dict[str, str] | None = None
+    ) -> None:
         self.out = Path(out)
         self.max = max_shard_bytes
         self.metadata = {"format": "pt", **(metadata or {})}
@@ -142,14 +159,21 @@ def write_config(out: Path, cfg: ModelConfig, moelab_meta: dict[str, Any] | None
     alpha = lb.get("ffn") if isinstance(lb, dict) else None
     if cfg.model_type in ("mixtral", "qwen3_moe") and cfg.moe is not None and isinstance(alpha, int | float):
         # The α this MoE trained with, as the coefficient that balances as strongly in transformers.
-        d["router_aux_loss_coef"] = mixtral_aux_loss_coef(float(alpha), cfg.moe.top_k, len(cfg.moe.moe_layers))
+        d["router_aux_loss_coef"] = mixtral_aux_loss_coef(
+            float(alpha), cfg.moe.top_k, len(cfg.moe.moe_layers)
+        )
     (Path(out) / "config.json").write_text(json.dumps(d, indent=2) + "\n")
     if cfg.model_type == "moelab":
         write_remote_code(out)
 
 
-def save_model(model: MoELabForCausalLM, out: Path, moelab_meta: dict[str, Any] | None = None,
-               max_shard_bytes: int = DEFAULT_SHARD_BYTES, state: dict[str, torch.Tensor] | None = None) -> None:
+def save_model(
+    model: MoELabForCausalLM,
+    out: Path,
+    moelab_meta: dict[str, Any] | None = None,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Writes config.json and the weights into an existing directory `out` (callers make it atomic).
     `state` replaces `model.state_dict()` where the model's own is sharded (FSDP gathers it first)."""
     out = Path(out)
@@ -160,7 +184,9 @@ def save_model(model: MoELabForCausalLM, out: Path, moelab_meta: dict[str, Any] 
         state.pop("lm_head.weight", None)
     writer = ShardedWriter(out, max_shard_bytes)
     native = model.config.model_type
-    writer.add_all((layout.native_name(k, native), v)
-                   for k, v in layout.to_disk({k: v.detach().cpu() for k, v in state.items()}).items())
+    writer.add_all(
+        (layout.native_name(k, native), v)
+        for k, v in layout.to_disk({k: v.detach().cpu() for k, v in state.items()}).items()
+    )
     writer.close()
     write_config(out, model.config, moelab_meta)

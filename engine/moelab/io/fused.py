@@ -24,8 +24,11 @@ def row_blocks(name: str, cfg: ModelConfig) -> list[tuple[str, int, int]] | None
     """[(split name, first row, end row)] of a fused tensor, None for any other tensor."""
     if m := _QKV.match(name):
         q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-        return [(f"{m[1]}.q_proj.weight", 0, q), (f"{m[1]}.k_proj.weight", q, q + kv),
-                (f"{m[1]}.v_proj.weight", q + kv, q + 2 * kv)]
+        return [
+            (f"{m[1]}.q_proj.weight", 0, q),
+            (f"{m[1]}.k_proj.weight", q, q + kv),
+            (f"{m[1]}.v_proj.weight", q + kv, q + 2 * kv),
+        ]
     if m := _GATE_UP.match(name):  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2)
         f = cfg.intermediate_size
         return [(f"{m[1]}.gate_proj.weight", 0, f), (f"{m[1]}.up_proj.weight", f, 2 * f)]
@@ -36,7 +39,9 @@ def _rows(t: torch.Tensor | TensorLoc, r0: int, r1: int) -> torch.Tensor | Tenso
     if isinstance(t, torch.Tensor):
         return t[r0:r1]
     rb = t.row_bytes
-    return dataclasses.replace(t, offset=t.offset + r0 * rb, nbytes=(r1 - r0) * rb, shape=(r1 - r0, *t.shape[1:]))
+    return dataclasses.replace(
+        t, offset=t.offset + r0 * rb, nbytes=(r1 - r0) * rb, shape=(r1 - r0, *t.shape[1:])
+    )
 
 
 def split_fused(tensors: dict[str, T], cfg: ModelConfig, where: object) -> dict[str, T]:
@@ -52,7 +57,9 @@ def split_fused(tensors: dict[str, T], cfg: ModelConfig, where: object) -> dict[
             continue
         rows = t.shape[0] if t.shape else 0
         if rows != blocks[-1][2]:
-            raise CheckpointError(f"{where}: tensor {name!r} has {rows} rows, config.json implies {blocks[-1][2]}")
+            raise CheckpointError(
+                f"{where}: tensor {name!r} has {rows} rows, config.json implies {blocks[-1][2]}"
+            )
         for part, r0, r1 in blocks:
             out[part] = _rows(t, r0, r1)  # type: ignore[assignment]
     return out

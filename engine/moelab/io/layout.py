@@ -12,7 +12,9 @@ import re
 
 import torch
 
-_STACKED = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<name>w1|w2|w3|q_proj|k_proj|v_proj|o_proj|q_norm|k_norm|lora_[ab]_w[123])$")
+_STACKED = re.compile(
+    r"^(?P<prefix>.*\.experts)\.(?P<name>w1|w2|w3|q_proj|k_proj|v_proj|o_proj|q_norm|k_norm|lora_[ab]_w[123])$"
+)
 _STACKED_BIAS = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<name>[qkv])_bias$")
 _PER_EXPERT = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<e>\d+)\.(?P<name>\w+)\.(?P<kind>weight|bias)$")
 
@@ -75,7 +77,11 @@ def from_disk(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         name = engine_name(name)
         m = _PER_EXPERT.match(name)
         if m:
-            key = f"{m['prefix']}.{m['name']}" if m["kind"] == "weight" else f"{m['prefix']}.{m['name'][0]}_bias"
+            key = (
+                f"{m['prefix']}.{m['name']}"
+                if m["kind"] == "weight"
+                else f"{m['prefix']}.{m['name'][0]}_bias"
+            )
             groups.setdefault(key, {})[int(m["e"])] = t
         else:
             out[name] = t

@@ -76,38 +76,54 @@ def open_adapter(path: Path) -> LoRAAdapter:
         raise ConfigError(f"{where} of type {cfg.get('peft_type')!r}: only LoRA adapters can be UpIT experts")
     for key, (default, what) in _UNSUPPORTED.items():
         if (value := cfg.get(key)) and value != default:
-            raise ConfigError(f"{where} uses {what} ({key}={cfg.get(key)!r}); the engine's LoRA experts cannot express it")
+            raise ConfigError(
+                f"{where} uses {what} ({key}={cfg.get(key)!r}); the engine's LoRA experts cannot express it"
+            )
     if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
-        raise ConfigError(f"{where} has per-module ranks or alphas (rank_pattern/alpha_pattern); "
-                          "the engine's LoRA experts share one rank and scale")
+        raise ConfigError(
+            f"{where} has per-module ranks or alphas (rank_pattern/alpha_pattern); "
+            "the engine's LoRA experts share one rank and scale"
+        )
     rank, alpha = cfg.get("r"), cfg.get("lora_alpha")
     if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, int | float):
-        raise ConfigError(f"{where}: r must be a positive integer and lora_alpha a number (got {rank!r}, {alpha!r})")
+        raise ConfigError(
+            f"{where}: r must be a positive integer and lora_alpha a number (got {rank!r}, {alpha!r})"
+        )
     scale = alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
-        raise ConfigError(f"{where}: {WEIGHTS_NAME} is missing (adapters saved as .bin are not read; "
-                          "save with safe_serialization=True)")
+        raise ConfigError(
+            f"{where}: {WEIGHTS_NAME} is missing (adapters saved as .bin are not read; "
+            "save with safe_serialization=True)"
+        )
     pairs: dict[str, dict[str, TensorLoc]] = {}
     for key, loc in locate_file(weights).items():
         m = _KEY.match(key)
         if not m:
-            raise ConfigError(f"{weights}: tensor {key!r} is not a LoRA factor of a linear layer; "
-                              "the engine's LoRA experts cannot express it")
+            raise ConfigError(
+                f"{weights}: tensor {key!r} is not a LoRA factor of a linear layer; "
+                "the engine's LoRA experts cannot express it"
+            )
         ffn = _FFN_MODULE.match(m["module"])
         if not ffn:
-            raise ConfigError(f"{where} adapts {m['module']}: UpIT's LoRA experts are deltas of the FFN "
-                              f"projections ({', '.join(FFN_PROJECTIONS)}) only")
+            raise ConfigError(
+                f"{where} adapts {m['module']}: UpIT's LoRA experts are deltas of the FFN "
+                f"projections ({', '.join(FFN_PROJECTIONS)}) only"
+            )
         pairs.setdefault(f"{m['module']}.weight", {})[m["ab"]] = loc
     if not pairs:
         raise ConfigError(f"{weights}: holds no LoRA factors")
     factors = {}
     for name, ab in sorted(pairs.items()):
         if set(ab) != {"A", "B"}:
-            raise ConfigError(f"{weights}: {name.removesuffix('.weight')} has lora_{next(iter(ab))} but not its pair")
+            raise ConfigError(
+                f"{weights}: {name.removesuffix('.weight')} has lora_{next(iter(ab))} but not its pair"
+            )
         a, b = ab["A"], ab["B"]
         if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[0] != rank or b.shape[1] != rank:
-            raise ConfigError(f"{weights}: {name.removesuffix('.weight')} has factors of shapes {list(a.shape)} and "
-                              f"{list(b.shape)}, not rank r={rank} as adapter_config.json says (different ranks)")
+            raise ConfigError(
+                f"{weights}: {name.removesuffix('.weight')} has factors of shapes {list(a.shape)} and "
+                f"{list(b.shape)}, not rank r={rank} as adapter_config.json says (different ranks)"
+            )
         factors[name] = (a, b)
     return LoRAAdapter(path, rank, float(scale), factors, str(cfg.get("base_model_name_or_path") or ""))

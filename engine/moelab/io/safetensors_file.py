@@ -21,8 +21,21 @@ from safetensors import safe_open
 from moelab.errors import CheckpointError
 
 DTYPE_SIZES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
 }
 MAX_HEADER = 100 * 1024 * 1024
 INDEX_NAME = "model.safetensors.index.json"
@@ -39,7 +52,9 @@ def read_header(path: Path) -> dict[str, Any]:
                 raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, no header)")
             (n,) = struct.unpack("<Q", head)
             if n > size - 8 or n > MAX_HEADER:
-                raise CheckpointError(f"{path}: header claims {n} bytes but the file has {size - 8} after the length")
+                raise CheckpointError(
+                    f"{path}: header claims {n} bytes but the file has {size - 8} after the length"
+                )
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
@@ -63,11 +78,17 @@ def read_header(path: Path) -> dict[str, Any]:
             raise CheckpointError(f"{where}: unknown dtype {dtype!r}")
         if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
             raise CheckpointError(f"{where}: bad shape {shape!r}")
-        if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)
-                or not 0 <= offs[0] <= offs[1]):
+        if (
+            not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(isinstance(o, int) for o in offs)
+            or not 0 <= offs[0] <= offs[1]
+        ):
             raise CheckpointError(f"{where}: bad data_offsets {offs!r}")
         if offs[1] > data_len:
-            raise CheckpointError(f"{where}: data ends at byte {offs[1]} but the file holds {data_len} (truncated?)")
+            raise CheckpointError(
+                f"{where}: data ends at byte {offs[1]} but the file holds {data_len} (truncated?)"
+            )
         if offs[1] - offs[0] != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise CheckpointError(f"{where}: {offs[1] - offs[0]} bytes do not match shape {shape} of {dtype}")
         spans.append((offs[0], offs[1], name))

@@ -10,10 +10,18 @@ import shutil
 from pathlib import Path
 
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.jinja", "chat_template.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
     # Slow-tokenizer and older formats (SentencePiece, BPE vocab + merges, WordPiece).
-    "tokenizer.model", "spiece.model", "vocab.json", "merges.txt", "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
     "moelab_tokenizer.json",
 )
 SEED_FILES = (*TOKENIZER_FILES, "generation_config.json")
@@ -21,8 +29,9 @@ SEED_FILES = (*TOKENIZER_FILES, "generation_config.json")
 SEED_DIRS = ("additional_chat_templates",)
 
 
-def carry_seed_files(src: Path, dst: Path, names: tuple[str, ...] = SEED_FILES,
-                     dirs: tuple[str, ...] = SEED_DIRS) -> list[str]:
+def carry_seed_files(
+    src: Path, dst: Path, names: tuple[str, ...] = SEED_FILES, dirs: tuple[str, ...] = SEED_DIRS
+) -> list[str]:
     """Copies those of `names` (files) and `dirs` that `src` has into the existing directory `dst`;
     returns what it copied."""
     src, dst = Path(src), Path(dst)

@@ -26,10 +26,21 @@ from moelab.errors import CheckpointError, MoELabError
 from moelab.io.safetensors_file import DTYPE_SIZES, INDEX_NAME, SINGLE_NAME, read_header, tensor_files
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "U16": torch.uint16,
+    "U32": torch.uint32,
+    "U64": torch.uint64,
 }
 ST_DTYPES = {v: k for k, v in TORCH_DTYPES.items()}
 
@@ -79,7 +90,9 @@ def read_bytes(fd: int, offset: int, nbytes: int, path: Path) -> bytearray:
     while done < nbytes:
         got = os.preadv(fd, [view[done:]], offset + done)
         if got <= 0:
-            raise CheckpointError(f"{path}: file ends at byte {offset + done}, expected {offset + nbytes} (truncated?)")
+            raise CheckpointError(
+                f"{path}: file ends at byte {offset + done}, expected {offset + nbytes} (truncated?)"
+            )
         done += got
     return buf
 
@@ -154,8 +167,14 @@ class StreamingShardWriter:
     from `plan` at construction; `write`/`copy` put bytes at their final place in any order;
     `close` checks that every planned byte was written and writes the index."""
 
-    def __init__(self, out: Path, plan: list[tuple[str, tuple[int, ...], str]], max_shard_bytes: int,
-                 metadata: dict[str, str] | None = None, disk_name: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        plan: list[tuple[str, tuple[int, ...], str]],
+        max_shard_bytes: int,
+        metadata: dict[str, str] | None = None,
+        disk_name: Callable[[str], str] | None = None,
+    ) -> None:
         """`disk_name` maps a planned name to the name written in the files (a native MoE type's
         layout); `write` and `copy` keep taking the planned names."""
         if max_shard_bytes <= 0:
@@ -172,7 +191,11 @@ class StreamingShardWriter:
             groups[-1].append(entry)
             size += n
         count = len(groups)
-        self.names = [SINGLE_NAME] if count == 1 else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+        self.names = (
+            [SINGLE_NAME]
+            if count == 1
+            else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+        )
         self.slots: dict[str, _Slot] = {}
         self._fds: list[int] = []
         self.total_bytes = 0
@@ -195,7 +218,9 @@ class StreamingShardWriter:
         slot = self.slots[name]
         view = memoryview(data).cast("B")
         if start + len(view) > slot.nbytes:
-            raise MoELabError(f"internal error: {len(view)} bytes at {start} overflow tensor {name!r} ({slot.nbytes} bytes)")
+            raise MoELabError(
+                f"internal error: {len(view)} bytes at {start} overflow tensor {name!r} ({slot.nbytes} bytes)"
+            )
         fd, done = self._fds[slot.shard], 0
         while done < len(view):
             done += os.pwrite(fd, view[done:], slot.offset + start + done)

@@ -92,8 +92,10 @@ class Dist:
 
     def check_batch(self, batch_size: int) -> None:
         if self.enabled and batch_size % self.world_size:
-            raise ConfigError(f"batch_size: {batch_size} is not divisible by the {self.world_size} data-parallel "
-                              f"processes (the global batch must split evenly to match a single-process run)")
+            raise ConfigError(
+                f"batch_size: {batch_size} is not divisible by the {self.world_size} data-parallel "
+                f"processes (the global batch must split evenly to match a single-process run)"
+            )
 
     def shard(self, batch: torch.Tensor, rows: list[str]) -> tuple[torch.Tensor, list[str]]:
         """This rank's rows of the global batch."""
@@ -120,8 +122,9 @@ class Dist:
 
     # ---- checkpoint state ------------------------------------------------------------------------
 
-    def full_state(self, model: torch.nn.Module,
-                   optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def full_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The unsharded model and optimizer state dicts, as one process has them, for rank 0 to save.
         Under FSDP a collective (every rank calls it, before `on_main`) whose result only rank 0 gets."""
         if not self.sharded:
@@ -130,8 +133,9 @@ class Dist:
 
         return fsdp.full_model_state(model), fsdp.full_optimizer_state(model, optimizer)
 
-    def load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                             read: Callable[[], dict[str, Any]]) -> None:
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, read: Callable[[], dict[str, Any]]
+    ) -> None:
         """Restores a saved `optimizer.state_dict()`; under FSDP rank 0 `read`s it and scatters the shards."""
         if not self.sharded:
             optimizer.load_state_dict(read())
@@ -252,12 +256,14 @@ def _tell_unsharded() -> None:
     # A config written for a cluster still runs on a laptop: one note, not an error per stage.
     global _told_unsharded
     if not _told_unsharded:
-        print("moelab: parallel=fsdp needs torchrun with several processes; training unsharded in this one",
-              file=sys.stderr, flush=True)
+        print(
+            "moelab: parallel=fsdp needs torchrun with several processes; training unsharded in this one",
+            file=sys.stderr,
+            flush=True,
+        )
         _told_unsharded = True
 
 
 def _teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-

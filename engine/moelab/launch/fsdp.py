@@ -31,8 +31,11 @@ def shard(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     a layer's parameters are all-gathered just before it runs and freed after, so the peak memory is
     one layer's full weights plus everyone's shards. Sharding happens in place; `model` is returned."""
     # bf16 compute with fp32 gradient reduction on GPUs; the CPU path stays fp32 to match one process.
-    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-          if device.type == "cuda" else MixedPrecisionPolicy())
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if device.type == "cuda"
+        else MixedPrecisionPolicy()
+    )
     for layer in model.model.layers:  # type: ignore[union-attr]
         fully_shard(layer, mp_policy=mp)
     fully_shard(model, mp_policy=mp)
@@ -54,15 +57,18 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     return {"state": {ids[n]: s for n, s in by_name["state"].items()}, "param_groups": groups}
 
 
-def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                         state: dict[str, Any] | None) -> None:
+def load_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any] | None
+) -> None:
     """Loads an `optimizer.state_dict()` (read on rank 0; None elsewhere) into the sharded optimizer.
     A collective."""
     by_name: dict[str, Any] = {}
     if state is not None:
         names = _param_names(model, optimizer)
-        by_name = {"state": {names[i]: s for i, s in state["state"].items()},
-                   "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+        by_name = {
+            "state": {names[i]: s for i, s in state["state"].items()},
+            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
+        }
     set_optimizer_state_dict(model, optimizer, by_name, options=_SCATTER)
 
 

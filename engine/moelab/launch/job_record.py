@@ -21,7 +21,9 @@ RECORD = "slurm.json"
 _JOB_ID = re.compile(r"^\d+(_\d+)?$")
 
 
-def write(run_dir: Path, job_id: str, script: Path, log: Path, options: dict[str, Any], config: Path | None) -> dict[str, Any]:
+def write(
+    run_dir: Path, job_id: str, script: Path, log: Path, options: dict[str, Any], config: Path | None
+) -> dict[str, Any]:
     previous = read(run_dir)
     history = list(previous.get("history", [])) if previous else []
     if previous and previous.get("job_id"):

@@ -21,7 +21,9 @@ def last_lines(path: Path, n: int) -> bytes:
         return b"".join(deque(f, maxlen=n))
 
 
-def tail(path: Path, lines: int, follow: bool, active: Callable[[], bool], out: BinaryIO | None = None) -> int:
+def tail(
+    path: Path, lines: int, follow: bool, active: Callable[[], bool], out: BinaryIO | None = None
+) -> int:
     """`active()` says whether the job may still write; returns the exit status for the CLI."""
     out = out or sys.stdout.buffer
     if not follow:

@@ -107,5 +107,5 @@ def config_of_script(text: str) -> Path | None:
 def _marked_path(text: str, mark: str) -> Path | None:
     for line in text.splitlines():
         if line.startswith(mark):
-            return Path(line[len(mark):].strip())
+            return Path(line[len(mark) :].strip())
     return None

@@ -16,7 +16,21 @@ from typing import Any
 
 from moelab.errors import MoELabError
 
-ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+ACTIVE_STATES = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "REQUEUED",
+    "RESIZING",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESV_DEL_HOLD",
+}
 TIMEOUT_S = 30  # a wedged slurmctld must not hang the CLI (or the extension that called it)
 _SCONTROL_KEY = re.compile(r" (?=[A-Za-z][A-Za-z0-9_:/()]*=)")
 
@@ -94,19 +108,31 @@ def _from_squeue(job_id: str) -> JobStatus | None:
     if not line:
         return None
     state, reason, elapsed, nodes = (line.split("|") + ["", "", "", ""])[:4]
-    return JobStatus(job_id, state, "squeue", reason=_none(reason), elapsed=_none(elapsed), nodes=_none(nodes))
+    return JobStatus(
+        job_id, state, "squeue", reason=_none(reason), elapsed=_none(elapsed), nodes=_none(nodes)
+    )
 
 
 def _from_sacct(job_id: str) -> JobStatus | None:
     if shutil.which("sacct") is None:
         return None
     # -X: the allocation only, not its steps. Fails ("accounting storage is disabled") without slurmdbd.
-    proc = _run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,Elapsed,NodeList,Reason"], check=False)
+    proc = _run(
+        ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,Elapsed,NodeList,Reason"], check=False
+    )
     line = proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else ""
     if not line:
         return None
     state, code, elapsed, nodes, reason = (line.split("|") + ["", "", "", "", ""])[:5]
-    return JobStatus(job_id, _state(state), "sacct", reason=_none(reason), exit_code=_none(code), elapsed=_none(elapsed), nodes=_none(nodes))
+    return JobStatus(
+        job_id,
+        _state(state),
+        "sacct",
+        reason=_none(reason),
+        exit_code=_none(code),
+        elapsed=_none(elapsed),
+        nodes=_none(nodes),
+    )
 
 
 def _from_scontrol(job_id: str) -> JobStatus | None:
@@ -114,8 +140,13 @@ def _from_scontrol(job_id: str) -> JobStatus | None:
     if job is None:
         return None
     return JobStatus(
-        job_id, _state(job.get("JobState", "UNKNOWN")), "scontrol", reason=_none(job.get("Reason")),
-        exit_code=_none(job.get("ExitCode")), elapsed=_none(job.get("RunTime")), nodes=_none(job.get("NodeList")),
+        job_id,
+        _state(job.get("JobState", "UNKNOWN")),
+        "scontrol",
+        reason=_none(job.get("Reason")),
+        exit_code=_none(job.get("ExitCode")),
+        elapsed=_none(job.get("RunTime")),
+        nodes=_none(job.get("NodeList")),
     )
 
 
@@ -124,7 +155,9 @@ def status(job_id: str) -> JobStatus:
         found = probe(job_id)
         if found is not None:
             return found
-    return JobStatus(job_id, "UNKNOWN", "none", reason="Slurm no longer knows this job (no accounting, past MinJobAge)")
+    return JobStatus(
+        job_id, "UNKNOWN", "none", reason="Slurm no longer knows this job (no accounting, past MinJobAge)"
+    )
 
 
 def _state(raw: str) -> str:

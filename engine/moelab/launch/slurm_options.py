@@ -54,7 +54,7 @@ def from_config(config: dict[str, Any], where: str) -> SlurmOptions:
     if raw is None:
         return SlurmOptions()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: \"slurm\" must be an object with {', '.join(KEYS)}")
+        raise ConfigError(f'{where}: "slurm" must be an object with {", ".join(KEYS)}')
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
         raise ConfigError(f"{where}: slurm.{unknown[0]}: unknown key (expected one of {', '.join(KEYS)})")

@@ -47,5 +47,7 @@ def load(config: Path) -> TrainTarget:
     out_dir = Path(out).expanduser()
     out_dir = out_dir if out_dir.is_absolute() else config.parent / out_dir
     # normpath, not resolve: "../runs" collapses but a symlinked runs directory keeps its name.
-    run_dir = Path(os.path.normpath(out_dir / EXPERIMENT_RECORDS / run_id if experiment else out_dir / run_id))
+    run_dir = Path(
+        os.path.normpath(out_dir / EXPERIMENT_RECORDS / run_id if experiment else out_dir / run_id)
+    )
     return TrainTarget(config=config, raw=raw, run_id=run_id, run_dir=run_dir, experiment=experiment)

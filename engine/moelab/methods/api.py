@@ -24,8 +24,13 @@ def upcycle(opts: UpcycleOptions) -> Path:
     from moelab.methods import bam, btx, sparse, upit
     from moelab.methods.common import run_surgery
 
-    specs = {"sparse": sparse.mix_spec, "btx": btx.mix_spec, "bam-ekv": bam.mix_spec, "bam-skv": bam.mix_spec,
-             "upit": upit.mix_spec}
+    specs = {
+        "sparse": sparse.mix_spec,
+        "btx": btx.mix_spec,
+        "bam-ekv": bam.mix_spec,
+        "bam-skv": bam.mix_spec,
+        "upit": upit.mix_spec,
+    }
     if opts.method not in specs:
         raise ConfigError(f"--method {opts.method!r}: expected one of {', '.join(METHODS)}")
     return run_surgery(opts, specs[opts.method])

@@ -18,8 +18,10 @@ def expert_indices(opts: UpcycleOptions, experts: list[Source]) -> list[int]:
     if not idx:
         raise ConfigError(f"--expert: {opts.method} needs at least one expert checkpoint (or --keep-seed)")
     if opts.num_experts is not None and opts.num_experts != len(idx):
-        raise ConfigError(f"--num-experts {opts.num_experts}: {opts.method} makes one expert per dense expert "
-                          f"checkpoint ({len(experts)}{' + the seed' if opts.keep_seed else ''} = {len(idx)})")
+        raise ConfigError(
+            f"--num-experts {opts.num_experts}: {opts.method} makes one expert per dense expert "
+            f"checkpoint ({len(experts)}{' + the seed' if opts.keep_seed else ''} = {len(idx)})"
+        )
     return idx
 
 

@@ -51,17 +51,36 @@ from moelab.remote_code.bundle import write_remote_code
 
 # Fields that must agree between the seed and every expert for their weights to be mixed.
 ARCH_FIELDS = (
-    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "attention_bias", "tie_word_embeddings", "parallel_block",
-    "rope_theta", "rope_scaling", "rms_norm_eps", "computes_as", "sliding_window", "layer_types",
-    "attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "rope_local_theta",
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "attention_bias",
+    "tie_word_embeddings",
+    "parallel_block",
+    "rope_theta",
+    "rope_scaling",
+    "rms_norm_eps",
+    "computes_as",
+    "sliding_window",
+    "layer_types",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+    "query_pre_attn_scalar",
+    "rope_local_theta",
 )
 ROUTER_STD = 0.02  # small, so initial routing is near uniform (and the invariant holds for any draw)
 CHUNK_BYTES = 16 * 1024 * 1024  # rows of a mean are processed this many source bytes at a time (bounds RSS)
 
 _FFN_EXPERT = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
 # BAM: an attention expert's q/k norms come with its projections (shared-KV's k_norm is shared, averaged).
-_ATTN_EXPERT = re.compile(r"^(model\.layers\.\d+)\.self_attn\.experts\.(\d+)\.([qkvo]_proj|[qk]_norm)\.(weight|bias)$")
+_ATTN_EXPERT = re.compile(
+    r"^(model\.layers\.\d+)\.self_attn\.experts\.(\d+)\.([qkvo]_proj|[qk]_norm)\.(weight|bias)$"
+)
 _ROUTER = re.compile(r"^model\.layers\.(\d+)\.(block_sparse_moe\.gate|self_attn\.router)\.weight$")
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 _MIXTRAL_TO_DENSE = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
@@ -127,16 +146,20 @@ def open_source(path: Path, role: str) -> Source:
         raise CheckpointError(f"{path}: not a directory ({role} checkpoint)")
     cfg = load_config(path)
     if cfg.moe is not None:
-        raise ConfigError(f"{path / 'config.json'}: already a mixture of experts ({cfg.model_type}); "
-                          "upcycling starts from dense checkpoints")
+        raise ConfigError(
+            f"{path / 'config.json'}: already a mixture of experts ({cfg.model_type}); "
+            "upcycling starts from dense checkpoints"
+        )
     tensors = split_fused(locate(path), cfg, path)
     for name, shape in model_shapes(cfg).items():
         loc = tensors.get(name)
         if loc is None:
             raise CheckpointError(f"{path}: tensor {name!r} is missing")
         if loc.shape != shape:
-            raise CheckpointError(f"{loc.path}: tensor {name!r} has shape {list(loc.shape)} but "
-                                  f"{path / 'config.json'} implies {list(shape)}")
+            raise CheckpointError(
+                f"{loc.path}: tensor {name!r} has shape {list(loc.shape)} but "
+                f"{path / 'config.json'} implies {list(shape)}"
+            )
         if loc.dtype not in _FLOAT_DTYPES:
             raise CheckpointError(f"{loc.path}: tensor {name!r} has dtype {loc.dtype}, expected a float type")
     return Source(role, path, cfg, tensors)
@@ -151,7 +174,9 @@ def check_compatible(seed: Source, other: Source) -> None:
     for name in model_shapes(seed.cfg):
         s, o = seed.tensors[name], other.tensors[name]
         if s.shape != o.shape:
-            raise MoELabError(f"{o.path}: tensor {name!r} has shape {list(o.shape)} but the seed's is {list(s.shape)}")
+            raise MoELabError(
+                f"{o.path}: tensor {name!r} has shape {list(o.shape)} but the seed's is {list(s.shape)}"
+            )
 
 
 def moe_layer_indices(spec: str, n_layers: int) -> list[int]:
@@ -165,7 +190,9 @@ def moe_layer_indices(spec: str, n_layers: int) -> list[int]:
         try:
             layers = sorted({int(x) for x in spec.split(",") if x.strip()})
         except ValueError:
-            raise ConfigError(f"--moe-layers {spec!r}: expected all, every-other or layer indices like 1,3,5") from None
+            raise ConfigError(
+                f"--moe-layers {spec!r}: expected all, every-other or layer indices like 1,3,5"
+            ) from None
         bad = [i for i in layers if not 0 <= i < n_layers]
         if bad:
             raise ConfigError(f"--moe-layers: layer {bad[0]} does not exist (the seed has {n_layers} layers)")
@@ -185,7 +212,9 @@ def output_config(opts: UpcycleOptions, spec: MixSpec) -> ModelConfig:
     if spec.attn_experts and not 0 <= opts.attn_top_k <= n:
         raise ConfigError(f"--attn-top-k {opts.attn_top_k}: must be 0 (soft) or between 1 and {n}")
     if opts.capacity_factor > 0 and spec.lora_rank > 0:
-        raise ConfigError("--capacity-factor: expert capacity is not supported with LoRA experts (--lora-rank > 0)")
+        raise ConfigError(
+            "--capacity-factor: expert capacity is not supported with LoRA experts (--lora-rank > 0)"
+        )
     moe = MoEConfig(
         num_experts=n,
         top_k=opts.top_k,
@@ -224,7 +253,10 @@ def plan(spec: MixSpec, cfg: ModelConfig) -> list[Step]:
             steps.append(Step(name, shape, router_dtype, "compute", layer=layer, fn=claimed))
             continue
         if m := _FFN_EXPERT.match(name):
-            dense, srcs = f"{m[1]}.mlp.{_MIXTRAL_TO_DENSE[m[3]]}.weight", [spec.sources[spec.expert_sources[int(m[2])]]]
+            dense, srcs = (
+                f"{m[1]}.mlp.{_MIXTRAL_TO_DENSE[m[3]]}.weight",
+                [spec.sources[spec.expert_sources[int(m[2])]]],
+            )
         elif m := _ATTN_EXPERT.match(name):
             dense, srcs = f"{m[1]}.self_attn.{m[3]}.{m[4]}", [spec.sources[spec.expert_sources[int(m[2])]]]
         else:
@@ -265,8 +297,11 @@ def _mean_or_convert(step: Step, files: FileCache, writer: StreamingShardWriter)
         acc = None
         for src in step.srcs:
             rb = src.nbytes // rows if rows else 0
-            chunk = bytes_to_tensor(files.read(src, r0 * rb, (r1 - r0) * rb), src.dtype,
-                                    ((r1 - r0), *row_shape) if step.shape else ())
+            chunk = bytes_to_tensor(
+                files.read(src, r0 * rb, (r1 - r0) * rb),
+                src.dtype,
+                ((r1 - r0), *row_shape) if step.shape else (),
+            )
             # Widen first, then add: a same-dtype add_ is a quarter faster on CPU than add_'s own
             # mixed-dtype path, for one chunk-sized temporary (measured on 16 MB bf16 chunks).
             wide_chunk = chunk.to(acc_dtype)
@@ -277,14 +312,23 @@ def _mean_or_convert(step: Step, files: FileCache, writer: StreamingShardWriter)
         writer.write_tensor(step.name, acc.to(out_dtype), start=r0 * out_row)
 
 
-def execute(steps: list[Step], writer: StreamingShardWriter, files: FileCache, router_seed: int,
-            progress: Callable[[str], None]) -> None:
+def execute(
+    steps: list[Step],
+    writer: StreamingShardWriter,
+    files: FileCache,
+    router_seed: int,
+    progress: Callable[[str], None],
+) -> None:
     n_layers = 1 + max((s.layer for s in steps), default=-1)
     current = -2
     for step in steps:
         if step.layer != current:
             current = step.layer
-            where = f"layer {current + 1}/{n_layers}" if current >= 0 else ("embeddings" if step.name.startswith("model.embed") else "head")
+            where = (
+                f"layer {current + 1}/{n_layers}"
+                if current >= 0
+                else ("embeddings" if step.name.startswith("model.embed") else "head")
+            )
             progress(f"{where} ({writer.written_bytes() / 1e6:.0f}/{writer.total_bytes / 1e6:.0f} MB)")
         if step.kind == "router":
             kind = "attn" if "self_attn" in step.name else "ffn"
@@ -320,8 +364,11 @@ def _dtype_name(dtype: str) -> str:
     return str(TORCH_DTYPES[dtype]).removeprefix("torch.")
 
 
-def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Source, list[Any]], MixSpec],
-                progress: Callable[[str], None] | None = None) -> Path:
+def run_surgery(
+    opts: UpcycleOptions,
+    make_spec: Callable[[UpcycleOptions, Source, list[Any]], MixSpec],
+    progress: Callable[[str], None] | None = None,
+) -> Path:
     """Validates every input, plans, and writes opts.out atomically (whole or not at all)."""
     report = progress or stderr_progress(f"upcycle {opts.method}")
     if opts.router_init not in ("random", "hidden"):
@@ -337,7 +384,9 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
     for p in opts.experts:
         if is_adapter_dir(p):
             if opts.method != "upit":
-                raise ConfigError(f"--expert {p}: a PEFT adapter; only --method upit takes adapters as experts")
+                raise ConfigError(
+                    f"--expert {p}: a PEFT adapter; only --method upit takes adapters as experts"
+                )
             experts.append(open_adapter(p))  # upit checks it against the seed
             continue
         src = open_source(p, "expert")
@@ -356,8 +405,12 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
     t0 = time.perf_counter()
     try:
         with atomic_dir(out, overwrite=opts.overwrite) as tmp, FileCache() as files:
-            writer = StreamingShardWriter(tmp, [(s.name, s.shape, s.dtype) for s in steps], opts.max_shard_bytes,
-                                          disk_name=lambda n: layout.native_name(n, cfg.model_type))
+            writer = StreamingShardWriter(
+                tmp,
+                [(s.name, s.shape, s.dtype) for s in steps],
+                opts.max_shard_bytes,
+                disk_name=lambda n: layout.native_name(n, cfg.model_type),
+            )
             try:
                 execute(steps, writer, files, opts.router_seed, report)
             finally:
@@ -365,7 +418,9 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
             shards = writer.close()
             hf = cfg.to_hf_dict()
             hf["torch_dtype"] = hf["dtype"] = _dtype_name(seed.tensors["model.embed_tokens.weight"].dtype)
-            hf["moelab"] = provenance(opts.method, _options_record(opts, len(spec.expert_sources)), hasher.parents())
+            hf["moelab"] = provenance(
+                opts.method, _options_record(opts, len(spec.expert_sources)), hasher.parents()
+            )
             hf["moelab"].update(spec.meta)
             (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
             if cfg.model_type == "moelab":
@@ -373,6 +428,8 @@ def run_surgery(opts: UpcycleOptions, make_spec: Callable[[UpcycleOptions, Sourc
             carry_seed_files(seed.path, tmp)
     finally:
         hasher.close()
-    report(f"done: {out} ({cfg.model_type}, {len(spec.expert_sources)} experts, {len(shards)} shard(s), "
-           f"{writer.total_bytes / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s)")
+    report(
+        f"done: {out} ({cfg.model_type}, {len(spec.expert_sources)} experts, {len(shards)} shard(s), "
+        f"{writer.total_bytes / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s)"
+    )
     return out

@@ -12,7 +12,9 @@ METHODS = ("sparse", "btx", "bam-ekv", "bam-skv", "upit")
 class UpcycleOptions:
     method: str
     seed: Path
-    experts: list[Path] = field(default_factory=list)  # dense expert checkpoints (btx, bam; upit: a run's checkpoints)
+    experts: list[Path] = field(
+        default_factory=list
+    )  # dense expert checkpoints (btx, bam; upit: a run's checkpoints)
     out: Path = Path("moe")
     num_experts: int | None = None  # default: len(experts) (sparse: 4)
     top_k: int = 2  # FFN routing

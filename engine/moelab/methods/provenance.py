@@ -46,7 +46,10 @@ class ParentHasher:
     def parents(self) -> list[dict[str, Any]]:
         out = []
         for role, ckpt in self._parents:
-            files = [{"name": f.name, "sha256": self._futures[f.resolve()].result()} for f in checkpoint_files(ckpt)]
+            files = [
+                {"name": f.name, "sha256": self._futures[f.resolve()].result()}
+                for f in checkpoint_files(ckpt)
+            ]
             out.append({"role": role, "path": str(ckpt.resolve()), "files": files})
         return out
 

@@ -12,8 +12,10 @@ DEFAULT_EXPERTS = 4
 
 def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Source]) -> MixSpec:
     if experts:
-        raise ConfigError("--expert: sparse upcycling copies the seed's FFN into every expert; pass no --expert "
-                          "(use btx or bam-* to mix separately trained experts)")
+        raise ConfigError(
+            "--expert: sparse upcycling copies the seed's FFN into every expert; pass no --expert "
+            "(use btx or bam-* to mix separately trained experts)"
+        )
     n = opts.num_experts if opts.num_experts is not None else DEFAULT_EXPERTS
     if n < 1:
         raise ConfigError(f"--num-experts {n}: must be at least 1")

@@ -56,7 +56,9 @@ from moelab.methods.options import UpcycleOptions
 _FFN = ("gate_proj", "up_proj", "down_proj")
 _TO_DENSE = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
 _FULL_EXPERT = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
-_LORA_EXPERT = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.lora_([ab])_(w[123])\.weight$")
+_LORA_EXPERT = re.compile(
+    r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.lora_([ab])_(w[123])\.weight$"
+)
 _SHARED = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.shared_mlp\.(\w+_proj)\.weight$")
 LORA_INIT_STD = 0.02  # A rows of directions the delta does not use: trainable, with B = 0 they change nothing
 
@@ -82,7 +84,9 @@ def dare(delta: torch.Tensor, p: float, rescale: bool, generator: torch.Generato
     return kept / (1.0 - p) if rescale else kept
 
 
-def most_different_pair(dist: list[list[float]], merged: set[tuple[int, int]] | frozenset = frozenset()) -> tuple[int, int]:
+def most_different_pair(
+    dist: list[list[float]], merged: set[tuple[int, int]] | frozenset = frozenset()
+) -> tuple[int, int]:
     """(j, k), j < k, of the largest distance among the pairs not in `merged` (all pairs when every
     one is); ties go to the smallest indices."""
     pairs = [(j, k) for j in range(len(dist)) for k in range(j + 1, len(dist))]
@@ -119,7 +123,9 @@ class Pool:
         a, b = (self.read(files, loc) for loc in m.factors[name])
         return base + m.scale * (b @ a)
 
-    def _child(self, c: Child, name: str, base: torch.Tensor, tj: torch.Tensor, tk: torch.Tensor) -> torch.Tensor:
+    def _child(
+        self, c: Child, name: str, base: torch.Tensor, tj: torch.Tensor, tk: torch.Tensor
+    ) -> torch.Tensor:
         delta = c.alpha * (tj - base) + (1.0 - c.alpha) * (tk - base)
         return base + dare(delta, c.drop, c.rescale, _mask_generator(self.merge_seed, c.expert, name))
 
@@ -138,7 +144,9 @@ class Pool:
             return self._first(files, self.members[e], name, base)
         c = self.children[e - len(self.members)]
         j, k = c.parents
-        return self._child(c, name, base, self.member(files, name, j, base), self.member(files, name, k, base))
+        return self._child(
+            c, name, base, self.member(files, name, j, base), self.member(files, name, k, base)
+        )
 
     def dense_state(self, e: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         """Member e's whole dense model ({disk name: tensor}), one tensor computed at a time."""
@@ -148,15 +156,18 @@ class Pool:
     def describe(self, e: int) -> str:
         if e >= len(self.members):
             c = self.children[e - len(self.members)]
-            return f"DARE({c.alpha:.3f}·E{c.parents[0]} + {1 - c.alpha:.3f}·E{c.parents[1]}) of the dense models"
+            return (
+                f"DARE({c.alpha:.3f}·E{c.parents[0]} + {1 - c.alpha:.3f}·E{c.parents[1]}) of the dense models"
+            )
         m = self.members[e]
         if isinstance(m, LoRAAdapter):
             return f"the seed with adapter {m.path} merged"
         return f"seed {m.path}" if m is self.seed else f"checkpoint {m.path}"
 
 
-def expand(pool: Pool, names: list[str], n: int, opts: UpcycleOptions,
-           progress: Callable[[str], None] | None = None) -> None:
+def expand(
+    pool: Pool, names: list[str], n: int, opts: UpcycleOptions, progress: Callable[[str], None] | None = None
+) -> None:
     """Adds children to `pool` until it has n members (the genetic step of UpIT)."""
     rng = random.Random(f"moelab:upit:{opts.merge_seed}")
     k0 = len(pool)
@@ -178,8 +189,10 @@ def expand(pool: Pool, names: list[str], n: int, opts: UpcycleOptions,
             child = Child(len(pool), [j, k], rng.random(), opts.dare_drop, opts.dare_rescale, dist[j][k])
             pool.children.append(child)
             if progress:
-                progress(f"expert {child.expert} = DARE({child.alpha:.3f}·E{j} + {1 - child.alpha:.3f}·E{k}), "
-                         f"parents {dist[j][k]:.4g} apart")
+                progress(
+                    f"expert {child.expert} = DARE({child.alpha:.3f}·E{j} + {1 - child.alpha:.3f}·E{k}), "
+                    f"parents {dist[j][k]:.4g} apart"
+                )
             new = [0.0] * (len(pool) - 1)
             for name in names:
                 ts = pool.tensors(files, name)
@@ -190,7 +203,9 @@ def expand(pool: Pool, names: list[str], n: int, opts: UpcycleOptions,
             sq.append([*new, 0.0])
 
 
-def lora_factors(delta: torch.Tensor, rank: int, scale: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def lora_factors(
+    delta: torch.Tensor, rank: int, scale: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(A [r, in], B [out, r]) with scale·B·A the best rank-r approximation of delta (SVD).
     Directions the delta does not use get B = 0 and a small random A, so they still learn."""
     u, s, vh = torch.linalg.svd(delta, full_matrices=False)
@@ -220,7 +235,9 @@ class _Computed:
             # The adapter's own factors; its scale folded into B when it differs from the MoE's.
             a, b = (self.pool.read(files, loc) for loc in m.factors[dense])
             return a, b * (m.scale / self.scale)
-        return lora_factors(t - base, self.rank, self.scale, _mask_generator(self.pool.merge_seed, e, "lora:" + dense))
+        return lora_factors(
+            t - base, self.rank, self.scale, _mask_generator(self.pool.merge_seed, e, "lora:" + dense)
+        )
 
     def _cached(self, kind: str, dense: str, files: FileCache) -> list:
         if self._key != (kind, dense):
@@ -240,8 +257,9 @@ class _Computed:
             dense, e, ab = f"{m[1]}.mlp.{_TO_DENSE[m[4]]}.weight", int(m[2]), m[3]
             return lambda files: self._cached("lora", dense, files)[e][0 if ab == "a" else 1]
         # Checkpoints are plain copies; children and adapter members are computed.
-        if (m := _FULL_EXPERT.match(name)) and (int(m[2]) >= len(self.pool.members)
-                                               or isinstance(self.pool.members[int(m[2])], LoRAAdapter)):
+        if (m := _FULL_EXPERT.match(name)) and (
+            int(m[2]) >= len(self.pool.members) or isinstance(self.pool.members[int(m[2])], LoRAAdapter)
+        ):
             dense, e = f"{m[1]}.mlp.{_TO_DENSE[m[3]]}.weight", int(m[2])
             return lambda files: self._cached("full", dense, files)[e]
         return None
@@ -252,30 +270,42 @@ def _check_adapter(seed: Source, a: LoRAAdapter, layers: list[int]) -> None:
     for name, (fa, fb) in a.factors.items():
         loc = seed.tensors.get(name)
         if loc is None:
-            raise ConfigError(f"{a.path}: adapts {name.removesuffix('.weight')}, which the seed {seed.path} does not have "
-                              "(an adapter of another base model)")
+            raise ConfigError(
+                f"{a.path}: adapts {name.removesuffix('.weight')}, which the seed {seed.path} does not have "
+                "(an adapter of another base model)"
+            )
         out_f, in_f = loc.shape
         if fa.shape[1] != in_f or fb.shape[0] != out_f:
-            raise ConfigError(f"{a.path}: {name.removesuffix('.weight')} factors {list(fa.shape)} x {list(fb.shape)} do "
-                              f"not fit the seed's weight {list(loc.shape)} (an adapter of another base model)")
+            raise ConfigError(
+                f"{a.path}: {name.removesuffix('.weight')} factors {list(fa.shape)} x {list(fb.shape)} do "
+                f"not fit the seed's weight {list(loc.shape)} (an adapter of another base model)"
+            )
     dense = sorted(a.layers() - set(layers))
     if dense:
-        raise ConfigError(f"{a.path}: adapts layer {dense[0]}'s FFN, which --moe-layers keeps dense "
-                          "(its delta would be lost)")
+        raise ConfigError(
+            f"{a.path}: adapts layer {dense[0]}'s FFN, which --moe-layers keeps dense "
+            "(its delta would be lost)"
+        )
 
 
 def _lora_rank(opts: UpcycleOptions, cfg: Any, adapters: list[LoRAAdapter]) -> int:
     if adapters:
         ranks = sorted({a.rank for a in adapters})
         if len(ranks) > 1:
-            raise ConfigError(f"--expert: the adapters have different ranks ({', '.join(map(str, ranks))}); "
-                              "the MoE's LoRA experts share one")
+            raise ConfigError(
+                f"--expert: the adapters have different ranks ({', '.join(map(str, ranks))}); "
+                "the MoE's LoRA experts share one"
+            )
         if opts.lora_rank not in (0, ranks[0]):
-            raise ConfigError(f"--lora-rank {opts.lora_rank}: the adapters have rank {ranks[0]} (leave it out or give that)")
+            raise ConfigError(
+                f"--lora-rank {opts.lora_rank}: the adapters have rank {ranks[0]} (leave it out or give that)"
+            )
         return ranks[0]
     if opts.lora_rank < 0 or opts.lora_rank > min(cfg.hidden_size, cfg.intermediate_size):
-        raise ConfigError(f"--lora-rank {opts.lora_rank}: must be between 0 (full experts) and "
-                          f"{min(cfg.hidden_size, cfg.intermediate_size)} (the FFN's smaller side)")
+        raise ConfigError(
+            f"--lora-rank {opts.lora_rank}: must be between 0 (full experts) and "
+            f"{min(cfg.hidden_size, cfg.intermediate_size)} (the FFN's smaller side)"
+        )
     return opts.lora_rank
 
 
@@ -285,16 +315,23 @@ def _member_record(pool: Pool, e: int) -> dict[str, Any]:
     return {"expert": e, "kind": kind, "path": str(Path(m.path).resolve())}
 
 
-def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Member],
-             progress: Callable[[str], None] | None = None) -> MixSpec:
+def mix_spec(
+    opts: UpcycleOptions, seed: Source, experts: list[Member], progress: Callable[[str], None] | None = None
+) -> MixSpec:
     members: list[Member] = [*experts, seed] if opts.keep_seed else list(experts)
     if not experts:
-        raise ConfigError("--expert: upit needs the intermediate checkpoints of a fine-tuning run (one --expert each)")
+        raise ConfigError(
+            "--expert: upit needs the intermediate checkpoints of a fine-tuning run (one --expert each)"
+        )
     n = opts.num_experts if opts.num_experts is not None else len(members)
     if n < len(members):
-        raise ConfigError(f"--num-experts {n}: fewer than the {len(members)} checkpoints given (upit only adds experts)")
+        raise ConfigError(
+            f"--num-experts {n}: fewer than the {len(members)} checkpoints given (upit only adds experts)"
+        )
     if n > len(members) and len(members) < 2:
-        raise ConfigError(f"--num-experts {n}: expanding to more experts merges pairs of checkpoints; give at least two --expert")
+        raise ConfigError(
+            f"--num-experts {n}: expanding to more experts merges pairs of checkpoints; give at least two --expert"
+        )
     if not 0.0 <= opts.dare_drop < 1.0:
         raise ConfigError(f"--dare-drop {opts.dare_drop}: must be in [0, 1)")
     cfg = seed.cfg
@@ -324,7 +361,8 @@ def mix_spec(opts: UpcycleOptions, seed: Source, experts: list[Member],
         sources=[seed, *checkpoints],
         expert_sources=idx + [0] * len(pool.children),  # children: computed, see _Computed
         shared_sources=idx,
-        lora_rank=rank, lora_alpha=lora_alpha if rank else 0.0,
+        lora_rank=rank,
+        lora_alpha=lora_alpha if rank else 0.0,
         compute=_Computed(pool, rank, lora_alpha),
         meta=meta,
     )
@@ -334,10 +372,16 @@ def dense_pool(meta: dict[str, Any]) -> Pool:
     """The pool an upit checkpoint was made from, rebuilt from its config.json record (moelab.*)."""
     try:
         seed_path = next(Path(p["path"]) for p in meta["parents"] if p["role"] == "seed")
-        records, genealogy, merge_seed = meta["members"], meta["genealogy"], int(meta["options"]["merge_seed"])
+        records, genealogy, merge_seed = (
+            meta["members"],
+            meta["genealogy"],
+            int(meta["options"]["merge_seed"]),
+        )
     except (KeyError, StopIteration, TypeError, ValueError):
-        raise ConfigError("config.json: moelab record of an upit checkpoint without members, genealogy or "
-                          "seed (made by an older moelab?)") from None
+        raise ConfigError(
+            "config.json: moelab record of an upit checkpoint without members, genealogy or "
+            "seed (made by an older moelab?)"
+        ) from None
     seed = open_source(seed_path, "seed")
     members: list[Member] = []
     for r in records:

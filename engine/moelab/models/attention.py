@@ -60,8 +60,15 @@ def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
     return x if cap is None else torch.tanh(x / cap) * cap
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
-           window: int | None = None, cap: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None = None,
+    window: int | None = None,
+    cap: float | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """GQA attention (q [B, Hq, Tq, D]; k, v [B, Hkv, T, D]) with a score scale (None: 1/sqrt(D)), an
     optional score soft-cap and a bool `mask` broadcasting to [B, Hq, Tq, T] (None: causal over Tq = T,
     within `window`). The plain causal case keeps SDPA's is_causal kernel; a soft-cap acts between
@@ -81,8 +88,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | Non
     return (probs @ v.unsqueeze(2)).view(b, hq, tq, d)
 
 
-def qk_normed(y: torch.Tensor, norm: Callable[[torch.Tensor], torch.Tensor] | None, mode: str,
-              head_dim: int) -> torch.Tensor:
+def qk_normed(
+    y: torch.Tensor, norm: Callable[[torch.Tensor], torch.Tensor] | None, mode: str, head_dim: int
+) -> torch.Tensor:
     """A q or k projection y [..., heads·d] through its norm: over each head (mode "head": Qwen3,
     Gemma3) or over all of y ("full": OLMo2); y itself when the family has none ("")."""
     if norm is None or not mode:
@@ -115,8 +123,9 @@ class Attention(nn.Module):
             self.q_norm = family_norm(cfg, d if self.qk_norm == "head" else h * d)
             self.k_norm = family_norm(cfg, d if self.qk_norm == "head" else kv * d)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, None]:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, None]:
         b, t, _ = x.shape
         q = qk_normed(self.q_proj(x), getattr(self, "q_norm", None), self.qk_norm, self.head_dim)
         k = qk_normed(self.k_proj(x), getattr(self, "k_norm", None), self.qk_norm, self.head_dim)
@@ -140,7 +149,13 @@ class ExpertAttention(nn.Module):
         super().__init__()
         assert cfg.moe is not None
         m = cfg.moe
-        e, h, kv, d, hid = m.num_experts, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size
+        e, h, kv, d, hid = (
+            m.num_experts,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            cfg.hidden_size,
+        )
         self.layer, self.n_experts, self.top_k, self.shared_kv = layer, e, m.attn_top_k, m.shared_kv
         self.rule = m.router_weights
         self.n_heads, self.n_kv, self.head_dim = h, kv, d
@@ -168,8 +183,12 @@ class ExpertAttention(nn.Module):
             self.experts.v_proj = nn.Parameter(torch.empty(e, kv * d, hid))
             self.experts.k_bias = nn.Parameter(torch.zeros(e, kv * d)) if cfg.attention_bias else None
             self.experts.v_bias = nn.Parameter(torch.zeros(e, kv * d)) if cfg.attention_bias else None
-        for p in (self.experts.q_proj, self.experts.o_proj, getattr(self.experts, "k_proj", None),
-                  getattr(self.experts, "v_proj", None)):
+        for p in (
+            self.experts.q_proj,
+            self.experts.o_proj,
+            getattr(self.experts, "k_proj", None),
+            getattr(self.experts, "v_proj", None),
+        ):
             if isinstance(p, nn.Parameter):
                 nn.init.normal_(p, std=0.02)
 
@@ -186,14 +205,23 @@ class ExpertAttention(nn.Module):
         if not self.qk_norm:
             return y
         eps, offset, fp32 = self.norm_args
-        wb = w.unsqueeze(-2) if self.qk_norm == "head" and w.dim() == 2 else w  # [E, 1, d] vs [..., E, heads, d]
-        return qk_normed(y, lambda z: scale_normed(rms_normalize(z, eps), wb, z.dtype, offset, fp32),
-                         self.qk_norm, self.head_dim)
+        wb = (
+            w.unsqueeze(-2) if self.qk_norm == "head" and w.dim() == 2 else w
+        )  # [E, 1, d] vs [..., E, heads, d]
+        return qk_normed(
+            y,
+            lambda z: scale_normed(rms_normalize(z, eps), wb, z.dtype, offset, fp32),
+            self.qk_norm,
+            self.head_dim,
+        )
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, RouterLogits]:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, RouterLogits]:
         b, t, _ = x.shape
-        logits = self.router(router_jitter(x, self.jitter_noise, self.training)).reshape(b * t, self.n_experts)
+        logits = self.router(router_jitter(x, self.jitter_noise, self.training)).reshape(
+            b * t, self.n_experts
+        )
         k, v = self._keys_values(x, cos, sin)
         mask = None
         if cache is not None:  # k, v then start with the cached tokens' (all experts' heads)
@@ -205,24 +233,46 @@ class ExpertAttention(nn.Module):
             out = self._soft(x, logits, k, v, cos, sin, mask)
         return out, RouterLogits(self.layer, "attn", logits, self.top_k)
 
-    def _keys_values(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keys_values(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Roped K and V for every token: [B, E·kv, T, d] (expert-KV: experts' heads side by side)
         or [B, kv, T, d] (shared-KV). Every expert needs the keys of every earlier token, whichever
         experts those tokens were routed to, so K/V run for all tokens."""
         b, t, _ = x.shape
         kv, d = self.n_kv, self.head_dim
         if self.shared_kv:
-            k = qk_normed(self.k_proj(x), getattr(self, "k_norm", None), self.qk_norm, d).view(b, t, kv, d).transpose(1, 2)
+            k = (
+                qk_normed(self.k_proj(x), getattr(self, "k_norm", None), self.qk_norm, d)
+                .view(b, t, kv, d)
+                .transpose(1, 2)
+            )
             v = self.v_proj(x).view(b, t, kv, d).transpose(1, 2)
         else:
             e = self.n_experts
             k = self._stacked(x, self.experts.k_proj, self.experts.k_bias)
-            k = self._expert_norm(k, getattr(self.experts, "k_norm", None)).reshape(b, t, e * kv, d).transpose(1, 2)
-            v = self._stacked(x, self.experts.v_proj, self.experts.v_bias).reshape(b, t, e * kv, d).transpose(1, 2)
+            k = (
+                self._expert_norm(k, getattr(self.experts, "k_norm", None))
+                .reshape(b, t, e * kv, d)
+                .transpose(1, 2)
+            )
+            v = (
+                self._stacked(x, self.experts.v_proj, self.experts.v_bias)
+                .reshape(b, t, e * kv, d)
+                .transpose(1, 2)
+            )
         return apply_rope(k, cos, sin), v
 
-    def _soft(self, x: torch.Tensor, logits: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _soft(
+        self,
+        x: torch.Tensor,
+        logits: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Every expert for every token, mixed by the softmax of the router: one attention call over
         the stacked heads of all experts."""
         b, t, _ = x.shape
@@ -246,8 +296,15 @@ class ExpertAttention(nn.Module):
         o = self.experts.o_proj.permute(1, 0, 2).reshape(-1, e * h * d)
         return y.reshape(b, t, e * h * d) @ o.t()
 
-    def _routed(self, x: torch.Tensor, logits: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _routed(
+        self,
+        x: torch.Tensor,
+        logits: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
         """Top-k: each expert's Q projection, attention and O projection run only for the tokens
         routed to it. Per expert, each batch row's routed tokens are packed to the front (in position
         order) and attend, through a position mask, over the expert's keys of all earlier tokens."""
@@ -274,7 +331,9 @@ class ExpertAttention(nn.Module):
             q = self._expert_norm(F.linear(xq, wq[i], bq[i]), nq[i]).view(b, tq, h, d).transpose(1, 2)
             q = apply_rope(q, cos[pos].unsqueeze(1), sin[pos].unsqueeze(1))
             heads = slice(None) if self.shared_kv else slice(i * kv, (i + 1) * kv)
-            visible = visible_keys(pos + past, k.shape[2], self.window).unsqueeze(1)  # [B, 1, tq, T]: causal at packed positions
+            visible = visible_keys(pos + past, k.shape[2], self.window).unsqueeze(
+                1
+            )  # [B, 1, tq, T]: causal at packed positions
             y = attend(q, k[:, heads], v[:, heads], self.scale, self.window, self.cap, mask=visible)
             o = F.linear(y.transpose(1, 2).reshape(b, tq, h * d), wo[i])
             wi = w[..., i].gather(1, pos).to(o.dtype).unsqueeze(-1)

@@ -24,7 +24,9 @@ class Family:
 
     hidden_act: str = "silu"
     qk_norm: str = ""  # "" | "head" (RMSNorm over each head, Qwen3/Gemma3) | "full" (over all heads, OLMo2)
-    norm_layout: str = "pre"  # pre: Llama | post: OLMo2 (norm the sublayer output, no input norm) | sandwich: Gemma2/3
+    norm_layout: str = (
+        "pre"  # pre: Llama | post: OLMo2 (norm the sublayer output, no input norm) | sandwich: Gemma2/3
+    )
     norm_offset: float = 0.0  # Gemma stores w and scales by (1 + w)
     norm_weight_fp32: bool = False  # OLMo2, Gemma: the weight multiplies before the cast back, not after
     embed_scale: bool = False  # Gemma: embeddings times sqrt(hidden_size), in the model dtype
@@ -41,10 +43,21 @@ FAMILIES: dict[str, Family] = {
     "phi3": Family(fused_on_disk=True),
     "olmo2": Family(qk_norm="full", norm_layout="post", norm_weight_fp32=True),
     "gemma": Family(hidden_act="gelu_pytorch_tanh", norm_offset=1.0, norm_weight_fp32=True, embed_scale=True),
-    "gemma2": Family(hidden_act="gelu_pytorch_tanh", norm_layout="sandwich", norm_offset=1.0,
-                     norm_weight_fp32=True, embed_scale=True),
-    "gemma3_text": Family(hidden_act="gelu_pytorch_tanh", qk_norm="head", norm_layout="sandwich", norm_offset=1.0,
-                          norm_weight_fp32=True, embed_scale=True),
+    "gemma2": Family(
+        hidden_act="gelu_pytorch_tanh",
+        norm_layout="sandwich",
+        norm_offset=1.0,
+        norm_weight_fp32=True,
+        embed_scale=True,
+    ),
+    "gemma3_text": Family(
+        hidden_act="gelu_pytorch_tanh",
+        qk_norm="head",
+        norm_layout="sandwich",
+        norm_offset=1.0,
+        norm_weight_fp32=True,
+        embed_scale=True,
+    ),
 }
 DENSE_TYPES = tuple(FAMILIES)
 # Native transformers MoE types the engine reads and writes, and the family each one is built on.
@@ -102,11 +115,17 @@ class MoEConfig:
 
     def __post_init__(self) -> None:
         if self.router_weights not in ROUTER_WEIGHTS:
-            raise ConfigError(f"moe config: router_weights {self.router_weights!r} is not one of {', '.join(ROUTER_WEIGHTS)}")
+            raise ConfigError(
+                f"moe config: router_weights {self.router_weights!r} is not one of {', '.join(ROUTER_WEIGHTS)}"
+            )
         if not self.capacity_factor >= 0:
-            raise ConfigError(f"moe config: capacity_factor {self.capacity_factor}: must be 0 (dropless) or positive")
+            raise ConfigError(
+                f"moe config: capacity_factor {self.capacity_factor}: must be 0 (dropless) or positive"
+            )
         if not 0 <= self.router_jitter_noise < 1:
-            raise ConfigError(f"moe config: router_jitter_noise {self.router_jitter_noise}: must be in [0, 1)")
+            raise ConfigError(
+                f"moe config: router_jitter_noise {self.router_jitter_noise}: must be in [0, 1)"
+            )
 
 
 @dataclass
@@ -137,11 +156,17 @@ class ModelConfig:
     layer_types: list[str] | None = None
     attn_logit_softcapping: float | None = None  # scores -> cap·tanh(scores/cap) (Gemma2)
     final_logit_softcapping: float | None = None  # logits likewise (Gemma2/3)
-    query_pre_attn_scalar: int | float | None = None  # scores scaled by this**-0.5, not head_dim**-0.5 (Gemma)
+    query_pre_attn_scalar: int | float | None = (
+        None  # scores scaled by this**-0.5, not head_dim**-0.5 (Gemma)
+    )
     rope_local_theta: float | None = None  # RoPE base of the sliding layers (Gemma3's rope_local_base_freq)
     # Kept so that every output made from a seed carries them.
-    hf_extra: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "config.json keys of a Hugging Face seed that the engine does not model (initializer_range, ...)"})
+    hf_extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "config.json keys of a Hugging Face seed that the engine does not model (initializer_range, ...)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.head_dim == 0:
@@ -149,9 +174,13 @@ class ModelConfig:
         if not self.family:
             self.family = self.model_type if self.model_type in FAMILIES else "llama"
         if self.model_type in FAMILIES and self.family != self.model_type:
-            raise ConfigError(f"family {self.family!r}: a dense model's family is its model_type ({self.model_type!r})")
+            raise ConfigError(
+                f"family {self.family!r}: a dense model's family is its model_type ({self.model_type!r})"
+            )
         if self.family not in FAMILIES:
-            raise ConfigError(f"base_model_type {self.family!r} is not supported (expected one of {', '.join(FAMILIES)})")
+            raise ConfigError(
+                f"base_model_type {self.family!r} is not supported (expected one of {', '.join(FAMILIES)})"
+            )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
@@ -160,11 +189,17 @@ class ModelConfig:
         if self.layer_types is not None:
             bad = [t for t in self.layer_types if t not in LAYER_TYPES]
             if bad:
-                raise ConfigError(f"layer_types: {bad[0]!r} is not supported (expected {' or '.join(LAYER_TYPES)})")
+                raise ConfigError(
+                    f"layer_types: {bad[0]!r} is not supported (expected {' or '.join(LAYER_TYPES)})"
+                )
             if len(self.layer_types) != self.num_hidden_layers:
-                raise ConfigError(f"layer_types: {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
+                raise ConfigError(
+                    f"layer_types: {len(self.layer_types)} entries for {self.num_hidden_layers} layers"
+                )
         if self.parallel_block and self.arch.norm_layout != "pre":
-            raise ConfigError(f"parallel_block: not supported for {self.family} (its norms sit around each sublayer)")
+            raise ConfigError(
+                f"parallel_block: not supported for {self.family} (its norms sit around each sublayer)"
+            )
 
     @property
     def arch(self) -> Family:
@@ -186,14 +221,19 @@ class ModelConfig:
 
     def window(self, layer: int) -> int | None:
         """The sliding window of `layer`, None for full causal attention."""
-        if self.sliding_window is None or (self.layer_types is not None and self.layer_types[layer] != "sliding_attention"):
+        if self.sliding_window is None or (
+            self.layer_types is not None and self.layer_types[layer] != "sliding_attention"
+        ):
             return None
         return self.sliding_window
 
     def uses_local_rope(self, layer: int) -> bool:
         """Gemma3: a sliding layer rotates with rope_local_theta."""
-        return (self.rope_local_theta is not None and self.layer_types is not None
-                and self.layer_types[layer] == "sliding_attention")
+        return (
+            self.rope_local_theta is not None
+            and self.layer_types is not None
+            and self.layer_types[layer] == "sliding_attention"
+        )
 
     def attn_scale(self) -> float:
         return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
@@ -207,25 +247,36 @@ class ModelConfig:
             raise ConfigError(
                 f"{source}: model_type {model_type!r} is not supported (expected one of {', '.join(SUPPORTED_TYPES)})"
             )
-        family = (model_type if model_type in FAMILIES else
-                  d.get("base_model_type") or NATIVE_MOE_FAMILY.get(model_type) or "llama")
+        family = (
+            model_type
+            if model_type in FAMILIES
+            else d.get("base_model_type") or NATIVE_MOE_FAMILY.get(model_type) or "llama"
+        )
         if family not in FAMILIES:
-            raise ConfigError(f"{source}: base_model_type {family!r} is not supported (expected one of {', '.join(FAMILIES)})")
+            raise ConfigError(
+                f"{source}: base_model_type {family!r} is not supported (expected one of {', '.join(FAMILIES)})"
+            )
         arch = FAMILIES[family]
         act = d.get("hidden_activation") or d.get("hidden_act") or arch.hidden_act
         if act == "gelu" and family == "gemma":
             act = "gelu_pytorch_tanh"  # transformers' Gemma reads its releases' legacy "gelu" as the tanh approximation
         if act != arch.hidden_act:
-            raise ConfigError(f"{source}: hidden_act {act!r} is not supported for {family} (it uses {arch.hidden_act})")
+            raise ConfigError(
+                f"{source}: hidden_act {act!r} is not supported for {family} (it uses {arch.hidden_act})"
+            )
         dense = model_type in FAMILIES
         # Llama-style attention_bias also puts a bias on o_proj, and mlp_bias on the FFN: weights
         # this decoder has no place for, so refuse rather than silently drop them.
         if dense and family in _O_BIAS_FAMILIES and d.get("attention_bias"):
-            raise ConfigError(f"{source}: attention_bias true (biases on q/k/v/o_proj) is not supported for {family}")
+            raise ConfigError(
+                f"{source}: attention_bias true (biases on q/k/v/o_proj) is not supported for {family}"
+            )
         if d.get("mlp_bias"):
             raise ConfigError(f"{source}: mlp_bias true is not supported (the FFNs here have no bias)")
         if d.get("use_bidirectional_attention"):
-            raise ConfigError(f"{source}: use_bidirectional_attention true is not supported (causal decoders only)")
+            raise ConfigError(
+                f"{source}: use_bidirectional_attention true is not supported (causal decoders only)"
+            )
         try:
             rope_theta, rope_scaling, local_theta = _read_rope(d, family, source)
             n_heads = int(d["num_attention_heads"])
@@ -256,11 +307,14 @@ class ModelConfig:
                 layer_types=layer_types,
                 # Gemma3's attention ignores attn_logit_softcapping (transformers passes no softcap).
                 attn_logit_softcapping=_opt_float(d.get("attn_logit_softcapping"))
-                if family == "gemma2" or not dense else None,
+                if family == "gemma2" or not dense
+                else None,
                 final_logit_softcapping=_opt_float(d.get("final_logit_softcapping"))
-                if family in ("gemma2", "gemma3_text") or not dense else None,
+                if family in ("gemma2", "gemma3_text") or not dense
+                else None,
                 query_pre_attn_scalar=_opt_number(d.get("query_pre_attn_scalar", 256))
-                if family in ("gemma2", "gemma3_text") else None,
+                if family in ("gemma2", "gemma3_text")
+                else None,
                 rope_local_theta=local_theta,
                 pad_token_id=d.get("pad_token_id"),
                 hf_extra={k: v for k, v in d.items() if k not in _MANAGED_KEYS},
@@ -292,24 +346,26 @@ class ModelConfig:
         tensors written split, as Mistral), or mixtral / moelab with `base_model_type` the family."""
         model_type = "mistral" if self.model_type == "phi3" else self.model_type
         d: dict[str, Any] = dict(self.hf_extra)
-        d.update({
-            "model_type": model_type,
-            "architectures": [_ARCHITECTURES.get(model_type, "MoELabForCausalLM")],
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.head_dim,
-            "hidden_act": self.arch.hidden_act,
-            "max_position_embeddings": self.max_position_embeddings,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "attention_bias": self.attention_bias,
-            "torch_dtype": "float32",
-        })
+        d.update(
+            {
+                "model_type": model_type,
+                "architectures": [_ARCHITECTURES.get(model_type, "MoELabForCausalLM")],
+                "vocab_size": self.vocab_size,
+                "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size,
+                "num_hidden_layers": self.num_hidden_layers,
+                "num_attention_heads": self.num_attention_heads,
+                "num_key_value_heads": self.num_key_value_heads,
+                "head_dim": self.head_dim,
+                "hidden_act": self.arch.hidden_act,
+                "max_position_embeddings": self.max_position_embeddings,
+                "rms_norm_eps": self.rms_norm_eps,
+                "rope_theta": self.rope_theta,
+                "tie_word_embeddings": self.tie_word_embeddings,
+                "attention_bias": self.attention_bias,
+                "torch_dtype": "float32",
+            }
+        )
         if model_type not in FAMILIES and model_type != "qwen3_moe":  # Qwen3-MoE implies its family
             d["base_model_type"] = self.family
         params: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
@@ -334,14 +390,21 @@ class ModelConfig:
             d["output_router_logits"] = False
         if self.model_type == "qwen3_moe":
             assert self.moe is not None
-            d.update({
-                "num_experts": self.moe.num_experts, "num_experts_per_tok": self.moe.top_k,
-                "moe_intermediate_size": self.intermediate_size, "decoder_sparse_step": 1,
-                "mlp_only_layers": [i for i in range(self.num_hidden_layers) if i not in self.moe.moe_layers],
-                # Qwen3-MoE renormalises the kept weights when true, keeps the raw probabilities when false.
-                "norm_topk_prob": self.moe.router_weights != "raw",
-                "router_aux_loss_coef": 0.001, "output_router_logits": False,
-            })
+            d.update(
+                {
+                    "num_experts": self.moe.num_experts,
+                    "num_experts_per_tok": self.moe.top_k,
+                    "moe_intermediate_size": self.intermediate_size,
+                    "decoder_sparse_step": 1,
+                    "mlp_only_layers": [
+                        i for i in range(self.num_hidden_layers) if i not in self.moe.moe_layers
+                    ],
+                    # Qwen3-MoE renormalises the kept weights when true, keeps the raw probabilities when false.
+                    "norm_topk_prob": self.moe.router_weights != "raw",
+                    "router_aux_loss_coef": 0.001,
+                    "output_router_logits": False,
+                }
+            )
         if self.model_type == "moelab":
             d["parallel_block"] = self.parallel_block
             d["moe"] = self.moe.to_dict() if self.moe else None
@@ -356,8 +419,10 @@ class ModelConfig:
         if self.family in ("qwen2", "qwen3"):
             f["use_sliding_window"] = self.sliding_window is not None
             f["max_window_layers"] = self.num_hidden_layers
-            f["layer_types"] = [("sliding_attention" if self.window(i) else "full_attention")
-                                for i in range(self.num_hidden_layers)]
+            f["layer_types"] = [
+                ("sliding_attention" if self.window(i) else "full_attention")
+                for i in range(self.num_hidden_layers)
+            ]
         if self.family.startswith("gemma"):
             f["hidden_activation"] = self.arch.hidden_act
             f["query_pre_attn_scalar"] = self.query_pre_attn_scalar
@@ -365,8 +430,10 @@ class ModelConfig:
             f["final_logit_softcapping"] = self.final_logit_softcapping
         if self.family == "gemma3_text":
             f["rope_local_base_freq"] = self.rope_local_theta
-            f["rope_parameters"] = {"full_attention": rope,
-                                    "sliding_attention": {"rope_type": "default", "rope_theta": self.rope_local_theta}}
+            f["rope_parameters"] = {
+                "full_attention": rope,
+                "sliding_attention": {"rope_type": "default", "rope_theta": self.rope_local_theta},
+            }
         return f
 
     def native_moe_type(self) -> str | None:
@@ -419,18 +486,61 @@ class ModelConfig:
 
 # Keys that from_hf_dict reads into fields or that belong to one model type or one writer (the
 # architecture class, expert counts, our provenance, the transformers version): never carried as extras.
-_MANAGED_KEYS = frozenset({
-    "model_type", "architectures", "auto_map", "vocab_size", "hidden_size", "intermediate_size",
-    "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
-    "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
-    "tie_word_embeddings", "attention_bias", "mlp_bias", "parallel_block", "bos_token_id", "eos_token_id",
-    "pad_token_id", "torch_dtype", "dtype", "transformers_version", "_name_or_path", "moe", "moelab",
-    "num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "output_router_logits",
-    "router_jitter_noise", "base_model_type", "sliding_window", "layer_types", "use_sliding_window",
-    "max_window_layers", "sliding_window_pattern", "hidden_activation", "query_pre_attn_scalar",
-    "attn_logit_softcapping", "final_logit_softcapping", "rope_local_base_freq", "use_bidirectional_attention",
-    "num_experts", "moe_intermediate_size", "mlp_only_layers", "norm_topk_prob", "decoder_sparse_step",
-})
+_MANAGED_KEYS = frozenset(
+    {
+        "model_type",
+        "architectures",
+        "auto_map",
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "hidden_act",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_theta",
+        "rope_scaling",
+        "rope_parameters",
+        "tie_word_embeddings",
+        "attention_bias",
+        "mlp_bias",
+        "parallel_block",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "torch_dtype",
+        "dtype",
+        "transformers_version",
+        "_name_or_path",
+        "moe",
+        "moelab",
+        "num_local_experts",
+        "num_experts_per_tok",
+        "router_aux_loss_coef",
+        "output_router_logits",
+        "router_jitter_noise",
+        "base_model_type",
+        "sliding_window",
+        "layer_types",
+        "use_sliding_window",
+        "max_window_layers",
+        "sliding_window_pattern",
+        "hidden_activation",
+        "query_pre_attn_scalar",
+        "attn_logit_softcapping",
+        "final_logit_softcapping",
+        "rope_local_base_freq",
+        "use_bidirectional_attention",
+        "num_experts",
+        "moe_intermediate_size",
+        "mlp_only_layers",
+        "norm_topk_prob",
+        "decoder_sparse_step",
+    }
+)
 
 _ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
@@ -454,8 +564,10 @@ def _intermediate_size(d: dict[str, Any], model_type: str, source: str) -> int:
         return inner
     moe_inner = int(d["moe_intermediate_size"])
     if moe_inner != inner and d.get("mlp_only_layers"):
-        raise ConfigError(f"{source}: moe_intermediate_size {moe_inner} differs from intermediate_size {inner} "
-                          "with dense mlp_only_layers (experts here are as wide as the dense FFN)")
+        raise ConfigError(
+            f"{source}: moe_intermediate_size {moe_inner} differs from intermediate_size {inner} "
+            "with dense mlp_only_layers (experts here are as wide as the dense FFN)"
+        )
     return moe_inner
 
 
@@ -480,7 +592,9 @@ def _opt_number(v: Any) -> int | float | None:
     return int(f) if f is not None and f.is_integer() else f
 
 
-def _read_window(d: dict[str, Any], family: str, model_type: str, n_layers: int) -> tuple[int | None, list[str] | None]:
+def _read_window(
+    d: dict[str, Any], family: str, model_type: str, n_layers: int
+) -> tuple[int | None, list[str] | None]:
     """(sliding_window, layer_types) as the family's transformers config derives them."""
     layer_types = d.get("layer_types")
     if family in ("qwen2", "qwen3"):
@@ -514,7 +628,9 @@ def _rope_fields(params: dict[str, Any], scaling: dict[str, Any] | None) -> dict
     return merged
 
 
-def _read_rope(d: dict[str, Any], family: str, source: str) -> tuple[float, dict[str, Any] | None, float | None]:
+def _read_rope(
+    d: dict[str, Any], family: str, source: str
+) -> tuple[float, dict[str, Any] | None, float | None]:
     """RoPE theta, scaling and (Gemma3) the sliding layers' theta, from transformers 4 (`rope_theta`,
     `rope_scaling`, `rope_local_base_freq`) or 5 (`rope_parameters`, per layer type for Gemma3)."""
     params = d.get("rope_parameters") or {}
@@ -524,14 +640,18 @@ def _read_rope(d: dict[str, Any], family: str, source: str) -> tuple[float, dict
         default_theta = 1_000_000.0
         local = params.get("sliding_attention") or {}
         if local.get("rope_type", "default") != "default":
-            raise ConfigError(f"{source}: rope_type {local['rope_type']!r} on sliding layers is not supported (default is)")
+            raise ConfigError(
+                f"{source}: rope_type {local['rope_type']!r} on sliding layers is not supported (default is)"
+            )
         local_theta = float(local.get("rope_theta", d.get("rope_local_base_freq", 10000.0)))
         params = params.get("full_attention") or ({} if "sliding_attention" in params else params)
     theta = float(params.get("rope_theta", d.get("rope_theta", default_theta)))
     merged = _rope_fields(params, d.get("rope_scaling") or None)
     partial = float(merged.pop("partial_rotary_factor", d.get("partial_rotary_factor", 1.0)) or 1.0)
     if partial != 1.0:
-        raise ConfigError(f"{source}: partial_rotary_factor {partial} is not supported (rotary over the whole head only)")
+        raise ConfigError(
+            f"{source}: partial_rotary_factor {partial} is not supported (rotary over the whole head only)"
+        )
     kind = merged.get("rope_type", "default")
     if kind not in ROPE_TYPES:
         raise ConfigError(f"{source}: rope_type {kind!r} is not supported ({', '.join(ROPE_TYPES)} are)")

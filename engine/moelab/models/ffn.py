@@ -105,7 +105,9 @@ def _grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
         return False  # its meta (fake-tensor) kernel accepts bf16 only: torch.compile would fail
     if x.device.type == "cuda":
         # CUTLASS grouped GEMM: bf16 only (ATen loops over groups with a host sync otherwise).
-        return w.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16)
+        return w.dtype == torch.bfloat16 or (
+            torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16
+        )
     return x.device.type == "cpu" and x.dtype == w.dtype
 
 
@@ -122,8 +124,15 @@ class Experts(nn.Module):
     ``implementation`` (auto | loop | grouped_mm | padded) is a runtime attribute, not saved.
     """
 
-    def __init__(self, n: int, hidden: int, inner: int, capacity_factor: float = 0.0,
-                 implementation: str = "auto", act: str = "silu") -> None:
+    def __init__(
+        self,
+        n: int,
+        hidden: int,
+        inner: int,
+        capacity_factor: float = 0.0,
+        implementation: str = "auto",
+        act: str = "silu",
+    ) -> None:
         super().__init__()
         self.act_fn = ACTIVATIONS[act]
         self.w1 = nn.Parameter(torch.empty(n, inner, hidden))
@@ -240,8 +249,13 @@ class SparseMoE(nn.Module):
         self.layer, self.top_k, self.rule = layer, cfg.moe.top_k, cfg.moe.router_weights
         self.jitter_noise = cfg.moe.router_jitter_noise
         self.gate = nn.Linear(cfg.hidden_size, cfg.moe.num_experts, bias=False)
-        self.experts = Experts(cfg.moe.num_experts, cfg.hidden_size, cfg.intermediate_size,
-                               capacity_factor=cfg.moe.capacity_factor, act=cfg.arch.hidden_act)
+        self.experts = Experts(
+            cfg.moe.num_experts,
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            capacity_factor=cfg.moe.capacity_factor,
+            act=cfg.arch.hidden_act,
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
         shape = x.shape

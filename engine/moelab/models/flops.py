@@ -55,7 +55,9 @@ class Convention:
         if self.seq_len < 1:
             raise ConfigError(f"FLOPs convention: seq_len {self.seq_len} must be positive")
         if self.attention not in ATTENTION_MODES:
-            raise ConfigError(f"FLOPs convention: attention {self.attention!r}: expected one of {ATTENTION_MODES}")
+            raise ConfigError(
+                f"FLOPs convention: attention {self.attention!r}: expected one of {ATTENTION_MODES}"
+            )
         if self.unit not in UNITS:
             raise ConfigError(f"FLOPs convention: unit {self.unit!r}: expected one of {UNITS}")
 
@@ -68,8 +70,11 @@ class Convention:
         return 0.0
 
     def describe(self) -> str:
-        keys = {"causal": f"causal, mean (T+1)/2 keys per query at T={self.seq_len}",
-                "full": f"full T={self.seq_len} keys per query", "none": "scores not counted"}[self.attention]
+        keys = {
+            "causal": f"causal, mean (T+1)/2 keys per query at T={self.seq_len}",
+            "full": f"full T={self.seq_len} keys per query",
+            "none": "scores not counted",
+        }[self.attention]
         unit = "FLOPs (1 multiply-add = 2)" if self.unit == "flop" else "multiply-adds"
         return f"forward {unit} per token; attention {keys}; LM head {'in' if self.lm_head else 'out'}"
 
@@ -99,8 +104,12 @@ class FlopCount:
     total: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
-        return {"convention": self.convention.__dict__ | {"text": self.convention.describe()},
-                "per_layer": self.per_layer, "lm_head": self.lm_head, "total": self.total}
+        return {
+            "convention": self.convention.__dict__ | {"text": self.convention.describe()},
+            "per_layer": self.per_layer,
+            "lm_head": self.lm_head,
+            "total": self.total,
+        }
 
 
 def active_attention_experts(cfg: ModelConfig) -> int:
@@ -111,8 +120,13 @@ def active_attention_experts(cfg: ModelConfig) -> int:
 
 
 def layer_macs(cfg: ModelConfig, layer: int, keys_per_query: float) -> LayerMacs:
-    d, h, kv, hd, f = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
-                       cfg.intermediate_size)
+    d, h, kv, hd, f = (
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        cfg.intermediate_size,
+    )
     q_o = 2 * d * h * hd  # Q and O projections of one attention (expert)
     k_v = 2 * d * kv * hd
     scores = 2 * keys_per_query * hd * h  # QKᵀ and A·V for h query heads
@@ -145,10 +159,16 @@ def forward_flops(cfg: ModelConfig, conv: Convention | None = None) -> FlopCount
     count = FlopCount(conv)
     for i in range(cfg.num_hidden_layers):
         lay = layer_macs(cfg, i, conv.keys_per_query)
-        count.per_layer.append({
-            "layer": i, "attn_proj": scale * lay.attn_proj, "attn_scores": scale * lay.attn_scores,
-            "ffn": scale * lay.ffn, "router": scale * lay.router, "total": scale * lay.total,
-        })
+        count.per_layer.append(
+            {
+                "layer": i,
+                "attn_proj": scale * lay.attn_proj,
+                "attn_scores": scale * lay.attn_scores,
+                "ffn": scale * lay.ffn,
+                "router": scale * lay.router,
+                "total": scale * lay.total,
+            }
+        )
     count.lm_head = scale * cfg.hidden_size * cfg.vocab_size if conv.lm_head else 0.0
     count.total = sum(p["total"] for p in count.per_layer) + count.lm_head
     return count

@@ -52,7 +52,9 @@ class LoRAExperts(nn.Module):
         a, b = getattr(self, f"lora_a_{w}")[e], getattr(self, f"lora_b_{w}")[e]
         return self.scale * ((x @ a.t()) @ b.t())
 
-    def forward(self, shared: DenseFFN, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, shared: DenseFFN, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         # The shared gate and up projections are computed once for every token; the down
         # projection's input differs per expert, so it runs per expert on that expert's tokens.
         g0, u0 = shared.gate_proj(x), shared.up_proj(x)
@@ -63,7 +65,8 @@ class LoRAExperts(nn.Module):
             w = (weights * hit.to(weights.dtype)).sum(-1).index_select(0, tokens).to(x.dtype)
             xe = x.index_select(0, tokens)
             h = shared.act_fn(g0.index_select(0, tokens) + self._delta(xe, "w1", e)) * (
-                u0.index_select(0, tokens) + self._delta(xe, "w3", e))
+                u0.index_select(0, tokens) + self._delta(xe, "w3", e)
+            )
             y = shared.down_proj(h) + self._delta(h, "w2", e)
             out = out.index_add(0, tokens, y * w.unsqueeze(-1))
         return out
@@ -77,16 +80,25 @@ class LoRASparseMoE(nn.Module):
         moe = cfg.moe
         assert moe is not None and moe.lora_rank > 0
         if moe.capacity_factor > 0:
-            raise ConfigError("moe.capacity_factor: expert capacity is not supported with LoRA experts (lora_rank > 0)")
+            raise ConfigError(
+                "moe.capacity_factor: expert capacity is not supported with LoRA experts (lora_rank > 0)"
+            )
         if moe.lora_rank > min(cfg.hidden_size, cfg.intermediate_size):
-            raise ConfigError(f"moe.lora_rank {moe.lora_rank}: larger than the FFN's smaller side "
-                              f"({min(cfg.hidden_size, cfg.intermediate_size)})")
+            raise ConfigError(
+                f"moe.lora_rank {moe.lora_rank}: larger than the FFN's smaller side "
+                f"({min(cfg.hidden_size, cfg.intermediate_size)})"
+            )
         self.layer, self.top_k, self.rule = layer, moe.top_k, moe.router_weights
         self.jitter_noise = moe.router_jitter_noise
         self.gate = nn.Linear(cfg.hidden_size, moe.num_experts, bias=False)
         self.shared_mlp = DenseFFN(cfg)
-        self.experts = LoRAExperts(moe.num_experts, cfg.hidden_size, cfg.intermediate_size, moe.lora_rank,
-                                   moe.lora_alpha or float(moe.lora_rank))
+        self.experts = LoRAExperts(
+            moe.num_experts,
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            moe.lora_rank,
+            moe.lora_alpha or float(moe.lora_rank),
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterLogits]:
         shape = x.shape

@@ -50,7 +50,9 @@ class DecoderLayer(nn.Module):
         # Attention experts, like FFN experts, only in the MoE layers: a layer outside
         # moe_layers is a plain dense layer.
         self.self_attn: nn.Module = (
-            ExpertAttention(cfg, layer) if self.is_moe and moe is not None and moe.attn_experts else Attention(cfg, layer)
+            ExpertAttention(cfg, layer)
+            if self.is_moe and moe is not None and moe.attn_experts
+            else Attention(cfg, layer)
         )
         if not self.parallel:
             self.post_attention_layernorm = family_norm(cfg, hid)
@@ -68,8 +70,9 @@ class DecoderLayer(nn.Module):
             return self.block_sparse_moe(x)
         return self.mlp(x), None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, list[RouterLogits]]:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, list[RouterLogits]]:
         if self.layout != "pre":
             return self._forward_post_norms(x, cos, sin, cache)
         h = self.input_layernorm(x)
@@ -83,8 +86,9 @@ class DecoderLayer(nn.Module):
             x = x + f
         return x, [r for r in (ra, rf) if r is not None]
 
-    def _forward_post_norms(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                            cache: KVCache | None = None) -> tuple[torch.Tensor, list[RouterLogits]]:
+    def _forward_post_norms(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, list[RouterLogits]]:
         sandwich = self.layout == "sandwich"
         a, ra = self.self_attn(self.input_layernorm(x) if sandwich else x, cos, sin, cache)
         x = x + self.post_attention_layernorm(a)
@@ -115,7 +119,9 @@ class Model(nn.Module):
         if self.local_layers:
             self.rotary_local = RotaryEmbedding(cfg, local=True)
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, list[RouterLogits]]:
+    def forward(
+        self, input_ids: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, list[RouterLogits]]:
         """Final normed hidden states [B, T, d] and every router's logits. With a cache, input_ids
         continue the cached tokens: their positions start after them, and their K/V join the cache."""
         x = self.embed_tokens(input_ids)
@@ -152,9 +158,13 @@ class MoELabForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> CausalLMOutput:
         h, routers = self.model(input_ids, cache)
-        return CausalLMOutput(logits=lm_logits(self.config, self.lm_head, h), router_logits=routers, hidden_states=h)
+        return CausalLMOutput(
+            logits=lm_logits(self.config, self.lm_head, h), router_logits=routers, hidden_states=h
+        )
 
-    def set_moe_options(self, capacity_factor: float | None = None, router_jitter_noise: float | None = None) -> None:
+    def set_moe_options(
+        self, capacity_factor: float | None = None, router_jitter_noise: float | None = None
+    ) -> None:
         """Changes the MoE's capacity factor and router jitter in place (None = keep): config and modules.
         A Mixtral that no longer computes what transformers' Mixtral does becomes model_type moelab."""
         moe = self.config.moe
@@ -162,18 +172,27 @@ class MoELabForCausalLM(nn.Module):
             name = "capacity_factor" if capacity_factor is not None else "router_jitter_noise"
             raise ConfigError(f"{name}: the model has no MoE layers (a dense model routes nothing)")
         new = dataclasses.replace(
-            moe, capacity_factor=moe.capacity_factor if capacity_factor is None else capacity_factor,
-            router_jitter_noise=moe.router_jitter_noise if router_jitter_noise is None else router_jitter_noise)
+            moe,
+            capacity_factor=moe.capacity_factor if capacity_factor is None else capacity_factor,
+            router_jitter_noise=moe.router_jitter_noise
+            if router_jitter_noise is None
+            else router_jitter_noise,
+        )
         if new.capacity_factor > 0 and new.lora_rank > 0:
-            raise ConfigError("capacity_factor: expert capacity is not supported with LoRA experts (lora_rank > 0)")
+            raise ConfigError(
+                "capacity_factor: expert capacity is not supported with LoRA experts (lora_rank > 0)"
+            )
         self.config.moe = new
         for m in self.modules():
             if isinstance(m, Experts):
                 m.capacity_factor = new.capacity_factor
             if hasattr(m, "jitter_noise"):  # FFN and attention routers
                 m.jitter_noise = new.router_jitter_noise
-        if self.config.model_type != "moelab" and self.config.moe is not None \
-                and self.config.native_moe_type() != self.config.model_type:
+        if (
+            self.config.model_type != "moelab"
+            and self.config.moe is not None
+            and self.config.native_moe_type() != self.config.model_type
+        ):
             self.config.model_type = "moelab"
 
     def num_parameters(self) -> int:
@@ -211,4 +230,3 @@ def meta_model(cfg: ModelConfig) -> MoELabForCausalLM:
     which assign real tensors afterwards, and for weight surgery, which only needs the names."""
     with torch.device("meta"), _skip_init():
         return MoELabForCausalLM(cfg)
-

@@ -14,7 +14,9 @@ def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def scale_normed(h: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype, offset: float, weight_fp32: bool) -> torch.Tensor:
+def scale_normed(
+    h: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype, offset: float, weight_fp32: bool
+) -> torch.Tensor:
     """The fp32 normalised `h` times the norm weight, in `dtype`; `weight` broadcasts against h."""
     if weight_fp32:
         w = weight.float() + offset if offset else weight.float()

@@ -52,8 +52,9 @@ class RotaryEmbedding(torch.nn.Module):
         with torch.device("cpu"):
             return inv_frequencies(self.cfg, self.local)
 
-    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype,
-                offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, seq_len: int, device: torch.device, dtype: torch.dtype, offset: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [seq_len, head_dim] for positions offset .. offset + seq_len - 1."""
         pos = torch.arange(offset, offset + seq_len, device=device, dtype=torch.float32)
         freqs = torch.outer(pos, self.inv_freq.to(device=device, dtype=torch.float32))

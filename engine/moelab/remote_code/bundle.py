@@ -29,8 +29,14 @@ def _moelab_imports(tree: ast.Module) -> list[ast.ImportFrom]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "moelab" for a in node.names):
-            raise ValueError(f"line {node.lineno}: `import moelab...` cannot be bundled; use `from moelab... import`")
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "moelab":
+            raise ValueError(
+                f"line {node.lineno}: `import moelab...` cannot be bundled; use `from moelab... import`"
+            )
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").split(".")[0] == "moelab"
+        ):
             found.append(node)
     return found
 
@@ -61,8 +67,10 @@ def _strip(module: str, source: str) -> tuple[str, set[str]]:
     """The source without its moelab imports and its `from __future__` line; plus its top-level names."""
     tree = ast.parse(source)
     drop: set[int] = set()
-    for node in [*_moelab_imports(tree), *(n for n in tree.body if isinstance(n, ast.ImportFrom)
-                                           and n.module == "__future__")]:
+    for node in [
+        *_moelab_imports(tree),
+        *(n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"),
+    ]:
         assert node.end_lineno is not None
         drop.update(range(node.lineno, node.end_lineno + 1))
     lines = [line for i, line in enumerate(source.splitlines(), start=1) if i not in drop]
@@ -93,7 +101,9 @@ def bundle() -> str:
         text, names = _strip(module, _path_of(module).read_text())
         for name in names:
             if name in owner:
-                raise ValueError(f"{name!r} is defined in both {owner[name]} and {module}: rename one to bundle them")
+                raise ValueError(
+                    f"{name!r} is defined in both {owner[name]} and {module}: rename one to bundle them"
+                )
             owner[name] = module
         parts.append(f"\n# ---- {module} {'-' * max(0, 90 - len(module))}\n\n{text}")
     return "".join(parts)

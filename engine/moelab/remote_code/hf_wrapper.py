@@ -58,13 +58,25 @@ class MoELabHFForCausalLM(PreTrainedModel, GenerationMixin):
         """The stacked expert parameters (those directly under an `experts` module) are loaded by
         transformers' weight conversions, which merge the per-expert tensors of the disk layout
         (and split them again on save_pretrained)."""
-        stacked = sorted({name.rpartition(".")[2] for name, _ in self.named_parameters()
-                          if name.rpartition(".")[0].endswith(".experts")})
-        register_checkpoint_conversion_mapping(type(self).__name__, [
-            WeightConverter(source_patterns=[f".experts.*.{_disk_name(n)}"], target_patterns=f".experts.{n}",
-                            operations=[MergeModulelist(dim=0)])
-            for n in stacked
-        ], overwrite=True)
+        stacked = sorted(
+            {
+                name.rpartition(".")[2]
+                for name, _ in self.named_parameters()
+                if name.rpartition(".")[0].endswith(".experts")
+            }
+        )
+        register_checkpoint_conversion_mapping(
+            type(self).__name__,
+            [
+                WeightConverter(
+                    source_patterns=[f".experts.*.{_disk_name(n)}"],
+                    target_patterns=f".experts.{n}",
+                    operations=[MergeModulelist(dim=0)],
+                )
+                for n in stacked
+            ],
+            overwrite=True,
+        )
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.embed_tokens
@@ -79,9 +91,16 @@ class MoELabHFForCausalLM(PreTrainedModel, GenerationMixin):
         if isinstance(module, RotaryEmbedding):
             module.inv_freq.copy_(module.frequencies().to(module.inv_freq.device))
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                past_key_values: DynamicCache | None = None, use_cache: bool | None = None,
-                labels: torch.Tensor | None = None, logits_to_keep: int = 0, **kwargs) -> MoeCausalLMOutputWithPast:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: DynamicCache | None = None,
+        use_cache: bool | None = None,
+        labels: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> MoeCausalLMOutputWithPast:
         if input_ids is None:
             raise ValueError("MoE Lab models take input_ids (inputs_embeds is not supported)")
         if attention_mask is not None and not bool(attention_mask.all()):
@@ -91,11 +110,17 @@ class MoELabHFForCausalLM(PreTrainedModel, GenerationMixin):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         hidden, routers = self.model(input_ids, past_key_values if use_cache else None)
-        logits = lm_logits(self.engine_config, self.lm_head, hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        logits = lm_logits(
+            self.engine_config, self.lm_head, hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        )
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
         return MoeCausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None,
-            router_logits=tuple(r.logits for r in routers))
-
+            loss=loss,
+            logits=logits,
+            past_key_values=past_key_values if use_cache else None,
+            router_logits=tuple(r.logits for r in routers),
+        )

@@ -47,9 +47,17 @@ class TrainerState:
     probe: dict[str, Any] = field(default_factory=dict)  # train/saturation.py's per-step top-k history
 
 
-def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, weights: dict[str, torch.Tensor],
-                    optimizer_state: dict[str, Any], state: TrainerState, tok: Tokenizer, meta: dict[str, Any],
-                    keep_last: int, source: Path | None = None) -> Path:
+def save_checkpoint(
+    ckpt_root: Path,
+    model: MoELabForCausalLM,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    state: TrainerState,
+    tok: Tokenizer,
+    meta: dict[str, Any],
+    keep_last: int,
+    source: Path | None = None,
+) -> Path:
     """`weights` and `optimizer_state` are the full (unsharded) state dicts: `model` gives the config only.
     `source` is the checkpoint the run started from: its tokenizer and generation files are carried."""
     name = ckpt_name(state.step)
@@ -76,8 +84,16 @@ def save_checkpoint(ckpt_root: Path, model: MoELabForCausalLM, weights: dict[str
         )
         # The same facts, readable without torch (the extension, humans).
         (tmp / "trainer_state.json").write_text(
-            json.dumps({"step": state.step, "tokens": state.tokens, "elapsed": state.elapsed, "flops": state.flops,
-                        "data_position": state.step}) + "\n"
+            json.dumps(
+                {
+                    "step": state.step,
+                    "tokens": state.tokens,
+                    "elapsed": state.elapsed,
+                    "flops": state.flops,
+                    "data_position": state.step,
+                }
+            )
+            + "\n"
         )
     write_text_atomic(Path(ckpt_root) / "latest", name + "\n")
     _prune(Path(ckpt_root), keep_last)
@@ -99,10 +115,12 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 OptimizerLoader = Callable[[Callable[[], dict[str, Any]]], None]
 
 
-def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None,
-                       load_optimizer: OptimizerLoader | None = None) -> TrainerState:
+def load_trainer_state(
+    ckpt: Path, optimizer: torch.optim.Optimizer | None, load_optimizer: OptimizerLoader | None = None
+) -> TrainerState:
     """Restores the RNGs and returns the counters. The optimizer state goes to `optimizer`, or through
     `load_optimizer(read)` when it must be sharded (FSDP), which calls `read()` where it needs the dict."""
+
     def read() -> dict[str, Any]:
         return torch.load(ckpt / "optimizer.pt", weights_only=True)
 
@@ -120,9 +138,13 @@ def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None,
     random.setstate(st["python_rng"])
     np.random.set_state(st["numpy_rng"])
     flops = st.get("flops")
-    return TrainerState(step=int(st["step"]), tokens=int(st["tokens"]), elapsed=float(st["elapsed"]),
-                        flops=None if flops is None else float(flops),
-                        probe=st.get("probe") or {})  # checkpoints from before the probe have none
+    return TrainerState(
+        step=int(st["step"]),
+        tokens=int(st["tokens"]),
+        elapsed=float(st["elapsed"]),
+        flops=None if flops is None else float(flops),
+        probe=st.get("probe") or {},
+    )  # checkpoints from before the probe have none
 
 
 def _prune(root: Path, keep_last: int) -> None:

@@ -56,11 +56,17 @@ class Hyper:
         default_factory=lambda: PerRouter(ffn=0.001, attn=0.001),
         metadata=_help("router z-loss coefficient β per router kind (β·mean logsumexp²)"),
     )
-    freeze: list[FreezeGroup] = field(default_factory=list, metadata=_help(
-        "parameters not trained: backbone (embeddings, norms, LM head, dense FFNs, non-expert attention), "
-        "experts (FFN experts), attention (every attention weight but the router), routers"))
+    freeze: list[FreezeGroup] = field(
+        default_factory=list,
+        metadata=_help(
+            "parameters not trained: backbone (embeddings, norms, LM head, dense FFNs, non-expert attention), "
+            "experts (FFN experts), attention (every attention weight but the router), routers"
+        ),
+    )
     log_every: int = field(default=10, metadata=_help("train metrics and routing every N steps"))
-    eval_every: int = field(default=50, metadata=_help("per-domain evaluation every N steps (and at the end)"))
+    eval_every: int = field(
+        default=50, metadata=_help("per-domain evaluation every N steps (and at the end)")
+    )
     eval_batches: int = field(default=4, metadata=_help("eval batches (of batch_size sequences) per domain"))
     ckpt_every: int = field(default=100, metadata=_help("checkpoint every N steps (and at the end)"))
     keep_last: int = field(default=2, metadata=_help("checkpoints kept (older ones are deleted)"))
@@ -79,14 +85,25 @@ class TrainConfig(Hyper):
     method: str = field(default="", metadata=_help("upcycling method of an MoE run (for display)"))
     experiment: str = ""
     parents: list[str] = field(default_factory=list, metadata=_help("run ids this run starts from"))
-    init: str = field(default="", metadata=_help("checkpoint directory to start from; empty = from scratch with `model`"))
-    model: ModelConfig | None = field(
-        default=None, metadata=_help("architecture of a model trained from scratch (default: the tiny byte-level seed)")
+    init: str = field(
+        default="", metadata=_help("checkpoint directory to start from; empty = from scratch with `model`")
     )
-    capacity_factor: float | None = field(default=None, metadata=_help(
-        "MoE: expert capacity factor for this run (0 = dropless); null = as the checkpoint says"))
-    router_jitter_noise: float | None = field(default=None, metadata=_help(
-        "MoE: router input × uniform(1-ε, 1+ε) while training (0 = off); null = as the checkpoint says"))
+    model: ModelConfig | None = field(
+        default=None,
+        metadata=_help("architecture of a model trained from scratch (default: the tiny byte-level seed)"),
+    )
+    capacity_factor: float | None = field(
+        default=None,
+        metadata=_help(
+            "MoE: expert capacity factor for this run (0 = dropless); null = as the checkpoint says"
+        ),
+    )
+    router_jitter_noise: float | None = field(
+        default=None,
+        metadata=_help(
+            "MoE: router input × uniform(1-ε, 1+ε) while training (0 = off); null = as the checkpoint says"
+        ),
+    )
     data: DataConfig = field(default_factory=DataConfig)
     domains: list[str] = field(
         default_factory=list, metadata=_help("domains to train on (default: every source, by its weight)")
@@ -94,16 +111,27 @@ class TrainConfig(Hyper):
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_help("auto prefers CUDA"))
     seed: int = field(default=0, metadata=_help("model initialisation"))
     threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = torch's default"))
-    parallel: Literal["ddp", "fsdp"] = field(default="ddp", metadata=_help(
-        "under torchrun: ddp replicates the model on every rank; fsdp shards parameters, gradients and "
-        "optimizer state (models that do not fit one GPU). A single process always trains unsharded"))
-    loggers: list[Logger] = field(default_factory=list, metadata=_help(
-        "metric sinks beside metrics.jsonl, in the run directory: tensorboard (tensorboard/ event files), "
-        "wandb (a W&B run with the run id, in wandb/); default none"))
-    debug_nan_at_step: int = field(default=0, metadata=_help("testing: make the loss NaN at this step (0 = off)"))
+    parallel: Literal["ddp", "fsdp"] = field(
+        default="ddp",
+        metadata=_help(
+            "under torchrun: ddp replicates the model on every rank; fsdp shards parameters, gradients and "
+            "optimizer state (models that do not fit one GPU). A single process always trains unsharded"
+        ),
+    )
+    loggers: list[Logger] = field(
+        default_factory=list,
+        metadata=_help(
+            "metric sinks beside metrics.jsonl, in the run directory: tensorboard (tensorboard/ event files), "
+            "wandb (a W&B run with the run id, in wandb/); default none"
+        ),
+    )
+    debug_nan_at_step: int = field(
+        default=0, metadata=_help("testing: make the loss NaN at this step (0 = off)")
+    )
     debug_step_delay: float = field(default=0.0, metadata=_help("testing: sleep this many seconds per step"))
     slurm: SlurmOptions | None = field(  # [slurm]
-        default=None, metadata=_help("resources for `moelab slurm script|submit` (ignored by `moelab train`)"))
+        default=None, metadata=_help("resources for `moelab slurm script|submit` (ignored by `moelab train`)")
+    )
 
     def validate(self, where: str = "") -> None:
         p = f"{where}: " if where else ""
@@ -111,7 +139,15 @@ class TrainConfig(Hyper):
             raise ConfigError(f"{p}run_id: missing (required)")
         if "/" in self.run_id or "\0" in self.run_id or self.run_id in (".", ".."):
             raise ConfigError(f"{p}run_id: {self.run_id!r} is not a plain directory name")
-        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "ckpt_every", "keep_last"):
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "log_every",
+            "eval_every",
+            "ckpt_every",
+            "keep_last",
+        ):
             if getattr(self, name) < 1 and not (name == "steps" and self.steps == 0):
                 raise ConfigError(f"{p}{name}: must be at least 1")
         if self.data.seq_len < 2:
@@ -119,7 +155,9 @@ class TrainConfig(Hyper):
         known = [s.domain for s in self.data.sources]
         for i, d in enumerate(self.domains):
             if d not in known:
-                raise ConfigError(f"{p}domains[{i}]: {d!r} is not a domain of data.sources ({', '.join(known)})")
+                raise ConfigError(
+                    f"{p}domains[{i}]: {d!r} is not a domain of data.sources ({', '.join(known)})"
+                )
         if self.lr <= 0 or self.min_lr < 0:
             raise ConfigError(f"{p}lr: must be positive")
 
@@ -127,10 +165,18 @@ class TrainConfig(Hyper):
 def default_seed_model(parallel_block: bool = False) -> ModelConfig:
     """The tiny byte-level seed: d=128, 4 layers, 4 heads, SwiGLU 344."""
     # A parallel block is not expressible as model_type llama, so it is saved as moelab.
-    return ModelConfig(vocab_size=256, hidden_size=128, intermediate_size=344, num_hidden_layers=4,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
-                       parallel_block=parallel_block, model_type="moelab" if parallel_block else "llama",
-                       eos_token_id=0)
+    return ModelConfig(
+        vocab_size=256,
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        parallel_block=parallel_block,
+        model_type="moelab" if parallel_block else "llama",
+        eos_token_id=0,
+    )
 
 
 def load_train_config(path: Path) -> TrainConfig:

@@ -25,8 +25,10 @@ from moelab.train.experiment import ExperimentConfig, StageConfig, Variant
 
 DEMO_METHODS: list[str] = ["sparse", "btx", "bam-ekv", "bam-skv", "upit"]
 # The MoEs of the study beyond the methods: name -> what it is (the controls above).
-ATTN_ABLATION: list[Variant] = [Variant(name="bam-ekv-attn-top2", method="bam-ekv", attn_top_k=2),
-                                Variant(name="bam-ekv-attn-top1", method="bam-ekv", attn_top_k=1)]
+ATTN_ABLATION: list[Variant] = [
+    Variant(name="bam-ekv-attn-top2", method="bam-ekv", attn_top_k=2),
+    Variant(name="bam-ekv-attn-top1", method="bam-ekv", attn_top_k=1),
+]
 BTX_COMPUTE = Variant(name="btx-compute", method="btx", match_flops_of="bam-ekv")
 
 
@@ -36,8 +38,14 @@ def study_variants(methods: list[str]) -> list[Variant]:
     return out + ([BTX_COMPUTE] if {"btx", "bam-ekv"} <= set(methods) else [])
 
 
-def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool = False,
-                    methods: list[str] | None = None, name: str = "demo", controls: bool = True) -> ExperimentConfig:
+def demo_experiment(
+    out: str = "runs",
+    quick: bool = False,
+    parallel_block: bool = False,
+    methods: list[str] | None = None,
+    name: str = "demo",
+    controls: bool = True,
+) -> ExperimentConfig:
     """The demo's pipeline; `controls` adds the study's dense-continued, btx-compute and
     attention-routing runs (see the module docstring)."""
     methods = list(methods or DEMO_METHODS)
@@ -48,15 +56,35 @@ def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool
         model.num_attention_heads = model.num_key_value_heads = 2
         model.head_dim = 32
         data = DataConfig(seq_len=64, synthetic_train_chars=120_000, synthetic_eval_chars=12_000)
-        defaults = Hyper(steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, log_every=5,
-                         eval_every=20, eval_batches=2, ckpt_every=20, keep_last=1)
+        defaults = Hyper(
+            steps=40,
+            batch_size=8,
+            lr=3e-3,
+            min_lr=3e-4,
+            warmup_steps=5,
+            log_every=5,
+            eval_every=20,
+            eval_batches=2,
+            ckpt_every=20,
+            keep_last=1,
+        )
         seed_steps, branch_steps, moe_steps = 60, 15, 15
         tune_steps, tune_every, router_min_samples, router_steps = 15, 5, 24, 5
     else:
         model = default_seed_model(parallel_block)
         data = DataConfig(seq_len=128, synthetic_train_chars=1_000_000, synthetic_eval_chars=65_536)
-        defaults = Hyper(steps=200, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=20, log_every=10,
-                         eval_every=50, eval_batches=4, ckpt_every=50, keep_last=1)
+        defaults = Hyper(
+            steps=200,
+            batch_size=16,
+            lr=3e-3,
+            min_lr=3e-4,
+            warmup_steps=20,
+            log_every=10,
+            eval_every=50,
+            eval_batches=4,
+            ckpt_every=50,
+            keep_last=1,
+        )
         # Sized so that one seed of the study (five methods, three controls, two ablation rows)
         # stays within ten minutes on two CPU cores (DEMO_RESULTS.md has the timings).
         seed_steps, branch_steps, moe_steps = 300, 80, 70
@@ -67,23 +95,37 @@ def demo_experiment(out: str = "runs", quick: bool = False, parallel_block: bool
         StageConfig(kind="dense", model=model, steps=seed_steps),
         # Branches continue the seed at a lower peak LR, as continued pre-training does.
         StageConfig(kind="branch", steps=branch_steps, **half),
-        *([StageConfig(kind="tune", steps=tune_steps, ckpt_every=tune_every, **half)] if "upit" in methods else []),
+        *(
+            [StageConfig(kind="tune", steps=tune_steps, ckpt_every=tune_every, **half)]
+            if "upit" in methods
+            else []
+        ),
         # Its steps follow from the branches and the MoE stage (as many tokens as a BTX/BAM MoE after the seed).
         *([StageConfig(kind="continued", **half)] if controls else []),
-        StageConfig(kind="upcycle", methods=methods, top_k=2, keep_seed=True, router_min_samples=router_min_samples,
-                    router_steps=router_steps, variants=study_variants(methods) if controls else []),
+        StageConfig(
+            kind="upcycle",
+            methods=methods,
+            top_k=2,
+            keep_seed=True,
+            router_min_samples=router_min_samples,
+            router_steps=router_steps,
+            variants=study_variants(methods) if controls else [],
+        ),
         # Every MoE gets the same steps × batch × seq_len (the same token budget), except btx-compute.
         StageConfig(kind="moe", steps=moe_steps, **half, **aux),
         StageConfig(kind="eval"),
     ]
-    return ExperimentConfig(name=name, out=out, device="auto", seed=0, threads=0, data=data,
-                            defaults=defaults, stages=stages)
+    return ExperimentConfig(
+        name=name, out=out, device="auto", seed=0, threads=0, data=data, defaults=defaults, stages=stages
+    )
 
 
 def attention_ablation_experiment(out: str = "../runs") -> ExperimentConfig:
     """The BAM paper's attention-routing ablation as one experiment (examples/attention-routing.moelab.json):
     the study's pipeline for bam-ekv alone, in BAM's parallel-block setting, soft / top-2 / top-1."""
-    exp = demo_experiment(out, parallel_block=True, methods=["bam-ekv"], controls=False, name="attention-routing")
+    exp = demo_experiment(
+        out, parallel_block=True, methods=["bam-ekv"], controls=False, name="attention-routing"
+    )
     up = exp.stage("upcycle")
     assert up is not None
     up.variants = list(ATTN_ABLATION)

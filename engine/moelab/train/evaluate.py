@@ -45,10 +45,15 @@ class RoutingStats:
             n = r.logits.shape[-1]
             sel = r.selected().reshape(rows, -1).cpu()  # [B, T*k]
             probs = r.probs().reshape(rows, -1, n).cpu()
-            a = self._acc.setdefault((r.layer, r.kind), {
-                "counts": torch.zeros(n, dtype=torch.float64), "prob": torch.zeros(n, dtype=torch.float64),
-                "tokens": 0, "by_domain": {},
-            })
+            a = self._acc.setdefault(
+                (r.layer, r.kind),
+                {
+                    "counts": torch.zeros(n, dtype=torch.float64),
+                    "prob": torch.zeros(n, dtype=torch.float64),
+                    "tokens": 0,
+                    "by_domain": {},
+                },
+            )
             a["counts"] += torch.bincount(sel.reshape(-1), minlength=n).double()
             a["prob"] += probs.sum(dim=(0, 1)).double()
             a["tokens"] += probs.shape[0] * probs.shape[1]
@@ -92,9 +97,14 @@ def _r(t: torch.Tensor) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(model: MoELabForCausalLM, eval_sets: dict[str, torch.Tensor], batch_size: int,
-             device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
-             routing: RoutingStats | None = None) -> dict[str, dict[str, float]]:
+def evaluate(
+    model: MoELabForCausalLM,
+    eval_sets: dict[str, torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+    routing: RoutingStats | None = None,
+) -> dict[str, dict[str, float]]:
     """{domain: {"loss", "ppl", "tokens"}} over fixed windows [n, T+1] per domain."""
     was_training = model.training
     model.eval()
@@ -127,8 +137,15 @@ def summary(per_domain: dict[str, dict[str, float]]) -> dict[str, float]:
     }
 
 
-def evaluate_checkpoint(ckpt: Path, data: DataConfig, batch_size: int, eval_batches: int, device: torch.device,
-                        with_routing: bool = False, harness: HarnessConfig | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    ckpt: Path,
+    data: DataConfig,
+    batch_size: int,
+    eval_batches: int,
+    device: torch.device,
+    with_routing: bool = False,
+    harness: HarnessConfig | None = None,
+) -> dict[str, Any]:
     """Loads a checkpoint and evaluates it on every domain of `data`:
     {"checkpoint", "domains": {d: {loss, ppl, tokens}}, "average": {loss, ppl}, "routing": [...],
     "lm_eval": {"tasks": {task: {metric: value}}, ...}} (lm_eval: with `harness` only)."""

@@ -46,10 +46,16 @@ class Variant:
 
     name: str = field(metadata=_help("label and run id part, e.g. bam-ekv-attn-top1"))
     method: str = field(metadata=_help("the upcycling method"))
-    attn_top_k: int | None = field(default=None, metadata=_help(
-        "BAM attention routing of this variant: 0 = soft, k = top-k (default: the stage's)"))
-    match_flops_of: str = field(default="", metadata=_help(
-        "train until this MoE's executed training FLOPs are spent (steps x its FLOPs/token ratio)"))
+    attn_top_k: int | None = field(
+        default=None,
+        metadata=_help("BAM attention routing of this variant: 0 = soft, k = top-k (default: the stage's)"),
+    )
+    match_flops_of: str = field(
+        default="",
+        metadata=_help(
+            "train until this MoE's executed training FLOPs are spent (steps x its FLOPs/token ratio)"
+        ),
+    )
 
 
 @dataclass
@@ -57,51 +63,107 @@ class StageConfig:
     """One stage of the pipeline; training settings left out take the experiment's `defaults`."""
 
     kind: Literal["dense", "branch", "tune", "continued", "upcycle", "moe", "eval"]
-    name: str = field(default="", metadata=_help(
-        "run id part (default: seed, branch, tune, dense-continued, upcycle, moe, eval)"))
+    name: str = field(
+        default="",
+        metadata=_help("run id part (default: seed, branch, tune, dense-continued, upcycle, moe, eval)"),
+    )
     # dense
-    model: ModelConfig | None = field(default=None, metadata=_help("dense: architecture of a seed trained from scratch"))
-    init: str = field(default="", metadata=_help("dense: start from this checkpoint directory (a Hugging Face seed)"))
+    model: ModelConfig | None = field(
+        default=None, metadata=_help("dense: architecture of a seed trained from scratch")
+    )
+    init: str = field(
+        default="", metadata=_help("dense: start from this checkpoint directory (a Hugging Face seed)")
+    )
     # branch
-    domains: list[str] = field(default_factory=list, metadata=_help("branch: one branch per domain (default: all)"))
+    domains: list[str] = field(
+        default_factory=list, metadata=_help("branch: one branch per domain (default: all)")
+    )
     # upcycle (and moe: which upcycled methods to train; default all)
-    methods: list[str] = field(default_factory=list, metadata=_help("upcycle / moe: methods (default: every upcycled one)"))
-    num_experts: int | None = field(default=None, metadata=_help("upcycle: experts of `sparse` (default: as many as the others)"))
+    methods: list[str] = field(
+        default_factory=list, metadata=_help("upcycle / moe: methods (default: every upcycled one)")
+    )
+    num_experts: int | None = field(
+        default=None, metadata=_help("upcycle: experts of `sparse` (default: as many as the others)")
+    )
     top_k: int = 2
-    attn_top_k: int = field(default=0, metadata=_help("BAM attention routing: 0 = soft mixture over all experts"))
-    moe_layers: str = field(default="", metadata=_help(
-        "all | every-other | comma-separated layer indices (default: every-other for sparse, all for the others)"))
-    capacity_factor: float | None = field(default=None, metadata=_help(
-        "upcycle: FFN expert capacity factor of the MoE (default 0 = dropless); moe: change it for training"))
-    router_jitter_noise: float | None = field(default=None, metadata=_help(
-        "upcycle: router jitter ε of the MoE (default 0 = off); moe: change it for training"))
-    router_weights: Literal["st", "renorm", "raw"] = field(default="st", metadata=_help(
-        "upcycle: top-k weights: st = renormalised with the kept probabilities' gradient (routers learn at k=1), "
-        "renorm = Mixtral's, raw = Switch's"))
+    attn_top_k: int = field(
+        default=0, metadata=_help("BAM attention routing: 0 = soft mixture over all experts")
+    )
+    moe_layers: str = field(
+        default="",
+        metadata=_help(
+            "all | every-other | comma-separated layer indices (default: every-other for sparse, all for the others)"
+        ),
+    )
+    capacity_factor: float | None = field(
+        default=None,
+        metadata=_help(
+            "upcycle: FFN expert capacity factor of the MoE (default 0 = dropless); moe: change it for training"
+        ),
+    )
+    router_jitter_noise: float | None = field(
+        default=None,
+        metadata=_help("upcycle: router jitter ε of the MoE (default 0 = off); moe: change it for training"),
+    )
+    router_weights: Literal["st", "renorm", "raw"] = field(
+        default="st",
+        metadata=_help(
+            "upcycle: top-k weights: st = renormalised with the kept probabilities' gradient (routers learn at k=1), "
+            "renorm = Mixtral's, raw = Switch's"
+        ),
+    )
     router_init: Literal["random", "hidden"] = "random"
     router_seed: int = 0
-    variants: list[Variant] = field(default_factory=list, metadata=_help(
-        "upcycle: more MoEs of a method under their own names (ablations, compute-matched baselines)"))
-    keep_seed: bool = field(default=True, metadata=_help("the seed is one more expert (BAM's general-text expert)"))
+    variants: list[Variant] = field(
+        default_factory=list,
+        metadata=_help(
+            "upcycle: more MoEs of a method under their own names (ablations, compute-matched baselines)"
+        ),
+    )
+    keep_seed: bool = field(
+        default=True, metadata=_help("the seed is one more expert (BAM's general-text expert)")
+    )
     # upcycle, method upit (its experts are the tune stage's checkpoints)
     lora_rank: int = field(default=0, metadata=_help("upit: 0 = full FFN experts, r = rank-r LoRA experts"))
     dare_drop: float = field(default=0.5, metadata=_help("upit: DARE drop rate of merged experts"))
-    lora_freeze_backbone: bool = field(default=False, metadata=_help(
-        "upit with lora_rank > 0: the moe stage trains upit's MoE with the backbone frozen (`freeze`: "
-        "only the LoRA experts and the routers learn, as in the paper's LoRA setting)"))
-    router_fraction: float = field(default=0.01, metadata=_help(
-        "upit: router pre-optimization seed set, this fraction of the tuning data's windows (the paper: 1%)"))
-    router_min_samples: int = field(default=32, metadata=_help("upit: ...but at least this many seed-set windows"))
+    lora_freeze_backbone: bool = field(
+        default=False,
+        metadata=_help(
+            "upit with lora_rank > 0: the moe stage trains upit's MoE with the backbone frozen (`freeze`: "
+            "only the LoRA experts and the routers learn, as in the paper's LoRA setting)"
+        ),
+    )
+    router_fraction: float = field(
+        default=0.01,
+        metadata=_help(
+            "upit: router pre-optimization seed set, this fraction of the tuning data's windows (the paper: 1%)"
+        ),
+    )
+    router_min_samples: int = field(
+        default=32, metadata=_help("upit: ...but at least this many seed-set windows")
+    )
     router_steps: int = field(default=60, metadata=_help("upit: router pre-optimization steps"))
     # eval: lm-evaluation-harness tasks besides the per-domain perplexity
-    tasks: list[str] = field(default_factory=list, metadata=_help(
-        "eval: lm-eval task names scored on every model with a Hugging Face tokenizer (default: none)"))
-    num_fewshot: int | None = field(default=None, metadata=_help("eval: lm-eval few-shot examples (default: each task's)"))
-    limit: float | None = field(default=None, metadata=_help("eval: lm-eval documents per task (a fraction if < 1)"))
-    include_path: str = field(default="", metadata=_help("eval: a directory of your own lm-eval task YAML files"))
+    tasks: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "eval: lm-eval task names scored on every model with a Hugging Face tokenizer (default: none)"
+        ),
+    )
+    num_fewshot: int | None = field(
+        default=None, metadata=_help("eval: lm-eval few-shot examples (default: each task's)")
+    )
+    limit: float | None = field(
+        default=None, metadata=_help("eval: lm-eval documents per task (a fraction if < 1)")
+    )
+    include_path: str = field(
+        default="", metadata=_help("eval: a directory of your own lm-eval task YAML files")
+    )
     # training overrides (dense, branch, tune, continued, moe)
-    steps: int | None = field(default=None, metadata=_help(
-        "optimizer steps (continued: default = the tokens of the branches plus one MoE run)"))
+    steps: int | None = field(
+        default=None,
+        metadata=_help("optimizer steps (continued: default = the tokens of the branches plus one MoE run)"),
+    )
     batch_size: int | None = None
     grad_accum: int | None = None
     lr: float | None = None
@@ -127,12 +189,19 @@ class StageConfig:
         return next((v for v in self.variants if v.name == label), None) or Variant(name=label, method=label)
 
     def harness(self, batch_size: int) -> HarnessConfig:
-        return HarnessConfig(tasks=list(self.tasks), num_fewshot=self.num_fewshot, limit=self.limit,
-                             batch_size=max(1, batch_size), include_path=self.include_path)
+        return HarnessConfig(
+            tasks=list(self.tasks),
+            num_fewshot=self.num_fewshot,
+            limit=self.limit,
+            batch_size=max(1, batch_size),
+            include_path=self.include_path,
+        )
 
     def hyper(self, defaults: Hyper) -> Hyper:
-        values = {k: getattr(self, k) if getattr(self, k, None) is not None else getattr(defaults, k)
-                  for k in Hyper.__dataclass_fields__}
+        values = {
+            k: getattr(self, k) if getattr(self, k, None) is not None else getattr(defaults, k)
+            for k in Hyper.__dataclass_fields__
+        }
         return Hyper(**values)
 
 
@@ -145,13 +214,18 @@ class ExperimentConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = field(default=0, metadata=_help("model initialisation"))
     threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = torch's default"))
-    loggers: list[Logger] = field(default_factory=list, metadata=_help(
-        "metric sinks of every training run beside metrics.jsonl: tensorboard, wandb (default none)"))
+    loggers: list[Logger] = field(
+        default_factory=list,
+        metadata=_help(
+            "metric sinks of every training run beside metrics.jsonl: tensorboard, wandb (default none)"
+        ),
+    )
     data: DataConfig = field(default_factory=DataConfig)
     defaults: Hyper = field(default_factory=Hyper)
     stages: list[StageConfig] = field(default_factory=list)
     slurm: SlurmOptions | None = field(  # [slurm]
-        default=None, metadata=_help("resources for `moelab slurm script|submit` (ignored by `moelab run`)"))
+        default=None, metadata=_help("resources for `moelab slurm script|submit` (ignored by `moelab run`)")
+    )
 
     def validate(self) -> None:
         if not self.name or "/" in self.name or "\0" in self.name or self.name in (".", ".."):
@@ -165,12 +239,20 @@ class ExperimentConfig:
                 raise ConfigError(f"stages[{i}].kind: a second {s.kind!r} stage (one of each kind)")
             for j, d in enumerate(s.domains):
                 if d not in domains:
-                    raise ConfigError(f"stages[{i}].domains[{j}]: {d!r} is not a domain of data.sources ({', '.join(domains)})")
-            for j, m in enumerate(s.methods if s.kind != "moe" else []):  # moe's: checked against upcycle's below
+                    raise ConfigError(
+                        f"stages[{i}].domains[{j}]: {d!r} is not a domain of data.sources ({', '.join(domains)})"
+                    )
+            for j, m in enumerate(
+                s.methods if s.kind != "moe" else []
+            ):  # moe's: checked against upcycle's below
                 if m not in METHODS:
-                    raise ConfigError(f"stages[{i}].methods[{j}]: {m!r} is not a method ({', '.join(METHODS)})")
+                    raise ConfigError(
+                        f"stages[{i}].methods[{j}]: {m!r} is not a method ({', '.join(METHODS)})"
+                    )
             if s.kind == "dense" and s.model is not None and s.init:
-                raise ConfigError(f"stages[{i}]: give `model` (from scratch) or `init` (a checkpoint), not both")
+                raise ConfigError(
+                    f"stages[{i}]: give `model` (from scratch) or `init` (a checkpoint), not both"
+                )
             if s.tasks:
                 if s.kind != "eval":
                     raise ConfigError(f"stages[{i}].tasks: only the eval stage runs lm-eval tasks")
@@ -180,18 +262,28 @@ class ExperimentConfig:
             self._validate_variants(i, s)
         order = ["dense", "branch", "tune", "continued", "upcycle", "moe", "eval"]
         if kinds != sorted(kinds, key=order.index):
-            raise ConfigError(f"stages: kinds must come in the order {' -> '.join(order)} (got {' -> '.join(kinds)})")
+            raise ConfigError(
+                f"stages: kinds must come in the order {' -> '.join(order)} (got {' -> '.join(kinds)})"
+            )
         if "dense" not in kinds:
             raise ConfigError("stages: a 'dense' stage (the seed: trained, or `init` with steps 0) is needed")
         if "moe" in kinds and "upcycle" not in kinds:
             raise ConfigError("stages: a 'moe' stage needs an 'upcycle' stage before it")
         moe, up = self.stage("moe"), self.stage("upcycle")
         if up is not None and up.lora_freeze_backbone and not up.lora_rank:
-            raise ConfigError(f"stages[{self.stages.index(up)}].lora_freeze_backbone: needs lora_rank > 0 (UpIT's "
-                              "LoRA experts; full experts would train the whole FFN anyway)")
-        if up is not None and any(up.variant(x).method == "upit" for x in up.labels()) and "tune" not in kinds:
-            raise ConfigError(f"stages[{self.stages.index(up)}].methods: upit needs a 'tune' stage (its "
-                              "intermediate checkpoints are upit's experts)")
+            raise ConfigError(
+                f"stages[{self.stages.index(up)}].lora_freeze_backbone: needs lora_rank > 0 (UpIT's "
+                "LoRA experts; full experts would train the whole FFN anyway)"
+            )
+        if (
+            up is not None
+            and any(up.variant(x).method == "upit" for x in up.labels())
+            and "tune" not in kinds
+        ):
+            raise ConfigError(
+                f"stages[{self.stages.index(up)}].methods: upit needs a 'tune' stage (its "
+                "intermediate checkpoints are upit's experts)"
+            )
         if moe is not None and up is not None:
             i = self.stages.index(moe)
             labels = up.labels()
@@ -200,8 +292,10 @@ class ExperimentConfig:
                     raise ConfigError(f"stages[{i}].methods[{j}]: {m!r} is not upcycled by the upcycle stage")
         cont = self.stage("continued")
         if cont is not None and cont.steps is None and "branch" not in kinds and "moe" not in kinds:
-            raise ConfigError("stages: a 'continued' stage without `steps` matches the tokens of the branch "
-                              "and moe stages; give `steps` or add them")
+            raise ConfigError(
+                "stages: a 'continued' stage without `steps` matches the tokens of the branch "
+                "and moe stages; give `steps` or add them"
+            )
 
     @staticmethod
     def _validate_variants(i: int, s: StageConfig) -> None:
@@ -216,7 +310,9 @@ class ExperimentConfig:
             if v.method not in METHODS:
                 raise ConfigError(f"{where}.method: {v.method!r} is not a method ({', '.join(METHODS)})")
             if v.match_flops_of and (v.match_flops_of == v.name or v.match_flops_of not in s.labels()):
-                raise ConfigError(f"{where}.match_flops_of: {v.match_flops_of!r} is not a method or variant of this stage")
+                raise ConfigError(
+                    f"{where}.match_flops_of: {v.match_flops_of!r} is not a method or variant of this stage"
+                )
             if v.attn_top_k is not None and v.attn_top_k < 0:
                 raise ConfigError(f"{where}.attn_top_k: must be 0 (soft) or a positive k, got {v.attn_top_k}")
 

@@ -47,8 +47,12 @@ def part_of(name: str) -> str:
 def groups_of(name: str) -> set[str]:
     """The freeze groups that hold parameter `name`."""
     part = part_of(name)
-    groups = {"router": {"routers"}, "ffn expert": {"experts"}, "attn expert": {"attention"},
-              "other": {"backbone"}}[part]
+    groups = {
+        "router": {"routers"},
+        "ffn expert": {"experts"},
+        "attn expert": {"attention"},
+        "other": {"backbone"},
+    }[part]
     if part == "other" and ".self_attn." in name:
         groups = groups | {"attention"}
     return groups

@@ -48,15 +48,19 @@ def _lm_eval() -> Any:
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise ConfigError("tasks: lm-evaluation-harness is not installed (pip install 'moelab[eval]')") from None
+        raise ConfigError(
+            "tasks: lm-evaluation-harness is not installed (pip install 'moelab[eval]')"
+        ) from None
     return lm_eval, HFLM, TaskManager
 
 
 def check_hf_tokenizer(ckpt: Path) -> None:
     """lm-eval feeds text through the checkpoint's Hugging Face tokenizer: refuse one without."""
     if detect(ckpt, load_config(ckpt).vocab_size).kind != "hf":
-        raise ConfigError(f"{ckpt}: a byte-level checkpoint has no Hugging Face tokenizer ({HF_FILE}), which "
-                          "lm-eval needs; evaluate it with --data (per-domain perplexity) instead")
+        raise ConfigError(
+            f"{ckpt}: a byte-level checkpoint has no Hugging Face tokenizer ({HF_FILE}), which "
+            "lm-eval needs; evaluate it with --data (per-domain perplexity) instead"
+        )
 
 
 def load_hf(ckpt: Path, device: str) -> tuple[Any, Any]:
@@ -67,7 +71,9 @@ def load_hf(ckpt: Path, device: str) -> tuple[Any, Any]:
 
     transformers.utils.logging.disable_progress_bar()  # the CLI's stderr is for its own lines
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True, dtype="float32")
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            ckpt, trust_remote_code=True, dtype="float32"
+        )
         tok = transformers.AutoTokenizer.from_pretrained(ckpt, trust_remote_code=True)
     except Exception as e:  # transformers raises many types; the first line says what is wrong
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -100,9 +106,21 @@ def run_harness(ckpt: Path, hc: HarnessConfig, device: str = "cpu", manager: Any
     lm_eval, HFLM, _ = _lm_eval()
     model, tok = load_hf(ckpt, device)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=hc.batch_size, device=device)
-    res = lm_eval.simple_evaluate(model=lm, tasks=list(hc.tasks), num_fewshot=hc.num_fewshot, limit=hc.limit,
-                                  task_manager=manager, log_samples=False)
-    scores = {task: {k: v for k, v in r.items() if k not in _LABELS and isinstance(v, (int, float))}
-              for task, r in res["results"].items()}
-    return {"tasks": scores, "num_fewshot": hc.num_fewshot, "limit": hc.limit,
-            "lm_eval_version": getattr(lm_eval, "__version__", "")}
+    res = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(hc.tasks),
+        num_fewshot=hc.num_fewshot,
+        limit=hc.limit,
+        task_manager=manager,
+        log_samples=False,
+    )
+    scores = {
+        task: {k: v for k, v in r.items() if k not in _LABELS and isinstance(v, (int, float))}
+        for task, r in res["results"].items()
+    }
+    return {
+        "tasks": scores,
+        "num_fewshot": hc.num_fewshot,
+        "limit": hc.limit,
+        "lm_eval_version": getattr(lm_eval, "__version__", ""),
+    }

@@ -93,11 +93,15 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
                 errors.append(e)
         if len(non_none) == 1:
             raise errors[0]
-        raise ConfigError(f"{_name(where)}: expected {' or '.join(_expected(a) for a in non_none)}, got {_describe(v)}")
+        raise ConfigError(
+            f"{_name(where)}: expected {' or '.join(_expected(a) for a in non_none)}, got {_describe(v)}"
+        )
     if origin is Literal:
         allowed = typing.get_args(tp)
         if v not in allowed:
-            raise ConfigError(f"{_name(where)}: expected one of {', '.join(repr(a) for a in allowed)}, got {_describe(v)}")
+            raise ConfigError(
+                f"{_name(where)}: expected one of {', '.join(repr(a) for a in allowed)}, got {_describe(v)}"
+            )
         return v
     if origin is list:
         if not isinstance(v, list):

@@ -58,10 +58,19 @@ class Pipeline:
 
     def _train_config(self, stage: StageConfig, run_id: str, kind: str, **kw: Any) -> TrainConfig:
         h = stage.hyper(self.exp.defaults)
-        return TrainConfig(**{k: getattr(h, k) for k in HYPER_FIELDS},
-                           run_id=run_id, out=str(self.out), stage=kind, experiment=self.exp.name,
-                           data=self.exp.data, device=self.exp.device, seed=self.exp.seed, threads=self.exp.threads,
-                           loggers=list(self.exp.loggers), **kw)
+        return TrainConfig(
+            **{k: getattr(h, k) for k in HYPER_FIELDS},
+            run_id=run_id,
+            out=str(self.out),
+            stage=kind,
+            experiment=self.exp.name,
+            data=self.exp.data,
+            device=self.exp.device,
+            seed=self.exp.seed,
+            threads=self.exp.threads,
+            loggers=list(self.exp.loggers),
+            **kw,
+        )
 
     def _train(self, cfg: TrainConfig) -> Path | None:
         """Trains one run; None when it stopped (the pipeline then stops too)."""
@@ -95,7 +104,11 @@ class Pipeline:
         labels = up.labels() if up else []
         variants = {x: up.variant(x) for x in labels} if up else {}
         # A variant that only trains differently (no upcycle setting of its own) shares its method's checkpoint.
-        shares = {x: v.method for x, v in variants.items() if x != v.method and v.attn_top_k is None and v.method in labels}
+        shares = {
+            x: v.method
+            for x, v in variants.items()
+            if x != v.method and v.attn_top_k is None and v.method in labels
+        }
         up_ids = {x: self.run_id(up, "upcycle", shares.get(x, x)) for x in labels} if up else {}
         moe_labels = (moe.methods or labels) if moe else []
         moe_ids = {x: self.run_id(moe, "moe", x) for x in moe_labels} if moe else {}
@@ -123,7 +136,9 @@ class Pipeline:
         branches: dict[str, Path] = {}
         for d, bid in branch_ids.items():
             assert branch is not None
-            ck = self._train(self._train_config(branch, bid, "branch", init=str(seed), domains=[d], parents=[seed_id]))
+            ck = self._train(
+                self._train_config(branch, bid, "branch", init=str(seed), domains=[d], parents=[seed_id])
+            )
             if ck is None:
                 return r
             branches[d] = r.checkpoints[f"branch-{d}"] = ck
@@ -152,8 +167,14 @@ class Pipeline:
             if ck is None:
                 return r
             r.checkpoints["dense-continued"] = ck
-            self._budget("dense-continued", cont, 0, steps=steps, run_id=cont_id,
-                         match="tokens of the branches + one MoE run" if cont.steps is None else "")
+            self._budget(
+                "dense-continued",
+                cont,
+                0,
+                steps=steps,
+                run_id=cont_id,
+                match="tokens of the branches + one MoE run" if cont.steps is None else "",
+            )
         # 3. upcycle: one MoE checkpoint per method and variant
         upcycled: dict[str, Path] = {}
         for x, uid in up_ids.items():
@@ -162,9 +183,15 @@ class Pipeline:
                 continue
             v = variants[x]
             experts = tuned if v.method == "upit" else list(branches.values())
-            ck = self._upcycle(up, v, uid, seed, experts,
-                               self._up_parents(v.method, seed_id, list(branch_ids.values()), tune_id),
-                               n_others=len(branches) + (1 if up.keep_seed else 0))
+            ck = self._upcycle(
+                up,
+                v,
+                uid,
+                seed,
+                experts,
+                self._up_parents(v.method, seed_id, list(branch_ids.values()), tune_id),
+                n_others=len(branches) + (1 if up.keep_seed else 0),
+            )
             if ck is not None:
                 upcycled[x] = r.checkpoints[f"upcycle-{x}"] = ck
         for x, m in shares.items():
@@ -177,7 +204,8 @@ class Pipeline:
             if x not in upcycled:
                 r.failures.setdefault(mid, f"no upcycled checkpoint for {x}")
                 RunDir(self.out / mid, mid, "moe", method=v.method, experiment=exp.name).set_status(
-                    "failed", f"upcycle stage {up_ids.get(x, x)} did not produce a checkpoint")
+                    "failed", f"upcycle stage {up_ids.get(x, x)} did not produce a checkpoint"
+                )
                 continue
             h = moe.hyper(exp.defaults)
             steps, match = h.steps, ""
@@ -189,8 +217,16 @@ class Pipeline:
                 # The count the trainer adds up in run.json's "flops" (models/flops.py): a step of one costs ratio × the other's.
                 ratio = self._step_flops(target) / self._step_flops(upcycled[x])
                 steps, match = math.ceil(h.steps * ratio), f"training FLOPs of {v.match_flops_of}"
-            cfg = self._train_config(moe, mid, "moe", init=str(upcycled[x]), method=v.method, parents=[up_ids[x]],
-                                     capacity_factor=moe.capacity_factor, router_jitter_noise=moe.router_jitter_noise)
+            cfg = self._train_config(
+                moe,
+                mid,
+                "moe",
+                init=str(upcycled[x]),
+                method=v.method,
+                parents=[up_ids[x]],
+                capacity_factor=moe.capacity_factor,
+                router_jitter_noise=moe.router_jitter_noise,
+            )
             cfg.steps = steps
             if v.method == "upit" and up is not None and up.lora_rank and up.lora_freeze_backbone:
                 cfg.freeze = [*cfg.freeze, *(["backbone"] if "backbone" not in cfg.freeze else [])]
@@ -203,7 +239,9 @@ class Pipeline:
             if ck is None:
                 return r
             r.checkpoints[x] = ck
-            before = {"sparse": 0, "upit": r.budgets.get("tune", {}).get("tokens", 0)}.get(v.method, branch_tokens)
+            before = {"sparse": 0, "upit": r.budgets.get("tune", {}).get("tokens", 0)}.get(
+                v.method, branch_tokens
+            )
             self._budget(x, moe, before, steps=steps, run_id=mid, match=match or "tokens")
         # 5. eval
         ev = exp.stage("eval")
@@ -219,15 +257,25 @@ class Pipeline:
     def _step_flops(self, ckpt: Path) -> float:
         return train_flops(load_config(ckpt), 1, self.exp.data.seq_len)
 
-    def _budget(self, label: str, stage: StageConfig, before: int, steps: int | None = None,
-                run_id: str = "", match: str = "") -> None:
+    def _budget(
+        self,
+        label: str,
+        stage: StageConfig,
+        before: int,
+        steps: int | None = None,
+        run_id: str = "",
+        match: str = "",
+    ) -> None:
         """What a model's training cost: its own run's tokens, the tokens spent after the seed on the
         way to it (branches or UpIT's fine-tuning run, then its own run), and the training FLOPs its
         run executed (run.json's "flops")."""
         h = stage.hyper(self.exp.defaults)
         tokens = self._tokens(h, steps)
-        b: dict[str, Any] = {"steps": h.steps if steps is None else steps, "tokens": tokens,
-                             "tokens_after_seed": 0 if label == "seed" else before + tokens}
+        b: dict[str, Any] = {
+            "steps": h.steps if steps is None else steps,
+            "tokens": tokens,
+            "tokens_after_seed": 0 if label == "seed" else before + tokens,
+        }
         flops = (read_run_json(self.out / run_id) or {}).get("flops") if run_id else None
         if flops is not None:
             b["train_flops"] = flops
@@ -239,8 +287,16 @@ class Pipeline:
     def _up_parents(method: str, seed_id: str, branch_ids: list[str], tune_id: str) -> list[str]:
         return [seed_id, tune_id] if method == "upit" else [seed_id, *branch_ids]
 
-    def _upcycle(self, stage: StageConfig, variant: Variant, run_id: str, seed: Path, experts: list[Path],
-                 parents: list[str], n_others: int = 0) -> Path | None:
+    def _upcycle(
+        self,
+        stage: StageConfig,
+        variant: Variant,
+        run_id: str,
+        seed: Path,
+        experts: list[Path],
+        parents: list[str],
+        n_others: int = 0,
+    ) -> Path | None:
         method = variant.method
         attn_top_k = stage.attn_top_k if variant.attn_top_k is None else variant.attn_top_k
         path = self.out / run_id
@@ -254,28 +310,56 @@ class Pipeline:
             n = len(experts) + (1 if stage.keep_seed else 0)  # as many experts as the other methods
         if method == "upit" and n is None:
             n = max(n_others, len(experts))  # as many as the others: the genetic step adds the rest
-        opts = UpcycleOptions(method=method, seed=seed, experts=[] if method == "sparse" else experts, out=out,
-                              num_experts=n, top_k=stage.top_k, attn_top_k=attn_top_k,
-                              router_seed=stage.router_seed, moe_layers=stage.moe_layers,
-                              router_init=stage.router_init,
-                              keep_seed=stage.keep_seed and method not in ("sparse", "upit"),
-                              overwrite=True, lora_rank=stage.lora_rank if method == "upit" else 0,
-                              dare_drop=stage.dare_drop, merge_seed=stage.router_seed,
-                              capacity_factor=stage.capacity_factor or 0.0,
-                              router_jitter_noise=stage.router_jitter_noise or 0.0,
-                              router_weights=stage.router_weights)
-        rd = RunDir(path, run_id, "upcycle", method=method, parents=parents, experiment=self.exp.name,
-                    config=jsoncfg.to_dict(opts) | {"seed": str(seed), "experts": [str(e) for e in opts.experts],
-                                                    "out": str(out)})
+        opts = UpcycleOptions(
+            method=method,
+            seed=seed,
+            experts=[] if method == "sparse" else experts,
+            out=out,
+            num_experts=n,
+            top_k=stage.top_k,
+            attn_top_k=attn_top_k,
+            router_seed=stage.router_seed,
+            moe_layers=stage.moe_layers,
+            router_init=stage.router_init,
+            keep_seed=stage.keep_seed and method not in ("sparse", "upit"),
+            overwrite=True,
+            lora_rank=stage.lora_rank if method == "upit" else 0,
+            dare_drop=stage.dare_drop,
+            merge_seed=stage.router_seed,
+            capacity_factor=stage.capacity_factor or 0.0,
+            router_jitter_noise=stage.router_jitter_noise or 0.0,
+            router_weights=stage.router_weights,
+        )
+        rd = RunDir(
+            path,
+            run_id,
+            "upcycle",
+            method=method,
+            parents=parents,
+            experiment=self.exp.name,
+            config=jsoncfg.to_dict(opts)
+            | {"seed": str(seed), "experts": [str(e) for e in opts.experts], "out": str(out)},
+        )
         rd.set_status("running")
         try:
             ck = upcycle(opts)  # carries the seed's tokenizer and generation files along
             data = self.exp.data  # the seed set is a fraction of the tuning data
             if method == "upit" or stage.router_init == "hidden":
-                preoptimize_checkpoint(Path(ck), PreoptConfig(
-                    data=",".join(s.domain for s in data.sources), fraction=stage.router_fraction,
-                    min_samples=stage.router_min_samples, steps=stage.router_steps, seq_len=data.seq_len,
-                    seed=stage.router_seed, init=stage.router_init, train=method == "upit"), _log_as(run_id), data)
+                preoptimize_checkpoint(
+                    Path(ck),
+                    PreoptConfig(
+                        data=",".join(s.domain for s in data.sources),
+                        fraction=stage.router_fraction,
+                        min_samples=stage.router_min_samples,
+                        steps=stage.router_steps,
+                        seq_len=data.seq_len,
+                        seed=stage.router_seed,
+                        init=stage.router_init,
+                        train=method == "upit",
+                    ),
+                    _log_as(run_id),
+                    data,
+                )
         except Exception as e:  # one method failing must not stop the others
             msg = str(e) or type(e).__name__
             rd.set_status("failed", msg)
@@ -302,19 +386,26 @@ class Pipeline:
                 return done
             except (OSError, ValueError):
                 pass  # evaluate again
-        rd = RunDir(self.out / run_id, run_id, "eval", parents=[seed_id], experiment=self.exp.name, config=config)
+        rd = RunDir(
+            self.out / run_id, run_id, "eval", parents=[seed_id], experiment=self.exp.name, config=config
+        )
         rd.set_status("running")
         device = resolve_device(self.exp.device)
         results: dict[str, Any] = {}
         try:
             for label, ck in models.items():
                 _log(f"[{run_id}] evaluating {label}")
-                results[label] = evaluate_checkpoint(ck, self.exp.data, h.batch_size, h.eval_batches, device,
-                                                     harness=harness)
+                results[label] = evaluate_checkpoint(
+                    ck, self.exp.data, h.batch_size, h.eval_batches, device, harness=harness
+                )
         except Exception as e:
             rd.set_status("failed", str(e))
             raise
-        out = {"experiment": self.exp.name, "domains": [s.domain for s in self.exp.data.sources], "models": results}
+        out = {
+            "experiment": self.exp.name,
+            "domains": [s.domain for s in self.exp.data.sources],
+            "models": results,
+        }
         write_json_atomic(rd.file("eval.json"), out)
         rd.set_status("done")
         return out
@@ -324,8 +415,10 @@ def format_table(ev: dict[str, Any]) -> str:
     """Per-domain and average perplexity, one row per model."""
     domains = ev["domains"]
     head = ["model", *domains, "average"]
-    rows = [[label, *(f"{m['domains'][d]['ppl']:.3f}" for d in domains), f"{m['average']['ppl']:.3f}"]
-            for label, m in ev["models"].items()]
+    rows = [
+        [label, *(f"{m['domains'][d]['ppl']:.3f}" for d in domains), f"{m['average']['ppl']:.3f}"]
+        for label, m in ev["models"].items()
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
 
     def line(cells: list[str]) -> str:

@@ -30,8 +30,10 @@ class Progress:
         done = step - self.start
         rate = done / max(1e-9, time.monotonic() - self.t0)
         eta = (self.total - step) / rate if rate > 0 else 0.0
-        line = (f"[{self.label}] step {step}/{self.total} {100 * step // self.total:3d}% | loss {loss:.4f} | "
-                f"{tokens_per_s / 1000:.1f}k tok/s | ETA {_hms(eta)}")
+        line = (
+            f"[{self.label}] step {step}/{self.total} {100 * step // self.total:3d}% | loss {loss:.4f} | "
+            f"{tokens_per_s / 1000:.1f}k tok/s | ETA {_hms(eta)}"
+        )
         if self.tty:
             now = time.monotonic()
             if now - self._drawn < 0.1 and step != self.total:

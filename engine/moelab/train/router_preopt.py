@@ -67,21 +67,29 @@ class PreoptConfig:
         """`entries`: check that `data` names files or synthetic domains (not when a caller gives
         the DataConfig itself, as the pipeline does)."""
         if not self.data.strip():
-            raise ConfigError("--router-data: empty (give synthetic domains like code,math or a .txt/.jsonl file)")
+            raise ConfigError(
+                "--router-data: empty (give synthetic domains like code,math or a .txt/.jsonl file)"
+            )
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"--router-fraction {self.fraction}: must be in (0, 1]")
         if self.min_samples < 4:
-            raise ConfigError(f"--router-min-samples {self.min_samples}: at least 4 (some train, some held out)")
+            raise ConfigError(
+                f"--router-min-samples {self.min_samples}: at least 4 (some train, some held out)"
+            )
         if not 0.0 < self.heldout < 1.0:
             raise ConfigError(f"router pre-optimization heldout {self.heldout}: must be in (0, 1)")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"--router-alpha {self.alpha}: must be in [0, 1]")
         if self.steps < 0 or self.batch_size < 1 or self.seq_len < 2:
-            raise ConfigError("router pre-optimization: steps >= 0, batch_size >= 1 and seq_len >= 2 are needed")
+            raise ConfigError(
+                "router pre-optimization: steps >= 0, batch_size >= 1 and seq_len >= 2 are needed"
+            )
         for entry in self.entries() if entries else []:
             if not Path(entry).expanduser().exists() and entry not in synthetic.GENERATORS:
-                raise ConfigError(f"--router-data {entry!r}: neither a file nor a synthetic domain "
-                                  f"({', '.join(synthetic.DOMAINS)})")
+                raise ConfigError(
+                    f"--router-data {entry!r}: neither a file nor a synthetic domain "
+                    f"({', '.join(synthetic.DOMAINS)})"
+                )
 
     def entries(self) -> list[str]:
         return [e.strip() for e in self.data.split(",") if e.strip()]
@@ -99,7 +107,9 @@ def tuning_data(entries: list[str], seq_len: int) -> DataConfig:
         if e in synthetic.GENERATORS and not path.exists():
             sources.append(DataSource(e))
         else:
-            sources.append(DataSource(domain=e, kind="jsonl" if path.suffix == ".jsonl" else "text", path=str(path)))
+            sources.append(
+                DataSource(domain=e, kind="jsonl" if path.suffix == ".jsonl" else "text", path=str(path))
+            )
     return DataConfig(sources=sources, seq_len=seq_len)
 
 
@@ -110,10 +120,15 @@ class SeedSet:
     by_fraction: int  # ceil(fraction · tuning_windows), before the minimum
 
     def describe(self, cfg: PreoptConfig) -> str:
-        why = (f"{cfg.fraction:.2%} of" if len(self.windows) == self.by_fraction else
-               f"the minimum {cfg.min_samples} ({cfg.fraction:.2%} would be {self.by_fraction}) of")
-        return f"seed set: {len(self.windows)} windows of {self.windows.shape[1] - 1} tokens, {why} the " \
-               f"{self.tuning_windows} windows of tuning data"
+        why = (
+            f"{cfg.fraction:.2%} of"
+            if len(self.windows) == self.by_fraction
+            else f"the minimum {cfg.min_samples} ({cfg.fraction:.2%} would be {self.by_fraction}) of"
+        )
+        return (
+            f"seed set: {len(self.windows)} windows of {self.windows.shape[1] - 1} tokens, {why} the "
+            f"{self.tuning_windows} windows of tuning data"
+        )
 
 
 def draw_seed_set(data: DataConfig, tok: Tokenizer, fraction: float, min_samples: int, seed: int) -> SeedSet:
@@ -149,6 +164,7 @@ def ffn_routers(model: MoELabForCausalLM) -> list[torch.nn.Linear]:
 @contextmanager
 def forced_expert(model: MoELabForCausalLM, expert: int) -> Iterator[None]:
     """Every FFN router sends every token to `expert` alone: the MoE computes that expert's model."""
+
     def force(_m: torch.nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:
         forced = torch.full_like(out, -FORCED)
         forced[..., expert] = 0.0
@@ -188,8 +204,9 @@ def expert_losses(model: MoELabForCausalLM, windows: torch.Tensor, batch_size: i
     return out
 
 
-def dense_expert_losses(pool: Pool, windows: torch.Tensor, batch_size: int,
-                        progress: Callable[[str], None] | None = None) -> torch.Tensor:
+def dense_expert_losses(
+    pool: Pool, windows: torch.Tensor, batch_size: int, progress: Callable[[str], None] | None = None
+) -> torch.Tensor:
     """[samples, experts] mean token loss of each expert's dense model, built and evaluated one at a time."""
     out = torch.empty(len(windows), len(pool))
     for e in range(len(pool)):
@@ -208,7 +225,11 @@ def router_predictions(model: MoELabForCausalLM, windows: torch.Tensor, batch_si
     for s in _batches(len(windows), batch_size):
         w = windows[s]
         out = model(w[:, :-1])
-        ffn = [r.logits.float().view(len(w), -1, r.logits.shape[-1]) for r in out.router_logits if r.kind == "ffn"]
+        ffn = [
+            r.logits.float().view(len(w), -1, r.logits.shape[-1])
+            for r in out.router_logits
+            if r.kind == "ffn"
+        ]
         preds.append(torch.stack(ffn).mean(dim=(0, 2)).argmax(-1))
     return torch.cat(preds)
 
@@ -221,13 +242,17 @@ def accuracy(model: MoELabForCausalLM, windows: torch.Tensor, labels: torch.Tens
 
 
 @torch.no_grad()
-def hidden_init(model: MoELabForCausalLM, windows: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
+def hidden_init(
+    model: MoELabForCausalLM, windows: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> None:
     """Router row i = normalised (mean router input of samples labelled i - mean over all samples);
     experts no sample chose keep their row."""
     routers = ffn_routers(model)
     inputs: list[list[torch.Tensor]] = [[] for _ in routers]
-    hooks = [g.register_forward_pre_hook(lambda _m, a, i=i: inputs[i].append(a[0].detach().float()))
-             for i, g in enumerate(routers)]
+    hooks = [
+        g.register_forward_pre_hook(lambda _m, a, i=i: inputs[i].append(a[0].detach().float()))
+        for i, g in enumerate(routers)
+    ]
     try:
         for s in _batches(len(windows), batch_size):
             w = windows[s]
@@ -246,7 +271,9 @@ def hidden_init(model: MoELabForCausalLM, windows: torch.Tensor, labels: torch.T
                 gate.weight[e] = (v / v.norm().clamp_min(1e-12)).to(gate.weight.dtype)
 
 
-def train_routers(model: MoELabForCausalLM, windows: torch.Tensor, labels: torch.Tensor, cfg: PreoptConfig) -> list[float]:
+def train_routers(
+    model: MoELabForCausalLM, windows: torch.Tensor, labels: torch.Tensor, cfg: PreoptConfig
+) -> list[float]:
     """α·L_lm + (1-α)·BCE(sigmoid(h·rᵢ), labelᵢ), gradients to the FFN routers only. Returns the losses."""
     routers = ffn_routers(model)
     frozen = [(p, p.requires_grad) for p in model.parameters()]
@@ -267,8 +294,13 @@ def train_routers(model: MoELabForCausalLM, windows: torch.Tensor, labels: torch
             out = model(w[:, :-1])
             lm = F.cross_entropy(out.logits.float().transpose(1, 2), w[:, 1:])
             target = F.one_hot(lab, n_experts).float().repeat_interleave(w.shape[1] - 1, dim=0)
-            bce = torch.stack([F.binary_cross_entropy_with_logits(r.logits.float(), target)
-                               for r in out.router_logits if r.kind == "ffn"]).mean()
+            bce = torch.stack(
+                [
+                    F.binary_cross_entropy_with_logits(r.logits.float(), target)
+                    for r in out.router_logits
+                    if r.kind == "ffn"
+                ]
+            ).mean()
             loss = cfg.alpha * lm + (1.0 - cfg.alpha) * bce
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -281,16 +313,23 @@ def train_routers(model: MoELabForCausalLM, windows: torch.Tensor, labels: torch
     return losses
 
 
-def preoptimize(model: MoELabForCausalLM, windows: torch.Tensor, cfg: PreoptConfig, dense: Pool | None = None,
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def preoptimize(
+    model: MoELabForCausalLM,
+    windows: torch.Tensor,
+    cfg: PreoptConfig,
+    dense: Pool | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Labels the seed set (by the experts' dense models in `dense`, else by the MoE with one forced
     expert), initialises and/or trains the routers in place; returns the record."""
     routers = ffn_routers(model)
     if not routers:
         raise ConfigError("router pre-optimization: the model has no FFN router")
     if dense is not None and len(dense) != routers[0].out_features:
-        raise ConfigError(f"router pre-optimization: the record names {len(dense)} experts but the MoE has "
-                          f"{routers[0].out_features}")
+        raise ConfigError(
+            f"router pre-optimization: the record names {len(dense)} experts but the MoE has "
+            f"{routers[0].out_features}"
+        )
     model.eval()
     n_held = max(1, round(len(windows) * cfg.heldout))
     train_w, held_w = windows[n_held:], windows[:n_held]
@@ -323,8 +362,12 @@ def preoptimize(model: MoELabForCausalLM, windows: torch.Tensor, cfg: PreoptConf
     }
 
 
-def preoptimize_checkpoint(ckpt: Path, cfg: PreoptConfig, progress: Callable[[str], None] | None = None,
-                           data: DataConfig | None = None) -> dict[str, Any]:
+def preoptimize_checkpoint(
+    ckpt: Path,
+    cfg: PreoptConfig,
+    progress: Callable[[str], None] | None = None,
+    data: DataConfig | None = None,
+) -> dict[str, Any]:
     """Runs `preoptimize` on an upcycled checkpoint and rewrites it atomically, with the record in
     config.json's moelab.router_preopt (next to the method's provenance). The seed set is drawn
     from `data` (the pipeline passes its experiment's), else from cfg.data's entries."""
@@ -335,8 +378,9 @@ def preoptimize_checkpoint(ckpt: Path, cfg: PreoptConfig, progress: Callable[[st
     model = load_checkpoint(ckpt)
     tok = load_tokenizer(ckpt, model.config.vocab_size, model.config.eos_token_id)
     torch.manual_seed(cfg.seed)
-    seed_set = draw_seed_set(data or tuning_data(cfg.entries(), cfg.seq_len), tok, cfg.fraction, cfg.min_samples,
-                              cfg.seed)
+    seed_set = draw_seed_set(
+        data or tuning_data(cfg.entries(), cfg.seq_len), tok, cfg.fraction, cfg.min_samples, cfg.seed
+    )
     windows = seed_set.windows
     say(f"{seed_set.describe(cfg)} ({cfg.data})")
     meta = dict(hf.get("moelab") or {})
@@ -345,8 +389,10 @@ def preoptimize_checkpoint(ckpt: Path, cfg: PreoptConfig, progress: Callable[[st
     dense = dense_pool(meta) if meta.get("method") == "upit" and "members" in meta else None
     record = preoptimize(model, windows, cfg, dense, say)
     record |= {"tuning_windows": seed_set.tuning_windows, "samples": len(windows)}
-    say(f"labels {record['label_counts']}; held-out labelling accuracy {record['heldout_accuracy_before']:.3f} "
-        f"-> {record['heldout_accuracy_after']:.3f}")
+    say(
+        f"labels {record['label_counts']}; held-out labelling accuracy {record['heldout_accuracy_before']:.3f} "
+        f"-> {record['heldout_accuracy_after']:.3f}"
+    )
     meta["router_preopt"] = record
     dtype = getattr(torch, str(hf.get("torch_dtype") or "float32"), torch.float32)
     with atomic_dir(ckpt, overwrite=True) as tmp:
@@ -354,7 +400,10 @@ def preoptimize_checkpoint(ckpt: Path, cfg: PreoptConfig, progress: Callable[[st
         # The architecture is unchanged: keep the surgery's config.json (dtype fields included).
         (tmp / "config.json").write_text(json.dumps({**hf, "moelab": meta}, indent=2) + "\n")
         for f in ckpt.iterdir():  # tokenizer and anything else beside the weights
-            if f.is_file() and not f.name.endswith(".safetensors") and f.name not in (
-                    "config.json", "model.safetensors.index.json", REMOTE_CODE_FILE):
+            if (
+                f.is_file()
+                and not f.name.endswith(".safetensors")
+                and f.name not in ("config.json", "model.safetensors.index.json", REMOTE_CODE_FILE)
+            ):
                 shutil.copyfile(f, tmp / f.name)
     return record

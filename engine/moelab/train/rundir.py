@@ -39,8 +39,18 @@ def read_run_json(run_dir: Path) -> dict[str, Any] | None:
 class RunDir:
     """One run's directory and its run.json."""
 
-    def __init__(self, path: Path, run_id: str, stage: str, *, method: str = "", parents: list[str] | None = None,
-                 config: dict[str, Any] | None = None, experiment: str = "", total_steps: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        run_id: str,
+        stage: str,
+        *,
+        method: str = "",
+        parents: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        experiment: str = "",
+        total_steps: int = 0,
+    ) -> None:
         assert stage in STAGES, stage
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -94,9 +104,16 @@ def mark_queued(run_dir: Path, raw_config: dict[str, Any], run_id: str, job_id: 
     if read_run_json(run_dir) is not None:
         return False
     stage = raw_config.get("stage", "dense")
-    rd = RunDir(run_dir, run_id, stage if stage in STAGES else "dense", method=str(raw_config.get("method") or ""),
-                parents=list(raw_config.get("parents") or []), config=raw_config,
-                experiment=str(raw_config.get("experiment") or ""), total_steps=int(raw_config.get("steps") or 0))
+    rd = RunDir(
+        run_dir,
+        run_id,
+        stage if stage in STAGES else "dense",
+        method=str(raw_config.get("method") or ""),
+        parents=list(raw_config.get("parents") or []),
+        config=raw_config,
+        experiment=str(raw_config.get("experiment") or ""),
+        total_steps=int(raw_config.get("steps") or 0),
+    )
     rd.info.update(pid=None, slurm_job_id=job_id)  # the submitting process is not the run's
     rd.save()
     return True

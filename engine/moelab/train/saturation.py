@@ -46,8 +46,13 @@ class SaturationProbe:
         history.setdefault("topk", {})  # (layer, kind) -> one [tokens, k] tensor per logged step
 
     @torch.no_grad()
-    def record(self, model: MoELabForCausalLM, inputs: torch.Tensor, step: int,
-               autocast: contextlib.AbstractContextManager | None = None) -> None:
+    def record(
+        self,
+        model: MoELabForCausalLM,
+        inputs: torch.Tensor,
+        step: int,
+        autocast: contextlib.AbstractContextManager | None = None,
+    ) -> None:
         if inputs.numel() == 0:
             return
         was_training = model.training
@@ -72,5 +77,7 @@ class SaturationProbe:
             k = per_step[-1].shape[-1]
             for step, idx in zip(steps, per_step):
                 kept = (top_k_mask(idx, experts) * final).sum() / (final.shape[0] * k)
-                out.append({"step": step, "layer": layer, "router": kind, "saturation": round(float(kept), 5)})
+                out.append(
+                    {"step": step, "layer": layer, "router": kind, "saturation": round(float(kept), 5)}
+                )
         return out

@@ -40,8 +40,9 @@ def role(label: str, methods: list[str]) -> str:
     return "method" if label in methods else "variant"
 
 
-def summarize_setting(name: str, block: str, seeds: list[int], runs: list[str], evals: list[dict[str, Any]],
-                      methods: list[str]) -> dict[str, Any]:
+def summarize_setting(
+    name: str, block: str, seeds: list[int], runs: list[str], evals: list[dict[str, Any]], methods: list[str]
+) -> dict[str, Any]:
     """One setting (a block type over its seeds) from each seed's eval (Pipeline's eval dict)."""
     domains = evals[0]["domains"]
     labels = list(dict.fromkeys(x for ev in evals for x in ev["models"]))
@@ -66,9 +67,17 @@ def _spread(values: list[float | None]) -> dict[str, Any]:
     return out | {"values": values}
 
 
-def study_doc(settings: list[dict[str, Any]], domains: list[str], quick: bool, seconds: float) -> dict[str, Any]:
-    return {"schema": SCHEMA, "kind": "moelab-study", "quick": quick, "seconds": round(seconds, 1),
-            "domains": domains, "settings": settings}
+def study_doc(
+    settings: list[dict[str, Any]], domains: list[str], quick: bool, seconds: float
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "kind": "moelab-study",
+        "quick": quick,
+        "seconds": round(seconds, 1),
+        "domains": domains,
+        "settings": settings,
+    }
 
 
 def format_setting(s: dict[str, Any], domains: list[str]) -> str:
@@ -78,25 +87,41 @@ def format_setting(s: dict[str, Any], domains: list[str]) -> str:
     for x, m in s["models"].items():
         b = m["budget"]
         flops = f"{b['train_flops']:.3g}" if "train_flops" in b else ""
-        rows.append([x, *(_pm(m["ppl"][d]) for d in [*domains, "average"]),
-                     f"{b.get('tokens_after_seed', 0):,}", flops, b.get("matched_to", "")])
+        rows.append(
+            [
+                x,
+                *(_pm(m["ppl"][d]) for d in [*domains, "average"]),
+                f"{b.get('tokens_after_seed', 0):,}",
+                flops,
+                b.get("matched_to", ""),
+            ]
+        )
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in (0, len(cells) - 1) else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in (0, len(cells) - 1) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     seeds = ",".join(map(str, s["seeds"]))
-    out = [f"{s['name']}: {s['block']} block, seed{'s' if len(s['seeds']) > 1 else ''} {seeds}, "
-           "average perplexity" + (" (mean ± std over seeds)" if len(s["seeds"]) > 1 else ""),
-           line(head), line(["-" * w for w in widths]), *(line(r) for r in rows), ""]
+    out = [
+        f"{s['name']}: {s['block']} block, seed{'s' if len(s['seeds']) > 1 else ''} {seeds}, "
+        "average perplexity" + (" (mean ± std over seeds)" if len(s["seeds"]) > 1 else ""),
+        line(head),
+        line(["-" * w for w in widths]),
+        *(line(r) for r in rows),
+        "",
+    ]
     for c in s["claims"]:
         out.append(f"{c['verdict']:<22}  {c['claim']} ({c['source']})")
         for p in c["comparisons"]:
             paper = "—" if p["paper_margin_pct"] is None else f"{p['paper_margin_pct']:+.1f} %"
             per_seed = ", ".join(f"{v:+.1f}" for v in p["margin_pct_per_seed"])
-            out.append(f"{'':24}{p['lower']} < {p['higher']}: ours {p['margin_pct']:+.2f} % "
-                       f"(per seed {per_seed}), paper {paper}")
+            out.append(
+                f"{'':24}{p['lower']} < {p['higher']}: ours {p['margin_pct']:+.2f} % "
+                f"(per seed {per_seed}), paper {paper}"
+            )
         if c.get("missing"):
             out.append(f"{'':24}not run: {', '.join(c['missing'])}")
     return "\n".join(out)

@@ -44,7 +44,9 @@ def scalars(rec: dict[str, Any]) -> dict[str, float]:
         if key in ("step", "split") or isinstance(value, bool):
             continue
         if key == "domain" and isinstance(value, dict):
-            out.update({f"{split}/domain/{d}": float(v) for d, v in value.items() if isinstance(v, int | float)})
+            out.update(
+                {f"{split}/domain/{d}": float(v) for d, v in value.items() if isinstance(v, int | float)}
+            )
         elif isinstance(value, int | float):
             out[f"{split}/{key}"] = float(value)
     return out
@@ -54,8 +56,10 @@ def _import(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ConfigError(f"loggers: {package!r} needs the {package} package ({e}); "
-                          f"install it with: pip install 'moelab[trackers]' (or pip install {package})") from None
+        raise ConfigError(
+            f"loggers: {package!r} needs the {package} package ({e}); "
+            f"install it with: pip install 'moelab[trackers]' (or pip install {package})"
+        ) from None
 
 
 class TensorBoardSink:
@@ -79,13 +83,23 @@ class TensorBoardSink:
 
 
 class WandbSink:
-    def __init__(self, run_path: Path, run_id: str, config: dict[str, Any], experiment: str, stage: str) -> None:
+    def __init__(
+        self, run_path: Path, run_id: str, config: dict[str, Any], experiment: str, stage: str
+    ) -> None:
         wandb = _import("wandb", "wandb")
         # console="off": W&B must not wrap the process's stdout/stderr, which the extension reads.
         try:
-            self.run = wandb.init(id=run_id, name=run_id, project=os.environ.get("WANDB_PROJECT", "moelab"),
-                                  group=experiment or None, job_type=stage, dir=str(run_path), config=config,
-                                  resume="allow", settings=wandb.Settings(console="off"))
+            self.run = wandb.init(
+                id=run_id,
+                name=run_id,
+                project=os.environ.get("WANDB_PROJECT", "moelab"),
+                group=experiment or None,
+                job_type=stage,
+                dir=str(run_path),
+                config=config,
+                resume="allow",
+                settings=wandb.Settings(console="off"),
+            )
         except wandb.errors.Error as e:  # no API key, a bad WANDB_* setting, ...: W&B's message is the cause
             raise ConfigError(f"loggers: wandb could not start the run: {' '.join(str(e).split())}") from None
 
@@ -124,8 +138,16 @@ class MetricsLog:
             sink.close()
 
 
-def open_sinks(loggers: list[str], run_path: Path, run_id: str, config: dict[str, Any], *, resume_step: int,
-               experiment: str = "", stage: str = "") -> list[_Sink]:
+def open_sinks(
+    loggers: list[str],
+    run_path: Path,
+    run_id: str,
+    config: dict[str, Any],
+    *,
+    resume_step: int,
+    experiment: str = "",
+    stage: str = "",
+) -> list[_Sink]:
     """The sinks `loggers` names, opened for the run directory `run_path` (closing any opened
     before a failure)."""
     sinks: list[_Sink] = []

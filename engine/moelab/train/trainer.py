@@ -128,9 +128,18 @@ class Trainer:
         self.dist = distributed.setup(resolve_device(cfg.device), cfg.parallel)  # a no-op outside torchrun
         self.dist.check_batch(cfg.batch_size)
         self.device = self.dist.device  # cuda:LOCAL_RANK under torchrun
-        self.rd = self.dist.guard_run_dir(RunDir(run_path, cfg.run_id, cfg.stage, method=cfg.method,
-                          parents=cfg.parents, config=jsoncfg.to_dict(cfg), experiment=cfg.experiment,
-                          total_steps=cfg.steps))
+        self.rd = self.dist.guard_run_dir(
+            RunDir(
+                run_path,
+                cfg.run_id,
+                cfg.stage,
+                method=cfg.method,
+                parents=cfg.parents,
+                config=jsoncfg.to_dict(cfg),
+                experiment=cfg.experiment,
+                total_steps=cfg.steps,
+            )
+        )
         self.ckpt_root = run_path / "checkpoints"
         self.resume_from = ck.latest_checkpoint(self.ckpt_root)
         self.source: Path | None = None
@@ -163,7 +172,9 @@ class Trainer:
         meta.update({"run_id": cfg.run_id, "stage": cfg.stage})
         if model.config.moe is not None:
             # The α and β this MoE trained with: an export to Mixtral maps α to router_aux_loss_coef.
-            meta.update({"load_balancing": jsoncfg.to_dict(cfg.load_balancing), "z_loss": jsoncfg.to_dict(cfg.z_loss)})
+            meta.update(
+                {"load_balancing": jsoncfg.to_dict(cfg.load_balancing), "z_loss": jsoncfg.to_dict(cfg.z_loss)}
+            )
         if cfg.method:
             meta.setdefault("method", cfg.method)
         return model.train(), tok, meta
@@ -173,9 +184,13 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
-                                 fused=self.device.type == "cuda")
+        groups = [
+            {"params": decay, "weight_decay": self.cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(
+            groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=self.device.type == "cuda"
+        )
 
     # ---- the loop -------------------------------------------------------------------------------
 
@@ -199,17 +214,21 @@ class Trainer:
         weights = {s.domain: s.weight for s in cfg.data.sources}
         if cfg.domains:
             weights = {d: (w if d in cfg.domains else 0.0) for d, w in weights.items()}
-        sampler = MixtureSampler({d: t.train for d, t in domains.items()}, weights, cfg.data.seq_len,
-                                 cfg.batch_size, cfg.data.seed)
-        eval_sets = {d: eval_windows(t.eval, cfg.data.seq_len, cfg.eval_batches * cfg.batch_size)
-                     for d, t in domains.items()}
+        sampler = MixtureSampler(
+            {d: t.train for d, t in domains.items()}, weights, cfg.data.seq_len, cfg.batch_size, cfg.data.seed
+        )
+        eval_sets = {
+            d: eval_windows(t.eval, cfg.data.seq_len, cfg.eval_batches * cfg.batch_size)
+            for d, t in domains.items()
+        }
         fwd = self.dist.wrap(model)  # DDP for training steps; `model` for eval and checkpoints
         optimizer = self._optimizer(model)  # after `wrap`: FSDP replaces the parameters with shards
         main = self.dist.is_main  # only rank 0 writes the run directory
         metrics_path, routing_path = run.file("metrics.jsonl"), run.file("routing.jsonl")
         if self.resume_from is not None:
-            state = ck.load_trainer_state(self.resume_from, optimizer,
-                                          partial(self.dist.load_optimizer_state, model, optimizer))
+            state = ck.load_trainer_state(
+                self.resume_from, optimizer, partial(self.dist.load_optimizer_state, model, optimizer)
+            )
             if main:
                 truncate_after(metrics_path, state.step)
                 # Saturation records are written at the end from the final routing: a run killed
@@ -231,14 +250,31 @@ class Trainer:
         run.info["flops"] = state.flops
         run.set_status("running")
         # Rank 0 keeps the probe's history, but under FSDP its forward pass needs every rank.
-        probe = (SaturationProbe(state.probe) if model.config.moe is not None and (main or self.dist.sharded)
-                 else None)
+        probe = (
+            SaturationProbe(state.probe)
+            if model.config.moe is not None and (main or self.dist.sharded)
+            else None
+        )
         probe_inputs = probe_batch(eval_sets)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                    else contextlib.nullcontext())
-        metrics = self.dist.main_only(lambda: MetricsLog(metrics_path, open_sinks(
-            cfg.loggers, run.path, cfg.run_id, jsoncfg.to_dict(cfg), resume_step=state.step,
-            experiment=cfg.experiment, stage=cfg.stage)))
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        metrics = self.dist.main_only(
+            lambda: MetricsLog(
+                metrics_path,
+                open_sinks(
+                    cfg.loggers,
+                    run.path,
+                    cfg.run_id,
+                    jsoncfg.to_dict(cfg),
+                    resume_step=state.step,
+                    experiment=cfg.experiment,
+                    stage=cfg.stage,
+                ),
+            )
+        )
         routing_log = self.dist.main_only(lambda: JsonlWriter(routing_path))
         progress = Progress(cfg.run_id, cfg.steps, state.step) if not self.quiet and main else None
         last_ckpt = self.resume_from
@@ -260,15 +296,22 @@ class Trainer:
                         batch = batch.to(self.device)
                         with autocast, self.dist.no_sync(fwd, micro == cfg.grad_accum - 1):
                             out = fwd(batch[:, :-1])
-                        tok_loss = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]),
-                                                   batch[:, 1:].reshape(-1), reduction="none").view(len(rows), -1)
+                        tok_loss = F.cross_entropy(
+                            out.logits.float().reshape(-1, out.logits.shape[-1]),
+                            batch[:, 1:].reshape(-1),
+                            reduction="none",
+                        ).view(len(rows), -1)
                         ce = tok_loss.mean()
                         if cfg.debug_nan_at_step and step + 1 == cfg.debug_nan_at_step:
                             ce = ce * float("nan")
                         aux = ce.new_zeros(())
                         for r in out.router_logits:
                             lb, z = load_balancing_loss(r), z_loss(r)
-                            aux = aux + getattr(cfg.load_balancing, r.kind) * lb + getattr(cfg.z_loss, r.kind) * z
+                            aux = (
+                                aux
+                                + getattr(cfg.load_balancing, r.kind) * lb
+                                + getattr(cfg.z_loss, r.kind) * z
+                            )
                             lb_sum += lb.item()
                             z_sum += z.item()
                             n_aux += 1
@@ -302,13 +345,22 @@ class Trainer:
                         dt = max(1e-9, time.monotonic() - t_window)
                         tps = tokens_window / dt
                         t_window, tokens_window = time.monotonic(), 0
-                        metrics.write({
-                            "step": state.step, "tokens": state.tokens, "time": round(state.elapsed, 3),
-                            "flops": state.flops, "split": "train", "loss": loss, "lr": lr,
-                            "lb_loss": lb_sum / n_aux if n_aux else None, "z_loss": z_sum / n_aux if n_aux else None,
-                            "grad_norm": grad_norm, "tokens_per_s": round(tps, 1),
-                            "domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
-                        })
+                        metrics.write(
+                            {
+                                "step": state.step,
+                                "tokens": state.tokens,
+                                "time": round(state.elapsed, 3),
+                                "flops": state.flops,
+                                "split": "train",
+                                "loss": loss,
+                                "lr": lr,
+                                "lb_loss": lb_sum / n_aux if n_aux else None,
+                                "z_loss": z_sum / n_aux if n_aux else None,
+                                "grad_norm": grad_norm,
+                                "tokens_per_s": round(tps, 1),
+                                "domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
+                            }
+                        )
                         if routing:
                             for rec in routing.records(state.step):
                                 routing_log.write(rec)
@@ -328,7 +380,9 @@ class Trainer:
                         last_ckpt = self._save(model, optimizer, state, tok, meta)
                     if stopping:
                         if progress:
-                            progress.message(f"[{cfg.run_id}] stopped at step {state.step}; checkpoint {last_ckpt.name}")
+                            progress.message(
+                                f"[{cfg.run_id}] stopped at step {state.step}; checkpoint {last_ckpt.name}"
+                            )
                         run.set_status("stopped", f"stopped by signal {stop.signal} at step {state.step}")
                         return TrainResult("stopped", last_ckpt, state.step)
         finally:
@@ -341,22 +395,43 @@ class Trainer:
             last_ckpt = self._save(model, optimizer, state, tok, meta)
         final = evaluate(model, eval_sets, cfg.batch_size, self.device, autocast)
         if main:
-            write_json_atomic(run.file("eval.json"), {
-                "run": cfg.run_id, "step": state.step, "checkpoint": last_ckpt.name,
-                "domains": final, "average": summary(final),
-            })
+            write_json_atomic(
+                run.file("eval.json"),
+                {
+                    "run": cfg.run_id,
+                    "step": state.step,
+                    "checkpoint": last_ckpt.name,
+                    "domains": final,
+                    "average": summary(final),
+                },
+            )
             self._write_saturation(routing_path, probe)
         run.set_status("done")
         return TrainResult("done", last_ckpt, state.step)
 
-    def _save(self, model: MoELabForCausalLM, optimizer: torch.optim.Optimizer, state: ck.TrainerState,
-              tok: Tokenizer, meta: dict[str, Any]) -> Path:
+    def _save(
+        self,
+        model: MoELabForCausalLM,
+        optimizer: torch.optim.Optimizer,
+        state: ck.TrainerState,
+        tok: Tokenizer,
+        meta: dict[str, Any],
+    ) -> Path:
         """Writes a checkpoint from rank 0 (barriers around it) and returns its path on every rank."""
         weights, optim = self.dist.full_state(model, optimizer)  # under FSDP a gather that all ranks join
 
         def write() -> None:
-            ck.save_checkpoint(self.ckpt_root, model, weights, optim, state, tok, meta, self.cfg.keep_last,
-                               source=self.source)
+            ck.save_checkpoint(
+                self.ckpt_root,
+                model,
+                weights,
+                optim,
+                state,
+                tok,
+                meta,
+                self.cfg.keep_last,
+                source=self.source,
+            )
             self.rd.info["flops"] = state.flops  # run.json's total as of the newest checkpoint
             self.rd.save()
 
@@ -377,21 +452,36 @@ class Trainer:
         finally:
             log.close()
 
-    def _eval(self, model: MoELabForCausalLM, eval_sets: dict[str, torch.Tensor], autocast: Any,
-              metrics: MetricsLog, state: ck.TrainerState, progress: Progress | None) -> None:
+    def _eval(
+        self,
+        model: MoELabForCausalLM,
+        eval_sets: dict[str, torch.Tensor],
+        autocast: Any,
+        metrics: MetricsLog,
+        state: ck.TrainerState,
+        progress: Progress | None,
+    ) -> None:
         res = evaluate(model, eval_sets, self.cfg.batch_size, self.device, autocast)
         avg = summary(res)
-        metrics.write({
-            "step": state.step, "tokens": state.tokens, "time": round(state.elapsed, 3), "flops": state.flops,
-            "split": "eval",
-            "loss": avg["loss"], "ppl": avg["ppl"], "domain": {d: v["loss"] for d, v in res.items()},
-        })
+        metrics.write(
+            {
+                "step": state.step,
+                "tokens": state.tokens,
+                "time": round(state.elapsed, 3),
+                "flops": state.flops,
+                "split": "eval",
+                "loss": avg["loss"],
+                "ppl": avg["ppl"],
+                "domain": {d: v["loss"] for d, v in res.items()},
+            }
+        )
         if progress:
             per = " ".join(f"{d} {v['loss']:.3f}" for d, v in res.items())
             progress.message(f"[{self.cfg.run_id}] step {state.step} eval loss {avg['loss']:.4f} ({per})")
 
-    def _diverged(self, step: int, value: float, last_ckpt: Path | None, progress: Progress | None,
-                  what: str = "loss") -> None:
+    def _diverged(
+        self, step: int, value: float, last_ckpt: Path | None, progress: Progress | None, what: str = "loss"
+    ) -> None:
         kept = f"last good checkpoint {last_ckpt.name}" if last_ckpt else "no checkpoint was written yet"
         msg = f"run {self.cfg.run_id} diverged at step {step}: {what} is {value}; {kept}"
         if progress:

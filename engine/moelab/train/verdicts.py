@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EVERY_SEED, MEAN_ONLY, DOES_NOT_HOLD, NOT_MEASURED = (
-    "holds in every seed", "holds on the mean only", "does not hold", "not measured")
+    "holds in every seed",
+    "holds on the mean only",
+    "does not hold",
+    "not measured",
+)
 
 # BAM paper, small scale, average perplexity (main table; the attention-routing ablation is its own
 # table, so its soft row is not the main table's bam-ekv).
@@ -41,14 +45,26 @@ def study_claims(moes: list[str]) -> list[Claim]:
     """The claims the study checks; `moes` are the MoE methods of the study (the seed is beaten by each)."""
     return [
         Claim("every MoE below the seed", tuple((m, "seed") for m in moes), "BAM paper", BAM_MAIN),
-        Claim("bam-ekv < bam-skv < btx < sparse", chain("bam-ekv", "bam-skv", "btx", "sparse"), "BAM paper", BAM_MAIN),
-        Claim("attention routing: soft < top-2 < top-1", chain("bam-ekv", "bam-ekv-attn-top2", "bam-ekv-attn-top1"),
-              "BAM paper", BAM_ATTN),
+        Claim(
+            "bam-ekv < bam-skv < btx < sparse",
+            chain("bam-ekv", "bam-skv", "btx", "sparse"),
+            "BAM paper",
+            BAM_MAIN,
+        ),
+        Claim(
+            "attention routing: soft < top-2 < top-1",
+            chain("bam-ekv", "bam-ekv-attn-top2", "bam-ekv-attn-top1"),
+            "BAM paper",
+            BAM_ATTN,
+        ),
         Claim("BAM below BTX at equal tokens", (("bam-ekv", "btx"),), "BAM paper", BAM_MAIN),
         Claim("BAM below BTX at equal compute", (("bam-ekv", "btx-compute"),), "BAM paper"),
         Claim("UpIT below its fine-tuned dense model", (("upit", "tune"),), "UpIT paper"),
-        Claim("every MoE below the seed continued for as many tokens", tuple((m, "dense-continued") for m in moes),
-              "control"),
+        Claim(
+            "every MoE below the seed continued for as many tokens",
+            tuple((m, "dense-continued") for m in moes),
+            "control",
+        ),
     ]
 
 
@@ -58,8 +74,11 @@ def margin(lower: float, higher: float) -> float:
 
 def mean_std(values: list[float]) -> dict[str, Any]:
     """{"mean", "std" (sample standard deviation; null with one value), "values"}."""
-    return {"mean": round(statistics.fmean(values), 6),
-            "std": round(statistics.stdev(values), 6) if len(values) > 1 else None, "values": list(values)}
+    return {
+        "mean": round(statistics.fmean(values), 6),
+        "std": round(statistics.stdev(values), 6) if len(values) > 1 else None,
+        "values": list(values),
+    }
 
 
 def verdict(claim: Claim, ppl: dict[str, list[float | None]]) -> dict[str, Any]:
@@ -77,8 +96,14 @@ def verdict(claim: Claim, ppl: dict[str, list[float | None]]) -> dict[str, Any]:
         every &= all(m > 0 for m in per_seed)
         on_mean &= mean > 0
         paper = margin(claim.paper[lo], claim.paper[hi]) if lo in claim.paper and hi in claim.paper else None
-        out["comparisons"].append({"lower": lo, "higher": hi, "margin_pct": round(mean, 3),
-                                   "margin_pct_per_seed": [round(m, 3) for m in per_seed],
-                                   "paper_margin_pct": None if paper is None else round(paper, 3)})
+        out["comparisons"].append(
+            {
+                "lower": lo,
+                "higher": hi,
+                "margin_pct": round(mean, 3),
+                "margin_pct_per_seed": [round(m, 3) for m in per_seed],
+                "paper_margin_pct": None if paper is None else round(paper, 3),
+            }
+        )
     out["verdict"] = EVERY_SEED if every and on_mean else MEAN_ONLY if on_mean else DOES_NOT_HOLD
     return out

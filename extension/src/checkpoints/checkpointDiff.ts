@@ -17,7 +17,8 @@ export function diffTensors(a: readonly TensorInfo[], b: readonly TensorInfo[]):
   for (const ta of a) {
     const tb = mapB.get(ta.name);
     if (!tb) diff.onlyA.push(ta);
-    else if (ta.dtype !== tb.dtype || ta.shape.join(',') !== tb.shape.join(',')) diff.changed.push({ a: ta, b: tb });
+    else if (ta.dtype !== tb.dtype || ta.shape.join(',') !== tb.shape.join(','))
+      diff.changed.push({ a: ta, b: tb });
     else diff.same++;
   }
   for (const tb of b) if (!namesA.has(tb.name)) diff.onlyB.push(tb);
@@ -57,11 +58,16 @@ export function architectureMismatch(labelA: string, labelB: string, d: Checkpoi
   const shapes = d.changed.filter((c) => c.a.shape.join(',') !== c.b.shape.join(','));
   if (!d.onlyA.length && !d.onlyB.length && !shapes.length) return undefined;
   const parts: string[] = [];
-  if (d.onlyA.length) parts.push(`${d.onlyA.length} tensor${d.onlyA.length > 1 ? 's' : ''} only in ${labelA} (e.g. ${d.onlyA[0].name})`);
+  if (d.onlyA.length)
+    parts.push(
+      `${d.onlyA.length} tensor${d.onlyA.length > 1 ? 's' : ''} only in ${labelA} (e.g. ${d.onlyA[0].name})`,
+    );
   if (d.onlyB.length) parts.push(`${d.onlyB.length} only in ${labelB} (e.g. ${d.onlyB[0].name})`);
   if (shapes.length) {
     const s = shapes[0];
-    parts.push(`${shapes.length} with another shape (e.g. ${s.a.name}: [${s.a.shape.join(', ')}] vs [${s.b.shape.join(', ')}])`);
+    parts.push(
+      `${shapes.length} with another shape (e.g. ${s.a.name}: [${s.a.shape.join(', ')}] vs [${s.b.shape.join(', ')}])`,
+    );
   }
   return `${labelA} and ${labelB} have different architectures, so their weights cannot be compared tensor by tensor: ${parts.join('; ')}.`;
 }

@@ -13,7 +13,10 @@ export interface LoadedCheckpoint {
   config: unknown;
 }
 
-export async function loadCheckpoint(dir: string, onProgress?: (done: number, total: number) => void): Promise<LoadedCheckpoint> {
+export async function loadCheckpoint(
+  dir: string,
+  onProgress?: (done: number, total: number) => void,
+): Promise<LoadedCheckpoint> {
   const read = await readCheckpointTensors(dir, onProgress);
   const errors = [...read.errors];
   let config: unknown;
@@ -23,8 +26,15 @@ export async function loadCheckpoint(dir: string, onProgress?: (done: number, to
     const code = (e as NodeJS.ErrnoException).code;
     errors.push(code === 'ENOENT' ? 'config.json is missing' : `config.json: ${(e as Error).message}`);
   }
-  if (read.files.length === 0 && !errors.some((e) => e.includes('.safetensors'))) errors.push('no readable *.safetensors file');
-  return { dir, model: buildCheckpointModel(read.tensors, config, read.bytesOnDisk), tensors: read.tensors, errors, config };
+  if (read.files.length === 0 && !errors.some((e) => e.includes('.safetensors')))
+    errors.push('no readable *.safetensors file');
+  return {
+    dir,
+    model: buildCheckpointModel(read.tensors, config, read.bytesOnDisk),
+    tensors: read.tensors,
+    errors,
+    config,
+  };
 }
 
 export interface CheckpointRef {

@@ -3,7 +3,15 @@
 // parameter counts computed from header shapes only. No vscode import.
 import type { TensorInfo } from './safetensorsHeader';
 
-export type GroupKind = 'attention' | 'attentionExperts' | 'attentionRouter' | 'ffn' | 'ffnExperts' | 'ffnRouter' | 'norm' | 'other';
+export type GroupKind =
+  | 'attention'
+  | 'attentionExperts'
+  | 'attentionRouter'
+  | 'ffn'
+  | 'ffnExperts'
+  | 'ffnRouter'
+  | 'norm'
+  | 'other';
 
 export const GROUP_LABELS: Readonly<Record<GroupKind, string>> = {
   attention: 'Attention',
@@ -16,7 +24,16 @@ export const GROUP_LABELS: Readonly<Record<GroupKind, string>> = {
   other: 'Other',
 };
 
-const GROUP_ORDER: GroupKind[] = ['attentionRouter', 'attention', 'attentionExperts', 'ffnRouter', 'ffn', 'ffnExperts', 'norm', 'other'];
+const GROUP_ORDER: GroupKind[] = [
+  'attentionRouter',
+  'attention',
+  'attentionExperts',
+  'ffnRouter',
+  'ffn',
+  'ffnExperts',
+  'norm',
+  'other',
+];
 
 export interface ExpertGroup {
   expert: number;
@@ -88,7 +105,8 @@ export function classifyTensor(name: string): { layer?: number; kind: GroupKind;
   e = FFN_EXPERT_RE.exec(rest);
   if (e) return { layer, kind: 'ffnExperts', expert: Number(e[1]) };
   // Mixtral names its router "gate"; Qwen2-MoE style uses mlp.gate (not mlp.gate_proj, which is dense).
-  if (rest.startsWith('block_sparse_moe.gate.') || rest.startsWith('mlp.gate.')) return { layer, kind: 'ffnRouter' };
+  if (rest.startsWith('block_sparse_moe.gate.') || rest.startsWith('mlp.gate.'))
+    return { layer, kind: 'ffnRouter' };
   if (rest.startsWith('mlp.') || rest.startsWith('block_sparse_moe.')) return { layer, kind: 'ffn' };
   if (/norm/.test(rest)) return { layer, kind: 'norm' };
   return { layer, kind: 'other' };
@@ -99,7 +117,9 @@ function num(v: unknown): number | undefined {
 }
 
 function asRecord(v: unknown): Record<string, unknown> | undefined {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+    ? (v as Record<string, unknown>)
+    : undefined;
 }
 
 /** Reads the keys that matter from a config.json object of any of the supported model types. */
@@ -121,7 +141,10 @@ export function readConfig(config: unknown): {
         parents: Array.isArray(m.parents)
           ? m.parents.map((p) => {
               const r = asRecord(p) ?? {};
-              return { path: typeof r.path === 'string' ? r.path : undefined, sha256: typeof r.sha256 === 'string' ? r.sha256 : undefined };
+              return {
+                path: typeof r.path === 'string' ? r.path : undefined,
+                sha256: typeof r.sha256 === 'string' ? r.sha256 : undefined,
+              };
             })
           : undefined,
         moe,
@@ -132,14 +155,19 @@ export function readConfig(config: unknown): {
   const attentionTopK = attnRaw === 'soft' || attnRaw === 0 ? 'soft' : num(attnRaw);
   return {
     modelType: typeof c.model_type === 'string' ? c.model_type : undefined,
-    topK: num(c.num_experts_per_tok) ?? num(moe?.top_k) ?? num(moe?.ffn_top_k) ?? num(moe?.num_experts_per_tok),
+    topK:
+      num(c.num_experts_per_tok) ?? num(moe?.top_k) ?? num(moe?.ffn_top_k) ?? num(moe?.num_experts_per_tok),
     numExperts: num(c.num_local_experts) ?? num(c.num_experts) ?? num(moe?.num_experts),
     attentionTopK,
     moelab,
   };
 }
 
-export function buildCheckpointModel(tensors: readonly TensorInfo[], config: unknown, bytesOnDisk: number): CheckpointModel {
+export function buildCheckpointModel(
+  tensors: readonly TensorInfo[],
+  config: unknown,
+  bytesOnDisk: number,
+): CheckpointModel {
   const cfg = readConfig(config);
   const layers = new Map<number, Map<GroupKind, TensorGroup>>();
   const outside: TensorInfo[] = [];
@@ -197,8 +225,11 @@ export function buildCheckpointModel(tensors: readonly TensorInfo[], config: unk
         // BAM's attention mixture is soft by default: every expert runs for every token. Top-k
         // runs Q and O of the selected experts only; expert-KV's K and V run for every expert
         // (later tokens routed there read them), as the engine counts (analysis/param_count.py).
-        const qo = attE.experts.flatMap((x) => x.tensors).filter((t) => /\.[qo]_proj\.(weight|bias)$/.test(t.name));
-        if (typeof cfg.attentionTopK === 'number') inactive += qo.reduce((s, t) => s + tensorParams(t), 0) * (1 - Math.min(cfg.attentionTopK, e) / e);
+        const qo = attE.experts
+          .flatMap((x) => x.tensors)
+          .filter((t) => /\.[qo]_proj\.(weight|bias)$/.test(t.name));
+        if (typeof cfg.attentionTopK === 'number')
+          inactive += qo.reduce((s, t) => s + tensorParams(t), 0) * (1 - Math.min(cfg.attentionTopK, e) / e);
       }
       return { index, groups: list, params: list.reduce((s, g) => s + g.params, 0) };
     });
@@ -249,10 +280,19 @@ export function formatBytes(n: number): string {
 
 export function describeSummary(s: CheckpointSummary): string {
   const parts: string[] = [];
-  parts.push(s.moelab?.method ? `${s.modelType ?? '?'} · ${s.moelab.method}` : (s.modelType ?? 'unknown model'));
+  parts.push(
+    s.moelab?.method ? `${s.modelType ?? '?'} · ${s.moelab.method}` : (s.modelType ?? 'unknown model'),
+  );
   if (s.numExperts > 0) parts.push(`${s.numExperts} experts${s.topK ? `, top-${s.topK}` : ''}`);
-  if (s.attentionExperts > 0) parts.push(`${s.attentionExperts} attn experts (${s.attentionTopK === 'soft' ? 'soft' : `top-${s.attentionTopK}`})`);
-  parts.push(s.activeParams !== s.totalParams ? `${formatCount(s.totalParams)} total, ${formatCount(s.activeParams)} active` : `${formatCount(s.totalParams)} params`);
+  if (s.attentionExperts > 0)
+    parts.push(
+      `${s.attentionExperts} attn experts (${s.attentionTopK === 'soft' ? 'soft' : `top-${s.attentionTopK}`})`,
+    );
+  parts.push(
+    s.activeParams !== s.totalParams
+      ? `${formatCount(s.totalParams)} total, ${formatCount(s.activeParams)} active`
+      : `${formatCount(s.totalParams)} params`,
+  );
   return parts.join(' · ');
 }
 
@@ -267,11 +307,19 @@ export function summaryRows(s: CheckpointSummary): SummaryRow[] {
   const rows: SummaryRow[] = [{ label: 'model type', value: s.modelType ?? 'unknown' }];
   if (s.moelab?.method) rows.push({ label: 'method', value: s.moelab.method });
   rows.push({ label: 'layers', value: String(s.numLayers) });
-  if (s.numExperts > 0) rows.push({ label: 'FFN experts', value: `${s.numExperts}${s.topK ? `, top-${s.topK} per token` : ''}` });
+  if (s.numExperts > 0)
+    rows.push({ label: 'FFN experts', value: `${s.numExperts}${s.topK ? `, top-${s.topK} per token` : ''}` });
   if (s.attentionExperts > 0) {
-    rows.push({ label: 'attention experts', value: `${s.attentionExperts}, ${s.attentionTopK === 'soft' ? 'soft mixture (all active)' : `top-${s.attentionTopK}`}` });
+    rows.push({
+      label: 'attention experts',
+      value: `${s.attentionExperts}, ${s.attentionTopK === 'soft' ? 'soft mixture (all active)' : `top-${s.attentionTopK}`}`,
+    });
   }
-  rows.push({ label: 'total parameters', value: formatCount(s.totalParams), tooltip: s.totalParams.toLocaleString('en-US') });
+  rows.push({
+    label: 'total parameters',
+    value: formatCount(s.totalParams),
+    tooltip: s.totalParams.toLocaleString('en-US'),
+  });
   rows.push({
     label: 'active per token',
     value: `${formatCount(s.activeParams)}${s.totalParams > 0 ? ` (${((100 * s.activeParams) / s.totalParams).toFixed(1)}%)` : ''}`,
@@ -280,15 +328,28 @@ export function summaryRows(s: CheckpointSummary): SummaryRow[] {
   rows.push({ label: 'on disk', value: formatBytes(s.bytesOnDisk) });
   rows.push({ label: 'tensors', value: String(s.tensorCount) });
   const dt = Object.entries(s.dtypes).sort((a, b) => b[1] - a[1]);
-  if (dt.length) rows.push({ label: 'dtypes', value: dt.map(([d, n]) => `${d} ${formatCount(n)}`).join(', ') });
+  if (dt.length)
+    rows.push({ label: 'dtypes', value: dt.map(([d, n]) => `${d} ${formatCount(n)}`).join(', ') });
   for (const [i, p] of (s.moelab?.parents ?? []).entries()) {
-    rows.push({ label: `parent ${i + 1}`, value: p.path ?? '?', tooltip: p.sha256 ? `sha256 ${p.sha256}` : undefined });
+    rows.push({
+      label: `parent ${i + 1}`,
+      value: p.path ?? '?',
+      tooltip: p.sha256 ? `sha256 ${p.sha256}` : undefined,
+    });
   }
   if (s.moelab?.options && Object.keys(s.moelab.options).length) {
-    rows.push({ label: 'options', value: JSON.stringify(s.moelab.options), tooltip: JSON.stringify(s.moelab.options, null, 2) });
+    rows.push({
+      label: 'options',
+      value: JSON.stringify(s.moelab.options),
+      tooltip: JSON.stringify(s.moelab.options, null, 2),
+    });
   }
   if (s.moelab?.moe && Object.keys(s.moelab.moe).length) {
-    rows.push({ label: 'moe', value: JSON.stringify(s.moelab.moe), tooltip: JSON.stringify(s.moelab.moe, null, 2) });
+    rows.push({
+      label: 'moe',
+      value: JSON.stringify(s.moelab.moe),
+      tooltip: JSON.stringify(s.moelab.moe, null, 2),
+    });
   }
   return rows;
 }

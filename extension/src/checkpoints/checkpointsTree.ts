@@ -5,7 +5,13 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { RunStore } from '../runs/runStore';
 import { runsDirectories } from '../settings';
-import { type CheckpointRef, isCheckpointDir, listRunCheckpoints, loadCheckpoint, type LoadedCheckpoint } from './checkpointLoader';
+import {
+  type CheckpointRef,
+  isCheckpointDir,
+  listRunCheckpoints,
+  loadCheckpoint,
+  type LoadedCheckpoint,
+} from './checkpointLoader';
 import {
   describeSummary,
   type ExpertGroup,
@@ -44,7 +50,10 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(private readonly store: RunStore) {
-    this.disposables.push(this.changed, store.onDidChangeRuns(() => this.refresh()));
+    this.disposables.push(
+      this.changed,
+      store.onDidChangeRuns(() => this.refresh()),
+    );
   }
 
   dispose(): void {
@@ -54,7 +63,9 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
 
   /** Debounced: new checkpoints appear in bursts of file events. */
   refresh(dir?: string): void {
-    if (dir) for (const k of [...this.cache.keys()]) if (k === dir || k.startsWith(dir + path.sep)) this.cache.delete(k);
+    if (dir)
+      for (const k of [...this.cache.keys()])
+        if (k === dir || k.startsWith(dir + path.sep)) this.cache.delete(k);
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
       this.changed.fire(undefined);
@@ -77,15 +88,15 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
     if (!p) {
       p = Promise.resolve(
         vscode.window.withProgress(
-        { location: { viewId: 'moelab.checkpoints' }, title: `Reading ${ref.label}` },
-        (progress) => {
-          let last = 0;
-          return loadCheckpoint(ref.dir, (done, total) => {
-            const pct = (100 * done) / total;
-            progress.report({ increment: pct - last, message: `${done}/${total} files` });
-            last = pct;
-          });
-        },
+          { location: { viewId: 'moelab.checkpoints' }, title: `Reading ${ref.label}` },
+          (progress) => {
+            let last = 0;
+            return loadCheckpoint(ref.dir, (done, total) => {
+              const pct = (100 * done) / total;
+              progress.report({ increment: pct - last, message: `${done}/${total} files` });
+              last = pct;
+            });
+          },
         ),
       );
       this.cache.set(ref.dir, p);
@@ -98,7 +109,11 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
     for (const run of this.store.list()) refs.push(...(await listRunCheckpoints(run.dir, run.id)));
     const seen = new Set(refs.map((r) => r.dir));
     const roots = runsDirectories();
-    const configs = await vscode.workspace.findFiles('**/config.json', SEARCH_EXCLUDE, MAX_WORKSPACE_CHECKPOINTS);
+    const configs = await vscode.workspace.findFiles(
+      '**/config.json',
+      SEARCH_EXCLUDE,
+      MAX_WORKSPACE_CHECKPOINTS,
+    );
     for (const uri of configs) {
       const dir = path.dirname(uri.fsPath);
       // Run checkpoints come from the store; the runs folders may also hold half-written temp dirs.
@@ -131,27 +146,65 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
         return node.checkpoints.map((ref) => ({ kind: 'checkpoint', ref }));
       case 'checkpoint': {
         const loaded = await this.load(node.ref);
-        const items: CheckpointNode[] = loaded.errors.map((message, i) => ({ kind: 'error', id: `${node.ref.dir}#err${i}`, message }));
+        const items: CheckpointNode[] = loaded.errors.map((message, i) => ({
+          kind: 'error',
+          id: `${node.ref.dir}#err${i}`,
+          message,
+        }));
         items.push({ kind: 'summary', ref: node.ref, loaded });
         if (loaded.model.layers.length) items.push({ kind: 'layers', ref: node.ref, loaded });
-        if (loaded.model.outside.length) items.push({ kind: 'outside', ref: node.ref, tensors: loaded.model.outside });
+        if (loaded.model.outside.length)
+          items.push({ kind: 'outside', ref: node.ref, tensors: loaded.model.outside });
         return items;
       }
       case 'summary':
-        return summaryRows(node.loaded.model.summary).map((r, i) => ({ kind: 'row', id: `${node.ref.dir}#row${i}`, ...r }));
+        return summaryRows(node.loaded.model.summary).map((r, i) => ({
+          kind: 'row',
+          id: `${node.ref.dir}#row${i}`,
+          ...r,
+        }));
       case 'layers':
-        return node.loaded.model.layers.map((layer) => ({ kind: 'layer', id: `${node.ref.dir}#L${layer.index}`, layer }));
+        return node.loaded.model.layers.map((layer) => ({
+          kind: 'layer',
+          id: `${node.ref.dir}#L${layer.index}`,
+          layer,
+        }));
       case 'layer':
-        return node.layer.groups.map((group) => ({ kind: 'group', id: `${node.id}/${group.kind}`, layer: node.layer.index, group }));
+        return node.layer.groups.map((group) => ({
+          kind: 'group',
+          id: `${node.id}/${group.kind}`,
+          layer: node.layer.index,
+          group,
+        }));
       case 'group':
         return [
-          ...node.group.tensors.map((tensor) => ({ kind: 'tensor' as const, id: `${node.id}/${tensor.name}`, tensor, prefix: layerPrefix(tensor.name) })),
-          ...node.group.experts.map((expert) => ({ kind: 'expert' as const, id: `${node.id}/e${expert.expert}`, layer: node.layer, expert })),
+          ...node.group.tensors.map((tensor) => ({
+            kind: 'tensor' as const,
+            id: `${node.id}/${tensor.name}`,
+            tensor,
+            prefix: layerPrefix(tensor.name),
+          })),
+          ...node.group.experts.map((expert) => ({
+            kind: 'expert' as const,
+            id: `${node.id}/e${expert.expert}`,
+            layer: node.layer,
+            expert,
+          })),
         ];
       case 'expert':
-        return node.expert.tensors.map((tensor) => ({ kind: 'tensor', id: `${node.id}/${tensor.name}`, tensor, prefix: expertPrefix(tensor.name) }));
+        return node.expert.tensors.map((tensor) => ({
+          kind: 'tensor',
+          id: `${node.id}/${tensor.name}`,
+          tensor,
+          prefix: expertPrefix(tensor.name),
+        }));
       case 'outside':
-        return node.tensors.map((tensor) => ({ kind: 'tensor', id: `${node.ref.dir}#${tensor.name}`, tensor, prefix: '' }));
+        return node.tensors.map((tensor) => ({
+          kind: 'tensor',
+          id: `${node.ref.dir}#${tensor.name}`,
+          tensor,
+          prefix: '',
+        }));
       default:
         return [];
     }
@@ -221,7 +274,9 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
         item.id = node.id;
         const e = node.group.experts.length;
         item.description = `${e ? `${e} experts · ` : ''}${formatCount(node.group.params)} params`;
-        item.iconPath = new vscode.ThemeIcon(node.group.kind.endsWith('Router') ? 'git-compare' : e ? 'organization' : 'symbol-method');
+        item.iconPath = new vscode.ThemeIcon(
+          node.group.kind.endsWith('Router') ? 'git-compare' : e ? 'organization' : 'symbol-method',
+        );
         return item;
       }
       case 'expert': {

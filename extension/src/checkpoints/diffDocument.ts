@@ -14,7 +14,11 @@ export class DiffDocumentProvider implements vscode.TextDocumentContentProvider 
 
   async show(title: string, content: string): Promise<void> {
     const safe = title.replace(/[^\w.-]+/g, '_').slice(0, 80);
-    const uri = vscode.Uri.from({ scheme: DIFF_SCHEME, path: `/${safe}.diff`, query: String(++this.counter) });
+    const uri = vscode.Uri.from({
+      scheme: DIFF_SCHEME,
+      path: `/${safe}.diff`,
+      query: String(++this.counter),
+    });
     this.docs.set(uri.toString(), content);
     await vscode.window.showTextDocument(uri, { preview: false });
   }

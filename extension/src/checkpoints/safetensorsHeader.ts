@@ -78,7 +78,11 @@ function isNonNegInt(v: unknown): v is number {
  * Validates a header already read from disk. `dataSize` is the size of the data section
  * (file size − 8 − header length); offsets must stay inside it.
  */
-export function parseHeaderJson(bytes: Uint8Array, dataSize: number, file: string): Omit<SafetensorsHeader, 'fileSize' | 'headerLength'> {
+export function parseHeaderJson(
+  bytes: Uint8Array,
+  dataSize: number,
+  file: string,
+): Omit<SafetensorsHeader, 'fileSize' | 'headerLength'> {
   let text: string;
   try {
     text = utf8.decode(bytes);
@@ -134,13 +138,17 @@ function validateTensor(name: string, value: unknown, dataSize: number, file: st
   const [begin, end] = offsets as [number, number];
   if (begin > end) throw new SafetensorsError(file, `tensor ${name}: data_offsets begin > end`);
   if (end > dataSize) {
-    throw new SafetensorsError(file, `tensor ${name}: data_offsets end ${end} is past the data section (${dataSize} bytes)`);
+    throw new SafetensorsError(
+      file,
+      `tensor ${name}: data_offsets end ${end} is past the data section (${dataSize} bytes)`,
+    );
   }
   // BigInt: a hostile shape like [2^40, 2^40] must not silently round and "match".
   let elements = 1n;
   for (const d of shape as number[]) elements *= BigInt(d);
   const bits = elements * BigInt(DTYPE_BITS[dtype]);
-  if (bits % 8n !== 0n) throw new SafetensorsError(file, `tensor ${name}: ${dtype} element count does not fill whole bytes`);
+  if (bits % 8n !== 0n)
+    throw new SafetensorsError(file, `tensor ${name}: ${dtype} element count does not fill whole bytes`);
   if (bits / 8n !== BigInt(end - begin)) {
     throw new SafetensorsError(
       file,
@@ -151,19 +159,28 @@ function validateTensor(name: string, value: unknown, dataSize: number, file: st
 }
 
 /** Reads the 8-byte length and the header only, never the tensor data. */
-export async function readSafetensorsHeader(file: string, maxHeaderBytes = MAX_HEADER_BYTES): Promise<SafetensorsHeader> {
+export async function readSafetensorsHeader(
+  file: string,
+  maxHeaderBytes = MAX_HEADER_BYTES,
+): Promise<SafetensorsHeader> {
   // Stat before open: opening a FIFO named *.safetensors would block a libuv thread forever.
   try {
     if (!(await fsp.stat(file)).isFile()) throw new SafetensorsError(file, 'not a regular file');
   } catch (e) {
     if (e instanceof SafetensorsError) throw e;
-    throw new SafetensorsError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new SafetensorsError(
+      file,
+      `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(file, 'r');
   } catch (e) {
-    throw new SafetensorsError(file, `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new SafetensorsError(
+      file,
+      `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   try {
     const st = await fh.stat();
@@ -173,8 +190,10 @@ export async function readSafetensorsHeader(file: string, maxHeaderBytes = MAX_H
     const lenBuf = Buffer.alloc(8);
     await readExactly(fh, lenBuf, 0, file);
     const len = lenBuf.readBigUInt64LE(0);
-    if (len > BigInt(fileSize - 8)) throw new SafetensorsError(file, `header length ${len} exceeds the file size`);
-    if (len > BigInt(maxHeaderBytes)) throw new SafetensorsError(file, `header length ${len} exceeds the ${maxHeaderBytes}-byte limit`);
+    if (len > BigInt(fileSize - 8))
+      throw new SafetensorsError(file, `header length ${len} exceeds the file size`);
+    if (len > BigInt(maxHeaderBytes))
+      throw new SafetensorsError(file, `header length ${len} exceeds the ${maxHeaderBytes}-byte limit`);
     const headerLength = Number(len);
     const header = Buffer.alloc(headerLength);
     await readExactly(fh, header, 8, file);
@@ -189,7 +208,8 @@ async function readExactly(fh: fsp.FileHandle, buf: Buffer, position: number, fi
   let done = 0;
   while (done < buf.length) {
     const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done);
-    if (bytesRead === 0) throw new SafetensorsError(file, 'file ended inside the header (was it truncated while reading?)');
+    if (bytesRead === 0)
+      throw new SafetensorsError(file, 'file ended inside the header (was it truncated while reading?)');
     done += bytesRead;
   }
 }
@@ -208,7 +228,8 @@ export function parseShardIndex(text: string, file: string): ShardIndex {
   } catch (e) {
     throw new SafetensorsError(file, `index is not valid JSON (${(e as Error).message})`);
   }
-  if (!isPlainObject(json) || !isPlainObject(json.weight_map)) throw new SafetensorsError(file, 'index has no weight_map object');
+  if (!isPlainObject(json) || !isPlainObject(json.weight_map))
+    throw new SafetensorsError(file, 'index has no weight_map object');
   const weightMap: Record<string, string> = {};
   for (const [k, v] of Object.entries(json.weight_map)) {
     if (typeof v !== 'string' || v.length === 0 || path.isAbsolute(v) || v.split(/[\\/]/).includes('..')) {
@@ -241,7 +262,13 @@ export async function readCheckpointTensors(
   try {
     entries = await fsp.readdir(dir);
   } catch (e) {
-    return { dir, files: [], tensors: [], errors: [`cannot read folder (${(e as Error).message})`], bytesOnDisk: 0 };
+    return {
+      dir,
+      files: [],
+      tensors: [],
+      errors: [`cannot read folder (${(e as Error).message})`],
+      bytesOnDisk: 0,
+    };
   }
   let shardNames = entries.filter((n) => n.endsWith('.safetensors')).sort();
   let index: ShardIndex | undefined;
@@ -284,7 +311,8 @@ export async function readCheckpointTensors(
     for (const [name, shard] of Object.entries(index.weightMap)) {
       const actual = where.get(name);
       if (actual === undefined) {
-        if (shardNames.includes(shard)) errors.push(`${name}: listed in ${shard} by the index but not found there`);
+        if (shardNames.includes(shard))
+          errors.push(`${name}: listed in ${shard} by the index but not found there`);
       } else if (actual !== shard) {
         errors.push(`${name}: index says ${shard} but it is in ${actual}`);
       }
@@ -298,6 +326,7 @@ export async function readCheckpointTensors(
 export async function readSmallTextFile(file: string, maxBytes = 64 * 1024 * 1024): Promise<string> {
   const st = await fsp.stat(file);
   if (!st.isFile()) throw new Error(`${path.basename(file)} is not a regular file`);
-  if (st.size > maxBytes) throw new Error(`${path.basename(file)} is ${st.size} bytes, more than ${maxBytes}`);
+  if (st.size > maxBytes)
+    throw new Error(`${path.basename(file)} is ${st.size} bytes, more than ${maxBytes}`);
   return fsp.readFile(file, 'utf8');
 }

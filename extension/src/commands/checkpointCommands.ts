@@ -24,12 +24,20 @@ export interface CheckpointCommandDeps {
   store?: RunStore;
 }
 
-async function pickCheckpoint(tree: CheckpointsTreeProvider, title: string, exclude: string[] = []): Promise<CheckpointRef | undefined> {
+async function pickCheckpoint(
+  tree: CheckpointsTreeProvider,
+  title: string,
+  exclude: string[] = [],
+): Promise<CheckpointRef | undefined> {
   if (!tree.known().length) await tree.getChildren();
   const items = tree
     .known()
     .filter((r) => !exclude.includes(r.dir))
-    .map((r) => ({ label: r.runId ? `${r.runId}/${r.label}` : r.label, description: r.isLatest ? 'latest' : '', ref: r }));
+    .map((r) => ({
+      label: r.runId ? `${r.runId}/${r.label}` : r.label,
+      description: r.isLatest ? 'latest' : '',
+      ref: r,
+    }));
   if (!items.length) {
     void vscode.window.showInformationMessage('MoE Lab: no other checkpoint found.');
     return undefined;
@@ -40,12 +48,18 @@ async function pickCheckpoint(tree: CheckpointsTreeProvider, title: string, excl
 const refLabel = (r: CheckpointRef) => (r.runId ? `${r.runId}/${r.label}` : r.label);
 
 function isRunGroupNode(v: unknown): v is { kind: 'runGroup'; runId: string } {
-  return typeof v === 'object' && v !== null && (v as { kind?: unknown }).kind === 'runGroup' && typeof (v as { runId?: unknown }).runId === 'string';
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    (v as { kind?: unknown }).kind === 'runGroup' &&
+    typeof (v as { runId?: unknown }).runId === 'string'
+  );
 }
 
 export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Disposable[] {
   const { tree, runner } = d;
-  const oneRef = async (arg: unknown, title: string) => checkpointRefsFrom(arg)[0] ?? (await pickCheckpoint(tree, title));
+  const oneRef = async (arg: unknown, title: string) =>
+    checkpointRefsFrom(arg)[0] ?? (await pickCheckpoint(tree, title));
 
   return [
     vscode.commands.registerCommand('moelab.copyCheckpointPath', async (arg?: unknown) => {
@@ -62,7 +76,10 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
       }
       const ref = await oneRef(arg, 'MoE Lab: router panel for which checkpoint?');
       if (!ref) return;
-      d.panels.openRouterPanel(ref.runId ? [ref.runId] : [], { spec: checkpointSpec(ref.dir, refLabel(ref), ref.runId), show: true });
+      d.panels.openRouterPanel(ref.runId ? [ref.runId] : [], {
+        spec: checkpointSpec(ref.dir, refLabel(ref), ref.runId),
+        show: true,
+      });
     }),
 
     vscode.commands.registerCommand('moelab.exportCheckpoint', async (arg?: unknown) => {
@@ -71,7 +88,10 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
       if (!ref) return;
       const fmt = await vscode.window.showQuickPick(
         [
-          { label: 'onnx' as ExportFormat, description: 'ONNX with router outputs (for the routing inspector)' },
+          {
+            label: 'onnx' as ExportFormat,
+            description: 'ONNX with router outputs (for the routing inspector)',
+          },
           { label: 'hf' as ExportFormat, description: 'Hugging Face folder' },
         ],
         { title: 'MoE Lab: export format' },
@@ -82,11 +102,18 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
         defaultUri: vscode.Uri.file(`${ref.dir}-${fmt.label}`),
       });
       if (!out) return;
-      await runner.runEngine(`MoE Lab: export ${refLabel(ref)} (${fmt.label})`, exportArgs(ref.dir, fmt.label, out.fsPath, path.dirname(ref.dir)));
+      await runner.runEngine(
+        `MoE Lab: export ${refLabel(ref)} (${fmt.label})`,
+        exportArgs(ref.dir, fmt.label, out.fsPath, path.dirname(ref.dir)),
+      );
     }),
 
-    vscode.commands.registerCommand('moelab.compareCheckpoints', (arg?: unknown, selection?: unknown) => compare(arg, selection)),
-    vscode.commands.registerCommand('moelab.compareCheckpointWith', (arg?: unknown, selection?: unknown) => compare(arg, selection)),
+    vscode.commands.registerCommand('moelab.compareCheckpoints', (arg?: unknown, selection?: unknown) =>
+      compare(arg, selection),
+    ),
+    vscode.commands.registerCommand('moelab.compareCheckpointWith', (arg?: unknown, selection?: unknown) =>
+      compare(arg, selection),
+    ),
   ];
 
   /**
@@ -100,12 +127,14 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
     if (!a) return;
     const b = refs[1] ?? (await pickCheckpoint(tree, `MoE Lab: compare ${refLabel(a)} with…`, [a.dir]));
     if (!b) return;
-    const [la, lb] = await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'MoE Lab: reading checkpoint headers' }, () =>
-      Promise.all([loadCheckpoint(a.dir), loadCheckpoint(b.dir)]),
+    const [la, lb] = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: 'MoE Lab: reading checkpoint headers' },
+      () => Promise.all([loadCheckpoint(a.dir), loadCheckpoint(b.dir)]),
     );
     const errors = [...la.errors.map((e) => `A: ${e}`), ...lb.errors.map((e) => `B: ${e}`)];
     const diff = diffTensors(la.tensors, lb.tensors);
-    const showHeaderDiff = () => d.diffDocs.show(`${refLabel(a)} vs ${refLabel(b)}`, renderDiff(a.dir, b.dir, diff, errors));
+    const showHeaderDiff = () =>
+      d.diffDocs.show(`${refLabel(a)} vs ${refLabel(b)}`, renderDiff(a.dir, b.dir, diff, errors));
     if (errors.length) {
       await showHeaderDiff();
       return;
@@ -120,7 +149,10 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
       await showHeaderDiff();
       return;
     }
-    const spec = pairSpec({ dir: a.dir, label: refLabel(a), runId: a.runId }, { dir: b.dir, label: refLabel(b), runId: b.runId });
+    const spec = pairSpec(
+      { dir: a.dir, label: refLabel(a), runId: a.runId },
+      { dir: b.dir, label: refLabel(b), runId: b.runId },
+    );
     d.panels.openRouterPanel(spec.runIds, { spec, show: true });
   }
 }

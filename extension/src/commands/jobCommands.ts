@@ -5,7 +5,13 @@ import * as vscode from 'vscode';
 import type { EngineGate } from '../engine/installer';
 import type { JobRunner } from '../jobs/jobRunner';
 import type { SlurmJobs } from '../jobs/slurmJobs';
-import { demoArgs, runExperimentArgs, UPCYCLE_METHODS, type UpcycleMethod, upcycleArgs } from '../jobs/taskArgs';
+import {
+  demoArgs,
+  runExperimentArgs,
+  UPCYCLE_METHODS,
+  type UpcycleMethod,
+  upcycleArgs,
+} from '../jobs/taskArgs';
 import type { RunStore } from '../runs/runStore';
 import { launcherKind, runsDirectories } from '../settings';
 import { requireTrust } from '../trust';
@@ -21,7 +27,8 @@ export interface JobCommandDeps {
 
 function folderOrWarn(): vscode.WorkspaceFolder | undefined {
   const folder = vscode.workspace.workspaceFolders?.[0];
-  if (!folder) void vscode.window.showWarningMessage('MoE Lab: open a folder first; runs are written under it.');
+  if (!folder)
+    void vscode.window.showWarningMessage('MoE Lab: open a folder first; runs are written under it.');
   return folder;
 }
 
@@ -48,7 +55,10 @@ export function registerJobCommands(d: JobCommandDeps): vscode.Disposable[] {
       if (!uri) {
         const files = await vscode.workspace.findFiles('**/*.moelab.json', '**/node_modules/**', 200);
         if (!files.length) {
-          const pick = await vscode.window.showInformationMessage('MoE Lab: no *.moelab.json experiment in this workspace.', 'New experiment');
+          const pick = await vscode.window.showInformationMessage(
+            'MoE Lab: no *.moelab.json experiment in this workspace.',
+            'New experiment',
+          );
           if (pick) void vscode.commands.executeCommand('moelab.newExperiment');
           return;
         }
@@ -68,7 +78,13 @@ export function registerJobCommands(d: JobCommandDeps): vscode.Disposable[] {
         return;
       }
       const base = folder?.uri.fsPath ?? path.dirname(uri.fsPath);
-      refreshWhenDone(await runner.runEngine(`MoE Lab: run ${path.basename(uri.fsPath)}`, runExperimentArgs(uri.fsPath, base), folder));
+      refreshWhenDone(
+        await runner.runEngine(
+          `MoE Lab: run ${path.basename(uri.fsPath)}`,
+          runExperimentArgs(uri.fsPath, base),
+          folder,
+        ),
+      );
     }),
 
     vscode.commands.registerCommand('moelab.newExperiment', async () => {
@@ -85,7 +101,11 @@ export function registerJobCommands(d: JobCommandDeps): vscode.Disposable[] {
       try {
         await fsp.access(file);
       } catch {
-        await fsp.writeFile(file, JSON.stringify(await experimentTemplate(d.context.extensionPath, name), null, 2) + '\n', { flag: 'wx' });
+        await fsp.writeFile(
+          file,
+          JSON.stringify(await experimentTemplate(d.context.extensionPath, name), null, 2) + '\n',
+          { flag: 'wx' },
+        );
       }
       await vscode.window.showTextDocument(vscode.Uri.file(file));
     }),
@@ -100,24 +120,49 @@ export function registerJobCommands(d: JobCommandDeps): vscode.Disposable[] {
       );
       if (!method) return;
       const pickDir = async (title: string, many = false) =>
-        vscode.window.showOpenDialog({ title, canSelectFolders: true, canSelectFiles: false, canSelectMany: many, defaultUri: folder.uri });
+        vscode.window.showOpenDialog({
+          title,
+          canSelectFolders: true,
+          canSelectFiles: false,
+          canSelectMany: many,
+          defaultUri: folder.uri,
+        });
       const seed = await pickDir('Seed checkpoint (dense, HF layout)');
       if (!seed?.[0]) return;
       const m = method.label as UpcycleMethod;
-      const experts = m === 'sparse' ? [] : ((await pickDir('Expert checkpoints (one folder per expert)', true)) ?? []);
+      const experts =
+        m === 'sparse' ? [] : ((await pickDir('Expert checkpoints (one folder per expert)', true)) ?? []);
       if (m !== 'sparse' && experts.length === 0) return;
-      const out = await vscode.window.showSaveDialog({ title: 'Output folder for the MoE checkpoint', defaultUri: vscode.Uri.joinPath(folder.uri, `${m}-moe`) });
+      const out = await vscode.window.showSaveDialog({
+        title: 'Output folder for the MoE checkpoint',
+        defaultUri: vscode.Uri.joinPath(folder.uri, `${m}-moe`),
+      });
       if (!out) return;
-      const topK = await vscode.window.showInputBox({ title: 'Top-k (FFN)', value: '2', validateInput: (v) => (/^\d+$/.test(v) ? undefined : 'An integer') });
+      const topK = await vscode.window.showInputBox({
+        title: 'Top-k (FFN)',
+        value: '2',
+        validateInput: (v) => (/^\d+$/.test(v) ? undefined : 'An integer'),
+      });
       if (topK === undefined) return;
       let numExperts: number | undefined;
       if (m === 'sparse') {
-        const n = await vscode.window.showInputBox({ title: 'Number of experts', value: '4', validateInput: (v) => (/^\d+$/.test(v) ? undefined : 'An integer') });
+        const n = await vscode.window.showInputBox({
+          title: 'Number of experts',
+          value: '4',
+          validateInput: (v) => (/^\d+$/.test(v) ? undefined : 'An integer'),
+        });
         if (n === undefined) return;
         numExperts = Number(n);
       }
       const args = upcycleArgs(
-        { method: m, seed: seed[0].fsPath, experts: experts.map((e) => e.fsPath), out: out.fsPath, topK: Number(topK), numExperts },
+        {
+          method: m,
+          seed: seed[0].fsPath,
+          experts: experts.map((e) => e.fsPath),
+          out: out.fsPath,
+          topK: Number(topK),
+          numExperts,
+        },
         folder.uri.fsPath,
       );
       await runner.runEngine(`MoE Lab: upcycle (${m})`, args, folder);
@@ -149,11 +194,18 @@ const METHOD_HELP: Record<UpcycleMethod, string> = {
 /** From the engine's schema: its first example, else every top-level default; else a skeleton. */
 async function experimentTemplate(extensionPath: string, name: string): Promise<Record<string, unknown>> {
   try {
-    const schema = JSON.parse(await fsp.readFile(path.join(extensionPath, 'engine', 'moelab', 'schema', 'experiment.schema.json'), 'utf8'));
+    const schema = JSON.parse(
+      await fsp.readFile(
+        path.join(extensionPath, 'engine', 'moelab', 'schema', 'experiment.schema.json'),
+        'utf8',
+      ),
+    );
     const example = Array.isArray(schema.examples) ? schema.examples[0] : undefined;
     if (example && typeof example === 'object') return { ...example, name };
     const props: Record<string, { default?: unknown }> = schema.properties ?? {};
-    const defaults = Object.fromEntries(Object.entries(props).flatMap(([k, v]) => (v && 'default' in v ? [[k, v.default]] : [])));
+    const defaults = Object.fromEntries(
+      Object.entries(props).flatMap(([k, v]) => (v && 'default' in v ? [[k, v.default]] : [])),
+    );
     if (Object.keys(defaults).length) return { ...defaults, name };
   } catch {
     // fall through to the skeleton

@@ -21,9 +21,11 @@ export interface ViewCommandDeps {
 const LOG_NAMES = ['train.log', 'log.txt', 'stdout.log', 'run.log', 'output.log', 'stderr.log'];
 
 async function pickRuns(store: RunStore, title: string, many: boolean): Promise<string[] | undefined> {
-  const items = store
-    .list()
-    .map((r) => ({ label: r.id, description: `${r.group ?? ''} · ${r.stage ?? ''} · ${shownStatus(r)}`, id: r.id }));
+  const items = store.list().map((r) => ({
+    label: r.id,
+    description: `${r.group ?? ''} · ${r.stage ?? ''} · ${shownStatus(r)}`,
+    id: r.id,
+  }));
   if (!items.length) {
     void vscode.window.showInformationMessage('MoE Lab: no runs yet. Run the demo or an experiment first.');
     return undefined;
@@ -49,7 +51,9 @@ export function registerViewCommands(d: ViewCommandDeps): vscode.Disposable[] {
       panels.openRouterPanel(ids.length ? ids : undefined);
     }),
     vscode.commands.registerCommand('moelab.analyzeWeights', async (arg?: unknown, selection?: unknown) => {
-      const [id] = selectedRuns(arg, selection).length ? selectedRuns(arg, selection) : ((await pickRuns(store, 'MoE Lab: analyze the weights of which run?', false)) ?? []);
+      const [id] = selectedRuns(arg, selection).length
+        ? selectedRuns(arg, selection)
+        : ((await pickRuns(store, 'MoE Lab: analyze the weights of which run?', false)) ?? []);
       const run = id ? store.get(id) : undefined;
       if (run) panels.openRouterPanel([run.id], { spec: await runSpec(run), show: true });
     }),
@@ -63,7 +67,9 @@ export function registerViewCommands(d: ViewCommandDeps): vscode.Disposable[] {
       await store.refresh();
     }),
     vscode.commands.registerCommand('moelab.openRunLog', async (arg?: unknown, selection?: unknown) => {
-      const [id] = runIdsFrom(arg, selection).length ? runIdsFrom(arg, selection) : ((await pickRuns(store, 'MoE Lab: log of which run?', false)) ?? []);
+      const [id] = runIdsFrom(arg, selection).length
+        ? runIdsFrom(arg, selection)
+        : ((await pickRuns(store, 'MoE Lab: log of which run?', false)) ?? []);
       const run = id ? d.slurm.findRun(id) : undefined;
       if (!run) return;
       if (await d.slurm.isSlurmRun(run)) {

@@ -8,7 +8,7 @@ export class ByteTokenizer implements TextTokenizer {
 
   tokenize(text: string): TextToken[] {
     const out: TextToken[] = [];
-    for (let i = 0; i < text.length; ) {
+    for (let i = 0; i < text.length;) {
       const cp = text.codePointAt(i) ?? 0;
       // A lone surrogate is encoded as U+FFFD by TextEncoder; do the same.
       const lone = cp >= 0xd800 && cp <= 0xdfff;

@@ -24,13 +24,19 @@ export function exportDirFor(checkpointDir: string): string {
 }
 
 /** Exports first (the last used at the top), then checkpoints that have no export yet. */
-export function modelChoices(exports: ExportChoice[], checkpointDirs: string[], lastUsed?: string): ModelChoice[] {
+export function modelChoices(
+  exports: ExportChoice[],
+  checkpointDirs: string[],
+  lastUsed?: string,
+): ModelChoice[] {
   const exported = new Set<string>();
   for (const e of exports) {
     exported.add(path.resolve(e.dir, '..'));
     if (e.source) exported.add(path.resolve(e.source));
   }
-  const sorted = [...exports].sort((a, b) => Number(b.dir === lastUsed) - Number(a.dir === lastUsed) || a.dir.localeCompare(b.dir));
+  const sorted = [...exports].sort(
+    (a, b) => Number(b.dir === lastUsed) - Number(a.dir === lastUsed) || a.dir.localeCompare(b.dir),
+  );
   const ckpts: CheckpointChoice[] = [...new Set(checkpointDirs)]
     .filter((d) => !exported.has(path.resolve(d)))
     .sort((a, b) => a.localeCompare(b))

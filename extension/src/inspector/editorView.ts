@@ -4,7 +4,16 @@
 import * as vscode from 'vscode';
 import { EXPERT_COLORS, expertBackground, expertBorderStyle, expertColor } from './palette';
 import { routerKey, type InspectionResult } from './result';
-import { colourPlan, groupAt, hoverMarkdown, loadSummary, routerLabel, routingRule, tokenGroups, type TokenGroup } from './view';
+import {
+  colourPlan,
+  groupAt,
+  hoverMarkdown,
+  loadSummary,
+  routerLabel,
+  routingRule,
+  tokenGroups,
+  type TokenGroup,
+} from './view';
 
 export const PICK_ROUTER_COMMAND = 'moelab.inspectRouting.pickRouter';
 export const CLEAR_COMMAND = 'moelab.inspectRouting.clear';
@@ -20,7 +29,11 @@ interface Shown {
 export class RoutingEditorView implements vscode.HoverProvider, vscode.Disposable {
   private readonly shown = new Map<string, Shown>();
   private readonly types = new Map<number, vscode.TextEditorDecorationType>();
-  private readonly status = vscode.window.createStatusBarItem('moelab.routing', vscode.StatusBarAlignment.Right, 100);
+  private readonly status = vscode.window.createStatusBarItem(
+    'moelab.routing',
+    vscode.StatusBarAlignment.Right,
+    100,
+  );
   private readonly subs: vscode.Disposable[] = [];
   /** The router picked last, kept for the next inspection (as "L3.ffn"). */
   lastRouterKey: string | undefined;
@@ -106,7 +119,8 @@ export class RoutingEditorView implements vscode.HoverProvider, vscode.Disposabl
         this.decorationType(expert);
         const slot = expert % (EXPERT_COLORS.length * 2);
         const list = bySlot.get(slot) ?? [];
-        for (const [a, b] of ranges) list.push(new vscode.Range(doc.positionAt(s.base + a), doc.positionAt(s.base + b)));
+        for (const [a, b] of ranges)
+          list.push(new vscode.Range(doc.positionAt(s.base + a), doc.positionAt(s.base + b)));
         bySlot.set(slot, list);
       }
     }
@@ -125,7 +139,10 @@ export class RoutingEditorView implements vscode.HoverProvider, vscode.Disposabl
       [
         `**MoE Lab routing** — ${s.result.modelType}${s.result.method ? ` (${s.result.method})` : ''}, ${routingRule(r)}`,
         '',
-        Array.from({ length: r.numExperts }, (_, e) => `<span style="color:${expertColor(e)};">■</span> E${e}`).join('  '),
+        Array.from(
+          { length: r.numExperts },
+          (_, e) => `<span style="color:${expertColor(e)};">■</span> E${e}`,
+        ).join('  '),
         '',
         `Top-expert share: ${loadSummary(s.result, r)}`,
         '',

@@ -18,7 +18,9 @@ export class HfTokenizer implements TextTokenizer {
     try {
       this.tok = new Tokenizer(tokenizerJson as object, (tokenizerConfig ?? {}) as object);
     } catch (e) {
-      throw new InspectorError(`${where}: cannot be loaded as a Hugging Face tokenizer (${(e as Error).message})`);
+      throw new InspectorError(
+        `${where}: cannot be loaded as a Hugging Face tokenizer (${(e as Error).message})`,
+      );
     }
   }
 

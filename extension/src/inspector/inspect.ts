@@ -31,20 +31,27 @@ export async function inspectText(
 ): Promise<InspectionResult> {
   const t0 = performance.now();
   if (manifest.routers.length === 0) {
-    throw new InspectorError(`${exportDir}: this ${manifest.modelType} model has no routers (a dense model): nothing to inspect`);
+    throw new InspectorError(
+      `${exportDir}: this ${manifest.modelType} model has no routers (a dense model): nothing to inspect`,
+    );
   }
   const all = tokenizer.tokenize(text);
   const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
   const tokens = all.slice(0, maxTokens);
   for (const t of tokens) {
     if (t.id < 0 || t.id >= manifest.vocabSize) {
-      throw new InspectorError(`token id ${t.id} is outside the model's vocabulary (${manifest.vocabSize}): tokenizer and model do not match`);
+      throw new InspectorError(
+        `token id ${t.id} is outside the model's vocabulary (${manifest.vocabSize}): tokenizer and model do not match`,
+      );
     }
   }
   const context = opts.context ?? manifest.maxContext;
   const windows = planWindows(tokens.length, context, opts.overlap ?? defaultOverlap(context));
   const routers: RouterResult[] = manifest.routers.map((r) => ({
-    layer: r.layer, kind: r.kind, numExperts: r.numExperts, topK: r.topK,
+    layer: r.layer,
+    kind: r.kind,
+    numExperts: r.numExperts,
+    topK: r.topK,
     probs: new Float32Array(tokens.length * r.numExperts),
   }));
   const ids = tokens.map((t) => t.id);
@@ -54,7 +61,9 @@ export async function inspectText(
       const probs = outputs.get(r.output);
       const e = r.numExperts;
       if (!probs || probs.length !== (w.end - w.start) * e) {
-        throw new InspectorError(`output ${r.output}: expected ${(w.end - w.start) * e} values, got ${probs?.length ?? 'none'}`);
+        throw new InspectorError(
+          `output ${r.output}: expected ${(w.end - w.start) * e} values, got ${probs?.length ?? 'none'}`,
+        );
       }
       routers[i].probs.set(probs.subarray((w.keepFrom - w.start) * e), w.keepFrom * e);
     });

@@ -27,7 +27,10 @@ export async function loadTokenizer(dir: string, manifest: RoutingManifest): Pro
   const text = await readText(file, 'tokenizer file missing (re-run MoE Lab export)');
   if (manifest.tokenizer.kind === 'byte-level') return new ByteTokenizer();
   const configFile = path.join(dir, 'tokenizer_config.json');
-  const config = await fs.readFile(configFile, 'utf8').then((t) => parseJson(t, configFile), () => ({}));
+  const config = await fs.readFile(configFile, 'utf8').then(
+    (t) => parseJson(t, configFile),
+    () => ({}),
+  );
   return new HfTokenizer(parseJson(text, file), config, file);
 }
 
@@ -44,7 +47,9 @@ async function readText(file: string, missing: string): Promise<string> {
     return await fs.readFile(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new InspectorError(code === 'ENOENT' ? `${file}: ${missing}` : `${file}: cannot read (${code ?? (e as Error).message})`);
+    throw new InspectorError(
+      code === 'ENOENT' ? `${file}: ${missing}` : `${file}: cannot read (${code ?? (e as Error).message})`,
+    );
   }
 }
 

@@ -41,14 +41,20 @@ export function parseManifest(text: string, where: string): RoutingManifest {
     throw new InspectorError(`${where}: invalid JSON (${(e as Error).message})`);
   }
   const m = asObject(raw, where);
-  if (m.format !== MANIFEST_FORMAT) throw new InspectorError(`${where}: not a ${MANIFEST_FORMAT} manifest (re-run MoE Lab export)`);
+  if (m.format !== MANIFEST_FORMAT)
+    throw new InspectorError(`${where}: not a ${MANIFEST_FORMAT} manifest (re-run MoE Lab export)`);
   if (m.version !== MANIFEST_VERSION) {
-    throw new InspectorError(`${where}: version ${JSON.stringify(m.version)} is not supported (expected ${MANIFEST_VERSION}); re-export the checkpoint`);
+    throw new InspectorError(
+      `${where}: version ${JSON.stringify(m.version)} is not supported (expected ${MANIFEST_VERSION}); re-export the checkpoint`,
+    );
   }
   const field = (k: string) => `${where}: field "${k}"`;
   const tok = asObject(m.tokenizer, field('tokenizer'));
   const tokKind = tok.kind;
-  if (tokKind !== 'byte-level' && tokKind !== 'hf') throw new InspectorError(`${field('tokenizer.kind')} is ${JSON.stringify(tokKind)} (expected byte-level or hf)`);
+  if (tokKind !== 'byte-level' && tokKind !== 'hf')
+    throw new InspectorError(
+      `${field('tokenizer.kind')} is ${JSON.stringify(tokKind)} (expected byte-level or hf)`,
+    );
   const input = asObject(m.input, field('input'));
   if (!Array.isArray(m.routers)) throw new InspectorError(`${field('routers')} is not a list`);
   const routers = m.routers.map((r, i) => parseRouter(r, `${where}: routers[${i}]`));
@@ -64,23 +70,35 @@ export function parseManifest(text: string, where: string): RoutingManifest {
     numLayers: posInt(m.num_layers, field('num_layers')),
     inputName: str(input.name, field('input.name')),
     routers,
-    tokenizer: { kind: tokKind, file: str(tok.file, field('tokenizer.file')), vocabSize: posInt(tok.vocab_size, field('tokenizer.vocab_size')) },
+    tokenizer: {
+      kind: tokKind,
+      file: str(tok.file, field('tokenizer.file')),
+      vocabSize: posInt(tok.vocab_size, field('tokenizer.vocab_size')),
+    },
   };
 }
 
 function parseRouter(raw: unknown, where: string): ManifestRouter {
   const r = asObject(raw, where);
-  if (r.kind !== 'ffn' && r.kind !== 'attn') throw new InspectorError(`${where}: kind ${JSON.stringify(r.kind)} (expected ffn or attn)`);
+  if (r.kind !== 'ffn' && r.kind !== 'attn')
+    throw new InspectorError(`${where}: kind ${JSON.stringify(r.kind)} (expected ffn or attn)`);
   const numExperts = posInt(r.num_experts, `${where}: num_experts`);
   const topK = r.top_k;
   if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 0 || topK > numExperts) {
     throw new InspectorError(`${where}: top_k ${JSON.stringify(topK)} (expected 0..${numExperts})`);
   }
-  return { layer: nonNegInt(r.layer, `${where}: layer`), kind: r.kind, output: str(r.output, `${where}: output`), numExperts, topK };
+  return {
+    layer: nonNegInt(r.layer, `${where}: layer`),
+    kind: r.kind,
+    output: str(r.output, `${where}: output`),
+    numExperts,
+    topK,
+  };
 }
 
 function asObject(v: unknown, where: string): Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InspectorError(`${where}: not a JSON object`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new InspectorError(`${where}: not a JSON object`);
   return v as Record<string, unknown>;
 }
 
@@ -90,7 +108,8 @@ function str(v: unknown, where: string): string {
 }
 
 function nonNegInt(v: unknown, where: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new InspectorError(`${where} is not a non-negative integer`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+    throw new InspectorError(`${where} is not a non-negative integer`);
   return v;
 }
 

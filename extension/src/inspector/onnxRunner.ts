@@ -18,7 +18,11 @@ export class OnnxRouterRunner implements RouterRunner {
     private readonly outputs: string[],
   ) {}
 
-  static async create(file: string, manifest: RoutingManifest, opts: SessionOptions = {}): Promise<OnnxRouterRunner> {
+  static async create(
+    file: string,
+    manifest: RoutingManifest,
+    opts: SessionOptions = {},
+  ): Promise<OnnxRouterRunner> {
     const threads = opts.threads ?? Math.max(1, Math.floor(os.availableParallelism() / 2));
     let session: ort.InferenceSession;
     try {
@@ -33,7 +37,9 @@ export class OnnxRouterRunner implements RouterRunner {
       });
     } catch (e) {
       const first = String((e as Error).message ?? e).split('\n')[0];
-      const reason = /no such file|ENOENT|doesn't exist|does not exist/i.test(first) ? 'missing' : `not a model onnxruntime can load (${first})`;
+      const reason = /no such file|ENOENT|doesn't exist|does not exist/i.test(first)
+        ? 'missing'
+        : `not a model onnxruntime can load (${first})`;
       throw new InspectorError(`${file}: ${reason}`);
     }
     const outputs = manifest.routers.map((r) => r.output);
@@ -48,7 +54,11 @@ export class OnnxRouterRunner implements RouterRunner {
   }
 
   async run(ids: number[]): Promise<Map<string, Float32Array>> {
-    const input = new ort.Tensor('int64', BigInt64Array.from(ids, (i) => BigInt(i)), [1, ids.length]);
+    const input = new ort.Tensor(
+      'int64',
+      BigInt64Array.from(ids, (i) => BigInt(i)),
+      [1, ids.length],
+    );
     const result = await this.session.run({ [this.inputName]: input }, this.outputs);
     const out = new Map<string, Float32Array>();
     for (const name of this.outputs) {

@@ -2,8 +2,18 @@
 // background plus a solid underline, which reads on light, dark and high-contrast themes alike
 // without changing the text colour the theme chose.
 export const EXPERT_COLORS = [
-  '#E69F00', '#56B4E9', '#009E73', '#F0E442', '#0072B2', '#D55E00',
-  '#CC79A7', '#999999', '#882255', '#44AA99', '#117733', '#AA4499',
+  '#E69F00',
+  '#56B4E9',
+  '#009E73',
+  '#F0E442',
+  '#0072B2',
+  '#D55E00',
+  '#CC79A7',
+  '#999999',
+  '#882255',
+  '#44AA99',
+  '#117733',
+  '#AA4499',
 ] as const;
 
 export function expertColor(expert: number): string {

@@ -51,7 +51,8 @@ export async function pickModel(choices: ModelChoice[], lastUsed?: string): Prom
       choice: c,
     });
   }
-  if (ckpts.length) items.push({ label: 'Checkpoints (export to ONNX first)', kind: vscode.QuickPickItemKind.Separator });
+  if (ckpts.length)
+    items.push({ label: 'Checkpoints (export to ONNX first)', kind: vscode.QuickPickItemKind.Separator });
   for (const c of ckpts) {
     items.push({
       label: `$(package) ${displayName(c.dir)}`,
@@ -89,11 +90,21 @@ function displayName(dir: string): string {
   return path.join(path.basename(path.dirname(dir)), path.basename(dir));
 }
 
-async function manifestSummary(uri: vscode.Uri): Promise<Omit<ExportChoice, 'kind' | 'dir'> & { kind: 'export' }> {
+async function manifestSummary(
+  uri: vscode.Uri,
+): Promise<Omit<ExportChoice, 'kind' | 'dir'> & { kind: 'export' }> {
   try {
-    const m = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(uri)).toString('utf8')) as Record<string, unknown>;
+    const m = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(uri)).toString('utf8')) as Record<
+      string,
+      unknown
+    >;
     const s = (k: string) => (typeof m[k] === 'string' ? (m[k] as string) : undefined);
-    return { kind: 'export', modelType: s('model_type'), method: s('method'), source: s('source_checkpoint') };
+    return {
+      kind: 'export',
+      modelType: s('model_type'),
+      method: s('method'),
+      source: s('source_checkpoint'),
+    };
   } catch {
     return { kind: 'export' }; // listed anyway; opening it reports what is wrong
   }

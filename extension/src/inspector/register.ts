@@ -37,7 +37,9 @@ export function registerInspector(context: vscode.ExtensionContext, deps: Inspec
   const inspect = async (): Promise<void> => {
     const editor = vscode.window.activeTextEditor;
     if (!editor) {
-      void vscode.window.showInformationMessage('MoE Lab: open a file and select the text whose routing you want to see.');
+      void vscode.window.showInformationMessage(
+        'MoE Lab: open a file and select the text whose routing you want to see.',
+      );
       return;
     }
     const lastUsed = context.workspaceState.get<string>(LAST_EXPORT_KEY);
@@ -49,12 +51,17 @@ export function registerInspector(context: vscode.ExtensionContext, deps: Inspec
 
     // An empty selection means the whole document (cut at the inspector's token limit).
     const doc = editor.document;
-    const range = editor.selection.isEmpty ? new vscode.Range(doc.positionAt(0), doc.positionAt(doc.getText().length)) : editor.selection;
+    const range = editor.selection.isEmpty
+      ? new vscode.Range(doc.positionAt(0), doc.positionAt(doc.getText().length))
+      : editor.selection;
     const text = doc.getText(range);
     if (!text) return;
     const version = doc.version;
     const { result } = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: `MoE Lab: routing ${text.length} characters through ${path.basename(exportDir)}…` },
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: `MoE Lab: routing ${text.length} characters through ${path.basename(exportDir)}…`,
+      },
       () => client.inspect(exportDir, text),
     );
     if (doc.isClosed || doc.version !== version) return; // edited meanwhile: the offsets are stale
@@ -62,7 +69,9 @@ export function registerInspector(context: vscode.ExtensionContext, deps: Inspec
     last = result;
     emitter.fire(result);
     if (result.truncated) {
-      void vscode.window.showWarningMessage(`MoE Lab: routed the first ${result.tokens.length} tokens; ${result.truncated} more were left out.`);
+      void vscode.window.showWarningMessage(
+        `MoE Lab: routed the first ${result.tokens.length} tokens; ${result.truncated} more were left out.`,
+      );
     }
   };
 
@@ -110,7 +119,9 @@ async function exportCheckpoint(c: CheckpointChoice, deps: InspectorDeps): Promi
   if (fs.existsSync(c.exportDir)) args.push('--overwrite');
   const code = await deps.runEngineTask('Export ONNX', args);
   if (code !== 0) {
-    void vscode.window.showErrorMessage(`MoE Lab: the export of ${c.dir} failed${code === undefined ? '' : ` (exit code ${code})`}; see the task terminal.`);
+    void vscode.window.showErrorMessage(
+      `MoE Lab: the export of ${c.dir} failed${code === undefined ? '' : ` (exit code ${code})`}; see the task terminal.`,
+    );
     return undefined;
   }
   return c.exportDir;

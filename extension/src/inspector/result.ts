@@ -74,7 +74,9 @@ export function toPlain(result: InspectionResult): Omit<InspectionResult, 'route
     ...result,
     routers: result.routers.map((r) => ({
       ...r,
-      probs: Array.from({ length: result.tokens.length }, (_, t) => Array.from(r.probs.subarray(t * r.numExperts, (t + 1) * r.numExperts))),
+      probs: Array.from({ length: result.tokens.length }, (_, t) =>
+        Array.from(r.probs.subarray(t * r.numExperts, (t + 1) * r.numExperts)),
+      ),
     })),
   };
 }

@@ -29,7 +29,10 @@ export class SessionCache {
     this.entries.set(key, entry);
     try {
       const loaded = await entry.loaded;
-      return { loaded, info: { loadMs: loaded.loadMs, cached: false, routers: loaded.manifest.routers.length } };
+      return {
+        loaded,
+        info: { loadMs: loaded.loadMs, cached: false, routers: loaded.manifest.routers.length },
+      };
     } catch (e) {
       // A failed load is not cached: the user may fix the directory and try again.
       if (this.entries.get(key) === entry) this.entries.delete(key);
@@ -38,12 +41,18 @@ export class SessionCache {
   }
 
   release(dir?: string): void {
-    for (const [key, entry] of [...this.entries]) if (dir === undefined || key === path.resolve(dir)) this.drop(key, entry);
+    for (const [key, entry] of [...this.entries])
+      if (dir === undefined || key === path.resolve(dir)) this.drop(key, entry);
   }
 
   private drop(key: string, entry: Entry): void {
     this.entries.delete(key);
-    entry.loaded.then((l) => l.runner.release(), () => undefined).catch(() => undefined);
+    entry.loaded
+      .then(
+        (l) => l.runner.release(),
+        () => undefined,
+      )
+      .catch(() => undefined);
   }
 
   /** Answers one request; never throws (failures become `ok: false` replies). */
@@ -56,7 +65,14 @@ export class SessionCache {
         }
         case 'inspect': {
           const { loaded, info } = await this.get(req.dir, req.threads);
-          const result = await inspectText(req.text, loaded.dir, loaded.manifest, loaded.tokenizer, loaded.runner, req.options);
+          const result = await inspectText(
+            req.text,
+            loaded.dir,
+            loaded.manifest,
+            loaded.tokenizer,
+            loaded.runner,
+            req.options,
+          );
           return { id: req.id, ok: true, type: 'inspect', info, result };
         }
         case 'release':
@@ -72,7 +88,12 @@ export class SessionCache {
 
 async function stampOf(dir: string): Promise<string> {
   const parts = await Promise.all(
-    [MANIFEST_FILE, 'model.onnx'].map((f) => fs.stat(path.join(dir, f)).then((s) => `${s.mtimeMs}:${s.size}`, () => '-')),
+    [MANIFEST_FILE, 'model.onnx'].map((f) =>
+      fs.stat(path.join(dir, f)).then(
+        (s) => `${s.mtimeMs}:${s.size}`,
+        () => '-',
+      ),
+    ),
   );
   return parts.join('|');
 }

@@ -2,7 +2,14 @@
 // that share a text range, like the UTF-8 bytes of one character), which expert colours which
 // range, hover markdown, and the labels of the router picker.
 import { expertColor } from './palette';
-import { routedCount, routerKey, topExpert, topExperts, type InspectionResult, type RouterResult } from './result';
+import {
+  routedCount,
+  routerKey,
+  topExpert,
+  topExperts,
+  type InspectionResult,
+  type RouterResult,
+} from './result';
 
 export interface TokenGroup {
   start: number;
@@ -71,12 +78,18 @@ export function hoverMarkdown(result: InspectionResult, group: TokenGroup, selec
   const lines: string[] = [];
   for (const t of group.tokens) {
     const tok = result.tokens[t];
-    lines.push(`**\`${escapeCode(tok.display)}\`** token ${t + 1} of ${result.tokens.length} · id ${tok.id}`, '');
+    lines.push(
+      `**\`${escapeCode(tok.display)}\`** token ${t + 1} of ${result.tokens.length} · id ${tok.id}`,
+      '',
+    );
     lines.push('| router | rule | experts (router probability) |', '|---|---|---|');
     result.routers.forEach((r, i) => {
       const k = r.topK > 0 ? routedCount(r) : Math.min(SOFT_SHOWN, r.numExperts);
       const experts = topExperts(r, t, k)
-        .map(({ expert, prob }) => `<span style="color:${expertColor(expert)};">■</span> E${expert} ${prob.toFixed(2)}`)
+        .map(
+          ({ expert, prob }) =>
+            `<span style="color:${expertColor(expert)};">■</span> E${expert} ${prob.toFixed(2)}`,
+        )
         .join(' · ');
       const name = i === selected ? `**${routerLabel(r)}**` : routerLabel(r);
       lines.push(`| ${name} | ${routingRule(r)} | ${experts} |`);

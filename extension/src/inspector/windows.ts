@@ -16,8 +16,10 @@ export function defaultOverlap(context: number): number {
 }
 
 export function planWindows(n: number, context: number, overlap = defaultOverlap(context)): TokenWindow[] {
-  if (!Number.isInteger(context) || context < 1) throw new RangeError(`context must be a positive integer, got ${context}`);
-  if (!Number.isInteger(overlap) || overlap < 0 || overlap >= context) throw new RangeError(`overlap must be in [0, ${context}), got ${overlap}`);
+  if (!Number.isInteger(context) || context < 1)
+    throw new RangeError(`context must be a positive integer, got ${context}`);
+  if (!Number.isInteger(overlap) || overlap < 0 || overlap >= context)
+    throw new RangeError(`overlap must be in [0, ${context}), got ${overlap}`);
   const out: TokenWindow[] = [];
   let end = 0;
   while (end < n) {

@@ -11,7 +11,10 @@ if (!port) throw new Error('inspectorWorker must run as a worker thread');
 port.on('message', (req: WorkerRequest) => {
   void cache.handle(req).then((reply: WorkerReply) => {
     // The probability arrays move to the host instead of being copied.
-    const transfer = reply.ok && reply.type === 'inspect' ? reply.result.routers.map((r) => r.probs.buffer as ArrayBuffer) : [];
+    const transfer =
+      reply.ok && reply.type === 'inspect'
+        ? reply.result.routers.map((r) => r.probs.buffer as ArrayBuffer)
+        : [];
     port.postMessage(reply, transfer);
   });
 });

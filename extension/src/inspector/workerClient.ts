@@ -25,7 +25,11 @@ export class InspectorClient {
     return r.ok && r.type === 'load' && r.info ? r.info : { loadMs: 0, cached: true, routers: 0 };
   }
 
-  async inspect(dir: string, text: string, options?: InspectOptions): Promise<{ result: InspectionResult; info: LoadInfo }> {
+  async inspect(
+    dir: string,
+    text: string,
+    options?: InspectOptions,
+  ): Promise<{ result: InspectionResult; info: LoadInfo }> {
     const r = await this.request({ type: 'inspect', dir, text, options, threads: this.threads });
     if (!r.ok || r.type !== 'inspect') throw new Error('inspector worker: unexpected reply');
     return { result: r.result, info: r.info };

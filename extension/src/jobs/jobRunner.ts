@@ -27,7 +27,8 @@ export function isMoelabTaskDefinition(d: vscode.TaskDefinition): d is MoelabTas
     d.type === TASK_TYPE &&
     typeof d.command === 'string' &&
     d.command.length > 0 &&
-    (d.args === undefined || (Array.isArray(d.args) && d.args.every((a: unknown) => typeof a === 'string'))) &&
+    (d.args === undefined ||
+      (Array.isArray(d.args) && d.args.every((a: unknown) => typeof a === 'string'))) &&
     (d.cwd === undefined || typeof d.cwd === 'string')
   );
 }
@@ -88,13 +89,20 @@ export class JobRunner implements vscode.Disposable {
   }
 
   /** Builds the task for a definition; used by commands and by the TaskProvider's resolveTask. */
-  engineTask(def: MoelabTaskDefinition, python: string, folder?: vscode.WorkspaceFolder, name?: string): vscode.Task {
-    const cwd = def.cwd ?? folder?.uri.fsPath ?? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? os.homedir();
+  engineTask(
+    def: MoelabTaskDefinition,
+    python: string,
+    folder?: vscode.WorkspaceFolder,
+    name?: string,
+  ): vscode.Task {
+    const cwd =
+      def.cwd ?? folder?.uri.fsPath ?? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? os.homedir();
     const launcher = launcherSettings(folder);
     let engineArgs = [def.command, ...(def.args ?? [])];
     const distribute = DISTRIBUTED_COMMANDS.has(def.command);
     // Slurm: the engine writes and submits the sbatch script; the task itself only submits.
-    if (distribute && launcher.kind === 'slurm') engineArgs = slurmTaskArgs(engineArgs, launcher.slurm ?? {}, cwd);
+    if (distribute && launcher.kind === 'slurm')
+      engineArgs = slurmTaskArgs(engineArgs, launcher.slurm ?? {}, cwd);
     const inv = engineInvocation(python, engineArgs, launcher, distribute);
     const task = new vscode.Task(
       def,
@@ -103,7 +111,11 @@ export class JobRunner implements vscode.Disposable {
       TASK_TYPE,
       new vscode.ProcessExecution(inv.command, inv.args, { cwd, env: inv.env }),
     );
-    task.presentationOptions = { reveal: vscode.TaskRevealKind.Always, panel: vscode.TaskPanelKind.Dedicated, clear: true };
+    task.presentationOptions = {
+      reveal: vscode.TaskRevealKind.Always,
+      panel: vscode.TaskPanelKind.Dedicated,
+      clear: true,
+    };
     return task;
   }
 
@@ -130,7 +142,12 @@ export class JobRunner implements vscode.Disposable {
   }
 
   /** A non-engine process as a visible task (pip install). */
-  async runProcess(name: string, command: string, args: string[], folder?: vscode.WorkspaceFolder): Promise<number | undefined> {
+  async runProcess(
+    name: string,
+    command: string,
+    args: string[],
+    folder?: vscode.WorkspaceFolder,
+  ): Promise<number | undefined> {
     if (!requireTrust(`Running "${name}"`)) return undefined;
     const task = new vscode.Task(
       { type: TASK_TYPE, command: '_process', args: [command, ...args] },
@@ -139,11 +156,18 @@ export class JobRunner implements vscode.Disposable {
       TASK_TYPE,
       new vscode.ProcessExecution(command, args, { cwd: folder?.uri.fsPath }),
     );
-    task.presentationOptions = { reveal: vscode.TaskRevealKind.Always, panel: vscode.TaskPanelKind.Dedicated, clear: true };
+    task.presentationOptions = {
+      reveal: vscode.TaskRevealKind.Always,
+      panel: vscode.TaskPanelKind.Dedicated,
+      clear: true,
+    };
     return (await this.execute(task, name)).exit;
   }
 
-  private async execute(task: vscode.Task, name: string): Promise<{ execution: vscode.TaskExecution; exit: Promise<number | undefined> }> {
+  private async execute(
+    task: vscode.Task,
+    name: string,
+  ): Promise<{ execution: vscode.TaskExecution; exit: Promise<number | undefined> }> {
     const execution = await vscode.tasks.executeTask(task);
     const exit = new Promise<number | undefined>((resolve) => this.exits.set(execution, resolve));
     this.tracked.set(execution, { name, exit });
@@ -187,10 +211,16 @@ export class JobRunner implements vscode.Disposable {
       await this.stopRun(undefined);
       return;
     }
-    void vscode.window.showInformationMessage(run ? `MoE Lab: run ${run.id} is not running on this host.` : 'MoE Lab: no job is running.');
+    void vscode.window.showInformationMessage(
+      run ? `MoE Lab: run ${run.id} is not running on this host.` : 'MoE Lab: no job is running.',
+    );
   }
 
-  private async gracefulStop(execution: vscode.TaskExecution, pid: number | undefined, name: string): Promise<void> {
+  private async gracefulStop(
+    execution: vscode.TaskExecution,
+    pid: number | undefined,
+    name: string,
+  ): Promise<void> {
     const exit = this.tracked.get(execution)?.exit;
     if (pid === undefined || !exit) {
       execution.terminate();
@@ -203,7 +233,11 @@ export class JobRunner implements vscode.Disposable {
       return;
     }
     await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: `Stopping ${name} (saving a checkpoint)…`, cancellable: true },
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: `Stopping ${name} (saving a checkpoint)…`,
+        cancellable: true,
+      },
       async (_p, token) => {
         const graceMs = 120_000;
         const timedOut = await Promise.race([

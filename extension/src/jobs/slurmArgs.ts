@@ -24,7 +24,8 @@ function checkValue(name: string, v: string): string {
 
 function intOption(flag: string, v: number | undefined, min: number): string[] {
   if (v === undefined) return [];
-  if (!Number.isSafeInteger(v) || v < min) throw new TaskArgError(`${flag} must be an integer >= ${min}, got ${v}`);
+  if (!Number.isSafeInteger(v) || v < min)
+    throw new TaskArgError(`${flag} must be an integer >= ${min}, got ${v}`);
   return [`${flag}=${v}`];
 }
 
@@ -69,7 +70,9 @@ export function slurmSubmitConfigArgs(config: string, s: SlurmSettings, base: st
 export function slurmTaskArgs(engineArgs: readonly string[], s: SlurmSettings, base: string): string[] {
   const [command, config, ...rest] = engineArgs;
   if ((command !== 'train' && command !== 'run') || config === undefined || rest.length > 0) {
-    throw new TaskArgError(`the slurm launcher submits "train CONFIG" or "run EXPERIMENT" only, got: ${JSON.stringify(engineArgs)}`);
+    throw new TaskArgError(
+      `the slurm launcher submits "train CONFIG" or "run EXPERIMENT" only, got: ${JSON.stringify(engineArgs)}`,
+    );
   }
   return slurmSubmitConfigArgs(config, s, base);
 }
@@ -154,7 +157,8 @@ export function parseSlurmStatus(stdout: string): SlurmJobState[] {
     out.push({
       jobId,
       state,
-      active: typeof o.active === 'boolean' ? o.active : ACTIVE_QUEUED.has(state) || ACTIVE_RUNNING.has(state),
+      active:
+        typeof o.active === 'boolean' ? o.active : ACTIVE_QUEUED.has(state) || ACTIVE_RUNNING.has(state),
       runDir: runDir === undefined ? undefined : path.resolve(runDir),
       log: optString(o.log),
       reason: optString(o.reason),
@@ -167,12 +171,23 @@ export function parseSlurmStatus(stdout: string): SlurmJobState[] {
   return out;
 }
 
-const ACTIVE_QUEUED = new Set(['PENDING', 'CONFIGURING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESV_DEL_HOLD']);
+const ACTIVE_QUEUED = new Set([
+  'PENDING',
+  'CONFIGURING',
+  'REQUEUED',
+  'REQUEUE_HOLD',
+  'REQUEUE_FED',
+  'RESV_DEL_HOLD',
+]);
 const ACTIVE_RUNNING = new Set(['RUNNING', 'COMPLETING', 'STAGE_OUT', 'SIGNALING', 'RESIZING']);
 
 /** What the Runs view says about a job: "queued (slurm 1234)", "running (slurm 1234)", ... */
 export function slurmLabel(s: SlurmJobState): string {
-  const word = ACTIVE_QUEUED.has(s.state) ? 'queued' : ACTIVE_RUNNING.has(s.state) ? 'running' : s.state.toLowerCase().replace(/_/g, ' ');
+  const word = ACTIVE_QUEUED.has(s.state)
+    ? 'queued'
+    : ACTIVE_RUNNING.has(s.state)
+      ? 'running'
+      : s.state.toLowerCase().replace(/_/g, ' ');
   return `${word} (slurm ${s.jobId})`;
 }
 

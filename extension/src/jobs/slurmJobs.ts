@@ -157,11 +157,17 @@ export class SlurmJobs implements vscode.Disposable {
       }
     }
     const args = slurmScriptArgs(config.fsPath, out, slurmSettings(folder), base);
-    const started = await this.runner.runEngine(`MoE Lab: Slurm script for ${path.basename(config.fsPath)}`, args, folder);
+    const started = await this.runner.runEngine(
+      `MoE Lab: Slurm script for ${path.basename(config.fsPath)}`,
+      args,
+      folder,
+    );
     if (!started) return;
     const code = await started.exit;
     if (code !== 0 || !(await exists(out))) {
-      void vscode.window.showErrorMessage(`MoE Lab: moelab slurm script failed (exit ${code ?? '?'}); see the task terminal.`);
+      void vscode.window.showErrorMessage(
+        `MoE Lab: moelab slurm script failed (exit ${code ?? '?'}); see the task terminal.`,
+      );
       return;
     }
     await this.showScript(vscode.Uri.file(out));
@@ -186,7 +192,11 @@ export class SlurmJobs implements vscode.Disposable {
     const text = doc?.getText() ?? (await fsp.readFile(script.fsPath, 'utf8').catch(() => ''));
     const runDir = runDirOfScript(text);
     if (runDir) this.extraRoots.add(runsRootOf(path.resolve(base, runDir)));
-    const started = await this.runner.runEngine(`MoE Lab: submit ${path.basename(script.fsPath)}`, slurmSubmitScriptArgs(script.fsPath, base), folder);
+    const started = await this.runner.runEngine(
+      `MoE Lab: submit ${path.basename(script.fsPath)}`,
+      slurmSubmitScriptArgs(script.fsPath, base),
+      folder,
+    );
     if (!started) return;
     const code = await started.exit;
     if (code === 0) {
@@ -205,14 +215,22 @@ export class SlurmJobs implements vscode.Disposable {
     );
     if (!ok) return;
     const folder = vscode.workspace.workspaceFolders?.[0];
-    const started = await this.runner.runEngine(`MoE Lab: cancel ${run.id}`, slurmCancelArgs(run.dir, folder?.uri.fsPath ?? run.dir), folder);
+    const started = await this.runner.runEngine(
+      `MoE Lab: cancel ${run.id}`,
+      slurmCancelArgs(run.dir, folder?.uri.fsPath ?? run.dir),
+      folder,
+    );
     if (started) void started.exit.then(() => this.poller.kick());
   }
 
   /** `moelab slurm log RUN_DIR --follow` in a task terminal; it ends when the job ends. */
   async followLog(run: RunInfo): Promise<void> {
     const folder = vscode.workspace.workspaceFolders?.[0];
-    await this.runner.runEngine(`MoE Lab: log ${run.id}`, slurmLogArgs(run.dir, folder?.uri.fsPath ?? run.dir), folder);
+    await this.runner.runEngine(
+      `MoE Lab: log ${run.id}`,
+      slurmLogArgs(run.dir, folder?.uri.fsPath ?? run.dir),
+      folder,
+    );
   }
 }
 
@@ -229,7 +247,12 @@ function isSlurmRunDir(dir: string): Promise<boolean> {
 
 /** Commands of the Slurm flow; Stop Run and Open Run Log reach SlurmJobs from their own handlers. */
 export function registerSlurmCommands(slurm: SlurmJobs): vscode.Disposable[] {
-  const pickFile = async (arg: unknown, title: string, test: (f: string) => boolean, glob: string): Promise<vscode.Uri | undefined> => {
+  const pickFile = async (
+    arg: unknown,
+    title: string,
+    test: (f: string) => boolean,
+    glob: string,
+  ): Promise<vscode.Uri | undefined> => {
     if (arg instanceof vscode.Uri) return arg;
     const active = vscode.window.activeTextEditor?.document;
     if (active && active.uri.scheme === 'file' && test(active.fileName)) return active.uri;
@@ -242,11 +265,21 @@ export function registerSlurmCommands(slurm: SlurmJobs): vscode.Disposable[] {
   };
   return [
     vscode.commands.registerCommand('moelab.submitToSlurm', async (arg?: unknown) => {
-      const uri = await pickFile(arg, 'MoE Lab: submit which train config or experiment to Slurm?', (f) => f.endsWith('.json'), '**/*.json');
+      const uri = await pickFile(
+        arg,
+        'MoE Lab: submit which train config or experiment to Slurm?',
+        (f) => f.endsWith('.json'),
+        '**/*.json',
+      );
       if (uri) await slurm.generateScript(uri);
     }),
     vscode.commands.registerCommand('moelab.submitSlurmScript', async (arg?: unknown) => {
-      const uri = await pickFile(arg, 'MoE Lab: submit which sbatch script?', (f) => f.endsWith('.sbatch'), '**/*.sbatch');
+      const uri = await pickFile(
+        arg,
+        'MoE Lab: submit which sbatch script?',
+        (f) => f.endsWith('.sbatch'),
+        '**/*.sbatch',
+      );
       if (uri) await slurm.submitScript(uri);
     }),
   ];

@@ -100,7 +100,8 @@ export class SlurmPoller {
       this.opts.onUpdate(states);
     }
     const pending = (states ?? this.states).some((s) => s.active);
-    if ((pending || this.kickedDuringPoll) && this.timer === undefined && this.opts.trusted()) this.schedule(this.intervalMs);
+    if ((pending || this.kickedDuringPoll) && this.timer === undefined && this.opts.trusted())
+      this.schedule(this.intervalMs);
     this.kickedDuringPoll = false;
   }
 }
@@ -135,14 +136,28 @@ export async function hasSlurmRecords(runsRoot: string): Promise<boolean> {
  * record (no Python is started for the others), as a child process with an argument array and a
  * timeout. A directory whose status fails is left out of the answer, not the whole answer.
  */
-export async function fetchSlurmStatus(python: string, runsRoots: readonly string[], cwd: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<SlurmJobState[]> {
+export async function fetchSlurmStatus(
+  python: string,
+  runsRoots: readonly string[],
+  cwd: string,
+  timeoutMs = STATUS_TIMEOUT_MS,
+): Promise<SlurmJobState[]> {
   const byJob = new Map<string, SlurmJobState>();
   for (const root of new Set(runsRoots.map((r) => path.resolve(cwd, r)))) {
     if (!(await hasSlurmRecords(root))) continue;
     const inv = engineInvocation(python, slurmStatusArgs(root, cwd));
     const stdout = await new Promise<string | undefined>((resolve) => {
-      execFile(inv.command, inv.args, { cwd, env: { ...process.env, ...inv.env }, timeout: timeoutMs, windowsHide: true, maxBuffer: 16 * 1024 * 1024 }, (err, out) =>
-        resolve(err ? undefined : out),
+      execFile(
+        inv.command,
+        inv.args,
+        {
+          cwd,
+          env: { ...process.env, ...inv.env },
+          timeout: timeoutMs,
+          windowsHide: true,
+          maxBuffer: 16 * 1024 * 1024,
+        },
+        (err, out) => resolve(err ? undefined : out),
       );
     });
     if (stdout === undefined) continue;
@@ -158,7 +173,8 @@ export async function fetchSlurmStatus(python: string, runsRoots: readonly strin
  */
 export async function hasRecordsWithoutRun(runsRoot: string): Promise<boolean> {
   for (const dir of await recordDirs(runsRoot)) {
-    if ((await isFile(path.join(dir, 'slurm.json'))) && !(await isFile(path.join(dir, 'run.json')))) return true;
+    if ((await isFile(path.join(dir, 'slurm.json'))) && !(await isFile(path.join(dir, 'run.json'))))
+      return true;
   }
   return false;
 }

@@ -56,7 +56,8 @@ export interface UpcycleOptions {
 
 function intArg(name: string, v: number | undefined): string[] {
   if (v === undefined) return [];
-  if (!Number.isSafeInteger(v) || v < 0) throw new TaskArgError(`${name} must be a non-negative integer, got ${v}`);
+  if (!Number.isSafeInteger(v) || v < 0)
+    throw new TaskArgError(`${name} must be a non-negative integer, got ${v}`);
   return [name, String(v)];
 }
 
@@ -123,7 +124,12 @@ export interface LauncherSettings {
  * wrapper: callers replace the engine arguments with `moelab slurm ...` (slurmArgs.ts), which
  * then runs here as a local command, so the engine alone writes sbatch scripts.
  */
-export function engineInvocation(python: string, engineArgs: string[], launcher: LauncherSettings = { kind: 'local' }, distribute = false): EngineInvocation {
+export function engineInvocation(
+  python: string,
+  engineArgs: string[],
+  launcher: LauncherSettings = { kind: 'local' },
+  distribute = false,
+): EngineInvocation {
   engineArgs.forEach(checkArg);
   checkArg(python);
   const env: Record<string, string> = { PYTHONUNBUFFERED: '1' };
@@ -131,7 +137,11 @@ export function engineInvocation(python: string, engineArgs: string[], launcher:
   const moelab = ['-m', 'moelab', ...engineArgs];
   if (!distribute || launcher.kind !== 'torchrun') return { command: python, args: moelab, env };
   const n = launcher.torchrunProcsPerNode ?? 1;
-  return { command: python, args: ['-m', 'torch.distributed.run', '--standalone', ...intArg('--nproc-per-node', n), ...moelab], env };
+  return {
+    command: python,
+    args: ['-m', 'torch.distributed.run', '--standalone', ...intArg('--nproc-per-node', n), ...moelab],
+    env,
+  };
 }
 
 /** Engine subcommands that train and therefore go through torchrun / `moelab slurm submit` when configured. */

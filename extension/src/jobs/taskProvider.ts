@@ -16,11 +16,25 @@ export class MoelabTaskProvider implements vscode.TaskProvider {
     const { python } = await this.runner.locator.interpreter(folder);
     const base = folder.uri.fsPath;
     const runsDir = runsDirectories(folder)[0] ?? path.join(base, 'runs');
-    const tasks = [this.runner.engineTask({ type: TASK_TYPE, command: 'demo', args: demoArgs(runsDir, base).slice(1) }, python, folder, 'demo (quick)')];
+    const tasks = [
+      this.runner.engineTask(
+        { type: TASK_TYPE, command: 'demo', args: demoArgs(runsDir, base).slice(1) },
+        python,
+        folder,
+        'demo (quick)',
+      ),
+    ];
     const experiments = await vscode.workspace.findFiles('**/*.moelab.json', '**/node_modules/**', 50);
     for (const uri of experiments) {
       const args = runExperimentArgs(uri.fsPath, base).slice(1);
-      tasks.push(this.runner.engineTask({ type: TASK_TYPE, command: 'run', args }, python, folder, `run ${path.relative(base, uri.fsPath)}`));
+      tasks.push(
+        this.runner.engineTask(
+          { type: TASK_TYPE, command: 'run', args },
+          python,
+          folder,
+          `run ${path.relative(base, uri.fsPath)}`,
+        ),
+      );
     }
     return tasks;
   }

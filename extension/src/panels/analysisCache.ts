@@ -40,16 +40,37 @@ const hash = (s: string): string => createHash('sha256').update(s).digest('hex')
 
 export async function runSpec(run: { id: string; dir: string }): Promise<AnalysisSpec> {
   const refs = await listRunCheckpoints(run.dir, run.id);
-  return { kind: 'run', label: `run ${run.id}`, dirs: refs.map((r) => r.dir), home: run.dir, runIds: [run.id] };
+  return {
+    kind: 'run',
+    label: `run ${run.id}`,
+    dirs: refs.map((r) => r.dir),
+    home: run.dir,
+    runIds: [run.id],
+  };
 }
 
 export function checkpointSpec(dir: string, label: string, runId?: string): AnalysisSpec {
-  return { kind: 'checkpoint', label, dirs: [path.resolve(dir)], home: path.resolve(dir), runIds: runId ? [runId] : [] };
+  return {
+    kind: 'checkpoint',
+    label,
+    dirs: [path.resolve(dir)],
+    home: path.resolve(dir),
+    runIds: runId ? [runId] : [],
+  };
 }
 
-export function pairSpec(a: { dir: string; label: string; runId?: string }, b: { dir: string; label: string; runId?: string }): AnalysisSpec {
+export function pairSpec(
+  a: { dir: string; label: string; runId?: string },
+  b: { dir: string; label: string; runId?: string },
+): AnalysisSpec {
   const runIds = [...new Set([a.runId, b.runId].filter((x): x is string => !!x))];
-  return { kind: 'pair', label: `${a.label} → ${b.label}`, dirs: [path.resolve(a.dir), path.resolve(b.dir)], home: path.resolve(b.dir), runIds };
+  return {
+    kind: 'pair',
+    label: `${a.label} → ${b.label}`,
+    dirs: [path.resolve(a.dir), path.resolve(b.dir)],
+    home: path.resolve(b.dir),
+    runIds,
+  };
 }
 
 /** The cache files of a spec, in `dir` (the spec's home, or the fallback storage folder). */
@@ -57,9 +78,17 @@ export function cacheFiles(spec: AnalysisSpec, dir = spec.home): CacheFiles {
   const inHome = dir === spec.home;
   if (spec.kind === 'pair') {
     const tag = inHome ? `vs-${hash(spec.dirs[0])}` : hash(spec.dirs.join('\n'));
-    return { analysis: path.join(dir, `analysis-${tag}.json`), compare: path.join(dir, `compare-${tag}.json`) };
+    return {
+      analysis: path.join(dir, `analysis-${tag}.json`),
+      compare: path.join(dir, `compare-${tag}.json`),
+    };
   }
-  return { analysis: path.join(dir, inHome ? 'analysis.json' : `analysis-${hash(`${spec.kind}\n${spec.home}`)}.json`) };
+  return {
+    analysis: path.join(
+      dir,
+      inHome ? 'analysis.json' : `analysis-${hash(`${spec.kind}\n${spec.home}`)}.json`,
+    ),
+  };
 }
 
 export async function isWritableDir(dir: string): Promise<boolean> {
@@ -77,7 +106,8 @@ export async function newestInput(dirs: readonly string[]): Promise<number> {
   for (const dir of dirs) {
     const names = await fsp.readdir(dir);
     for (const n of names) {
-      if (n !== 'config.json' && !n.endsWith('.safetensors') && !n.endsWith('.safetensors.index.json')) continue;
+      if (n !== 'config.json' && !n.endsWith('.safetensors') && !n.endsWith('.safetensors.index.json'))
+        continue;
       newest = Math.max(newest, (await fsp.stat(path.join(dir, n))).mtimeMs);
     }
   }
@@ -86,7 +116,10 @@ export async function newestInput(dirs: readonly string[]): Promise<number> {
 
 const same = (a: string, b: string): boolean => path.resolve(a) === path.resolve(b);
 
-async function readJson(file: string, notBefore: number): Promise<{ value: unknown; mtime: number } | undefined> {
+async function readJson(
+  file: string,
+  notBefore: number,
+): Promise<{ value: unknown; mtime: number } | undefined> {
   try {
     const st = await fsp.stat(file);
     if (!st.isFile() || st.size > MAX_REPORT_BYTES || st.mtimeMs < notBefore) return undefined;
@@ -100,7 +133,10 @@ async function readJson(file: string, notBefore: number): Promise<{ value: unkno
  * The cached result, if it is valid JSON of the right shape, describes exactly `spec.dirs` and
  * is newer than their weights; else undefined (analyze again).
  */
-export async function readCachedAnalysis(spec: AnalysisSpec, files: CacheFiles): Promise<CachedAnalysis | undefined> {
+export async function readCachedAnalysis(
+  spec: AnalysisSpec,
+  files: CacheFiles,
+): Promise<CachedAnalysis | undefined> {
   if (!spec.dirs.length) return undefined;
   let inputs: number;
   try {
@@ -111,9 +147,14 @@ export async function readCachedAnalysis(spec: AnalysisSpec, files: CacheFiles):
   const a = await readJson(files.analysis, inputs);
   if (!a || !isWeightReport(a.value)) return undefined;
   const report = a.value;
-  if (report.checkpoints.length !== spec.dirs.length || !report.checkpoints.every((c, i) => same(c.path, spec.dirs[i]))) return undefined;
+  if (
+    report.checkpoints.length !== spec.dirs.length ||
+    !report.checkpoints.every((c, i) => same(c.path, spec.dirs[i]))
+  )
+    return undefined;
   if (!files.compare) return { report, writtenAt: a.mtime };
   const c = await readJson(files.compare, inputs);
-  if (!c || !isCompareReport(c.value) || !same(c.value.a, spec.dirs[0]) || !same(c.value.b, spec.dirs[1])) return undefined;
+  if (!c || !isCompareReport(c.value) || !same(c.value.a, spec.dirs[0]) || !same(c.value.b, spec.dirs[1]))
+    return undefined;
   return { report, compare: c.value, writtenAt: Math.max(a.mtime, c.mtime) };
 }

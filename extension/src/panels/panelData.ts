@@ -2,7 +2,14 @@
 // The store hands us whatever JSON the engine wrote: every value is checked,
 // so that what we post always passes the webview's validation.
 import type { MetricRecord, RoutingRecord, RunInfo } from '../runs/model';
-import type { Cell, MetricBlock, RoutingBlock, RoutingRow, RunSummary, SaturationPoint } from '../../../webview/src/protocol';
+import type {
+  Cell,
+  MetricBlock,
+  RoutingBlock,
+  RoutingRow,
+  RunSummary,
+  SaturationPoint,
+} from '../../../webview/src/protocol';
 
 // The x-axis columns (step, tokens, flops, time) are not metrics of their own.
 const SKIP = new Set(['step', 'tokens', 'flops', 'time', 'split', 'domain']);
@@ -19,7 +26,9 @@ function str(v: unknown): string | undefined {
 export function toRunSummary(run: RunInfo, color?: string): RunSummary {
   const config = run.config ?? {};
   const seed = num(config.seed);
-  const name = str(run.name) ?? (seed !== undefined && !run.id.includes(String(seed)) ? `${run.id} (seed ${seed})` : run.id);
+  const name =
+    str(run.name) ??
+    (seed !== undefined && !run.id.includes(String(seed)) ? `${run.id} (seed ${seed})` : run.id);
   return {
     id: run.id,
     name,
@@ -88,7 +97,9 @@ function routingKey(r: RoutingRecord): Pick<RoutingRow, 'step' | 'layer' | 'rout
   const step = num(r.step);
   const layer = num(r.layer);
   const router = r.router === 'attn' ? 'attn' : r.router === 'ffn' ? 'ffn' : undefined;
-  return step === undefined || layer === undefined || !Number.isInteger(layer) || !router ? undefined : { step, layer, router };
+  return step === undefined || layer === undefined || !Number.isInteger(layer) || !router
+    ? undefined
+    : { step, layer, router };
 }
 
 export function toRoutingRow(r: RoutingRecord): RoutingRow | undefined {
@@ -104,7 +115,11 @@ export function toRoutingRow(r: RoutingRecord): RoutingRow | undefined {
     }
     row.by_domain = by;
   }
-  if (Array.isArray(r.coact) && r.coact.length === load.length && r.coact.every((x) => numArray(x, load.length))) {
+  if (
+    Array.isArray(r.coact) &&
+    r.coact.length === load.length &&
+    r.coact.every((x) => numArray(x, load.length))
+  ) {
     row.coact = r.coact;
   }
   return row;
@@ -114,7 +129,8 @@ export function toRoutingRow(r: RoutingRecord): RoutingRow | undefined {
 export function toSaturationPoint(r: RoutingRecord): SaturationPoint | undefined {
   const key = routingKey(r);
   const saturation = num(r.saturation);
-  if (!key || r.load !== undefined || saturation === undefined || saturation < 0 || saturation > 1) return undefined;
+  if (!key || r.load !== undefined || saturation === undefined || saturation < 0 || saturation > 1)
+    return undefined;
   return { ...key, saturation };
 }
 

@@ -3,7 +3,12 @@
 // of what the webview posts (malformed messages are dropped and counted).
 import * as vscode from 'vscode';
 import type { MetricRecord, RoutingRecord, RunStoreApi } from '../runs/model';
-import type { PanelKind, RunSummary, WebviewToHostMessage, WeightsTarget } from '../../../webview/src/protocol';
+import type {
+  PanelKind,
+  RunSummary,
+  WebviewToHostMessage,
+  WeightsTarget,
+} from '../../../webview/src/protocol';
 import { parseWebviewToHost } from '../../../webview/src/protocolGuards';
 import { type AnalysisSpec, runSpec } from './analysisCache';
 import { makeNonce } from './nonce';
@@ -13,8 +18,14 @@ import type { WarningLedger } from './warningLedger';
 import type { WeightsAnalyzer } from './weightsAnalysis';
 import { webviewHtml } from './webviewHtml';
 
-export const VIEW_TYPES: Record<PanelKind, string> = { dashboard: 'moelab.dashboard', router: 'moelab.routerPanel' };
-const TITLES: Record<PanelKind, string> = { dashboard: 'MoE Lab: Dashboard', router: 'MoE Lab: Router Panel' };
+export const VIEW_TYPES: Record<PanelKind, string> = {
+  dashboard: 'moelab.dashboard',
+  router: 'moelab.routerPanel',
+};
+const TITLES: Record<PanelKind, string> = {
+  dashboard: 'MoE Lab: Dashboard',
+  router: 'MoE Lab: Router Panel',
+};
 
 export function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewOptions & vscode.WebviewPanelOptions {
   return {
@@ -26,7 +37,12 @@ export function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewOptions 
 }
 
 export function createPanel(kind: PanelKind, extensionUri: vscode.Uri): vscode.WebviewPanel {
-  return vscode.window.createWebviewPanel(VIEW_TYPES[kind], TITLES[kind], vscode.ViewColumn.Active, webviewOptions(extensionUri));
+  return vscode.window.createWebviewPanel(
+    VIEW_TYPES[kind],
+    TITLES[kind],
+    vscode.ViewColumn.Active,
+    webviewOptions(extensionUri),
+  );
 }
 
 /** What the router panel's Weights tab shows: an explicit target, else the panel's first run. */
@@ -59,9 +75,16 @@ export class PanelHost implements vscode.Disposable {
     this.showWeights = weightsOptions?.show ?? false;
     const webview = panel.webview;
     webview.options = webviewOptions(extensionUri);
-    const asset = (file: string): string => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', 'webview', file)).toString();
+    const asset = (file: string): string =>
+      webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', 'webview', file)).toString();
     const bundle = kind === 'dashboard' ? 'dashboard' : 'router';
-    webview.html = webviewHtml({ title: TITLES[kind], cspSource: webview.cspSource, nonce: makeNonce(), scriptUri: asset(`${bundle}.js`), styleUri: asset(`${bundle}.css`) });
+    webview.html = webviewHtml({
+      title: TITLES[kind],
+      cspSource: webview.cspSource,
+      nonce: makeNonce(),
+      scriptUri: asset(`${bundle}.js`),
+      styleUri: asset(`${bundle}.css`),
+    });
     this.disposables.push(
       webview.onDidReceiveMessage((raw) => this.receive(raw)),
       store.onDidAppend((append) => this.forward(append.runId, append)),
@@ -113,15 +136,33 @@ export class PanelHost implements vscode.Disposable {
     const runs = this.runs();
     const summaries = this.summaries();
     if (this.kind === 'dashboard') {
-      void this.panel.webview.postMessage({ type: 'init', panel: 'dashboard', runIds: this.runIds, runs: summaries, blocks: runs.flatMap((r) => toMetricBlocks(r.id, this.store.metrics(r.id))) });
+      void this.panel.webview.postMessage({
+        type: 'init',
+        panel: 'dashboard',
+        runIds: this.runIds,
+        runs: summaries,
+        blocks: runs.flatMap((r) => toMetricBlocks(r.id, this.store.metrics(r.id))),
+      });
     } else {
-      const routing = runs.map((r) => toRoutingBlock(r.id, this.store.routing(r.id))).filter((b) => !isEmptyBlock(b));
-      void this.panel.webview.postMessage({ type: 'init', panel: 'router', runIds: this.runIds, runs: summaries, routing, weights: { target: this.weightsTarget(), show: this.showWeights } });
+      const routing = runs
+        .map((r) => toRoutingBlock(r.id, this.store.routing(r.id)))
+        .filter((b) => !isEmptyBlock(b));
+      void this.panel.webview.postMessage({
+        type: 'init',
+        panel: 'router',
+        runIds: this.runIds,
+        runs: summaries,
+        routing,
+        weights: { target: this.weightsTarget(), show: this.showWeights },
+      });
       this.showWeights = false;
     }
   }
 
-  private forward(runId: string, append: { metrics: readonly MetricRecord[]; routing: readonly RoutingRecord[] }): void {
+  private forward(
+    runId: string,
+    append: { metrics: readonly MetricRecord[]; routing: readonly RoutingRecord[] },
+  ): void {
     if (!this.ready || !this.shows(runId)) return;
     if (this.kind === 'dashboard' && append.metrics.length) {
       this.post({ type: 'appendMetrics', blocks: toMetricBlocks(runId, append.metrics) });
@@ -152,7 +193,9 @@ export class PanelHost implements vscode.Disposable {
         this.sendInit();
         return;
       case 'protocolError':
-        this.log(`[panels] ${this.kind} webview dropped a message: ${message.detail} (${message.dropped} so far)`);
+        this.log(
+          `[panels] ${this.kind} webview dropped a message: ${message.detail} (${message.dropped} so far)`,
+        );
         return;
       case 'routerWarnings':
         for (const text of this.ledger.take(message.warnings, (id) => this.store.get(id)?.id ?? id)) {
@@ -165,7 +208,12 @@ export class PanelHost implements vscode.Disposable {
       case 'requestAnalysis':
         if (this.kind !== 'router') return;
         if (!this.weights) {
-          this.post({ type: 'analysisStatus', target: this.weightsTarget(), state: 'unavailable', detail: 'Weight analysis is not available in this window.' });
+          this.post({
+            type: 'analysisStatus',
+            target: this.weightsTarget(),
+            state: 'unavailable',
+            detail: 'Weight analysis is not available in this window.',
+          });
           return;
         }
         try {
@@ -173,7 +221,12 @@ export class PanelHost implements vscode.Disposable {
         } catch (err) {
           // Reading the run folder or creating the cache folder failed: say so in the tab.
           this.log(`[panels] weight analysis: ${String(err)}`);
-          this.post({ type: 'analysisStatus', target: this.weightsTarget(), state: 'failed', detail: `Could not analyze: ${String(err)}`.slice(0, 1900) });
+          this.post({
+            type: 'analysisStatus',
+            target: this.weightsTarget(),
+            state: 'failed',
+            detail: `Could not analyze: ${String(err)}`.slice(0, 1900),
+          });
         }
         return;
     }

@@ -18,16 +18,37 @@ export interface PanelsApi {
 export { VIEW_TYPES };
 
 /** runner: starts the Weights tab's `moelab analyze` tasks (without it the tab shows cached results only). */
-export function registerPanels(context: vscode.ExtensionContext, store: RunStoreApi, runner?: JobRunner): PanelsApi {
+export function registerPanels(
+  context: vscode.ExtensionContext,
+  store: RunStoreApi,
+  runner?: JobRunner,
+): PanelsApi {
   const output = vscode.window.createOutputChannel('MoE Lab Panels', { log: true });
   const ledger = new WarningLedger();
   const open = new Map<PanelKind, PanelHost>();
   const log = (line: string): void => output.appendLine(line);
-  const storage = context.globalStorageUri ? vscode.Uri.joinPath(context.globalStorageUri, 'analysis').fsPath : undefined;
+  const storage = context.globalStorageUri
+    ? vscode.Uri.joinPath(context.globalStorageUri, 'analysis').fsPath
+    : undefined;
   const weights = new WeightsAnalyzer(runner, storage, log, () => vscode.workspace.isTrusted);
 
-  const attach = (kind: PanelKind, panel: vscode.WebviewPanel, runIds: string[], weightsOptions?: WeightsOptions): PanelHost => {
-    const host = new PanelHost(kind, panel, runIds, store, context.extensionUri, ledger, log, weights, weightsOptions);
+  const attach = (
+    kind: PanelKind,
+    panel: vscode.WebviewPanel,
+    runIds: string[],
+    weightsOptions?: WeightsOptions,
+  ): PanelHost => {
+    const host = new PanelHost(
+      kind,
+      panel,
+      runIds,
+      store,
+      context.extensionUri,
+      ledger,
+      log,
+      weights,
+      weightsOptions,
+    );
     open.set(kind, host);
     panel.onDidDispose(() => {
       if (open.get(kind) === host) open.delete(kind);

@@ -6,7 +6,13 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { AnalysisResultMessage, AnalysisStatusMessage } from '../../../webview/src/protocol';
 import { analyzeCheckpointsArgs, compareArgs } from '../jobs/taskArgs';
-import { type AnalysisSpec, cacheFiles, type CacheFiles, isWritableDir, readCachedAnalysis } from './analysisCache';
+import {
+  type AnalysisSpec,
+  cacheFiles,
+  type CacheFiles,
+  isWritableDir,
+  readCachedAnalysis,
+} from './analysisCache';
 
 type Post = (message: AnalysisStatusMessage | AnalysisResultMessage) => void;
 
@@ -38,16 +44,31 @@ export class WeightsAnalyzer {
     }
     const target = { kind: spec.kind, label: spec.label };
     if (!spec.dirs.length) {
-      post({ type: 'analysisStatus', target, state: 'unavailable', detail: `${spec.label} has no checkpoint yet: runs save them under checkpoints/step-N/.` });
+      post({
+        type: 'analysisStatus',
+        target,
+        state: 'unavailable',
+        detail: `${spec.label} has no checkpoint yet: runs save them under checkpoints/step-N/.`,
+      });
       return;
     }
     const key = `${spec.kind}\n${spec.dirs.join('\n')}`;
     const running = this.inFlight.get(key);
     if (running) {
-      post({ type: 'analysisStatus', target, state: 'running', detail: `Analyzing ${spec.label}: progress in the task terminal.` });
+      post({
+        type: 'analysisStatus',
+        target,
+        state: 'running',
+        detail: `Analyzing ${spec.label}: progress in the task terminal.`,
+      });
       await running;
       if (!(await this.sendCached(spec, post, false))) {
-        post({ type: 'analysisStatus', target, state: 'failed', detail: `The analysis of ${spec.label} did not finish; its task terminal shows why.` });
+        post({
+          type: 'analysisStatus',
+          target,
+          state: 'failed',
+          detail: `The analysis of ${spec.label} did not finish; its task terminal shows why.`,
+        });
       }
       return;
     }
@@ -72,7 +93,14 @@ export class WeightsAnalyzer {
     for (const files of this.candidates(spec)) {
       const hit = await readCachedAnalysis(spec, files);
       if (hit) {
-        post({ type: 'analysisResult', target: { kind: spec.kind, label: spec.label }, cached, writtenAt: hit.writtenAt, report: hit.report, compare: hit.compare });
+        post({
+          type: 'analysisResult',
+          target: { kind: spec.kind, label: spec.label },
+          cached,
+          writtenAt: hit.writtenAt,
+          report: hit.report,
+          compare: hit.compare,
+        });
         return true;
       }
     }
@@ -96,30 +124,67 @@ export class WeightsAnalyzer {
     const base = path.dirname(spec.home);
     const jobs: { name: string; args: string[] }[] = [];
     if (spec.kind === 'pair' && files.compare) {
-      jobs.push({ name: `MoE Lab: compare ${spec.label}`, args: compareArgs(spec.dirs[0], spec.dirs[1], files.compare, base) });
+      jobs.push({
+        name: `MoE Lab: compare ${spec.label}`,
+        args: compareArgs(spec.dirs[0], spec.dirs[1], files.compare, base),
+      });
     }
-    jobs.push({ name: `MoE Lab: analyze ${spec.label}`, args: analyzeCheckpointsArgs(spec.dirs, files.analysis, base) });
+    jobs.push({
+      name: `MoE Lab: analyze ${spec.label}`,
+      args: analyzeCheckpointsArgs(spec.dirs, files.analysis, base),
+    });
     for (const [i, job] of jobs.entries()) {
-      const what = job.args[1] === '--compare' ? 'Comparing the tensors of' : 'Analyzing the expert and router weights of';
-      post({ type: 'analysisStatus', target, state: 'running', detail: `${what} ${spec.label}: progress in the terminal “${job.name}”.`, job: { index: i + 1, count: jobs.length } });
+      const what =
+        job.args[1] === '--compare'
+          ? 'Comparing the tensors of'
+          : 'Analyzing the expert and router weights of';
+      post({
+        type: 'analysisStatus',
+        target,
+        state: 'running',
+        detail: `${what} ${spec.label}: progress in the terminal “${job.name}”.`,
+        job: { index: i + 1, count: jobs.length },
+      });
       const started = await this.runner.runEngine(job.name, job.args);
       if (!started) {
-        post({ type: 'analysisStatus', target, state: 'none', detail: `The analysis of ${spec.label} was not started (the engine is not installed or not available). Analyze again once it is.` });
+        post({
+          type: 'analysisStatus',
+          target,
+          state: 'none',
+          detail: `The analysis of ${spec.label} was not started (the engine is not installed or not available). Analyze again once it is.`,
+        });
         return;
       }
       const code = await started.exit;
       if (code !== 0) {
         const why = code === undefined ? 'was stopped before it finished' : `exited with code ${code}`;
         this.log(`[weights] ${job.name} ${why}`);
-        post({ type: 'analysisStatus', target, state: 'failed', detail: `${job.name.replace(/^MoE Lab: /, 'moelab ')} ${why}; the terminal “${job.name}” shows why.` });
+        post({
+          type: 'analysisStatus',
+          target,
+          state: 'failed',
+          detail: `${job.name.replace(/^MoE Lab: /, 'moelab ')} ${why}; the terminal “${job.name}” shows why.`,
+        });
         return;
       }
     }
     const hit = await readCachedAnalysis(spec, files);
     if (!hit) {
-      post({ type: 'analysisStatus', target, state: 'failed', detail: `The analysis finished but ${files.analysis} is missing or not a valid analysis of ${spec.label}.` });
+      post({
+        type: 'analysisStatus',
+        target,
+        state: 'failed',
+        detail: `The analysis finished but ${files.analysis} is missing or not a valid analysis of ${spec.label}.`,
+      });
       return;
     }
-    post({ type: 'analysisResult', target, cached: false, writtenAt: hit.writtenAt, report: hit.report, compare: hit.compare });
+    post({
+      type: 'analysisResult',
+      target,
+      cached: false,
+      writtenAt: hit.writtenAt,
+      report: hit.report,
+      compare: hit.compare,
+    });
   }
 }

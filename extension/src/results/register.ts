@@ -42,13 +42,27 @@ export function registerResults(context: vscode.ExtensionContext, store: RunStor
     for (const uri of await vscode.workspace.findFiles('**/{study,eval}.json', '**/node_modules/**', 500)) {
       // A run's own eval.json belongs to training runs too: keep the pipeline's (an eval run's) and every study.json.
       const dir = path.dirname(uri.fsPath);
-      if (path.basename(uri.fsPath) === 'study.json' || store.list().some((r) => r.stage === 'eval' && r.dir === dir)) found.add(uri.fsPath);
+      if (
+        path.basename(uri.fsPath) === 'study.json' ||
+        store.list().some((r) => r.stage === 'eval' && r.dir === dir)
+      )
+        found.add(uri.fsPath);
     }
-    for (const r of store.list()) if (r.stage === 'eval') resultsCandidates(r.dir).filter(exists).forEach((f) => found.add(f));
-    const files = [...found].sort((a, b) => Number(b.endsWith('study.json')) - Number(a.endsWith('study.json')) || a.localeCompare(b));
+    for (const r of store.list())
+      if (r.stage === 'eval')
+        resultsCandidates(r.dir)
+          .filter(exists)
+          .forEach((f) => found.add(f));
+    const files = [...found].sort(
+      (a, b) => Number(b.endsWith('study.json')) - Number(a.endsWith('study.json')) || a.localeCompare(b),
+    );
     if (files.length <= 1) return files[0];
     const choice = await vscode.window.showQuickPick(
-      files.map((f) => ({ label: vscode.workspace.asRelativePath(f), description: f.endsWith('study.json') ? 'study (seeds, claims)' : 'one evaluation', file: f })),
+      files.map((f) => ({
+        label: vscode.workspace.asRelativePath(f),
+        description: f.endsWith('study.json') ? 'study (seeds, claims)' : 'one evaluation',
+        file: f,
+      })),
       { title: 'MoE Lab: open which results?' },
     );
     return choice?.file;
@@ -74,13 +88,17 @@ export function registerResults(context: vscode.ExtensionContext, store: RunStor
         const ids = runIdsFrom(arg, selection);
         file = ids.map(forRun).find((f) => f !== undefined);
         if (ids.length && !file) {
-          void vscode.window.showWarningMessage(`No study.json or eval.json for run ${ids[0]} yet: results appear when its evaluation finishes.`);
+          void vscode.window.showWarningMessage(
+            `No study.json or eval.json for run ${ids[0]} yet: results appear when its evaluation finishes.`,
+          );
           return;
         }
       }
       file ??= await pick();
       if (!file) {
-        void vscode.window.showInformationMessage('No results yet: run the demo or an experiment with an eval stage (it writes eval.json; `moelab demo --seeds` writes study.json).');
+        void vscode.window.showInformationMessage(
+          'No results yet: run the demo or an experiment with an eval stage (it writes eval.json; `moelab demo --seeds` writes study.json).',
+        );
         return;
       }
       show(file);

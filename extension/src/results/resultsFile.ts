@@ -2,7 +2,16 @@
 // pipeline's eval.json (train/pipeline.py `_eval`: one seed, no claims) or a run's own eval.json
 // (one model), into the protocol's ResultsDoc. vscode-free; every value is checked, so what the
 // host posts always passes the webview's guard. A file we cannot read is one line of error.
-import type { ResultsBudget, ResultsClaim, ResultsDoc, ResultsModel, ResultsRole, ResultsSetting, Spread, Verdict } from '../../../webview/src/protocol';
+import type {
+  ResultsBudget,
+  ResultsClaim,
+  ResultsDoc,
+  ResultsModel,
+  ResultsRole,
+  ResultsSetting,
+  Spread,
+  Verdict,
+} from '../../../webview/src/protocol';
 import { VERDICTS } from '../../../webview/src/protocolGuards';
 import { colorFamily, colorsFor } from '../runs/runColors';
 
@@ -62,36 +71,55 @@ function claims(v: unknown): ResultsClaim[] {
       const lower = str(p.lower);
       const higher = str(p.higher);
       if (margin === undefined || lower === undefined || higher === undefined) return [];
-      const perSeed = Array.isArray(p.margin_pct_per_seed) ? p.margin_pct_per_seed.map(num).filter((x): x is number => x !== undefined) : [];
-      return [{ lower, higher, marginPct: margin, marginPctPerSeed: perSeed, paperMarginPct: numOrNull(p.paper_margin_pct) }];
+      const perSeed = Array.isArray(p.margin_pct_per_seed)
+        ? p.margin_pct_per_seed.map(num).filter((x): x is number => x !== undefined)
+        : [];
+      return [
+        {
+          lower,
+          higher,
+          marginPct: margin,
+          marginPctPerSeed: perSeed,
+          paperMarginPct: numOrNull(p.paper_margin_pct),
+        },
+      ];
     }),
   }));
 }
 
 /** Colours of a setting's models: `colorOf` (the store's run of that label) first, else by the label's family. */
-function withColors(models: Omit<ResultsModel, 'color'>[], colorOf: (label: string) => string | undefined): ResultsModel[] {
+function withColors(
+  models: Omit<ResultsModel, 'color'>[],
+  colorOf: (label: string) => string | undefined,
+): ResultsModel[] {
   const byFamily = colorsFor(models.map((m) => ({ id: m.label, family: colorFamily(m.label) })));
   return models.map((m) => ({ ...m, color: colorOf(m.label) ?? byFamily.get(m.label) ?? 'hsl(0, 0%, 50%)' }));
 }
 
 function domainsOf(v: unknown, what: string): string[] {
-  if (!Array.isArray(v) || !v.every((d) => typeof d === 'string')) throw new ResultsFileError(`${what} has no "domains" list`);
+  if (!Array.isArray(v) || !v.every((d) => typeof d === 'string'))
+    throw new ResultsFileError(`${what} has no "domains" list`);
   return v as string[];
 }
 
 function fromStudy(doc: Obj, colorOf: (label: string) => string | undefined): ResultsDoc {
-  if (doc.schema !== 1) throw new ResultsFileError(`study.json schema ${JSON.stringify(doc.schema)} is not supported (this version reads schema 1)`);
+  if (doc.schema !== 1)
+    throw new ResultsFileError(
+      `study.json schema ${JSON.stringify(doc.schema)} is not supported (this version reads schema 1)`,
+    );
   const domains = domainsOf(doc.domains, 'study.json');
   if (!Array.isArray(doc.settings)) throw new ResultsFileError('study.json has no "settings" list');
   const settings: ResultsSetting[] = doc.settings.filter(isObj).map((s) => {
     const models = isObj(s.models)
-      ? Object.entries(s.models).filter(([, m]) => isObj(m)).map(([label, m]) => {
-          const mm = m as Obj;
-          const ppl: Record<string, Spread> = {};
-          for (const d of [...domains, 'average']) ppl[d] = spread(isObj(mm.ppl) ? mm.ppl[d] : undefined);
-          const role = ROLES.includes(mm.role as ResultsRole) ? (mm.role as ResultsRole) : roleOf(label);
-          return { label, role, budget: budget(mm.budget), ppl };
-        })
+      ? Object.entries(s.models)
+          .filter(([, m]) => isObj(m))
+          .map(([label, m]) => {
+            const mm = m as Obj;
+            const ppl: Record<string, Spread> = {};
+            for (const d of [...domains, 'average']) ppl[d] = spread(isObj(mm.ppl) ? mm.ppl[d] : undefined);
+            const role = ROLES.includes(mm.role as ResultsRole) ? (mm.role as ResultsRole) : roleOf(label);
+            return { label, role, budget: budget(mm.budget), ppl };
+          })
       : [];
     return {
       name: str(s.name) ?? '',
@@ -108,30 +136,65 @@ function fromStudy(doc: Obj, colorOf: (label: string) => string | undefined): Re
 function fromEval(doc: Obj, colorOf: (label: string) => string | undefined): ResultsDoc {
   const entry = (label: string, m: Obj, domains: string[]): Omit<ResultsModel, 'color'> => {
     const ppl: Record<string, Spread> = {};
-    for (const d of domains) ppl[d] = one(isObj(m.domains) && isObj(m.domains[d]) ? m.domains[d].ppl : undefined);
+    for (const d of domains)
+      ppl[d] = one(isObj(m.domains) && isObj(m.domains[d]) ? m.domains[d].ppl : undefined);
     ppl.average = one(isObj(m.average) ? m.average.ppl : undefined);
     return { label, role: roleOf(label), budget: {}, ppl };
   };
   if (isObj(doc.models)) {
     const domains = domainsOf(doc.domains, 'eval.json');
-    const models = Object.entries(doc.models).filter(([, m]) => isObj(m)).map(([label, m]) => entry(label, m as Obj, domains));
-    return { kind: 'eval', domains, settings: [{ name: str(doc.experiment) ?? '', block: '', seeds: [], models: withColors(models, colorOf), claims: [] }] };
+    const models = Object.entries(doc.models)
+      .filter(([, m]) => isObj(m))
+      .map(([label, m]) => entry(label, m as Obj, domains));
+    return {
+      kind: 'eval',
+      domains,
+      settings: [
+        {
+          name: str(doc.experiment) ?? '',
+          block: '',
+          seeds: [],
+          models: withColors(models, colorOf),
+          claims: [],
+        },
+      ],
+    };
   }
   if (isObj(doc.domains) && isObj(doc.average)) {
     const label = str(doc.run) ?? 'model';
     const domains = Object.keys(doc.domains);
-    return { kind: 'eval', domains, settings: [{ name: label, block: '', seeds: [], models: withColors([entry(label, doc, domains)], colorOf), claims: [] }] };
+    return {
+      kind: 'eval',
+      domains,
+      settings: [
+        {
+          name: label,
+          block: '',
+          seeds: [],
+          models: withColors([entry(label, doc, domains)], colorOf),
+          claims: [],
+        },
+      ],
+    };
   }
-  throw new ResultsFileError('eval.json has neither "models" (an experiment\'s evaluation) nor "domains" with "average" (a run\'s)');
+  throw new ResultsFileError(
+    'eval.json has neither "models" (an experiment\'s evaluation) nor "domains" with "average" (a run\'s)',
+  );
 }
 
 /** text: the file's contents; name: its base name, for the messages. colorOf: a label's run colour, if the store has that run. */
-export function parseResults(text: string, name: string, colorOf: (label: string) => string | undefined = () => undefined): ResultsDoc {
+export function parseResults(
+  text: string,
+  name: string,
+  colorOf: (label: string) => string | undefined = () => undefined,
+): ResultsDoc {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    throw new ResultsFileError(`${name} is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
+    throw new ResultsFileError(
+      `${name} is not valid JSON: ${err instanceof Error ? err.message : String(err)}`,
+    );
   }
   if (!isObj(doc)) throw new ResultsFileError(`${name} is not a JSON object`);
   return doc.kind === 'moelab-study' || 'settings' in doc ? fromStudy(doc, colorOf) : fromEval(doc, colorOf);

@@ -34,8 +34,15 @@ export class ResultsPanel implements vscode.Disposable {
   ) {
     const webview = panel.webview;
     webview.options = webviewOptions(extensionUri);
-    const asset = (f: string): string => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', 'webview', f)).toString();
-    webview.html = webviewHtml({ title: TITLE, cspSource: webview.cspSource, nonce: makeNonce(), scriptUri: asset('results.js'), styleUri: asset('results.css') });
+    const asset = (f: string): string =>
+      webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', 'webview', f)).toString();
+    webview.html = webviewHtml({
+      title: TITLE,
+      cspSource: webview.cspSource,
+      nonce: makeNonce(),
+      scriptUri: asset('results.js'),
+      styleUri: asset('results.css'),
+    });
     this.doneEvals = this.finishedEvals();
     this.disposables.push(
       webview.onDidReceiveMessage((raw) => void this.receive(raw)),
@@ -63,12 +70,20 @@ export class ResultsPanel implements vscode.Disposable {
   }
 
   private finishedEvals(): Set<string> {
-    return new Set(this.store.list().filter((r) => r.stage === 'eval' && r.status === 'done').map((r) => r.id));
+    return new Set(
+      this.store
+        .list()
+        .filter((r) => r.stage === 'eval' && r.status === 'done')
+        .map((r) => r.id),
+    );
   }
 
   private watch(): void {
     this.watcher?.dispose();
-    const pattern = new vscode.RelativePattern(vscode.Uri.file(path.dirname(this.file)), path.basename(this.file));
+    const pattern = new vscode.RelativePattern(
+      vscode.Uri.file(path.dirname(this.file)),
+      path.basename(this.file),
+    );
     this.watcher = vscode.workspace.createFileSystemWatcher(pattern);
     const changed = (): void => this.schedule();
     this.watcher.onDidChange(changed);
@@ -93,7 +108,11 @@ export class ResultsPanel implements vscode.Disposable {
   }
 
   private async read(): Promise<ResultsMessage> {
-    const base = { type: 'results' as const, file: this.file, label: vscode.workspace.asRelativePath(this.file) };
+    const base = {
+      type: 'results' as const,
+      file: this.file,
+      label: vscode.workspace.asRelativePath(this.file),
+    };
     let text: string;
     try {
       text = new TextDecoder().decode(await vscode.workspace.fs.readFile(vscode.Uri.file(this.file)));
@@ -104,7 +123,13 @@ export class ResultsPanel implements vscode.Disposable {
     const colors = runColors(runs);
     const dir = path.dirname(this.file);
     try {
-      return { ...base, doc: parseResults(text, path.basename(this.file), (label) => colors.get(runForLabel(label, runs, dir)?.id ?? '')), error: null };
+      return {
+        ...base,
+        doc: parseResults(text, path.basename(this.file), (label) =>
+          colors.get(runForLabel(label, runs, dir)?.id ?? ''),
+        ),
+        error: null,
+      };
     } catch (err) {
       if (!(err instanceof ResultsFileError)) this.log(`[results] ${String(err)}`);
       return { ...base, doc: null, error: err instanceof Error ? err.message : String(err) };
@@ -143,5 +168,10 @@ export class ResultsPanel implements vscode.Disposable {
 }
 
 export function createResultsPanel(extensionUri: vscode.Uri): vscode.WebviewPanel {
-  return vscode.window.createWebviewPanel(RESULTS_VIEW_TYPE, TITLE, vscode.ViewColumn.Active, webviewOptions(extensionUri));
+  return vscode.window.createWebviewPanel(
+    RESULTS_VIEW_TYPE,
+    TITLE,
+    vscode.ViewColumn.Active,
+    webviewOptions(extensionUri),
+  );
 }

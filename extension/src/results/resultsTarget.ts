@@ -12,14 +12,22 @@ export const RESULTS_FILE = /^(study|eval)\.json$/;
  */
 export function resultsCandidates(runDir: string): string[] {
   const parent = path.dirname(runDir);
-  return [path.join(parent, 'study.json'), path.join(path.dirname(parent), 'study.json'), path.join(runDir, 'eval.json')];
+  return [
+    path.join(parent, 'study.json'),
+    path.join(path.dirname(parent), 'study.json'),
+    path.join(runDir, 'eval.json'),
+  ];
 }
 
 /**
  * The run a results label names among the runs next to the results file: "<experiment>-<label>"
  * or "<experiment>-moe-<label>" (the MoE run, not its upcycle or eval), first by id.
  */
-export function runForLabel(label: string, runs: readonly RunInfo[], resultsDir: string): RunInfo | undefined {
+export function runForLabel(
+  label: string,
+  runs: readonly RunInfo[],
+  resultsDir: string,
+): RunInfo | undefined {
   const inside = (dir: string): boolean => {
     const rel = path.relative(resultsDir, dir);
     return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);

@@ -15,7 +15,16 @@ const KNOWN: Record<string, string> = {
   'train/z_loss': 'Router z-loss',
 };
 
-const ORDER = ['train/loss', 'eval/loss', 'eval/domain/', 'train/lr', 'train/grad_norm', 'train/tokens_per_s', 'train/lb_loss', 'train/z_loss'];
+const ORDER = [
+  'train/loss',
+  'eval/loss',
+  'eval/domain/',
+  'train/lr',
+  'train/grad_norm',
+  'train/tokens_per_s',
+  'train/lb_loss',
+  'train/z_loss',
+];
 
 function rank(metric: string): number {
   const i = ORDER.findIndex((p) => (p.endsWith('/') ? metric.startsWith(p) : metric === p));

@@ -20,10 +20,26 @@ interface ChartSlot {
   pinButton: HTMLElement;
 }
 
-const X_LABEL: Record<XAxisMode, string> = { step: 'step', tokens: 'tokens', flops: 'training FLOPs', time: 'time' };
+const X_LABEL: Record<XAxisMode, string> = {
+  step: 'step',
+  tokens: 'tokens',
+  flops: 'training FLOPs',
+  time: 'time',
+};
 
 export function defaultDashboardState(runIds: string[] = []): DashboardState {
-  return { panel: 'dashboard', runIds, smoothing: 0.6, logScale: false, ignoreOutliers: false, groupByExperiment: false, xAxis: 'step', filter: '', hidden: [], pinned: [] };
+  return {
+    panel: 'dashboard',
+    runIds,
+    smoothing: 0.6,
+    logScale: false,
+    ignoreOutliers: false,
+    groupByExperiment: false,
+    xAxis: 'step',
+    filter: '',
+    hidden: [],
+    pinned: [],
+  };
 }
 
 export class DashboardApp {
@@ -35,11 +51,18 @@ export class DashboardApp {
   private dirty = new Set<string>();
   private framePending = false;
 
-  private readonly legend = el('div', { class: 'legend', role: 'group', 'aria-label': 'Runs: click to show or hide, hover to highlight' });
+  private readonly legend = el('div', {
+    class: 'legend',
+    role: 'group',
+    'aria-label': 'Runs: click to show or hide, hover to highlight',
+  });
   private readonly table = el('table', { class: 'summary' });
   private readonly pinnedGrid = el('div', { class: 'chart-grid pinned', 'aria-label': 'Pinned charts' });
   private readonly grid = el('div', { class: 'chart-grid' });
-  private readonly empty = el('div', { class: 'empty-state', text: 'Waiting for metrics… Runs appear here as soon as their metrics.jsonl has a line.' });
+  private readonly empty = el('div', {
+    class: 'empty-state',
+    text: 'Waiting for metrics… Runs appear here as soon as their metrics.jsonl has a line.',
+  });
 
   constructor(
     private readonly root: HTMLElement,
@@ -49,7 +72,10 @@ export class DashboardApp {
     root.replaceChildren(
       this.toolbar(),
       this.legend,
-      el('details', { class: 'summary-wrap', open: true }, [el('summary', { text: 'Min / last / best' }), this.table]),
+      el('details', { class: 'summary-wrap', open: true }, [
+        el('summary', { text: 'Min / last / best' }),
+        this.table,
+      ]),
       this.empty,
       this.pinnedGrid,
       this.grid,
@@ -116,21 +142,34 @@ export class DashboardApp {
         this.renderLegend();
         this.redrawAll();
       }),
-      select<XAxisMode>('X axis', [
+      select<XAxisMode>(
+        'X axis',
+        [
           { value: 'step', label: 'Step' },
           { value: 'tokens', label: 'Tokens' },
           { value: 'flops', label: 'FLOPs' },
           { value: 'time', label: 'Wall time' },
-        ], s.xAxis, (v) => {
-        this.update({ xAxis: v });
-        for (const slot of this.slots.values()) slot.chart.resetZoom();
-        this.redrawAll();
-      }),
-      slider('Smoothing', 0, 0.99, 0.01, s.smoothing, (v) => v.toFixed(2), (v) => {
-        this.update({ smoothing: v });
-        this.store.setSmoothing(v);
-        this.redrawAll();
-      }),
+        ],
+        s.xAxis,
+        (v) => {
+          this.update({ xAxis: v });
+          for (const slot of this.slots.values()) slot.chart.resetZoom();
+          this.redrawAll();
+        },
+      ),
+      slider(
+        'Smoothing',
+        0,
+        0.99,
+        0.01,
+        s.smoothing,
+        (v) => v.toFixed(2),
+        (v) => {
+          this.update({ smoothing: v });
+          this.store.setSmoothing(v);
+          this.redrawAll();
+        },
+      ),
       checkbox('Log scale', s.logScale, (v) => {
         this.update({ logScale: v });
         this.redrawAll();
@@ -174,11 +213,20 @@ export class DashboardApp {
       const on = !hidden.has(run.id);
       const swatch = el('span', { class: 'swatch' });
       swatch.style.background = this.colorOf(run.id);
-      const b = el('button', { class: `legend-item${on ? '' : ' off'}`, type: 'button', 'aria-pressed': String(on), title: `${run.id}${run.experiment ? ` · ${run.experiment}` : ''} · ${run.status}` }, [
-        swatch,
-        el('span', { text: run.name }),
-        el('span', { class: `status status-${run.status}`, text: run.status }),
-      ]);
+      const b = el(
+        'button',
+        {
+          class: `legend-item${on ? '' : ' off'}`,
+          type: 'button',
+          'aria-pressed': String(on),
+          title: `${run.id}${run.experiment ? ` · ${run.experiment}` : ''} · ${run.status}`,
+        },
+        [
+          swatch,
+          el('span', { text: run.name }),
+          el('span', { class: `status status-${run.status}`, text: run.status }),
+        ],
+      );
       b.dataset.runId = run.id;
       b.addEventListener('click', () => {
         const next = new Set(this.state.hidden);
@@ -198,14 +246,21 @@ export class DashboardApp {
       b.addEventListener('blur', () => highlight(undefined));
       return b;
     });
-    this.legend.replaceChildren(...(items.length ? items : [el('span', { class: 'muted', text: this.runs.length ? 'No run matches the filter.' : '' })]));
+    this.legend.replaceChildren(
+      ...(items.length
+        ? items
+        : [el('span', { class: 'muted', text: this.runs.length ? 'No run matches the filter.' : '' })]),
+    );
   }
 
   private rebuildCharts(): void {
     const specs = chartCatalog(this.store.metrics());
     for (const spec of specs) {
       if (this.slots.has(spec.metric)) continue;
-      const pinButton = button('Pin', () => this.togglePin(spec.metric), { title: `Pin ${spec.title}`, pressed: false });
+      const pinButton = button('Pin', () => this.togglePin(spec.metric), {
+        title: `Pin ${spec.title}`,
+        pressed: false,
+      });
       const actions = el('div', { class: 'chart-actions' }, [
         pinButton,
         button('PNG', () => this.exportPng(spec.metric), { title: `Save ${spec.title} as PNG` }),
@@ -222,8 +277,16 @@ export class DashboardApp {
   private placeCharts(): void {
     const pinned = new Set(this.state.pinned);
     const ordered = chartCatalog(this.slots.keys());
-    this.pinnedGrid.replaceChildren(...ordered.filter((s) => pinned.has(s.metric)).map((s) => this.slots.get(s.metric)?.chart.root as HTMLElement));
-    this.grid.replaceChildren(...ordered.filter((s) => !pinned.has(s.metric)).map((s) => this.slots.get(s.metric)?.chart.root as HTMLElement));
+    this.pinnedGrid.replaceChildren(
+      ...ordered
+        .filter((s) => pinned.has(s.metric))
+        .map((s) => this.slots.get(s.metric)?.chart.root as HTMLElement),
+    );
+    this.grid.replaceChildren(
+      ...ordered
+        .filter((s) => !pinned.has(s.metric))
+        .map((s) => this.slots.get(s.metric)?.chart.root as HTMLElement),
+    );
     this.pinnedGrid.hidden = pinned.size === 0;
     for (const slot of this.slots.values()) {
       const on = pinned.has(slot.spec.metric);
@@ -271,18 +334,38 @@ export class DashboardApp {
         groups.set(key, [...(groups.get(key) ?? []), r]);
       }
       for (const [key, members] of groups) {
-        const series = members.map((r) => this.store.get(r.id, metric)).filter((s): s is Series => s !== undefined && s.n > 0);
+        const series = members
+          .map((r) => this.store.get(r.id, metric))
+          .filter((s): s is Series => s !== undefined && s.n > 0);
         if (!series.length) continue;
         const band = groupBand(series.map((s) => ({ xs: s.x(xAxis), ys: smooth ? s.smooth : s.y, n: s.n })));
-        const label = key.startsWith('run:') ? members[0].name : `${key} (${series.length} run${series.length > 1 ? 's' : ''})`;
-        lines.push({ id: `group:${key}`, label, color: this.colorOf(members[0].id), xs: band.xs, ys: band.mean, n: band.n, band: series.length > 1 ? { lo: band.lo, hi: band.hi } : undefined });
+        const label = key.startsWith('run:')
+          ? members[0].name
+          : `${key} (${series.length} run${series.length > 1 ? 's' : ''})`;
+        lines.push({
+          id: `group:${key}`,
+          label,
+          color: this.colorOf(members[0].id),
+          xs: band.xs,
+          ys: band.mean,
+          n: band.n,
+          band: series.length > 1 ? { lo: band.lo, hi: band.hi } : undefined,
+        });
       }
       return lines;
     }
     for (const r of runs) {
       const s = this.store.get(r.id, metric);
       if (!s || s.n === 0) continue;
-      lines.push({ id: r.id, label: r.name, color: this.colorOf(r.id), xs: s.x(xAxis), ys: smooth ? s.smooth : s.y, raw: smooth ? s.y : undefined, n: s.n });
+      lines.push({
+        id: r.id,
+        label: r.name,
+        color: this.colorOf(r.id),
+        xs: s.x(xAxis),
+        ys: smooth ? s.smooth : s.y,
+        raw: smooth ? s.y : undefined,
+        n: s.n,
+      });
     }
     return lines;
   }
@@ -309,19 +392,39 @@ export class DashboardApp {
 
   private renderTable(): void {
     const runs = this.visibleRuns();
-    const head = el('tr', {}, ['Run', 'Train loss (last)', 'Train loss (min)', 'Eval loss (last)', 'Eval loss (best)', 'Best at step'].map((h) => el('th', { scope: 'col', text: h })));
+    const head = el(
+      'tr',
+      {},
+      [
+        'Run',
+        'Train loss (last)',
+        'Train loss (min)',
+        'Eval loss (last)',
+        'Eval loss (best)',
+        'Best at step',
+      ].map((h) => el('th', { scope: 'col', text: h })),
+    );
     // Runs without a loss (upcycle and eval stages) would only add rows of dashes.
-    const withLoss = runs.filter((r) => (this.store.get(r.id, 'train/loss')?.n ?? 0) > 0 || (this.store.get(r.id, 'eval/loss')?.n ?? 0) > 0);
+    const withLoss = runs.filter(
+      (r) =>
+        (this.store.get(r.id, 'train/loss')?.n ?? 0) > 0 || (this.store.get(r.id, 'eval/loss')?.n ?? 0) > 0,
+    );
     const rows = withLoss.map((r) => {
       const train = this.store.get(r.id, 'train/loss');
       const evl = this.store.get(r.id, 'eval/loss');
       const stat = (s: typeof train): { last: number; min: number; at: number } => {
         if (!s || s.n === 0) return { last: NaN, min: NaN, at: NaN };
-        let min = Infinity, at = NaN;
-        for (let i = 0; i < s.n; i++) if (s.y[i] < min) { min = s.y[i]; at = s.step[i]; }
+        let min = Infinity,
+          at = NaN;
+        for (let i = 0; i < s.n; i++)
+          if (s.y[i] < min) {
+            min = s.y[i];
+            at = s.step[i];
+          }
         return { last: s.y[s.n - 1], min, at };
       };
-      const t = stat(train), e = stat(evl);
+      const t = stat(train),
+        e = stat(evl);
       const f = (v: number): string => (Number.isFinite(v) ? fmtValue(v) : '–');
       const swatch = el('span', { class: 'swatch' });
       swatch.style.background = this.colorOf(r.id);
@@ -350,7 +453,11 @@ export class DashboardApp {
       const s = this.store.get(r.id, metric);
       if (!s) continue;
       for (let i = 0; i < s.n; i++) {
-        out.push([r.id, metric, s.step[i], s.tokens[i], s.flops[i], s.time[i], s.y[i], s.smooth[i]].map(csvField).join(','));
+        out.push(
+          [r.id, metric, s.step[i], s.tokens[i], s.flops[i], s.time[i], s.y[i], s.smooth[i]]
+            .map(csvField)
+            .join(','),
+        );
       }
     }
     saveCsv(`${fileStem(slot.spec.title)}.csv`, out.join('\n') + '\n');

@@ -21,7 +21,8 @@ function interpolate(c: Curve, x: number): number {
   if (i >= c.n) return NaN;
   if (c.xs[i] === x) return c.ys[i];
   if (i === 0) return NaN;
-  const x0 = c.xs[i - 1], x1 = c.xs[i];
+  const x0 = c.xs[i - 1],
+    x1 = c.xs[i];
   const t = (x - x0) / (x1 - x0);
   return c.ys[i - 1] + t * (c.ys[i] - c.ys[i - 1]);
 }
@@ -31,11 +32,20 @@ export function groupBand(members: Curve[], maxPoints = 4000): Band {
   const longest = members.reduce((a, b) => (b.n > a.n ? b : a), members[0] ?? { xs: [], ys: [], n: 0 });
   const stride = Math.max(1, Math.ceil(longest.n / maxPoints));
   const m = Math.ceil(longest.n / stride);
-  const band: Band = { xs: new Float64Array(m), mean: new Float64Array(m), lo: new Float64Array(m), hi: new Float64Array(m), n: 0 };
+  const band: Band = {
+    xs: new Float64Array(m),
+    mean: new Float64Array(m),
+    lo: new Float64Array(m),
+    hi: new Float64Array(m),
+    n: 0,
+  };
   for (let g = 0; g < longest.n; g += stride) {
     const x = longest.xs[g];
     if (!Number.isFinite(x)) continue;
-    let sum = 0, count = 0, lo = Infinity, hi = -Infinity;
+    let sum = 0,
+      count = 0,
+      lo = Infinity,
+      hi = -Infinity;
     for (const c of members) {
       const y = interpolate(c, x);
       if (!Number.isFinite(y)) continue;

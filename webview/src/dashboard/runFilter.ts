@@ -8,7 +8,9 @@ export function runMatcher(text: string): (run: RunSummary) => boolean {
   let re: RegExp | undefined;
   const slashed = /^\/(.*)\/([a-z]*)$/.exec(q);
   try {
-    re = slashed ? new RegExp(slashed[1], slashed[2].includes('i') ? slashed[2] : slashed[2] + 'i') : new RegExp(q, 'i');
+    re = slashed
+      ? new RegExp(slashed[1], slashed[2].includes('i') ? slashed[2] : slashed[2] + 'i')
+      : new RegExp(q, 'i');
   } catch {
     re = undefined;
   }

@@ -35,7 +35,13 @@ export class Series {
   }
 
   x(mode: XAxisMode): Float64Array {
-    return mode === 'step' ? this.step : mode === 'tokens' ? this.tokens : mode === 'flops' ? this.flops : this.time;
+    return mode === 'step'
+      ? this.step
+      : mode === 'tokens'
+        ? this.tokens
+        : mode === 'flops'
+          ? this.flops
+          : this.time;
   }
 
   reserve(extra: number): void {
@@ -61,7 +67,14 @@ export class Series {
   }
 
   /** The append loop, on typed columns (NaN marks a gap), which V8 keeps on its fast path. */
-  private pushTyped(steps: Float64Array, tokens: Float64Array, flops: Float64Array, times: Float64Array, ys: Float64Array, t0: number): void {
+  private pushTyped(
+    steps: Float64Array,
+    tokens: Float64Array,
+    flops: Float64Array,
+    times: Float64Array,
+    ys: Float64Array,
+    t0: number,
+  ): void {
     const len = steps.length;
     // Copy the in-order points, then smooth them in one pass; a point that goes back in steps
     // (a resumed run) takes the general path, after the smoothing of what came before it.

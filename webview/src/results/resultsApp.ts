@@ -3,11 +3,31 @@
 // bar charts per domain with error bars, and the equal-token and equal-compute views side by
 // side. Copy buttons send Markdown / LaTeX / CSV to the host, which owns the clipboard.
 import { axisBottom, axisLeft, scaleBand, scaleLinear, select } from 'd3';
-import type { ResultsClaim, ResultsDoc, ResultsMessage, ResultsModel, ResultsSetting, ResultsState, Verdict } from '../protocol';
+import type {
+  ResultsClaim,
+  ResultsDoc,
+  ResultsMessage,
+  ResultsModel,
+  ResultsSetting,
+  ResultsState,
+  Verdict,
+} from '../protocol';
 import { el } from '../shared/dom';
 import { button, select as selectControl } from '../shared/controls';
 import { postToHost } from '../shared/vscodeApi';
-import { bestPerColumn, caption, columnsOf, fmtFlops, fmtMargin, fmtSpread, fmtTokens, groupRows, toCsv, toLatex, toMarkdown } from './resultsTable';
+import {
+  bestPerColumn,
+  caption,
+  columnsOf,
+  fmtFlops,
+  fmtMargin,
+  fmtSpread,
+  fmtTokens,
+  groupRows,
+  toCsv,
+  toLatex,
+  toMarkdown,
+} from './resultsTable';
 
 const VERDICT_CLASS: Record<Verdict, string> = {
   'holds in every seed': 'verdict-every',
@@ -53,14 +73,23 @@ export class ResultsApp {
     if (!m) return;
     const title = el('h2', { class: 'results-title', text: `Results — ${m.label}` });
     if (!m.doc) {
-      this.root.replaceChildren(title, el('p', { class: 'warning collapse', role: 'alert', text: m.error ?? 'No results.' }));
+      this.root.replaceChildren(
+        title,
+        el('p', { class: 'warning collapse', role: 'alert', text: m.error ?? 'No results.' }),
+      );
       return;
     }
     const doc = m.doc;
     const index = Math.min(this.state.setting, Math.max(0, doc.settings.length - 1));
     const setting = doc.settings[index];
     if (!setting || setting.models.length === 0) {
-      this.root.replaceChildren(title, el('p', { class: 'empty-state', text: 'No evaluated models in this file yet: rows fill in as eval runs finish.' }));
+      this.root.replaceChildren(
+        title,
+        el('p', {
+          class: 'empty-state',
+          text: 'No evaluated models in this file yet: rows fill in as eval runs finish.',
+        }),
+      );
       return;
     }
     this.root.replaceChildren(
@@ -79,18 +108,36 @@ export class ResultsApp {
   private toolbar(doc: ResultsDoc, setting: ResultsSetting, index: number): HTMLElement[] {
     const items: HTMLElement[] = [];
     if (doc.settings.length > 1) {
-      const options = doc.settings.map((s, i) => ({ value: String(i), label: `${s.name}${s.block ? ` (${s.block})` : ''}` }));
-      items.push(selectControl('Setting', options, String(index), (v) => {
-        this.update({ setting: Number(v) });
-        this.render();
+      const options = doc.settings.map((s, i) => ({
+        value: String(i),
+        label: `${s.name}${s.block ? ` (${s.block})` : ''}`,
       }));
+      items.push(
+        selectControl('Setting', options, String(index), (v) => {
+          this.update({ setting: Number(v) });
+          this.render();
+        }),
+      );
     }
-    const copy = (format: 'markdown' | 'latex' | 'csv', text: () => string) => () => postToHost({ type: 'copyText', format, text: text() });
+    const copy = (format: 'markdown' | 'latex' | 'csv', text: () => string) => () =>
+      postToHost({ type: 'copyText', format, text: text() });
     items.push(
       el('div', { class: 'chart-actions copy-actions' }, [
-        button('Copy Markdown', copy('markdown', () => toMarkdown(setting, doc.domains)), { title: 'Copy the table as Markdown' }),
-        button('Copy LaTeX', copy('latex', () => toLatex(setting, doc.domains)), { title: 'Copy the table as LaTeX (booktabs)' }),
-        button('Copy CSV', copy('csv', () => toCsv(setting, doc.domains)), { title: 'Copy the table as CSV' }),
+        button(
+          'Copy Markdown',
+          copy('markdown', () => toMarkdown(setting, doc.domains)),
+          { title: 'Copy the table as Markdown' },
+        ),
+        button(
+          'Copy LaTeX',
+          copy('latex', () => toLatex(setting, doc.domains)),
+          { title: 'Copy the table as LaTeX (booktabs)' },
+        ),
+        button(
+          'Copy CSV',
+          copy('csv', () => toCsv(setting, doc.domains)),
+          { title: 'Copy the table as CSV' },
+        ),
       ]),
     );
     return items;
@@ -99,31 +146,58 @@ export class ResultsApp {
   private table(setting: ResultsSetting, domains: string[]): HTMLElement {
     const cols = columnsOf(domains);
     const best = bestPerColumn(setting.models, cols);
-    const head = el('tr', {}, [el('th', { scope: 'col', class: 'left', text: 'model' }), ...cols.map((c) => el('th', { scope: 'col', text: c }))]);
+    const head = el('tr', {}, [
+      el('th', { scope: 'col', class: 'left', text: 'model' }),
+      ...cols.map((c) => el('th', { scope: 'col', text: c })),
+    ]);
     const body: HTMLElement[] = [];
     for (const g of groupRows(setting.models)) {
-      body.push(el('tr', { class: 'group-row' }, [el('th', { scope: 'rowgroup', colspan: cols.length + 1, class: 'left', text: g.title })]));
+      body.push(
+        el('tr', { class: 'group-row' }, [
+          el('th', { scope: 'rowgroup', colspan: cols.length + 1, class: 'left', text: g.title }),
+        ]),
+      );
       for (const m of g.models) {
         const cells = cols.map((c) => {
           const isBest = best.get(c)?.has(m.label) ?? false;
-          const td = el('td', { class: isBest ? 'best' : undefined, title: perSeed(m, c) }, [fmtSpread(m.ppl[c])]);
-          if (isBest) td.append(el('span', { class: 'best-mark', 'aria-label': 'best in column', text: ' ★' }));
+          const td = el('td', { class: isBest ? 'best' : undefined, title: perSeed(m, c) }, [
+            fmtSpread(m.ppl[c]),
+          ]);
+          if (isBest)
+            td.append(el('span', { class: 'best-mark', 'aria-label': 'best in column', text: ' ★' }));
           return td;
         });
-        const row = el('tr', { 'data-label': m.label, 'data-role': m.role }, [el('th', { scope: 'row', class: 'left' }, [swatch(m.color), m.label]), ...cells]);
+        const row = el('tr', { 'data-label': m.label, 'data-role': m.role }, [
+          el('th', { scope: 'row', class: 'left' }, [swatch(m.color), m.label]),
+          ...cells,
+        ]);
         body.push(row);
       }
     }
-    return el('table', { class: 'summary results-table', 'aria-label': 'Perplexity per model and domain' }, [el('thead', {}, [head]), el('tbody', {}, body)]);
+    return el('table', { class: 'summary results-table', 'aria-label': 'Perplexity per model and domain' }, [
+      el('thead', {}, [head]),
+      el('tbody', {}, body),
+    ]);
   }
 
   private claims(setting: ResultsSetting): HTMLElement {
-    if (!setting.claims.length) return el('p', { class: 'muted', text: 'No claims: this file holds one evaluation (run the study for verdicts).' });
-    return el('section', { class: 'claims', 'aria-label': 'Claims' }, [el('h3', { class: 'section-title', text: 'Claims of the papers' }), ...setting.claims.map(claimCard)]);
+    if (!setting.claims.length)
+      return el('p', {
+        class: 'muted',
+        text: 'No claims: this file holds one evaluation (run the study for verdicts).',
+      });
+    return el('section', { class: 'claims', 'aria-label': 'Claims' }, [
+      el('h3', { class: 'section-title', text: 'Claims of the papers' }),
+      ...setting.claims.map(claimCard),
+    ]);
   }
 
   private bars(setting: ResultsSetting, domains: string[]): HTMLElement {
-    return el('div', { class: 'chart-grid results-bars' }, columnsOf(domains).map((c) => barChart(c, setting.models)));
+    return el(
+      'div',
+      { class: 'chart-grid results-bars' },
+      columnsOf(domains).map((c) => barChart(c, setting.models)),
+    );
   }
 
   private budgets(setting: ResultsSetting): HTMLElement {
@@ -131,32 +205,66 @@ export class ResultsApp {
     const tokens = setting.models
       .filter((m) => m.budget.matchedTo === 'tokens' || m.role === 'baseline' || m.role === 'seed')
       .sort((a, b) => (a.budget.tokensAfterSeed ?? 0) - (b.budget.tokensAfterSeed ?? 0));
-    const flops = setting.models.filter((m) => m.budget.trainFlops !== undefined).sort((a, b) => (a.budget.trainFlops ?? 0) - (b.budget.trainFlops ?? 0));
+    const flops = setting.models
+      .filter((m) => m.budget.trainFlops !== undefined)
+      .sort((a, b) => (a.budget.trainFlops ?? 0) - (b.budget.trainFlops ?? 0));
     // Text columns read left-aligned; numbers right-aligned (the table's default).
     const cls = (h: string): string | undefined => (h === 'matched to' ? 'left' : undefined);
-    const view = (title: string, note: string, models: ResultsModel[], cols: [string, (m: ResultsModel) => string][]): HTMLElement =>
+    const view = (
+      title: string,
+      note: string,
+      models: ResultsModel[],
+      cols: [string, (m: ResultsModel) => string][],
+    ): HTMLElement =>
       el('div', { class: 'card budget-view' }, [
         el('h3', { text: title }),
         el('p', { class: 'note', text: note }),
         models.length
           ? el('table', { class: 'summary' }, [
-              el('thead', {}, [el('tr', {}, [el('th', { class: 'left', text: 'model' }), ...cols.map(([h]) => el('th', { class: cls(h), text: h }))])]),
-              el('tbody', {}, models.map((m) => el('tr', { 'data-label': m.label }, [el('th', { scope: 'row', class: 'left' }, [swatch(m.color), m.label]), ...cols.map(([h, f]) => el('td', { class: cls(h), text: f(m) }))]))),
+              el('thead', {}, [
+                el('tr', {}, [
+                  el('th', { class: 'left', text: 'model' }),
+                  ...cols.map(([h]) => el('th', { class: cls(h), text: h })),
+                ]),
+              ]),
+              el(
+                'tbody',
+                {},
+                models.map((m) =>
+                  el('tr', { 'data-label': m.label }, [
+                    el('th', { scope: 'row', class: 'left' }, [swatch(m.color), m.label]),
+                    ...cols.map(([h, f]) => el('td', { class: cls(h), text: f(m) })),
+                  ]),
+                ),
+              ),
             ])
-          : el('p', { class: 'muted', text: 'No budgets recorded (an eval.json has none: open the study.json).' }),
+          : el('p', {
+              class: 'muted',
+              text: 'No budgets recorded (an eval.json has none: open the study.json).',
+            }),
       ]);
     return el('div', { class: 'overview budget-views' }, [
-      view('Equal tokens', 'Every MoE trains on the same tokens (its own run); tokens after seed add what was trained on the way (branches, tuning).', tokens, [
-        ['tokens', (m) => fmtTokens(m.budget.tokens)],
-        ['tokens after seed', (m) => fmtTokens(m.budget.tokensAfterSeed)],
-        ['matched to', (m) => m.budget.matchedTo ?? ''],
-        ['average ppl', avg],
-      ]),
-      view('Equal compute', 'Executed training FLOPs of each run (what top-k actually ran), lowest first.', flops, [
-        ['train FLOPs', (m) => fmtFlops(m.budget.trainFlops)],
-        ['matched to', (m) => m.budget.matchedTo ?? ''],
-        ['average ppl', avg],
-      ]),
+      view(
+        'Equal tokens',
+        'Every MoE trains on the same tokens (its own run); tokens after seed add what was trained on the way (branches, tuning).',
+        tokens,
+        [
+          ['tokens', (m) => fmtTokens(m.budget.tokens)],
+          ['tokens after seed', (m) => fmtTokens(m.budget.tokensAfterSeed)],
+          ['matched to', (m) => m.budget.matchedTo ?? ''],
+          ['average ppl', avg],
+        ],
+      ),
+      view(
+        'Equal compute',
+        'Executed training FLOPs of each run (what top-k actually ran), lowest first.',
+        flops,
+        [
+          ['train FLOPs', (m) => fmtFlops(m.budget.trainFlops)],
+          ['matched to', (m) => m.budget.matchedTo ?? ''],
+          ['average ppl', avg],
+        ],
+      ),
     ]);
   }
 }
@@ -169,16 +277,26 @@ function swatch(color: string): HTMLElement {
 
 function perSeed(m: ResultsModel, column: string): string {
   const values = m.ppl[column]?.values ?? [];
-  return values.length > 1 ? `per seed: ${values.map((v) => (v === null ? 'failed' : v.toFixed(3))).join(', ')}` : '';
+  return values.length > 1
+    ? `per seed: ${values.map((v) => (v === null ? 'failed' : v.toFixed(3))).join(', ')}`
+    : '';
 }
 
 function claimCard(c: ResultsClaim): HTMLElement {
   const rows = c.comparisons.map((p) =>
     el('li', {}, [
       el('span', { class: 'comparison', text: `${p.lower} < ${p.higher}` }),
-      el('span', { class: `margin ${p.marginPct > 0 ? 'ok' : 'bad'}`, text: ` ours ${fmtMargin(p.marginPct)}` }),
+      el('span', {
+        class: `margin ${p.marginPct > 0 ? 'ok' : 'bad'}`,
+        text: ` ours ${fmtMargin(p.marginPct)}`,
+      }),
       el('span', { class: 'margin paper', text: ` · paper ${fmtMargin(p.paperMarginPct)}` }),
-      p.marginPctPerSeed.length > 1 ? el('span', { class: 'muted', text: ` (per seed ${p.marginPctPerSeed.map((v) => fmtMargin(v)).join(', ')})` }) : '',
+      p.marginPctPerSeed.length > 1
+        ? el('span', {
+            class: 'muted',
+            text: ` (per seed ${p.marginPctPerSeed.map((v) => fmtMargin(v)).join(', ')})`,
+          })
+        : '',
     ]),
   );
   const card = el('div', { class: `claim ${VERDICT_CLASS[c.verdict]}`, 'data-verdict': c.verdict }, [
@@ -206,9 +324,19 @@ function barChart(column: string, models: ResultsModel[]): HTMLElement {
   svgNode.setAttribute('aria-label', `Perplexity on ${column} per model`);
   const svg = select(svgNode);
   const hi = Math.max(1, ...shown.map((m) => (m.ppl[column].mean ?? 0) + (m.ppl[column].std ?? 0)));
-  const x = scaleBand<string>().domain(shown.map((m) => m.label)).range([BAR.left, width - BAR.right]).padding(0.2);
-  const y = scaleLinear().domain([0, hi]).nice().range([BAR.height - BAR.bottom, BAR.top]);
-  svg.append('g').attr('class', 'axis axis-y').attr('transform', `translate(${BAR.left},0)`).call(axisLeft(y).ticks(5));
+  const x = scaleBand<string>()
+    .domain(shown.map((m) => m.label))
+    .range([BAR.left, width - BAR.right])
+    .padding(0.2);
+  const y = scaleLinear()
+    .domain([0, hi])
+    .nice()
+    .range([BAR.height - BAR.bottom, BAR.top]);
+  svg
+    .append('g')
+    .attr('class', 'axis axis-y')
+    .attr('transform', `translate(${BAR.left},0)`)
+    .call(axisLeft(y).ticks(5));
   svg
     .append('g')
     .attr('class', 'axis axis-x')
@@ -224,15 +352,35 @@ function barChart(column: string, models: ResultsModel[]): HTMLElement {
     const s = m.ppl[column];
     const mean = s.mean ?? 0;
     const x0 = x(m.label) ?? 0;
-    const bar = g.append('rect').attr('class', 'bar').attr('data-label', m.label).attr('x', x0).attr('width', x.bandwidth()).attr('y', y(mean)).attr('height', y(0) - y(mean)).attr('fill', m.color);
+    const bar = g
+      .append('rect')
+      .attr('class', 'bar')
+      .attr('data-label', m.label)
+      .attr('x', x0)
+      .attr('width', x.bandwidth())
+      .attr('y', y(mean))
+      .attr('height', y(0) - y(mean))
+      .attr('fill', m.color);
     bar.append('title').text(`${m.label}: ${fmtSpread(s, 3)}`);
     if (s.std !== null && s.std > 0) {
       const cx = x0 + x.bandwidth() / 2;
       const w = Math.min(8, x.bandwidth() / 3);
       const eb = g.append('g').attr('class', 'error-bar').attr('data-label', m.label);
-      eb.append('line').attr('x1', cx).attr('x2', cx).attr('y1', y(mean - s.std)).attr('y2', y(mean + s.std));
-      for (const v of [mean - s.std, mean + s.std]) eb.append('line').attr('x1', cx - w).attr('x2', cx + w).attr('y1', y(v)).attr('y2', y(v));
+      eb.append('line')
+        .attr('x1', cx)
+        .attr('x2', cx)
+        .attr('y1', y(mean - s.std))
+        .attr('y2', y(mean + s.std));
+      for (const v of [mean - s.std, mean + s.std])
+        eb.append('line')
+          .attr('x1', cx - w)
+          .attr('x2', cx + w)
+          .attr('y1', y(v))
+          .attr('y2', y(v));
     }
   }
-  return el('figure', { class: 'chart results-bar', 'data-column': column }, [el('figcaption', { class: 'chart-header' }, [el('h3', { class: 'chart-title', text: column })]), svgNode]);
+  return el('figure', { class: 'chart results-bar', 'data-column': column }, [
+    el('figcaption', { class: 'chart-header' }, [el('h3', { class: 'chart-title', text: column })]),
+    svgNode,
+  ]);
 }

@@ -19,7 +19,10 @@ const GROUPS: { title: string; roles: ResultsModel['role'][] }[] = [
 ];
 
 export function groupRows(models: readonly ResultsModel[]): RowGroup[] {
-  return GROUPS.map((g) => ({ title: g.title, models: models.filter((m) => g.roles.includes(m.role)) })).filter((g) => g.models.length > 0);
+  return GROUPS.map((g) => ({
+    title: g.title,
+    models: models.filter((m) => g.roles.includes(m.role)),
+  })).filter((g) => g.models.length > 0);
 }
 
 /** The table's value columns: one per domain, then the average. */
@@ -28,7 +31,10 @@ export function columnsOf(domains: readonly string[]): string[] {
 }
 
 /** Per column, the labels with the lowest mean perplexity (ties share the mark; failed rows never win). */
-export function bestPerColumn(models: readonly ResultsModel[], columns: readonly string[]): Map<string, Set<string>> {
+export function bestPerColumn(
+  models: readonly ResultsModel[],
+  columns: readonly string[],
+): Map<string, Set<string>> {
   const best = new Map<string, Set<string>>();
   for (const c of columns) {
     let lo = Infinity;
@@ -54,7 +60,8 @@ export function fmtMargin(pct: number | null): string {
 
 const si = format('.3~s');
 export const fmtTokens = (v: number | undefined): string => (v === undefined ? '' : si(v));
-export const fmtFlops = (v: number | undefined): string => (v === undefined ? '' : format('.3~e')(v).replace('e+', 'e'));
+export const fmtFlops = (v: number | undefined): string =>
+  v === undefined ? '' : format('.3~e')(v).replace('e+', 'e');
 
 const BUDGET_HEAD = ['tokens after seed', 'train FLOPs', 'matched to'];
 
@@ -69,7 +76,12 @@ function hasBudgets(models: readonly ResultsModel[]): boolean {
 /** The caption every writer states: what the numbers are and over how many seeds. */
 export function caption(setting: ResultsSetting): string {
   const n = setting.seeds.length;
-  const over = n > 1 ? `mean ± std over ${n} seeds (${setting.seeds.join(', ')})` : n === 1 ? `seed ${setting.seeds[0]}` : 'one evaluation';
+  const over =
+    n > 1
+      ? `mean ± std over ${n} seeds (${setting.seeds.join(', ')})`
+      : n === 1
+        ? `seed ${setting.seeds[0]}`
+        : 'one evaluation';
   const block = setting.block ? `, ${setting.block} block` : '';
   return `Perplexity (lower is better)${setting.name ? ` — ${setting.name}` : ''}${block}; ${over}.`;
 }
@@ -91,14 +103,20 @@ export function toMarkdown(setting: ResultsSetting, domains: readonly string[]):
         const t = fmtSpread(m.ppl[c]);
         return best.get(c)?.has(m.label) ? `**${t}**` : t;
       });
-      lines.push(`| ${[m.label, m.role, ...cells, ...(budgets ? budgetCells(m) : [])].map(mdEscape).join(' | ')} |`);
+      lines.push(
+        `| ${[m.label, m.role, ...cells, ...(budgets ? budgetCells(m) : [])].map(mdEscape).join(' | ')} |`,
+      );
     }
   }
   return `${caption(setting)} Best per column in bold.\n\n${lines.join('\n')}\n`;
 }
 
 export function latexEscape(s: string): string {
-  return s.replace(/[\\{}&%$#_~^]/g, (c) => ({ '\\': '\\textbackslash{}', '~': '\\textasciitilde{}', '^': '\\textasciicircum{}' })[c] ?? `\\${c}`);
+  return s.replace(
+    /[\\{}&%$#_~^]/g,
+    (c) =>
+      ({ '\\': '\\textbackslash{}', '~': '\\textasciitilde{}', '^': '\\textasciicircum{}' })[c] ?? `\\${c}`,
+  );
 }
 
 function latexSpread(s: Spread | undefined, bold: boolean): string {
@@ -114,7 +132,11 @@ export function toLatex(setting: ResultsSetting, domains: readonly string[]): st
   const budgets = hasBudgets(setting.models);
   const n = 1 + cols.length + (budgets ? BUDGET_HEAD.length : 0);
   const spec = `l${'r'.repeat(cols.length)}${budgets ? 'rrl' : ''}`;
-  const head = ['Model', ...cols.map((c) => (c === 'average' ? 'Average' : c)), ...(budgets ? ['Tokens after seed', 'Train FLOPs', 'Matched to'] : [])];
+  const head = [
+    'Model',
+    ...cols.map((c) => (c === 'average' ? 'Average' : c)),
+    ...(budgets ? ['Tokens after seed', 'Train FLOPs', 'Matched to'] : []),
+  ];
   const out = [
     '% \\usepackage{booktabs}',
     '\\begin{table}[t]',
@@ -128,7 +150,11 @@ export function toLatex(setting: ResultsSetting, domains: readonly string[]): st
     out.push('\\midrule', `\\multicolumn{${n}}{l}{\\emph{${latexEscape(g.title)}}} \\\\`);
     for (const m of g.models) {
       const cells = cols.map((c) => latexSpread(m.ppl[c], best.get(c)?.has(m.label) ?? false));
-      const extra = budgets ? budgetCells(m).map((b, i) => (i === 1 && b ? `$${b.replace(/e(-?)(\d+)/, ' \\times 10^{$1$2}')}$` : latexEscape(b))) : [];
+      const extra = budgets
+        ? budgetCells(m).map((b, i) =>
+            i === 1 && b ? `$${b.replace(/e(-?)(\d+)/, ' \\times 10^{$1$2}')}$` : latexEscape(b),
+          )
+        : [];
       out.push(`${[latexEscape(m.label), ...cells, ...extra].join(' & ')} \\\\`);
     }
   }
@@ -139,7 +165,16 @@ export function toLatex(setting: ResultsSetting, domains: readonly string[]): st
 /** One row per model: mean and std per column (empty where missing), the budget in plain numbers. */
 export function toCsv(setting: ResultsSetting, domains: readonly string[]): string {
   const cols = columnsOf(domains);
-  const head = ['model', 'role', ...cols.flatMap((c) => [`${c}_ppl_mean`, `${c}_ppl_std`]), 'seeds', 'tokens', 'tokens_after_seed', 'train_flops', 'matched_to'];
+  const head = [
+    'model',
+    'role',
+    ...cols.flatMap((c) => [`${c}_ppl_mean`, `${c}_ppl_std`]),
+    'seeds',
+    'tokens',
+    'tokens_after_seed',
+    'train_flops',
+    'matched_to',
+  ];
   const cell = (v: number | null | undefined): string => (v === null || v === undefined ? '' : String(v));
   const rows = groupRows(setting.models).flatMap((g) =>
     g.models.map((m) => [

@@ -7,13 +7,17 @@ export type CellColor = (v: number) => string;
 
 /** Utilization (load / ideal) on a log2 scale: blue = starved, background = fair share, red = overloaded. */
 export function utilizationColor(theme: ThemeColors): CellColor {
-  const s = scaleDiverging(interpolateRgbBasis([theme.cold, theme.background, theme.hot])).domain([-3, 0, 3]).clamp(true);
+  const s = scaleDiverging(interpolateRgbBasis([theme.cold, theme.background, theme.hot]))
+    .domain([-3, 0, 3])
+    .clamp(true);
   return (v) => s(Math.log2(Math.max(v, 1e-3)));
 }
 
 /** Shares (0..max) from the background to the accent colour. */
 export function shareColor(theme: ThemeColors, max: number): CellColor {
-  const s = scaleSequential(interpolateRgb(theme.background, theme.cold)).domain([0, max || 1]).clamp(true);
+  const s = scaleSequential(interpolateRgb(theme.background, theme.cold))
+    .domain([0, max || 1])
+    .clamp(true);
   return (v) => s(v);
 }
 
@@ -26,7 +30,13 @@ function rgba(css: string): [number, number, number] {
  * Draws value(row, col) for rows × cols into the canvas, which keeps its CSS
  * size; the canvas's backing store is the matrix itself (crisp via image-rendering).
  */
-export function drawMatrix(canvas: HTMLCanvasElement, rows: number, cols: number, value: (r: number, c: number) => number, color: CellColor): void {
+export function drawMatrix(
+  canvas: HTMLCanvasElement,
+  rows: number,
+  cols: number,
+  value: (r: number, c: number) => number,
+  color: CellColor,
+): void {
   canvas.width = Math.max(1, cols);
   canvas.height = Math.max(1, rows);
   const ctx = canvas.getContext('2d');
@@ -54,7 +64,12 @@ export function drawMatrix(canvas: HTMLCanvasElement, rows: number, cols: number
 }
 
 /** A small colour ramp with end labels, so each heatmap can be read; an empty middle label is left out. */
-export function colorLegend(color: CellColor, lo: number, hi: number, labels: [string, string, string]): HTMLElement {
+export function colorLegend(
+  color: CellColor,
+  lo: number,
+  hi: number,
+  labels: [string, string, string],
+): HTMLElement {
   const canvas = document.createElement('canvas');
   const n = 64;
   drawMatrix(canvas, 1, n, (_r, c) => lo + ((hi - lo) * c) / (n - 1), color);
@@ -71,7 +86,9 @@ export function colorLegend(color: CellColor, lo: number, hi: number, labels: [s
 
 /** Cosine similarity, −1..1: cold for opposite, the background for orthogonal, hot for the same direction. */
 export function cosineColor(theme: ThemeColors): CellColor {
-  const s = scaleDiverging(interpolateRgbBasis([theme.cold, theme.background, theme.hot])).domain([-1, 0, 1]).clamp(true);
+  const s = scaleDiverging(interpolateRgbBasis([theme.cold, theme.background, theme.hot]))
+    .domain([-1, 0, 1])
+    .clamp(true);
   return (v) => s(v);
 }
 
@@ -112,14 +129,34 @@ export function withAxes(canvas: HTMLCanvasElement, rows: number, cols: number, 
     d.append(...children);
     return d;
   };
-  const yTicks = div('heat-yticks', tickIndices(rows).map((r) => tick(axes.yTicks[r] ?? String(r), 'heat-tick', ((r + 0.5) / rows) * 100, true)));
+  const yTicks = div(
+    'heat-yticks',
+    tickIndices(rows).map((r) =>
+      tick(axes.yTicks[r] ?? String(r), 'heat-tick', ((r + 0.5) / rows) * 100, true),
+    ),
+  );
   // As wide as the longest label shown, so short expert numbers leave the matrix its room.
   yTicks.style.minWidth = `${0.6 * Math.max(1, ...tickIndices(rows).map((r) => (axes.yTicks[r] ?? String(r)).length)) + 0.5}em`;
   // Long labels (steps) need more room side by side than expert numbers.
   const xMax = Math.max(...tickIndices(cols).map((c) => (axes.xTicks[c] ?? String(c)).length)) > 3 ? 5 : 8;
-  const xTicks = div('heat-xticks', tickIndices(cols, xMax).map((c) => tick(axes.xTicks[c] ?? String(c), 'heat-tick', ((c + 0.5) / cols) * 100, false)));
+  const xTicks = div(
+    'heat-xticks',
+    tickIndices(cols, xMax).map((c) =>
+      tick(axes.xTicks[c] ?? String(c), 'heat-tick', ((c + 0.5) / cols) * 100, false),
+    ),
+  );
   const readout = axes.readout ?? div('heat-readout', [`${rows} × ${cols} · hover a cell for its value`]);
-  const wrap = div('heat-axes', [div('heat-ylabel', [axes.yLabel]), yTicks, div('heat-body', [canvas]), div(''), div(''), xTicks, div(''), div(''), div('heat-xlabel', [axes.xLabel])]);
+  const wrap = div('heat-axes', [
+    div('heat-ylabel', [axes.yLabel]),
+    yTicks,
+    div('heat-body', [canvas]),
+    div(''),
+    div(''),
+    xTicks,
+    div(''),
+    div(''),
+    div('heat-xlabel', [axes.xLabel]),
+  ]);
   wrap.dataset.xLabel = axes.xLabel;
   wrap.dataset.yLabel = axes.yLabel;
   canvas.addEventListener('pointermove', (ev) => {

@@ -26,13 +26,14 @@ export function defaultRouterState(): RouterState {
 /** Why a router has no co-activation matrix (the engine's rule in train/evaluate.py). */
 export function coactAbsence(s: LayerSeries): string {
   const e = s.entries[s.entries.length - 1]?.row.load.length ?? 0;
-  if (e > COACT_MAX_EXPERTS) return `No co-activation: logged for at most ${COACT_MAX_EXPERTS} experts (this router has ${e}).`;
+  if (e > COACT_MAX_EXPERTS)
+    return `No co-activation: logged for at most ${COACT_MAX_EXPERTS} experts (this router has ${e}).`;
   if (s.router === 'attn') return 'No co-activation: a soft router uses every expert.';
-  return 'No co-activation in this run\'s routing.jsonl (older engine, or no top-k).';
+  return "No co-activation in this run's routing.jsonl (older engine, or no top-k).";
 }
 
 /** "0-7, 12" → {0..7, 12}; empty or unparsable → every layer. */
-export function parseLayerFilter(text: string): ((layer: number) => boolean) {
+export function parseLayerFilter(text: string): (layer: number) => boolean {
   const parts = text.split(/[\s,]+/).filter(Boolean);
   const ranges: [number, number][] = [];
   for (const p of parts) {
@@ -48,10 +49,17 @@ export class RouterApp {
   private routing = new Map<string, RunRouting>();
   private theme: ThemeColors = readTheme();
   private readonly toolbarSlot = el('div');
-  private readonly warningsBox = el('div', { class: 'warnings', role: 'region', 'aria-label': 'Router warnings' });
+  private readonly warningsBox = el('div', {
+    class: 'warnings',
+    role: 'region',
+    'aria-label': 'Router warnings',
+  });
   private readonly overview = el('div', { class: 'overview' });
   private readonly list: VirtualList;
-  private readonly empty = el('div', { class: 'empty-state', text: 'No routing data yet. MoE runs write routing.jsonl as they train; it shows here as it arrives.' });
+  private readonly empty = el('div', {
+    class: 'empty-state',
+    text: 'No routing data yet. MoE runs write routing.jsonl as they train; it shows here as it arrives.',
+  });
   private keys: string[] = [];
   private posted = new Set<string>();
   private framePending = false;
@@ -60,7 +68,8 @@ export class RouterApp {
     root: HTMLElement,
     private state: RouterState,
     /** The panel's state also holds the Weights tab's fields: save patches, not our copy. */
-    private readonly persist: (patch: Partial<RouterState>) => void = (patch) => saveState({ ...this.state, ...patch }),
+    private readonly persist: (patch: Partial<RouterState>) => void = (patch) =>
+      saveState({ ...this.state, ...patch }),
   ) {
     this.list = new VirtualList(ROW_HEIGHT, (i) => this.renderRow(i), 'MoE layers');
     root.replaceChildren(
@@ -144,7 +153,10 @@ export class RouterApp {
   }
 
   private shownRuns(): RunRouting[] {
-    return [this.state.runA, this.state.runB].filter((id, i, a) => id && a.indexOf(id) === i).map((id) => this.routing.get(id)).filter((r): r is RunRouting => !!r);
+    return [this.state.runA, this.state.runB]
+      .filter((id, i, a) => id && a.indexOf(id) === i)
+      .map((id) => this.routing.get(id))
+      .filter((r): r is RunRouting => !!r);
   }
 
   private steps(): number[] {
@@ -165,13 +177,32 @@ export class RouterApp {
     this.toolbarSlot.replaceChildren(
       el('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Router panel options' }, [
         select('Run', runOptions, this.state.runA, (v) => this.change({ runA: v })),
-        select('Compare with', [{ value: '', label: '— none —' }, ...runOptions], this.state.runB, (v) => this.change({ runB: v })),
-        select<RouterState['router']>('Router', [{ value: 'all', label: 'FFN and attention' }, { value: 'ffn', label: 'FFN' }, { value: 'attn', label: 'Attention' }], this.state.router, (v) => this.change({ router: v })),
+        select('Compare with', [{ value: '', label: '— none —' }, ...runOptions], this.state.runB, (v) =>
+          this.change({ runB: v }),
+        ),
+        select<RouterState['router']>(
+          'Router',
+          [
+            { value: 'all', label: 'FFN and attention' },
+            { value: 'ffn', label: 'FFN' },
+            { value: 'attn', label: 'Attention' },
+          ],
+          this.state.router,
+          (v) => this.change({ router: v }),
+        ),
         textField('Layers', this.state.layerFilter, 'e.g. 0-7, 12', (v) => this.change({ layerFilter: v })),
-        slider('Step (domain × expert, co-activation)', 0, Math.max(0, steps.length - 1), 1, Math.max(0, idx), (i) => {
-          const s = steps[i];
-          return s === undefined ? '–' : `${s}${i === steps.length - 1 ? ' (latest)' : ''}`;
-        }, (i) => this.change({ step: i >= steps.length - 1 ? -1 : steps[i] })),
+        slider(
+          'Step (domain × expert, co-activation)',
+          0,
+          Math.max(0, steps.length - 1),
+          1,
+          Math.max(0, idx),
+          (i) => {
+            const s = steps[i];
+            return s === undefined ? '–' : `${s}${i === steps.length - 1 ? ' (latest)' : ''}`;
+          },
+          (i) => this.change({ step: i >= steps.length - 1 ? -1 : steps[i] }),
+        ),
       ]),
     );
   }
@@ -232,7 +263,12 @@ export class RouterApp {
       if (!ws.length) continue;
       const head = ws.slice(0, 6).map((w) => `${this.nameOf(w.runId)}: ${w.message}`);
       const more = ws.length > 6 ? ` … and ${ws.length - 6} more` : '';
-      items.push(el('div', { class: `warning ${kind}`, role: 'alert' }, [el('strong', { text: kind === 'dead' ? 'Dead experts. ' : 'Router collapse. ' }), head.join('; ') + more]));
+      items.push(
+        el('div', { class: `warning ${kind}`, role: 'alert' }, [
+          el('strong', { text: kind === 'dead' ? 'Dead experts. ' : 'Router collapse. ' }),
+          head.join('; ') + more,
+        ]),
+      );
     }
     this.warningsBox.replaceChildren(...items);
   }
@@ -241,9 +277,16 @@ export class RouterApp {
     const step = this.chosenStep();
     const util = utilizationColor(this.theme);
     const columns = this.shownRuns().map((run) => {
-      const keys = run.keys().filter((k) => this.state.router === 'all' || k.startsWith(this.state.router === 'attn' ? '1:' : '0:'));
+      const keys = run
+        .keys()
+        .filter(
+          (k) => this.state.router === 'all' || k.startsWith(this.state.router === 'attn' ? '1:' : '0:'),
+        );
       const e = run.maxExperts();
-      const heat = el('canvas', { class: 'heat', 'aria-label': `Utilization of every expert in every layer at step ${step}` });
+      const heat = el('canvas', {
+        class: 'heat',
+        'aria-label': `Utilization of every expert in every layer at step ${step}`,
+      });
       // 12 px a row leaves room for the layer labels; tall models get every few layers labelled.
       heat.style.height = `${Math.min(320, Math.max(60, keys.length * 12))}px`;
       const rows = keys.map((k) => {
@@ -264,7 +307,9 @@ export class RouterApp {
         xTicks: experts,
         describe: (r, c) => `${routerNames[r]} · expert ${c} · utilization ${fmtValue(rows[r]?.[c] ?? NaN)}`,
       });
-      const kinds = (['ffn', 'attn'] as const).filter((k) => keys.some((key) => run.layers.get(key)?.router === k));
+      const kinds = (['ffn', 'attn'] as const).filter((k) =>
+        keys.some((key) => run.layers.get(key)?.router === k),
+      );
       // Mean over layers per logged step, in one pass over every record.
       const series = (pick: (en: Entry) => number | undefined): MiniLine[] =>
         kinds.map((kind, i) => {
@@ -279,22 +324,50 @@ export class RouterApp {
               acc.set(en.row.step, [a[0] + v, a[1] + 1]);
             }
           }
-          const points = [...acc].sort((a, b) => a[0] - b[0]).map(([st, [sum, n]]) => [st, sum / n] as [number, number]);
+          const points = [...acc]
+            .sort((a, b) => a[0] - b[0])
+            .map(([st, [sum, n]]) => [st, sum / n] as [number, number]);
           return { label: kind === 'ffn' ? 'FFN' : 'attention', color: this.theme.series[i], points };
         });
       const saturation = run.perToken.saturation
-        ? miniChart('Router saturation over steps', series((en) => en.row.saturation), [0, 1])
-        : el('p', { class: 'note empty-note', text: 'Router saturation (OLMoE) compares each token\'s top-k experts at a step with its top-k at the final step, on a fixed probe batch. The engine writes it when training finishes (top-k routers only), so it shows here once this run is done.' });
+        ? miniChart(
+            'Router saturation over steps',
+            series((en) => en.row.saturation),
+            [0, 1],
+          )
+        : el('p', {
+            class: 'note empty-note',
+            text: "Router saturation (OLMoE) compares each token's top-k experts at a step with its top-k at the final step, on a fixed probe batch. The engine writes it when training finishes (top-k routers only), so it shows here once this run is done.",
+          });
       return el('div', { class: 'overview-run' }, [
         el('div', { class: 'card' }, [
           el('h3', { text: `${this.nameOf(run.runId)} · utilization at step ${step}` }),
-          el('p', { class: 'note', text: `${keys.length} routers (rows: FFN layers, then attention layers) × ${e} experts` }),
+          el('p', {
+            class: 'note',
+            text: `${keys.length} routers (rows: FFN layers, then attention layers) × ${e} experts`,
+          }),
           heatView,
           colorLegend(util, 1 / 8, 8, ['starved', 'fair share', 'overloaded']),
         ]),
-        el('div', { class: 'card' }, [el('h3', { text: 'Imbalance (mean coefficient of variation over layers)' }), miniChart('Imbalance over steps', series((en) => en.cv))]),
-        el('div', { class: 'card' }, [el('h3', { text: 'Specialization (domain–expert mutual information, normalized)' }), miniChart('Specialization over steps', series((en) => en.specialization), [0, 1])]),
-        el('div', { class: 'card', 'data-card': 'saturation' }, [el('h3', { text: 'Router saturation' }), saturation]),
+        el('div', { class: 'card' }, [
+          el('h3', { text: 'Imbalance (mean coefficient of variation over layers)' }),
+          miniChart(
+            'Imbalance over steps',
+            series((en) => en.cv),
+          ),
+        ]),
+        el('div', { class: 'card' }, [
+          el('h3', { text: 'Specialization (domain–expert mutual information, normalized)' }),
+          miniChart(
+            'Specialization over steps',
+            series((en) => en.specialization),
+            [0, 1],
+          ),
+        ]),
+        el('div', { class: 'card', 'data-card': 'saturation' }, [
+          el('h3', { text: 'Router saturation' }),
+          saturation,
+        ]),
       ]);
     });
     this.overview.replaceChildren(...columns);
@@ -307,7 +380,11 @@ export class RouterApp {
     row.dataset.key = key;
     for (const run of runs) {
       const s = run.layers.get(key);
-      row.append(s ? this.renderCell(run, s) : el('div', { class: 'note', text: `${this.nameOf(run.runId)} has no router here.` }));
+      row.append(
+        s
+          ? this.renderCell(run, s)
+          : el('div', { class: 'note', text: `${this.nameOf(run.runId)} has no router here.` }),
+      );
     }
     return row;
   }
@@ -323,15 +400,25 @@ export class RouterApp {
       `CV ${fmtValue(last?.cv ?? NaN)} · max/mean ${fmtValue(last?.maxOverMean ?? NaN)} · `,
       el('span', { class: dead ? 'bad' : '', text: `${dead} dead` }),
     ]);
-    const title = el('div', { class: 'layer-title' }, [el('strong', { text: `Layer ${s.layer} · ${s.router === 'attn' ? 'attention' : 'FFN'}` }), el('span', { class: 'muted', text: this.nameOf(run.runId) }), stats]);
+    const title = el('div', { class: 'layer-title' }, [
+      el('strong', { text: `Layer ${s.layer} · ${s.router === 'attn' ? 'attention' : 'FFN'}` }),
+      el('span', { class: 'muted', text: this.nameOf(run.runId) }),
+      stats,
+    ]);
 
     // Expert load over steps: x = logged step, y = expert.
-    const heat = el('canvas', { class: 'heat', 'aria-label': `Utilization per expert over steps, layer ${s.layer}` });
+    const heat = el('canvas', {
+      class: 'heat',
+      'aria-label': `Utilization per expert over steps, layer ${s.layer}`,
+    });
     heat.style.height = '120px';
     const util = utilizationColor(this.theme);
     const utilRows = s.entries.map((en) => utilization(en.row.load));
     drawMatrix(heat, e, s.entries.length, (r, c) => utilRows[c]?.[r] ?? NaN, util);
-    const readout = el('div', { class: 'hover-readout', text: `${s.entries.length} logged steps × ${e} experts` });
+    const readout = el('div', {
+      class: 'hover-readout',
+      text: `${s.entries.length} logged steps × ${e} experts`,
+    });
     const heatView = withAxes(heat, e, s.entries.length, {
       yLabel: 'expert',
       xLabel: 'step',
@@ -340,13 +427,18 @@ export class RouterApp {
       readout,
       describe: (r, c) => {
         const en = s.entries[c];
-        return en ? `step ${en.row.step} · expert ${r} · load ${fmtValue(en.row.load[r])} · utilization ${fmtValue(utilRows[c][r])}` : '';
+        return en
+          ? `step ${en.row.step} · expert ${r} · load ${fmtValue(en.row.load[r])} · utilization ${fmtValue(utilRows[c][r])}`
+          : '';
       },
     });
 
     // Domain × expert at the chosen step.
     const domains = Object.keys(entry?.row.by_domain ?? {});
-    const matrix = el('canvas', { class: 'heat', 'aria-label': `Domain by expert routing at step ${entry?.row.step ?? step}` });
+    const matrix = el('canvas', {
+      class: 'heat',
+      'aria-label': `Domain by expert routing at step ${entry?.row.step ?? step}`,
+    });
     matrix.style.height = `${Math.max(24, domains.length * 18)}px`;
     const shares = domains.map((d) => {
       const v = entry?.row.by_domain?.[d] ?? [];
@@ -357,7 +449,10 @@ export class RouterApp {
     drawMatrix(matrix, domains.length, e, (r, c) => shares[r]?.[c] ?? NaN, shareColor(this.theme, maxShare));
     const domainBox = domains.length
       ? el('div', {}, [
-          el('div', { class: 'note', text: `Domain × expert at step ${entry?.row.step} (rows: ${domains.join(', ')})` }),
+          el('div', {
+            class: 'note',
+            text: `Domain × expert at step ${entry?.row.step} (rows: ${domains.join(', ')})`,
+          }),
           withAxes(matrix, domains.length, e, {
             yLabel: 'domain',
             xLabel: 'expert',
@@ -371,24 +466,47 @@ export class RouterApp {
 
     const right = el('div', {}, [domainBox]);
     if (s.router === 'attn') right.append(this.probDistribution(s));
-    return el('div', {}, [title, el('div', { class: 'layer-cell' }, [el('div', {}, [heatView, readout]), right, this.coactivation(s, entry)])]);
+    return el('div', {}, [
+      title,
+      el('div', { class: 'layer-cell' }, [
+        el('div', {}, [heatView, readout]),
+        right,
+        this.coactivation(s, entry),
+      ]),
+    ]);
   }
 
   /** P(b | a) at the chosen step: rows a, columns b; the diagonal (always 1) is left blank so the rest keeps its contrast. */
   private coactivation(s: LayerSeries, entry: Entry | undefined): HTMLElement {
     const m = entry?.row.coact;
-    if (!entry || !m) return el('div', { class: 'coact-box note', 'data-coact': 'absent', text: coactAbsence(s) });
+    if (!entry || !m)
+      return el('div', { class: 'coact-box note', 'data-coact': 'absent', text: coactAbsence(s) });
     const e = m.length;
     let max = 0;
     for (let a = 0; a < e; a++) for (let b = 0; b < e; b++) if (a !== b) max = Math.max(max, m[a][b]);
     const color = shareColor(this.theme, max);
-    const canvas = el('canvas', { class: 'heat coact', 'aria-label': `Expert co-activation P(b | a) at step ${entry.row.step}, layer ${s.layer}: rows a, columns b` });
+    const canvas = el('canvas', {
+      class: 'heat coact',
+      'aria-label': `Expert co-activation P(b | a) at step ${entry.row.step}, layer ${s.layer}: rows a, columns b`,
+    });
     const readout = el('div', { class: 'hover-readout', text: `${e} × ${e} experts` });
     drawMatrix(canvas, e, e, (a, b) => (a === b ? NaN : m[a][b]), color);
     const experts = Array.from({ length: e }, (_, i) => String(i));
-    const view = withAxes(canvas, e, e, { yLabel: 'expert a', xLabel: 'expert b', yTicks: experts, xTicks: experts, readout, describe: (a, b) => `P(${b} | ${a}) = ${fmtValue(m[a][b])}` });
+    const view = withAxes(canvas, e, e, {
+      yLabel: 'expert a',
+      xLabel: 'expert b',
+      yTicks: experts,
+      xTicks: experts,
+      readout,
+      describe: (a, b) => `P(${b} | ${a}) = ${fmtValue(m[a][b])}`,
+    });
     return el('div', { class: 'coact-box', 'data-coact': 'shown' }, [
-      el('div', { class: 'note', title: 'Share of the tokens routed to expert a (row) that are also routed to expert b (column); the diagonal (always 1) is blank', text: `Co-activation P(b | a), step ${entry.row.step}` }),
+      el('div', {
+        class: 'note',
+        title:
+          'Share of the tokens routed to expert a (row) that are also routed to expert b (column); the diagonal (always 1) is blank',
+        text: `Co-activation P(b | a), step ${entry.row.step}`,
+      }),
       view,
       colorLegend(color, 0, max, ['0', '', fmtValue(max)]),
       readout,
@@ -398,9 +516,15 @@ export class RouterApp {
   /** BAM's soft attention router: the spread over steps of each expert's mean weight. */
   private probDistribution(s: LayerSeries): HTMLElement {
     const e = s.entries[0]?.row.prob.length ?? 0;
-    const q = Array.from({ length: e }, (_, i) => quantiles(s.entries.map((en) => en.row.prob[i]).filter(Number.isFinite)));
-    const canvas = el('canvas', { class: 'heat', 'aria-label': 'Distribution of soft attention-router weights per expert' });
-    const w = 240, h = 48;
+    const q = Array.from({ length: e }, (_, i) =>
+      quantiles(s.entries.map((en) => en.row.prob[i]).filter(Number.isFinite)),
+    );
+    const canvas = el('canvas', {
+      class: 'heat',
+      'aria-label': 'Distribution of soft attention-router weights per expert',
+    });
+    const w = 240,
+      h = 48;
     canvas.width = w * 2;
     canvas.height = h * 2;
     canvas.style.height = `${h}px`;
@@ -427,11 +551,22 @@ export class RouterApp {
         ctx.lineTo(cx, y(d.max));
         ctx.stroke();
         ctx.globalAlpha = 0.5;
-        ctx.fillRect(cx - Math.max(1, bw * 0.3), y(d.q3), Math.max(2, bw * 0.6), Math.max(1, y(d.q1) - y(d.q3)));
+        ctx.fillRect(
+          cx - Math.max(1, bw * 0.3),
+          y(d.q3),
+          Math.max(2, bw * 0.6),
+          Math.max(1, y(d.q1) - y(d.q3)),
+        );
         ctx.globalAlpha = 1;
         ctx.fillRect(cx - Math.max(1, bw * 0.35), y(d.median) - 1, Math.max(2, bw * 0.7), 2);
       });
     }
-    return el('div', {}, [el('div', { class: 'note', text: `Soft router weight per expert over steps (box: quartiles; dashed: 1/E; max ${fmtValue(hi)})` }), canvas]);
+    return el('div', {}, [
+      el('div', {
+        class: 'note',
+        text: `Soft router weight per expert over steps (box: quartiles; dashed: 1/E; max ${fmtValue(hi)})`,
+      }),
+      canvas,
+    ]);
   }
 }

@@ -44,7 +44,12 @@ export class RunRouting {
         s.entries = s.entries.filter((e) => e.row.step < row.step);
       }
       const im = imbalance(row.load);
-      s.entries.push({ row, cv: im.cv, maxOverMean: im.maxOverMean, specialization: specialization(row.by_domain) });
+      s.entries.push({
+        row,
+        cv: im.cv,
+        maxOverMean: im.maxOverMean,
+        specialization: specialization(row.by_domain),
+      });
       this.stepSet.add(row.step);
       this.sortedSteps = undefined;
       if (row.saturation !== undefined) this.perToken.saturation = true;
@@ -89,12 +94,26 @@ export class RunRouting {
       const where = `layer ${s.layer} ${s.router === 'attn' ? 'attention' : 'FFN'} router`;
       const dead = deadExperts(recent);
       if (dead.length && recent.length >= Math.min(DEAD_WINDOW, s.entries.length)) {
-        out.push({ runId: this.runId, kind: 'dead', layer: s.layer, router: s.router, experts: dead, message: `${dead.length} dead expert${dead.length > 1 ? 's' : ''} (${dead.join(', ')}) in ${where}` });
+        out.push({
+          runId: this.runId,
+          kind: 'dead',
+          layer: s.layer,
+          router: s.router,
+          experts: dead,
+          message: `${dead.length} dead expert${dead.length > 1 ? 's' : ''} (${dead.join(', ')}) in ${where}`,
+        });
       }
       const latest = s.entries[s.entries.length - 1]?.row.load;
       const top = latest ? collapsedOnto(latest) : undefined;
       if (top) {
-        out.push({ runId: this.runId, kind: 'collapse', layer: s.layer, router: s.router, experts: top, message: `Routing collapsed onto expert${top.length > 1 ? 's' : ''} ${top.join(', ')} in ${where}` });
+        out.push({
+          runId: this.runId,
+          kind: 'collapse',
+          layer: s.layer,
+          router: s.router,
+          experts: top,
+          message: `Routing collapsed onto expert${top.length > 1 ? 's' : ''} ${top.join(', ')} in ${where}`,
+        });
       }
     }
     return out;

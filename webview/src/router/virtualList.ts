@@ -16,7 +16,9 @@ export class VirtualList {
     label: string,
   ) {
     this.spacer = el('div', { class: 'layer-spacer' });
-    this.root = el('div', { class: 'layer-list', tabindex: 0, role: 'list', 'aria-label': label }, [this.spacer]);
+    this.root = el('div', { class: 'layer-list', tabindex: 0, role: 'list', 'aria-label': label }, [
+      this.spacer,
+    ]);
     this.root.addEventListener('scroll', () => this.update());
     new ResizeObserver(() => this.update()).observe(this.root);
   }

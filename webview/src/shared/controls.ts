@@ -24,16 +24,27 @@ export function labelled(label: string, control: HTMLElement, id: string): HTMLE
   return el('div', { class: 'control' }, [custom('vscode-label', { for: id }, [label]), control]);
 }
 
-export function textField(label: string, value: string, placeholder: string, onInput: (v: string) => void): HTMLElement {
+export function textField(
+  label: string,
+  value: string,
+  placeholder: string,
+  onInput: (v: string) => void,
+): HTMLElement {
   const field = custom<ValueElement>('vscode-textfield', { placeholder, 'aria-label': label });
   field.value = value;
   field.addEventListener('input', () => onInput(field.value));
   return labelled(label, field, nextId('text'));
 }
 
-export function select<T extends string>(label: string, options: { value: T; label: string }[], value: T, onChange: (v: T) => void): HTMLElement {
+export function select<T extends string>(
+  label: string,
+  options: { value: T; label: string }[],
+  value: T,
+  onChange: (v: T) => void,
+): HTMLElement {
   const sel = custom<ValueElement>('vscode-single-select', { 'aria-label': label });
-  for (const o of options) sel.append(custom('vscode-option', { value: o.value, selected: o.value === value }, [o.label]));
+  for (const o of options)
+    sel.append(custom('vscode-option', { value: o.value, selected: o.value === value }, [o.label]));
   sel.addEventListener('change', () => onChange(sel.value as T));
   return labelled(label, sel, nextId('select'));
 }
@@ -44,7 +55,15 @@ export function checkbox(label: string, checked: boolean, onChange: (v: boolean)
   return el('div', { class: 'control control-check' }, [box]);
 }
 
-export function slider(label: string, min: number, max: number, step: number, value: number, show: (v: number) => string, onInput: (v: number) => void): HTMLElement {
+export function slider(
+  label: string,
+  min: number,
+  max: number,
+  step: number,
+  value: number,
+  show: (v: number) => string,
+  onInput: (v: number) => void,
+): HTMLElement {
   const id = nextId('range');
   const input = el('input', { type: 'range', id, min, max, step, value, class: 'range' });
   const out = el('output', { for: id, class: 'range-value', text: show(value) });
@@ -53,11 +72,22 @@ export function slider(label: string, min: number, max: number, step: number, va
     out.textContent = show(v);
     onInput(v);
   });
-  return el('div', { class: 'control control-range' }, [el('label', { for: id, text: label }), el('div', { class: 'range-row' }, [input, out])]);
+  return el('div', { class: 'control control-range' }, [
+    el('label', { for: id, text: label }),
+    el('div', { class: 'range-row' }, [input, out]),
+  ]);
 }
 
-export function button(label: string, onClick: () => void, opts: { secondary?: boolean; title?: string; pressed?: boolean } = {}): HTMLElement {
-  const b = custom('vscode-button', { secondary: opts.secondary ?? true, title: opts.title, 'aria-label': opts.title ?? label }, [label]);
+export function button(
+  label: string,
+  onClick: () => void,
+  opts: { secondary?: boolean; title?: string; pressed?: boolean } = {},
+): HTMLElement {
+  const b = custom(
+    'vscode-button',
+    { secondary: opts.secondary ?? true, title: opts.title, 'aria-label': opts.title ?? label },
+    [label],
+  );
   if (opts.pressed !== undefined) b.setAttribute('aria-pressed', String(opts.pressed));
   b.addEventListener('click', onClick);
   return b;

@@ -40,20 +40,31 @@ export function decimateM4(
   // Column by column: xs is sorted, so a column's end is a binary search, and the scan of its
   // points reads ys only. This halves the work of a per-point column test on a million points.
   const idx = [0, 0, 0, 0];
-  for (let i = start; i < end; ) {
+  for (let i = start; i < end;) {
     const col = Math.floor((xs[i] - x0) * scale);
     // At least one point per column, whatever the rounding of the column's right edge.
     const j = Math.max(i + 1, lowerBoundFrom(xs, i + 1, end, x0 + (col + 1) / scale));
-    let iMin = -1, iMax = -1;
-    let lo = Infinity, hi = -Infinity;
+    let iMin = -1,
+      iMax = -1;
+    let lo = Infinity,
+      hi = -Infinity;
     for (let k = i; k < j; k++) {
       const y = ys[k];
-      if (y < lo) { lo = y; iMin = k; }
-      if (y > hi) { hi = y; iMax = k; }
+      if (y < lo) {
+        lo = y;
+        iMin = k;
+      }
+      if (y > hi) {
+        hi = y;
+        iMax = k;
+      }
     }
     // Emit first, min, max, last in index order so the polyline does not zig-zag backwards;
     // NaN points are kept only as the first or last (they break the line there).
-    idx[0] = i; idx[1] = iMin; idx[2] = iMax; idx[3] = j - 1;
+    idx[0] = i;
+    idx[1] = iMin;
+    idx[2] = iMax;
+    idx[3] = j - 1;
     idx.sort((a, b) => a - b);
     let prev = -1;
     for (const k of idx) {

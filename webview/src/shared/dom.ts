@@ -19,7 +19,11 @@ export function el<K extends keyof HTMLElementTagNameMap>(
 }
 
 /** Custom elements (vscode-elements) by tag name. */
-export function custom<T extends HTMLElement>(tag: string, attrs: Attrs = {}, children: (Node | string)[] = []): T {
+export function custom<T extends HTMLElement>(
+  tag: string,
+  attrs: Attrs = {},
+  children: (Node | string)[] = [],
+): T {
   const node = document.createElement(tag) as T;
   for (const [name, value] of Object.entries(attrs)) {
     if (value === undefined || value === false) continue;

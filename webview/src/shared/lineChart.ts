@@ -80,12 +80,16 @@ export class LineChart {
     const svgNode = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
     svgNode.setAttribute('class', 'chart-overlay');
     this.tooltip = el('div', { class: 'chart-tooltip', role: 'status', 'aria-live': 'off', hidden: true });
-    this.plot = el('div', {
-      class: 'chart-plot',
-      tabindex: 0,
-      role: 'img',
-      'aria-label': `${title}. Arrow keys pan, plus and minus zoom, 0 resets the zoom.`,
-    }, [this.canvas, svgNode, this.tooltip]);
+    this.plot = el(
+      'div',
+      {
+        class: 'chart-plot',
+        tabindex: 0,
+        role: 'img',
+        'aria-label': `${title}. Arrow keys pan, plus and minus zoom, 0 resets the zoom.`,
+      },
+      [this.canvas, svgNode, this.tooltip],
+    );
     this.root = el('figure', { class: 'chart' }, [
       el('figcaption', { class: 'chart-header' }, [el('h3', { class: 'chart-title', text: title }), actions]),
       this.plot,
@@ -105,7 +109,10 @@ export class LineChart {
         this.transform = event.transform;
         this.schedule();
       });
-    this.svg.call(this.zoomBehavior).on('dblclick.zoom', null).on('dblclick', () => this.resetZoom());
+    this.svg
+      .call(this.zoomBehavior)
+      .on('dblclick.zoom', null)
+      .on('dblclick', () => this.resetZoom());
     svgNode.addEventListener('pointermove', (e) => this.hover(e.offsetX));
     svgNode.addEventListener('pointerleave', () => this.hover(undefined));
     this.plot.addEventListener('keydown', (e) => this.key(e));
@@ -151,21 +158,26 @@ export class LineChart {
 
   /** The x range of the data, padded where a line ends in a lone point: its dot would be half-clipped at the edge. */
   private xExtent(iw: number): [number, number] {
-    let lo = Infinity, hi = -Infinity;
-    let dotLo = false, dotHi = false;
-    const finite = (l: ChartLine, i: number): boolean => i >= 0 && i < l.n && Number.isFinite(l.xs[i]) && Number.isFinite(l.ys[i]);
+    let lo = Infinity,
+      hi = -Infinity;
+    let dotLo = false,
+      dotHi = false;
+    const finite = (l: ChartLine, i: number): boolean =>
+      i >= 0 && i < l.n && Number.isFinite(l.xs[i]) && Number.isFinite(l.ys[i]);
     const lone = (l: ChartLine, i: number): boolean => !finite(l, i - 1) && !finite(l, i + 1);
     for (const l of this.lines) {
-      for (let i = 0; i < l.n; i++) if (Number.isFinite(l.xs[i])) {
-        if (l.xs[i] < lo || (l.xs[i] === lo && !dotLo)) dotLo = finite(l, i) && lone(l, i);
-        lo = Math.min(lo, l.xs[i]);
-        break;
-      }
-      for (let i = l.n - 1; i >= 0; i--) if (Number.isFinite(l.xs[i])) {
-        if (l.xs[i] > hi || (l.xs[i] === hi && !dotHi)) dotHi = finite(l, i) && lone(l, i);
-        hi = Math.max(hi, l.xs[i]);
-        break;
-      }
+      for (let i = 0; i < l.n; i++)
+        if (Number.isFinite(l.xs[i])) {
+          if (l.xs[i] < lo || (l.xs[i] === lo && !dotLo)) dotLo = finite(l, i) && lone(l, i);
+          lo = Math.min(lo, l.xs[i]);
+          break;
+        }
+      for (let i = l.n - 1; i >= 0; i--)
+        if (Number.isFinite(l.xs[i])) {
+          if (l.xs[i] > hi || (l.xs[i] === hi && !dotHi)) dotHi = finite(l, i) && lone(l, i);
+          hi = Math.max(hi, l.xs[i]);
+          break;
+        }
     }
     if (!Number.isFinite(lo)) return [0, 1];
     if (lo === hi) return [lo - 1, hi + 1];
@@ -176,7 +188,8 @@ export class LineChart {
   private yDomain(decimated: Float64Array[], samples: number[]): [number, number] {
     const log = this.opts?.logScale ?? false;
     const ok = (v: number): boolean => Number.isFinite(v) && (!log || v > 0);
-    let lo = Infinity, hi = -Infinity;
+    let lo = Infinity,
+      hi = -Infinity;
     if (this.opts?.ignoreOutliers && samples.length > 20) {
       // Robust range: the 2nd–98th percentile of what is visible, so one loss
       // spike does not flatten every curve against the floor.
@@ -186,12 +199,13 @@ export class LineChart {
         hi = s[Math.min(s.length - 1, Math.ceil(s.length * 0.98))];
       }
     } else {
-      for (const d of decimated) for (let i = 1; i < d.length; i += 2) {
-        const v = d[i];
-        if (!ok(v)) continue;
-        if (v < lo) lo = v;
-        if (v > hi) hi = v;
-      }
+      for (const d of decimated)
+        for (let i = 1; i < d.length; i += 2) {
+          const v = d[i];
+          if (!ok(v)) continue;
+          if (v < lo) lo = v;
+          if (v > hi) hi = v;
+        }
     }
     if (!Number.isFinite(lo)) return log ? [0.1, 10] : [0, 1];
     if (log) return lo === hi ? [lo / 2, hi * 2] : [lo / 1.05, hi * 1.05];
@@ -207,15 +221,28 @@ export class LineChart {
     this.width = Math.max(10, Math.floor(rect.width));
     this.height = Math.max(10, Math.floor(rect.height));
     const dpr = window.devicePixelRatio || 1;
-    if (this.canvas.width !== Math.round(this.width * dpr) || this.canvas.height !== Math.round(this.height * dpr)) {
+    if (
+      this.canvas.width !== Math.round(this.width * dpr) ||
+      this.canvas.height !== Math.round(this.height * dpr)
+    ) {
       this.canvas.width = Math.round(this.width * dpr);
       this.canvas.height = Math.round(this.height * dpr);
     }
     const iw = this.width - MARGIN.left - MARGIN.right;
     const ih = this.height - MARGIN.top - MARGIN.bottom;
-    this.zoomBehavior.extent([[MARGIN.left, 0], [MARGIN.left + iw, ih]]).translateExtent([[MARGIN.left, -Infinity], [MARGIN.left + iw, Infinity]]);
+    this.zoomBehavior
+      .extent([
+        [MARGIN.left, 0],
+        [MARGIN.left + iw, ih],
+      ])
+      .translateExtent([
+        [MARGIN.left, -Infinity],
+        [MARGIN.left + iw, Infinity],
+      ]);
 
-    const base = scaleLinear().domain(this.xExtent(iw)).range([MARGIN.left, MARGIN.left + iw]);
+    const base = scaleLinear()
+      .domain(this.xExtent(iw))
+      .range([MARGIN.left, MARGIN.left + iw]);
     this.x = this.transform.rescaleX(base);
     const [x0, x1] = this.x.domain();
     const columns = Math.max(1, Math.ceil(iw));
@@ -228,7 +255,14 @@ export class LineChart {
     for (const l of this.lines) {
       strong.push(decimateM4(l.xs, l.ys, l.n, x0, x1, columns));
       faint.push(l.raw ? decimateM4(l.xs, l.raw, l.n, x0, x1, columns) : undefined);
-      bands.push(l.band ? { lo: decimateM4(l.xs, l.band.lo, l.n, x0, x1, columns), hi: decimateM4(l.xs, l.band.hi, l.n, x0, x1, columns) } : undefined);
+      bands.push(
+        l.band
+          ? {
+              lo: decimateM4(l.xs, l.band.lo, l.n, x0, x1, columns),
+              hi: decimateM4(l.xs, l.band.hi, l.n, x0, x1, columns),
+            }
+          : undefined,
+      );
       if (opts.ignoreOutliers) {
         const src = l.raw ?? l.ys;
         const a = Math.max(0, lowerBound(l.xs, l.n, x0));
@@ -237,7 +271,11 @@ export class LineChart {
         for (let i = a; i < b; i += stride) samples.push(src[i]);
       }
     }
-    const domainSources = [...strong, ...faint.filter((f): f is Float64Array => !!f), ...bands.flatMap((b) => (b ? [b.lo, b.hi] : []))];
+    const domainSources = [
+      ...strong,
+      ...faint.filter((f): f is Float64Array => !!f),
+      ...bands.flatMap((b) => (b ? [b.lo, b.hi] : [])),
+    ];
     const yd = this.yDomain(domainSources, samples);
     this.y = (opts.logScale ? scaleLog() : scaleLinear()).domain(yd).range([MARGIN.top + ih, MARGIN.top]);
     if (!opts.ignoreOutliers) this.y.nice();
@@ -258,16 +296,32 @@ export class LineChart {
 
   private drawAxes(iw: number, opts: ChartOptions): void {
     const ih = this.height - MARGIN.top - MARGIN.bottom;
-    const xAxis = axisBottom(this.x).ticks(Math.max(2, Math.floor(iw / 80))).tickFormat((v) => opts.xFormat(Number(v)));
+    const xAxis = axisBottom(this.x)
+      .ticks(Math.max(2, Math.floor(iw / 80)))
+      .tickFormat((v) => opts.xFormat(Number(v)));
     const yTicks = Math.max(2, Math.floor(ih / 40));
-    const yAxis = axisLeft(this.y).ticks(yTicks).tickFormat((v) => tickFormat(Number(v)));
-    this.svg.select<SVGGElement>('.axis-x').attr('transform', `translate(0,${MARGIN.top + ih})`).call(xAxis);
+    const yAxis = axisLeft(this.y)
+      .ticks(yTicks)
+      .tickFormat((v) => tickFormat(Number(v)));
+    this.svg
+      .select<SVGGElement>('.axis-x')
+      .attr('transform', `translate(0,${MARGIN.top + ih})`)
+      .call(xAxis);
     this.svg.select<SVGGElement>('.axis-y').attr('transform', `translate(${MARGIN.left},0)`).call(yAxis);
     this.svg
       .select<SVGGElement>('.grid-y')
       .attr('transform', `translate(${MARGIN.left},0)`)
-      .call(axisLeft(this.y).ticks(yTicks).tickSize(-iw).tickFormat(() => ''));
-    this.svg.select('.axis-label').attr('x', MARGIN.left + iw).attr('y', MARGIN.top + ih - 4).text(opts.xLabel);
+      .call(
+        axisLeft(this.y)
+          .ticks(yTicks)
+          .tickSize(-iw)
+          .tickFormat(() => ''),
+      );
+    this.svg
+      .select('.axis-label')
+      .attr('x', MARGIN.left + iw)
+      .attr('y', MARGIN.top + ih - 4)
+      .text(opts.xLabel);
   }
 
   private path(ctx: CanvasRenderingContext2D, pts: Float64Array, log: boolean): void {
@@ -303,7 +357,12 @@ export class LineChart {
     ctx.clip();
     ctx.lineJoin = 'round';
     // The highlighted line last, so it sits on top.
-    const order = this.lines.map((_, i) => i).sort((a, b) => Number(this.lines[a].id === opts.highlighted) - Number(this.lines[b].id === opts.highlighted));
+    const order = this.lines
+      .map((_, i) => i)
+      .sort(
+        (a, b) =>
+          Number(this.lines[a].id === opts.highlighted) - Number(this.lines[b].id === opts.highlighted),
+      );
     for (const i of order) {
       const l = this.lines[i];
       const dim = opts.highlighted !== undefined && opts.highlighted !== l.id;
@@ -339,7 +398,12 @@ export class LineChart {
   /** A point with no drawable neighbour (a run with one eval so far, a point between gaps) gets a
    *  dot: a path of one point strokes nothing. */
   private dots(ctx: CanvasRenderingContext2D, pts: Float64Array, log: boolean, r: number): void {
-    const ok = (k: number) => k >= 0 && k < pts.length && Number.isFinite(pts[k]) && Number.isFinite(pts[k + 1]) && (!log || pts[k + 1] > 0);
+    const ok = (k: number) =>
+      k >= 0 &&
+      k < pts.length &&
+      Number.isFinite(pts[k]) &&
+      Number.isFinite(pts[k + 1]) &&
+      (!log || pts[k + 1] > 0);
     for (let k = 0; k < pts.length; k += 2) {
       if (!ok(k) || ok(k - 2) || ok(k + 2)) continue;
       ctx.beginPath();
@@ -388,11 +452,16 @@ export class LineChart {
         .map((r) => {
           const swatch = el('span', { class: 'swatch' });
           swatch.style.background = r.color;
-          return el('div', { class: 'tooltip-row' }, [swatch, el('span', { class: 'tooltip-label', text: r.label }), el('span', { class: 'tooltip-value', text: valueFormat(r.y) })]);
+          return el('div', { class: 'tooltip-row' }, [
+            swatch,
+            el('span', { class: 'tooltip-label', text: r.label }),
+            el('span', { class: 'tooltip-value', text: valueFormat(r.y) }),
+          ]);
         }),
     );
     this.tooltip.hidden = rows.length === 0;
-    const left = px + 12 + 220 > this.width ? px - 12 - Math.min(220, this.tooltip.offsetWidth || 220) : px + 12;
+    const left =
+      px + 12 + 220 > this.width ? px - 12 - Math.min(220, this.tooltip.offsetWidth || 220) : px + 12;
     this.tooltip.style.left = `${Math.max(0, left)}px`;
     this.tooltip.style.top = `${MARGIN.top}px`;
   }
@@ -430,7 +499,8 @@ export class LineChart {
     }
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
-    for (const t of this.x.ticks(Math.max(2, Math.floor(iw / 80)))) ctx.fillText(opts.xFormat(t), this.x(t), MARGIN.top + ih + 4);
+    for (const t of this.x.ticks(Math.max(2, Math.floor(iw / 80))))
+      ctx.fillText(opts.xFormat(t), this.x(t), MARGIN.top + ih + 4);
     ctx.setTransform(1, 0, 0, 1, 0, Math.round(24 * dpr));
     ctx.drawImage(this.canvas, 0, 0);
     return out;

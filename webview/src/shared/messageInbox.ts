@@ -17,7 +17,10 @@ export function listenToHost<T>(parse: (raw: unknown) => T | undefined, handle: 
   window.addEventListener('message', (event: MessageEvent) => {
     const message = parse(event.data);
     if (message === undefined) {
-      const type = typeof event.data === 'object' && event.data !== null ? String((event.data as { type?: unknown }).type) : typeof event.data;
+      const type =
+        typeof event.data === 'object' && event.data !== null
+          ? String((event.data as { type?: unknown }).type)
+          : typeof event.data;
       drop(`malformed message (type ${type})`);
       return;
     }

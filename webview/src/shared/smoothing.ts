@@ -22,7 +22,8 @@ export class EmaState {
       out.set(ys.subarray(from, to), from);
       return;
     }
-    let last = this.last, debias = this.debias;
+    let last = this.last,
+      debias = this.debias;
     for (let i = from; i < to; i++) {
       last = last * w + (1 - w) * ys[i];
       debias = debias * w + (1 - w);
