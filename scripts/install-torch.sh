@@ -45,7 +45,7 @@ if [ -n "$SPEC" ]; then
 fi
 
 if have="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"; then
-  say "keeping torch $have (already installed; make setup TORCH=SPEC to replace it)"
+  say "keeping torch $have (already installed; `pip install SPEC` in the environment replaces it)"
   exit 0
 fi
 
