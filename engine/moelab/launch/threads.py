@@ -32,7 +32,7 @@ THREADS_HELP = (
 
 @dataclass(frozen=True)
 class Machine:
-    cpus: int  # the CPUs this process may use (affinity, a cgroup quota)
+    cpus: int  # the cores this process may use (affinity, a cgroup quota; hyperthreads count once)
     busy: float  # how many of them other work keeps busy (the load, scaled to our share of the host)
 
 
@@ -78,7 +78,8 @@ def choose_threads(requested: int, env_threads: str | None, gemm: float, machine
 @functools.cache
 def measure_machine() -> Machine:
     """Once per process: a pipeline's later stages must not count the load of its own earlier ones."""
-    cpus = min(_affinity_cpus(), _cgroup_cpus() or 1 << 30)
+    allowed = _affinity_cpus()
+    cpus = min(_physical_cores(allowed) or len(allowed), _cgroup_cpus() or 1 << 30)
     host = os.cpu_count() or cpus
     return Machine(cpus=cpus, busy=_host_busy() * cpus / host)
 
@@ -91,10 +92,23 @@ def _leading_int(value: str | None) -> int | None:
         return None
 
 
-def _affinity_cpus() -> int:
+def _affinity_cpus() -> set[int]:
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
+
+
+def _physical_cores(cpus: set[int]) -> int | None:
+    """The cores under `cpus` (Linux sysfs): two hyperthreads of one core share its matmul units, so a
+    second thread there does not help (torch's own default is the physical core count too)."""
+    cores = set()
+    for n in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{n}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            return None
+    return len(cores) or None
 
 
 def _cgroup_cpus() -> int | None:
