@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs torch into the engine's virtual environment (`make setup` calls it).
 #
-#   scripts/install-torch.sh PYTHON [SPEC]
+#   TORCH_VERSION=2.13.0 scripts/install-torch.sh PYTHON [SPEC]   (the Makefile sets TORCH_VERSION)
 #
 # SPEC given (`make setup TORCH=torch`, the CUDA build on a GPU machine): exactly that is installed.
 # No SPEC: a torch already in the environment is kept; otherwise the CPU build (small, no CUDA
@@ -18,7 +18,7 @@ set -u -o pipefail
 
 PY="${1:?usage: $0 PYTHON [SPEC]}"
 SPEC="${2:-}"
-VERSION="${TORCH_VERSION:-2.13.0}"
+VERSION="${TORCH_VERSION:?set TORCH_VERSION (the Makefile does)}"
 CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
 export PIP_RETRIES="${PIP_RETRIES:-0}" PIP_TIMEOUT="${PIP_TIMEOUT:-5}" PIP_DISABLE_PIP_VERSION_CHECK=1
 read -r -a EXTRA <<<"${PIP_ARGS:-}"
