@@ -8,8 +8,8 @@
 # libraries) is taken where an index serves it, and plain `torch` where none does:
 #   1. torch==$TORCH_VERSION+cpu from the configured indexes (a mirror or a pip.conf that lists
 #      PyTorch's CPU index);
-#   2. on Linux and Windows, torch==$TORCH_VERSION from PyTorch's CPU index (PyPI's Linux wheel is the
-#      CUDA build; macOS has only one build, PyPI's);
+#   2. on Linux, torch==$TORCH_VERSION from PyTorch's CPU index (PyPI's Linux wheel is the CUDA build;
+#      on macOS and Windows PyPI's is the CPU build already);
 #   3. plain `torch` from the configured indexes.
 # It prints which one it took and why the ones before it failed. An unreachable index fails fast
 # (PIP_RETRIES=0, PIP_TIMEOUT=5 unless set). PIP_ARGS adds pip options to every attempt (--dry-run to try
@@ -56,14 +56,14 @@ fi
 say "torch==$VERSION+cpu is not on the configured index ($(why))"
 
 case "$(uname -s)" in
-  Linux | MINGW* | MSYS* | CYGWIN*)
+  Linux)
     if attempt "torch==$VERSION" --index-url "$CPU_INDEX"; then
       say "took torch==$VERSION, the CPU build, from $CPU_INDEX"
       exit 0
     fi
     say "$CPU_INDEX did not serve torch==$VERSION ($(why))"
     ;;
-  *) say "$(uname -s): PyPI's torch is the only build there" ;;
+  *) say "$(uname -s): PyPI's torch is the CPU build there" ;;
 esac
 
 if attempt torch; then
