@@ -101,7 +101,7 @@ def _affinity_cpus() -> set[int]:
 def _physical_cores(cpus: set[int]) -> int | None:
     """The cores under `cpus` (Linux sysfs): two hyperthreads of one core share its matmul units, so a
     second thread there does not help (torch's own default is the physical core count too)."""
-    cores = set()
+    cores: set[tuple[str, str]] = set()
     for n in cpus:
         topology = Path(f"/sys/devices/system/cpu/cpu{n}/topology")
         try:
