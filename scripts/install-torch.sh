@@ -45,7 +45,7 @@ if [ -n "$SPEC" ]; then
 fi
 
 if have="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"; then
-  say "keeping torch $have (already installed; `pip install SPEC` in the environment replaces it)"
+  say "keeping torch $have (already installed; set TORCH=SPEC and use a fresh .venv to replace it)"
   exit 0
 fi
 
