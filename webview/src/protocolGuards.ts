@@ -26,12 +26,14 @@ import type {
   RoutingRow,
   SaturationPoint,
   RunSummary,
+  SeedOffset,
   TensorChange,
   WebviewToHostMessage,
   WeightLayer,
   WeightReport,
   WeightsTarget,
   WeightWarning,
+  XAxisMode,
 } from './protocol';
 
 type Obj = Record<string, unknown>;
@@ -79,7 +81,21 @@ export function isRunSummary(v: unknown): v is RunSummary {
     isOptStr(v.experiment) &&
     isOptStr(v.method) &&
     isOptStr(v.stage) &&
-    (v.color === undefined || isColor(v.color))
+    (v.color === undefined || isColor(v.color)) &&
+    (v.sinceSeed === undefined || isSeedOffset(v.sinceSeed))
+  );
+}
+
+export function isSeedOffset(v: unknown): v is SeedOffset {
+  return (
+    isObj(v) &&
+    isNum(v.tokens) &&
+    v.tokens >= 0 &&
+    isNum(v.flops) &&
+    v.flops >= 0 &&
+    Array.isArray(v.missing) &&
+    v.missing.length <= 1000 &&
+    v.missing.every((m) => isStr(m, 4096))
   );
 }
 
@@ -538,6 +554,15 @@ function isStrArray(v: unknown): v is string[] {
   return Array.isArray(v) && v.every((s) => isStr(s));
 }
 
+export const X_AXES: readonly XAxisMode[] = [
+  'step',
+  'tokens',
+  'flops',
+  'time',
+  'tokensSinceSeed',
+  'flopsSinceSeed',
+];
+
 /** Persisted state comes back from VS Code (or an older version of us): check it like a message. */
 export function parseDashboardState(v: unknown): DashboardState | undefined {
   if (!isObj(v) || v.panel !== 'dashboard') return undefined;
@@ -547,7 +572,7 @@ export function parseDashboardState(v: unknown): DashboardState | undefined {
     typeof v.logScale === 'boolean' &&
     typeof v.ignoreOutliers === 'boolean' &&
     typeof v.groupByExperiment === 'boolean' &&
-    (v.xAxis === 'step' || v.xAxis === 'tokens' || v.xAxis === 'flops' || v.xAxis === 'time') &&
+    X_AXES.includes(v.xAxis as XAxisMode) &&
     isStr(v.filter) &&
     isStrArray(v.hidden) &&
     isStrArray(v.pinned);
