@@ -283,6 +283,8 @@ export interface ResultsModel {
   budget: ResultsBudget;
   /** Per domain and "average". */
   ppl: Record<string, Spread>;
+  /** Per lm-eval task of ResultsDoc.tasks: its score (the task's metric), mean over seeds. */
+  scores: Record<string, Spread>;
   /** The model's colour, from the one colour assignment (extension/src/runs/runColors.ts). */
   color: string;
 }
@@ -318,7 +320,17 @@ export interface ResultsDoc {
   /** study: study.json; eval: a pipeline's eval.json (one seed, no claims) or a run's eval.json (one model). */
   kind: 'study' | 'eval';
   domains: string[];
+  /** The lm-eval tasks scored (eval.json's "lm_eval"), one table column each; empty without them. */
+  tasks: ResultsTask[];
   settings: ResultsSetting[];
+}
+
+/** An lm-eval task column: the metric shown (lm-eval's key, "acc,none") and which way is better. */
+export interface ResultsTask {
+  name: string;
+  metric: string;
+  /** Accuracy-like metrics: true; perplexity-like (word_perplexity, bits_per_byte): false. */
+  higherIsBetter: boolean;
 }
 
 /** The results to show (init and every refresh); doc null with an error when the file cannot be read. */

@@ -19,6 +19,7 @@ import type {
   ResultsModel,
   ResultsSetting,
   ResultsState,
+  ResultsTask,
   Verdict,
   RouterState,
   RouterWarning,
@@ -190,7 +191,11 @@ function isOptNum(v: unknown): boolean {
   return v === undefined || isNum(v);
 }
 
-function isResultsModel(v: unknown, domains: string[]): v is ResultsModel {
+function isResultsTask(v: unknown): v is ResultsTask {
+  return isObj(v) && isStr(v.name, 500) && isStr(v.metric, 500) && typeof v.higherIsBetter === 'boolean';
+}
+
+function isResultsModel(v: unknown, domains: string[], tasks: string[]): v is ResultsModel {
   if (!isObj(v) || !isStr(v.label, 500) || !isColor(v.color)) return false;
   if (!['seed', 'branch', 'tune', 'baseline', 'method', 'variant'].includes(v.role as string)) return false;
   const b = v.budget;
@@ -203,7 +208,12 @@ function isResultsModel(v: unknown, domains: string[]): v is ResultsModel {
     !isOptStr(b.matchedTo)
   )
     return false;
-  return isObj(v.ppl) && [...domains, 'average'].every((d) => isSpread((v.ppl as Obj)[d]));
+  return (
+    isObj(v.ppl) &&
+    [...domains, 'average'].every((d) => isSpread((v.ppl as Obj)[d])) &&
+    isObj(v.scores) &&
+    tasks.every((t) => isSpread((v.scores as Obj)[t]))
+  );
 }
 
 function isComparison(v: unknown): v is ResultsComparison {
@@ -229,7 +239,7 @@ function isClaim(v: unknown): v is ResultsClaim {
   );
 }
 
-function isSetting(v: unknown, domains: string[]): v is ResultsSetting {
+function isSetting(v: unknown, domains: string[], tasks: string[]): v is ResultsSetting {
   return (
     isObj(v) &&
     isStr(v.name, 500) &&
@@ -237,7 +247,7 @@ function isSetting(v: unknown, domains: string[]): v is ResultsSetting {
     isNumArray(v.seeds) &&
     Array.isArray(v.models) &&
     v.models.length <= MAX_MODELS &&
-    v.models.every((m) => isResultsModel(m, domains)) &&
+    v.models.every((m) => isResultsModel(m, domains, tasks)) &&
     Array.isArray(v.claims) &&
     v.claims.every(isClaim)
   );
@@ -251,9 +261,13 @@ export function isResultsDoc(v: unknown): v is ResultsDoc {
     v.domains.length > 1000
   )
     return false;
+  if (!Array.isArray(v.tasks) || v.tasks.length > 1000 || !v.tasks.every(isResultsTask)) return false;
   const domains = v.domains;
+  const tasks = v.tasks.map((t) => t.name);
   return (
-    Array.isArray(v.settings) && v.settings.length <= 1000 && v.settings.every((s) => isSetting(s, domains))
+    Array.isArray(v.settings) &&
+    v.settings.length <= 1000 &&
+    v.settings.every((s) => isSetting(s, domains, tasks))
   );
 }
 
