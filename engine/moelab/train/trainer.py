@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -173,19 +174,14 @@ class _StepLosses:
         # Every value is float32 or narrower, so the cast is exact; the sums below run in Python
         # in the order of the per-value reads they replace, so the logged numbers are unchanged.
         scalars = [*self.ce, *self.aux, grad_norm.to(self.ce[0].device), *self.lb, *self.z]
-        flat = torch.cat([torch.stack([s.float() for s in scalars]), *self.row_loss]).tolist()
-        ce, aux, norm = flat[:n], flat[n : 2 * n], flat[2 * n]
-        lb, z, row_values = (
-            flat[2 * n + 1 : 2 * n + 1 + k],
-            flat[2 * n + 1 + k : 2 * n + 1 + 2 * k],
-            flat[2 * n + 1 + 2 * k :],
-        )
+        values = iter(torch.cat([torch.stack([s.float() for s in scalars]), *self.row_loss]).tolist())
+        ce, aux, norm = list(islice(values, n)), list(islice(values, n)), next(values)
+        lb, z = list(islice(values, k)), list(islice(values, k))  # then the per-row losses
         means = dist.mean([sum(ce), sum(aux)] + ([sum(lb), sum(z)] if self.log_now else []))  # over ranks
         m = _Measured(lr, means[0] / n, means[1], norm, self.log_now, routing=self.routing)
         if self.log_now:
             if k:
                 m.lb_loss, m.z_loss = means[2] / k, means[3] / k
-            values = iter(row_values)
             by_domain: dict[str, list[float]] = {}
             for rows in self.rows:
                 for d in rows:
