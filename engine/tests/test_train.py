@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -342,6 +343,24 @@ def test_nan_marks_run_diverged(tmp_path, monkeypatch):
     assert latest_checkpoint(run / "checkpoints").name == "step-000006"
     recs, _ = read_jsonl(run / "metrics.jsonl")
     assert max(r["step"] for r in recs) == 8
+
+
+def test_test_hooks_come_from_the_environment_only(monkeypatch):
+    from moelab.errors import ConfigError
+
+    assert "debug_nan_at_step" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    monkeypatch.delenv(testhooks.ENV, raising=False)
+    assert testhooks.from_env() == testhooks.Hooks()
+    monkeypatch.setenv(testhooks.ENV, json.dumps({"nan_at_step": 3, "step_delay": 0.5}))
+    assert testhooks.from_env() == testhooks.Hooks(nan_at_step=3, step_delay=0.5)
+    monkeypatch.setenv(testhooks.ENV, json.dumps({"nan_at": 3}))
+    with pytest.raises(
+        ConfigError, match=r"^MOELAB_TEST_HOOKS.nan_at: unknown field \(did you mean 'nan_at_step'"
+    ):
+        testhooks.from_env()
+    monkeypatch.setenv(testhooks.ENV, "{nan")
+    with pytest.raises(ConfigError, match=r"^MOELAB_TEST_HOOKS: not JSON"):
+        testhooks.from_env()
 
 
 def test_nan_cli_one_line(tmp_path):
