@@ -7,6 +7,7 @@ import type { RunStore } from '../runs/runStore';
 import { runsDirectories } from '../settings';
 import {
   type CheckpointRef,
+  describeUpcycled,
   isCheckpointDir,
   listRunCheckpoints,
   loadCheckpoint,
@@ -106,7 +107,7 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
 
   private async listAll(): Promise<CheckpointRef[]> {
     const refs: CheckpointRef[] = [];
-    for (const run of this.store.list()) refs.push(...(await listRunCheckpoints(run.dir, run.id)));
+    for (const run of this.store.list()) refs.push(...(await listRunCheckpoints(run.dir, run.id, run)));
     const seen = new Set(refs.map((r) => r.dir));
     const roots = runsDirectories();
     const configs = await vscode.workspace.findFiles(
@@ -216,17 +217,22 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
       case 'runGroup': {
         const item = new vscode.TreeItem(node.runId, C.Collapsed);
         item.id = `ckrun:${node.runId}`;
-        item.description = `${node.checkpoints.length} checkpoint${node.checkpoints.length === 1 ? '' : 's'}`;
-        item.iconPath = new vscode.ThemeIcon('beaker');
+        const up = node.checkpoints.find((c) => c.upcycled)?.upcycled;
+        item.description = up
+          ? describeUpcycled(up)
+          : `${node.checkpoints.length} checkpoint${node.checkpoints.length === 1 ? '' : 's'}`;
+        if (up) item.tooltip = upcycledTooltip(node.runId, up);
+        item.iconPath = new vscode.ThemeIcon(up ? 'git-merge' : 'beaker');
         item.contextValue = 'moelab.checkpointRun';
         return item;
       }
       case 'checkpoint': {
         const item = new vscode.TreeItem(node.ref.label, C.Collapsed);
         item.id = `ckpt:${node.ref.dir}`;
-        item.description = node.ref.isLatest ? 'latest' : undefined;
-        item.tooltip = node.ref.dir;
-        item.iconPath = new vscode.ThemeIcon('database');
+        const up = node.ref.upcycled;
+        item.description = up ? describeUpcycled(up) : node.ref.isLatest ? 'latest' : undefined;
+        item.tooltip = up ? upcycledTooltip(node.ref.runId, up, node.ref.dir) : node.ref.dir;
+        item.iconPath = new vscode.ThemeIcon(up ? 'git-merge' : 'database');
         item.contextValue = 'moelab.checkpoint';
         item.resourceUri = vscode.Uri.file(node.ref.dir);
         return item;
@@ -304,6 +310,18 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
       }
     }
   }
+}
+
+function upcycledTooltip(
+  runId: string | undefined,
+  up: NonNullable<CheckpointRef['upcycled']>,
+  dir?: string,
+): vscode.MarkdownString {
+  const lines = [`**${runId ?? 'checkpoint'}** — the MoE of an upcycle run`, ''];
+  if (up.method) lines.push(`- method: ${up.method}`);
+  for (const p of up.parents) lines.push(`- parent: ${p}`);
+  if (dir) lines.push('', `\`${dir}\``);
+  return new vscode.MarkdownString(lines.join('\n'));
 }
 
 function layerPrefix(name: string): string {
