@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { checkpointRefsFrom, lineageRunId, runIdsFrom } from '../../extension/src/commands/commandArgs';
 import { buildLineage, type LineageRunNode } from '../../extension/src/runs/lineage';
 import type { RunInfo } from '../../extension/src/runs/model';
 import { demoRuns } from './demoRuns';
@@ -216,5 +217,27 @@ describe('run lineage', () => {
     assert.equal(roots.length, 5);
     assert.equal(count(roots), 100);
     assert.ok(ms < 300, `lineage of 100 runs took ${ms.toFixed(1)} ms`);
+  });
+
+  it('gives the existing commands a node’s own run, or the checkpoint it names', () => {
+    const roots = buildLineage(demoWithParents());
+    const btx = find(roots, 'demo-upcycle-btx')!;
+    // The dashboard, log and results commands take the node's run, never its descendants.
+    assert.deepEqual(runIdsFrom(roots[0]), ['demo-seed']);
+    assert.deepEqual(runIdsFrom(undefined, [btx, find(roots, 'demo-moe-btx')]), [
+      'demo-upcycle-btx',
+      'demo-moe-btx',
+    ]);
+    assert.equal(lineageRunId(btx), 'demo-upcycle-btx');
+    assert.equal(lineageRunId({ kind: 'run', run: { id: 'x' } }), undefined);
+    const expert = btx.inputs!.children[1];
+    assert.deepEqual(checkpointRefsFrom(expert), [
+      {
+        dir: `${ROOT}/demo-branch-code/checkpoints/step-000015`,
+        label: 'step-000015',
+        runId: 'demo-branch-code',
+      },
+    ]);
+    assert.deepEqual(runIdsFrom(btx.inputs), []);
   });
 });

@@ -128,6 +128,27 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
     return refs;
   }
 
+  /**
+   * The node of a checkpoint folder, or of a run's newest checkpoint, as listed now (for
+   * TreeView.reveal; ids make it the same row as the one on screen).
+   */
+  async nodeFor(target: { dir?: string; runId?: string }): Promise<CheckpointNode | undefined> {
+    const refs = await this.listAll();
+    const dir = target.dir ? path.resolve(target.dir) : undefined;
+    const ofRun = refs.filter((r) => r.runId !== undefined && r.runId === target.runId);
+    const ref = dir
+      ? refs.find((r) => r.dir === dir)
+      : (ofRun.find((r) => r.isLatest) ?? ofRun[ofRun.length - 1]);
+    return ref ? { kind: 'checkpoint', ref } : undefined;
+  }
+
+  /** Only checkpoints are revealed: a run's sit under its run group, the others at the top. */
+  getParent(node: CheckpointNode): CheckpointNode | undefined {
+    if (node.kind !== 'checkpoint' || node.ref.runId === undefined) return undefined;
+    const runId = node.ref.runId;
+    return { kind: 'runGroup', runId, checkpoints: this.refs.filter((r) => r.runId === runId) };
+  }
+
   async getChildren(node?: CheckpointNode): Promise<CheckpointNode[]> {
     if (!node) {
       const refs = await this.listAll();
