@@ -46,7 +46,8 @@ export class LineageTreeProvider implements vscode.TreeDataProvider<LineageNode>
 
   getChildren(node?: LineageNode): LineageNode[] {
     if (!node) return (this.roots ??= buildLineage(this.store.list().filter((r) => r.slurmOnly !== true)));
-    if (node.kind === 'lineageRun') return [...(node.inputs ? [node.inputs] : []), ...node.children];
+    // The runs first, so that seed → upcycle → MoE reads as one chain; what an upcycle mixed below them.
+    if (node.kind === 'lineageRun') return [...node.children, ...(node.inputs ? [node.inputs] : [])];
     return node.kind === 'lineageInputs' ? node.children : [];
   }
 
