@@ -607,36 +607,37 @@ async function walk() {
     });
 
     await s.step(
-      'an upcycle in the Lineage view reveals its checkpoint in the Checkpoints view',
+      'Checkpoints view lists the upcycled checkpoints with method and parents',
       page,
       async () => {
+        await collapsePane(page, 'Lineage');
         await expandPane(page, 'Checkpoints');
-        const pane = page.locator('.pane', { has: page.locator('.pane-header', { hasText: 'Lineage' }) });
-        await pane
-          .locator('.monaco-list-row', {
-            has: page.locator('.label-name', { hasText: /^demo-upcycle-btx$/ }),
+        // Fold the BAM checkpoint opened above, so that the upcycle runs (listed last) are in sight.
+        const pane = page.locator('.pane', { has: page.locator('.pane-header', { hasText: 'Checkpoints' }) });
+        const bam = pane
+          .locator('.monaco-list-row[aria-expanded="true"]', {
+            has: page.locator('.label-name', { hasText: /^demo-moe-bam-ekv$/ }),
           })
-          .first()
-          .click();
-        const method = JSON.parse(
-          fs.readFileSync(path.join(runsDir, 'demo-upcycle-btx', 'run.json'), 'utf8'),
-        ).method;
-        const row = await until(
-          'the upcycled checkpoint selected in the Checkpoints view',
-          async () =>
-            (await treeRowsWithLevel(page, 'Checkpoints')).find(
-              (x) =>
-                x.label === 'checkpoint' &&
-                x.selected &&
-                x.description.startsWith(`upcycled · ${method} · from demo-seed`),
-            ),
-          30_000,
-        );
+          .first();
+        if (await bam.count()) await bam.locator('.monaco-tl-twistie').click();
+        const run = JSON.parse(fs.readFileSync(path.join(runsDir, 'demo-upcycle-btx', 'run.json'), 'utf8'));
         if (!fs.existsSync(path.join(runsDir, 'demo-upcycle-btx', 'checkpoint', 'config.json')))
           throw new Error('runs/demo-upcycle-btx/checkpoint is not on disk');
+        await expandRow(page, 'Checkpoints', 'demo-upcycle-btx');
+        const want = `upcycled · ${run.method} · from ${run.parents.join(', ')}`;
+        const row = await until(
+          `the row "checkpoint — ${want}" under demo-upcycle-btx`,
+          async () => {
+            const r = await treeRowsWithLevel(page, 'Checkpoints');
+            const i = r.findIndex((x) => x.label === 'demo-upcycle-btx');
+            return i >= 0 && r[i + 1]?.label === 'checkpoint' && r[i + 1].description === want
+              ? r[i + 1]
+              : undefined;
+          },
+          30_000,
+        );
         log(`checkpoints: ${row.label} — ${row.description}`);
         await s.screenshot(page, 'checkpoints-upcycled');
-        await collapsePane(page, 'Lineage');
       },
     );
 

@@ -47,6 +47,8 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
   readonly onDidChangeTreeData = this.changed.event;
   private readonly cache = new Map<string, Promise<LoadedCheckpoint>>();
   private refs: CheckpointRef[] = [];
+  /** The newest listing of the top level that the view asked for (reveal waits for it). */
+  private rootListing: Promise<unknown> = Promise.resolve();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly disposables: vscode.Disposable[] = [];
 
@@ -142,6 +144,11 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
     return ref ? { kind: 'checkpoint', ref } : undefined;
   }
 
+  /** Resolves once the top-level listing in flight (if any) is done. */
+  async idle(): Promise<void> {
+    await this.rootListing.catch(() => undefined);
+  }
+
   /** Only checkpoints are revealed: a run's sit under its run group, the others at the top. */
   getParent(node: CheckpointNode): CheckpointNode | undefined {
     if (node.kind !== 'checkpoint' || node.ref.runId === undefined) return undefined;
@@ -151,7 +158,9 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
 
   async getChildren(node?: CheckpointNode): Promise<CheckpointNode[]> {
     if (!node) {
-      const refs = await this.listAll();
+      const listing = this.listAll();
+      this.rootListing = listing;
+      const refs = await listing;
       const byRun = new Map<string, CheckpointRef[]>();
       const out: CheckpointNode[] = [];
       for (const r of refs) {

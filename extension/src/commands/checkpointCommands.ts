@@ -96,6 +96,7 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
         );
         return;
       }
+      await showView(d.view, tree);
       await d.view.reveal(node, { select: true, focus: true, expand: true });
     }),
 
@@ -172,6 +173,33 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
     );
     d.panels.openRouterPanel(spec.runIds, { spec, show: true });
   }
+}
+
+/**
+ * Opens the Checkpoints view and lets it list its top level before a reveal: a reveal into a view
+ * that has not listed it yet fetches the same rows twice at once, and VS Code rejects the second
+ * ("Element with id … is already registered").
+ */
+async function showView(view: vscode.TreeView<CheckpointNode>, tree: CheckpointsTreeProvider): Promise<void> {
+  if (!view.visible) {
+    const shown = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        sub.dispose();
+        resolve();
+      }, 3000);
+      const sub = view.onDidChangeVisibility((e) => {
+        if (!e.visible) return;
+        clearTimeout(timer);
+        sub.dispose();
+        resolve();
+      });
+    });
+    await vscode.commands.executeCommand('moelab.checkpoints.focus');
+    await shown;
+    // The view asks for its rows right after it shows.
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await tree.idle();
 }
 
 /** The engine's analysis is richer (weights, routers); the header diff is the fallback. */
