@@ -1,11 +1,13 @@
 // The lineage of runs (issue 19 §2): seed → branches → upcycle → MoE, built from the `parents`
 // each run.json records (ARCHITECTURE §4). A parent is a run id, or a path to another run's
-// checkpoint (or folder), which is mapped to that run by its directory. A run sits under its
-// first parent that names a run; an upcycle's other parents are listed beside it. The Lineage
-// view (lineageTree.ts) maps these nodes to TreeItems. No vscode import.
+// checkpoint (or folder), mapped to that run as the dashboard's "since the seed" axes map it
+// (sinceSeed.ts). A run sits under its first parent that names a run; an upcycle's other parents
+// are listed beside it. The Lineage view (lineageTree.ts) maps these nodes to TreeItems. No vscode
+// import.
 import * as path from 'node:path';
 import type { RunInfo } from './model';
 import { shownStatus } from './runStore';
+import { resolveParents, runAtDir, splitCheckpointPath } from './sinceSeed';
 import { statusLabel } from './runsTreeModel';
 
 /** A checkpoint a run was built from, as its config names it (an upcycle's seed and experts). */
@@ -58,72 +60,26 @@ const stageRank = (s: unknown): number => {
   return i < 0 ? STAGE_ORDER.length : i;
 };
 
-/** Finds runs by id, by folder name and by any path inside their folder. */
-class RunIndex {
-  private readonly byName = new Map<string, RunInfo[]>();
-  private readonly byDir = new Map<string, RunInfo>();
-
-  constructor(runs: readonly RunInfo[]) {
-    for (const run of runs) {
-      this.byDir.set(path.resolve(run.dir), run);
-      for (const name of new Set([run.id, path.basename(run.dir)])) {
-        const list = this.byName.get(name) ?? [];
-        list.push(run);
-        this.byName.set(name, list);
-      }
-    }
-  }
-
-  /** The run whose folder holds `p` (a run folder or anything under it, e.g. a checkpoint). */
-  byPath(p: string): RunInfo | undefined {
-    let dir = path.resolve(p);
-    for (;;) {
-      const run = this.byDir.get(dir);
-      if (run) return run;
-      const up = path.dirname(dir);
-      if (up === dir) return undefined;
-      dir = up;
-    }
-  }
-
-  /** What `parent` names, seen from `child`: a run id (a sibling folder first), else a path. */
-  resolve(parent: string, child: RunInfo): RunInfo | undefined {
-    const named = this.byName.get(parent);
-    if (named?.length) {
-      const home = path.dirname(path.resolve(child.dir));
-      return named.find((r) => path.dirname(path.resolve(r.dir)) === home) ?? named[0];
-    }
-    if (!/[\\/]/.test(parent) && !parent.startsWith('.')) return undefined;
-    // A relative path is taken from the runs folder the child lives in, then from the child's own folder.
-    if (path.isAbsolute(parent)) return this.byPath(parent);
-    return this.byPath(path.join(path.dirname(child.dir), parent)) ?? this.byPath(path.join(child.dir, parent));
-  }
-}
-
-function checkpointPaths(run: RunInfo): { role: 'seed' | 'expert'; dir: string }[] {
+/** The checkpoints an upcycle run's config says it mixed (`seed`, `experts`), each mapped to its run. */
+function inputsOf(run: RunInfo, runs: readonly RunInfo[]): LineageInputsNode | undefined {
   const cfg = run.config ?? {};
-  const out: { role: 'seed' | 'expert'; dir: string }[] = [];
-  if (typeof cfg.seed === 'string' && cfg.seed) out.push({ role: 'seed', dir: cfg.seed });
+  const paths: { role: 'seed' | 'expert'; dir: string }[] = [];
+  if (typeof cfg.seed === 'string' && cfg.seed) paths.push({ role: 'seed', dir: cfg.seed });
   if (Array.isArray(cfg.experts))
-    for (const e of cfg.experts) if (typeof e === 'string' && e) out.push({ role: 'expert', dir: e });
-  return out;
-}
-
-/** The checkpoints an upcycle run's config says it mixed, each mapped to its run. */
-function inputsOf(run: RunInfo, index: RunIndex): LineageInputsNode | undefined {
-  const paths = checkpointPaths(run);
+    for (const e of cfg.experts) if (typeof e === 'string' && e) paths.push({ role: 'expert', dir: e });
   if (paths.length < 2) return undefined;
   const children = paths.map(({ role, dir }, i): LineageCheckpointNode => {
-    const abs = path.isAbsolute(dir) ? dir : path.resolve(run.dir, dir);
-    const owner = index.byPath(abs);
-    const rel = owner ? path.relative(owner.dir, abs) : '';
+    const owner = runAtDir(splitCheckpointPath(dir).dir, runs, run);
+    // Relative paths were relative to wherever the engine ran: shown as written.
+    const rel = owner && path.isAbsolute(dir) ? path.relative(owner.dir, dir) : '';
+    const inside = rel && !rel.startsWith('..') && !path.isAbsolute(rel);
     return {
       kind: 'lineageCheckpoint',
       key: `lineage-ckpt:${run.dir}#${i}`,
-      dir: abs,
+      dir,
       role,
       ...(owner ? { runId: owner.id } : {}),
-      label: owner ? `${owner.id}${rel ? ` / ${rel.split(path.sep).join('/')}` : ''}` : dir,
+      label: owner ? `${owner.id}${inside ? ` / ${rel.split(path.sep).join('/')}` : ''}` : dir,
       description: role,
     };
   });
@@ -167,7 +123,6 @@ const byStageThenStart = (a: LineageRunNode, b: LineageRunNode): number =>
  * loop (a → b → a) are broken at one run of the loop, which becomes a root marked `cycle`.
  */
 export function buildLineage(runs: readonly RunInfo[]): LineageRunNode[] {
-  const index = new RunIndex(runs);
   const nodes = new Map<RunInfo, LineageRunNode>();
   const primary = new Map<LineageRunNode, LineageRunNode>();
   for (const run of runs) {
@@ -186,19 +141,14 @@ export function buildLineage(runs: readonly RunInfo[]): LineageRunNode[] {
     });
   }
   for (const [run, node] of nodes) {
-    const inputs = inputsOf(run, index);
+    const inputs = inputsOf(run, runs);
     if (inputs) node.inputs = inputs;
-    const seen = new Set<string>();
-    for (const p of run.parents ?? []) {
-      const target = index.resolve(p, run);
-      if (!target) {
-        node.missingParents.push(p);
-        continue;
-      }
-      if (target === run || seen.has(target.id)) continue;
-      seen.add(target.id);
-      if (!primary.has(node)) primary.set(node, nodes.get(target)!);
-      else node.otherParents.push(target.id);
+    // The parent references as the dashboard's "since the seed" axes read them (runs/sinceSeed.ts).
+    const { links, missing } = resolveParents(run, runs);
+    node.missingParents.push(...missing);
+    for (const [i, link] of links.entries()) {
+      if (i === 0) primary.set(node, nodes.get(link.run)!);
+      else node.otherParents.push(link.run.id);
     }
   }
   // Break loops: from each run, walk up the first parents; a walk that returns to a run it
