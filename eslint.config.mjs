@@ -40,6 +40,7 @@ const VSCODE_FREE = [
   'panels/weightsAnalysis.ts',
   'results/resultsFile.ts',
   'results/resultsTarget.ts',
+  'runs/lineage.ts',
   'runs/model.ts',
   'runs/runColors.ts',
   'runs/records.ts',

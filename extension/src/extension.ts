@@ -14,6 +14,7 @@ import { registerSlurmCommands, SlurmJobs } from './jobs/slurmJobs';
 import { MoelabTaskProvider } from './jobs/taskProvider';
 import { type PanelsApi, registerPanels } from './panels/register';
 import { registerResults } from './results/register';
+import { LineageTreeProvider } from './runs/lineageTree';
 import type { RunStoreApi } from './runs/model';
 import { registerRunNotifications } from './runs/runNotifications';
 import { RunStore } from './runs/runStore';
@@ -66,12 +67,18 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
     canSelectMany: true,
     showCollapseAll: true,
   });
-  subs.push(runsTree, runsView, checkpointsTree, checkpointsView);
+  const lineageTree = new LineageTreeProvider(store);
+  const lineageView = vscode.window.createTreeView('moelab.lineage', {
+    treeDataProvider: lineageTree,
+    showCollapseAll: true,
+  });
+  subs.push(runsTree, runsView, checkpointsTree, checkpointsView, lineageTree, lineageView);
 
   subs.push(
     new RunsWatcher((uri) => {
       store.schedule();
-      if (/[\\/]checkpoints[\\/]/.test(uri.fsPath)) checkpointsTree.refresh();
+      // checkpoints/step-N/ of training runs, checkpoint/ of upcycle runs.
+      if (/[\\/]checkpoints?([\\/]|$)/.test(uri.fsPath)) checkpointsTree.refresh();
     }),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('moelab.runsDirectories')) void store.refresh();
@@ -105,7 +112,14 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
       runsView: runsView as vscode.TreeView<unknown>,
       slurm,
     }),
-    ...registerCheckpointCommands({ runner, panels, tree: checkpointsTree, diffDocs, store }),
+    ...registerCheckpointCommands({
+      runner,
+      panels,
+      tree: checkpointsTree,
+      diffDocs,
+      store,
+      view: checkpointsView,
+    }),
     ...registerResults(context, store),
   );
 

@@ -13,7 +13,8 @@
 //   5. opens a workspace in Restricted Mode: runs are shown, no job can start.
 //
 // Screenshots of every step land in test-results/e2e/ (git-ignored). Env: E2E_KEEP=1 keeps the
-// temp dirs, E2E_ONLY=walk,engine,restricted picks scenarios, CHROMIUM=path.
+// temp dirs, E2E_ONLY=walk,engine,restricted picks scenarios, CHROMIUM=path, E2E_PYTHON=the engine's
+// python (default: this repository's .venv).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -35,7 +36,8 @@ const root = path.resolve(here, '..', '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 const prefix = path.resolve(process.env.VSCODE_E2E_PREFIX || path.join(os.homedir(), '.cache', 'vscode-e2e'));
 const outDir = path.join(root, 'test-results', 'e2e');
-const venvPython = path.join(root, '.venv', 'bin', 'python');
+// E2E_PYTHON: an engine interpreter elsewhere (a git worktree without its own .venv).
+const venvPython = process.env.E2E_PYTHON || path.join(root, '.venv', 'bin', 'python');
 const only = process.env.E2E_ONLY ? new Set(process.env.E2E_ONLY.split(',')) : undefined;
 
 const t0 = Date.now();
@@ -162,6 +164,19 @@ async function treeRows(page, paneTitle) {
       description: r.querySelector('.label-description')?.textContent?.trim() ?? '',
       icon: [...(r.querySelector('.custom-view-tree-node-item-icon')?.classList ?? [])].join(' '),
       expanded: r.getAttribute('aria-expanded'),
+    })),
+  );
+}
+
+/** Rows of a tree pane with their depth (aria-level, 1 = top) and whether they are selected. */
+async function treeRowsWithLevel(page, paneTitle) {
+  const pane = page.locator('.pane', { has: page.locator('.pane-header', { hasText: paneTitle }) });
+  return pane.locator('.monaco-list-row').evaluateAll((rows) =>
+    rows.map((r) => ({
+      label: r.querySelector('.label-name')?.textContent?.trim() ?? '',
+      description: r.querySelector('.label-description')?.textContent?.trim() ?? '',
+      level: Number(r.getAttribute('aria-level')),
+      selected: r.getAttribute('aria-selected') === 'true',
     })),
   );
 }
@@ -541,6 +556,90 @@ async function walk() {
         throw new Error(`expert 0 row: ${JSON.stringify(expert)}`);
       await s.screenshot(page, 'checkpoints-bam-attention-experts');
     });
+
+    await s.step('Lineage view shows seed → branch → upcycle → MoE', page, async () => {
+      await page.keyboard.press('Escape');
+      await collapsePane(page, 'Runs');
+      await collapsePane(page, 'Checkpoints');
+      await expandPane(page, 'Lineage');
+      // What run.json says: the seed has no parents, a branch continues it, the BTX upcycle mixes
+      // it with the branches, the MoE trains the upcycle's output.
+      const parentsOf = (id) =>
+        JSON.parse(fs.readFileSync(path.join(runsDir, id, 'run.json'), 'utf8')).parents;
+      const btxParents = parentsOf('demo-upcycle-btx');
+      if (parentsOf('demo-seed').length !== 0 || parentsOf('demo-moe-btx')[0] !== 'demo-upcycle-btx')
+        throw new Error('the demo wrote other parents than this test expects');
+      const rows = await until(
+        'demo-seed → demo-branch-code, demo-upcycle-btx → demo-moe-btx in the Lineage view',
+        async () => {
+          const r = await treeRowsWithLevel(page, 'Lineage');
+          const at = (label) => r.findIndex((x) => x.label === label);
+          const [seed, branch, up, moe] = [
+            'demo-seed',
+            'demo-branch-code',
+            'demo-upcycle-btx',
+            'demo-moe-btx',
+          ].map(at);
+          return seed >= 0 &&
+            branch > seed &&
+            up > seed &&
+            moe === up + 1 &&
+            r[seed].level === 1 &&
+            r[branch].level === 2 &&
+            r[up].level === 2 &&
+            r[moe].level === 3
+            ? r
+            : undefined;
+        },
+        60_000,
+      );
+      const up = rows.find((x) => x.label === 'demo-upcycle-btx');
+      const others = btxParents.filter((p) => p !== 'demo-seed');
+      if (!up.description.startsWith('upcycle · btx') || !others.every((p) => up.description.includes(p)))
+        throw new Error(`demo-upcycle-btx row says "${up.description}", parents ${btxParents.join(', ')}`);
+      // Every run once (22 rows: the pane has room for them all with Runs and Checkpoints folded).
+      const shown = rows.map((x) => x.label).filter((l) => l.startsWith('demo-'));
+      if (JSON.stringify([...shown].sort()) !== JSON.stringify(runDirs(runsDir)))
+        throw new Error(`Lineage rows ${shown.join(', ')} vs runs ${runDirs(runsDir).join(', ')}`);
+      await hidePanel(page);
+      await clearNotifications(page);
+      await s.screenshot(page, 'lineage');
+    });
+
+    await s.step(
+      'Checkpoints view lists the upcycled checkpoints with method and parents',
+      page,
+      async () => {
+        await collapsePane(page, 'Lineage');
+        await expandPane(page, 'Checkpoints');
+        // Fold the BAM checkpoint opened above, so that the upcycle runs (listed last) are in sight.
+        const pane = page.locator('.pane', { has: page.locator('.pane-header', { hasText: 'Checkpoints' }) });
+        const bam = pane
+          .locator('.monaco-list-row[aria-expanded="true"]', {
+            has: page.locator('.label-name', { hasText: /^demo-moe-bam-ekv$/ }),
+          })
+          .first();
+        if (await bam.count()) await bam.locator('.monaco-tl-twistie').click();
+        const run = JSON.parse(fs.readFileSync(path.join(runsDir, 'demo-upcycle-btx', 'run.json'), 'utf8'));
+        if (!fs.existsSync(path.join(runsDir, 'demo-upcycle-btx', 'checkpoint', 'config.json')))
+          throw new Error('runs/demo-upcycle-btx/checkpoint is not on disk');
+        await expandRow(page, 'Checkpoints', 'demo-upcycle-btx');
+        const want = `upcycled · ${run.method} · from ${run.parents.join(', ')}`;
+        const row = await until(
+          `the row "checkpoint — ${want}" under demo-upcycle-btx`,
+          async () => {
+            const r = await treeRowsWithLevel(page, 'Checkpoints');
+            const i = r.findIndex((x) => x.label === 'demo-upcycle-btx');
+            return i >= 0 && r[i + 1]?.label === 'checkpoint' && r[i + 1].description === want
+              ? r[i + 1]
+              : undefined;
+          },
+          30_000,
+        );
+        log(`checkpoints: ${row.label} — ${row.description}`);
+        await s.screenshot(page, 'checkpoints-upcycled');
+      },
+    );
 
     await s.step('Inspect Routing of Selection decorates the selection', page, async () => {
       // Open sample.py (quick open) and select it all.

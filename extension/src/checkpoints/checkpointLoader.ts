@@ -44,19 +44,40 @@ export interface CheckpointRef {
   runId?: string;
   step?: number;
   isLatest?: boolean;
+  /** An upcycle run's output (runs/<id>/checkpoint/): its method and parents, as run.json says. */
+  upcycled?: { method?: string; parents: string[] };
 }
 
 const STEP_DIR = /^step-(\d+)$/;
+/** Where an upcycle stage writes its MoE (engine/moelab/train/pipeline.py). */
+export const UPCYCLED_DIR = 'checkpoint';
 
-/** Complete checkpoints of a run: checkpoints/step-N/ folders (temp folders are skipped by name). */
-export async function listRunCheckpoints(runDir: string, runId: string): Promise<CheckpointRef[]> {
+/**
+ * Complete checkpoints of a run: the MoE an upcycle run wrote to checkpoint/ once it is whole
+ * (config.json and safetensors), then checkpoints/step-N/ folders (temp folders are skipped by
+ * name). `run` gives the upcycle's method and parents (its run.json).
+ */
+export async function listRunCheckpoints(
+  runDir: string,
+  runId: string,
+  run: { method?: unknown; parents?: unknown } = {},
+): Promise<CheckpointRef[]> {
+  const upcycled = path.join(runDir, UPCYCLED_DIR);
+  const out: CheckpointRef[] = [];
+  if (await isCheckpointDir(upcycled)) {
+    const parents = Array.isArray(run.parents)
+      ? run.parents.filter((p): p is string => typeof p === 'string')
+      : [];
+    const method = typeof run.method === 'string' && run.method ? { method: run.method } : {};
+    out.push({ dir: upcycled, label: UPCYCLED_DIR, runId, isLatest: true, upcycled: { ...method, parents } });
+  }
   const root = path.join(runDir, 'checkpoints');
   let entries: import('node:fs').Dirent[];
   try {
     entries = await fsp.readdir(root, { withFileTypes: true });
   } catch (e) {
     log.trace(`run ${runId} has no checkpoints yet: ${why(e)}`);
-    return [];
+    return out;
   }
   let latest: string | undefined;
   try {
@@ -65,7 +86,7 @@ export async function listRunCheckpoints(runDir: string, runId: string): Promise
     log.trace(`run ${runId} has no checkpoints/latest: ${why(e)}`);
     latest = undefined;
   }
-  return entries
+  const steps = entries
     .filter((e) => e.isDirectory() && STEP_DIR.test(e.name))
     .map((e) => ({
       dir: path.join(root, e.name),
@@ -75,6 +96,17 @@ export async function listRunCheckpoints(runDir: string, runId: string): Promise
       isLatest: e.name === latest,
     }))
     .sort((a, b) => a.step - b.step);
+  // Both kinds in one run is odd; the training's newest checkpoint then stays "latest".
+  if (out.length && steps.some((r) => r.isLatest)) out[0].isLatest = false;
+  return [...out, ...steps];
+}
+
+/** "upcycled · btx · from demo-seed, demo-branch-code, …" for an upcycle's checkpoint. */
+export function describeUpcycled(u: NonNullable<CheckpointRef['upcycled']>): string {
+  const parts = ['upcycled'];
+  if (u.method) parts.push(u.method);
+  if (u.parents.length) parts.push(`from ${u.parents.join(', ')}`);
+  return parts.join(' · ');
 }
 
 /** A folder is a checkpoint when it has config.json and at least one *.safetensors file. */

@@ -7,6 +7,7 @@ import type { RunStore } from '../runs/runStore';
 import { runsDirectories } from '../settings';
 import {
   type CheckpointRef,
+  describeUpcycled,
   isCheckpointDir,
   listRunCheckpoints,
   loadCheckpoint,
@@ -46,6 +47,8 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
   readonly onDidChangeTreeData = this.changed.event;
   private readonly cache = new Map<string, Promise<LoadedCheckpoint>>();
   private refs: CheckpointRef[] = [];
+  /** The newest listing of the top level that the view asked for (reveal waits for it). */
+  private rootListing: Promise<unknown> = Promise.resolve();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly disposables: vscode.Disposable[] = [];
 
@@ -106,7 +109,7 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
 
   private async listAll(): Promise<CheckpointRef[]> {
     const refs: CheckpointRef[] = [];
-    for (const run of this.store.list()) refs.push(...(await listRunCheckpoints(run.dir, run.id)));
+    for (const run of this.store.list()) refs.push(...(await listRunCheckpoints(run.dir, run.id, run)));
     const seen = new Set(refs.map((r) => r.dir));
     const roots = runsDirectories();
     const configs = await vscode.workspace.findFiles(
@@ -127,9 +130,37 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
     return refs;
   }
 
+  /**
+   * The node of a checkpoint folder, or of a run's newest checkpoint, as listed now (for
+   * TreeView.reveal; ids make it the same row as the one on screen).
+   */
+  async nodeFor(target: { dir?: string; runId?: string }): Promise<CheckpointNode | undefined> {
+    const refs = await this.listAll();
+    const dir = target.dir ? path.resolve(target.dir) : undefined;
+    const ofRun = refs.filter((r) => r.runId !== undefined && r.runId === target.runId);
+    const ref = dir
+      ? refs.find((r) => r.dir === dir)
+      : (ofRun.find((r) => r.isLatest) ?? ofRun[ofRun.length - 1]);
+    return ref ? { kind: 'checkpoint', ref } : undefined;
+  }
+
+  /** Resolves once the top-level listing in flight (if any) is done. */
+  async idle(): Promise<void> {
+    await this.rootListing.catch(() => undefined);
+  }
+
+  /** Only checkpoints are revealed: a run's sit under its run group, the others at the top. */
+  getParent(node: CheckpointNode): CheckpointNode | undefined {
+    if (node.kind !== 'checkpoint' || node.ref.runId === undefined) return undefined;
+    const runId = node.ref.runId;
+    return { kind: 'runGroup', runId, checkpoints: this.refs.filter((r) => r.runId === runId) };
+  }
+
   async getChildren(node?: CheckpointNode): Promise<CheckpointNode[]> {
     if (!node) {
-      const refs = await this.listAll();
+      const listing = this.listAll();
+      this.rootListing = listing;
+      const refs = await listing;
       const byRun = new Map<string, CheckpointRef[]>();
       const out: CheckpointNode[] = [];
       for (const r of refs) {
@@ -216,17 +247,22 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
       case 'runGroup': {
         const item = new vscode.TreeItem(node.runId, C.Collapsed);
         item.id = `ckrun:${node.runId}`;
-        item.description = `${node.checkpoints.length} checkpoint${node.checkpoints.length === 1 ? '' : 's'}`;
-        item.iconPath = new vscode.ThemeIcon('beaker');
+        const up = node.checkpoints.find((c) => c.upcycled)?.upcycled;
+        item.description = up
+          ? describeUpcycled(up)
+          : `${node.checkpoints.length} checkpoint${node.checkpoints.length === 1 ? '' : 's'}`;
+        if (up) item.tooltip = upcycledTooltip(node.runId, up);
+        item.iconPath = new vscode.ThemeIcon(up ? 'git-merge' : 'beaker');
         item.contextValue = 'moelab.checkpointRun';
         return item;
       }
       case 'checkpoint': {
         const item = new vscode.TreeItem(node.ref.label, C.Collapsed);
         item.id = `ckpt:${node.ref.dir}`;
-        item.description = node.ref.isLatest ? 'latest' : undefined;
-        item.tooltip = node.ref.dir;
-        item.iconPath = new vscode.ThemeIcon('database');
+        const up = node.ref.upcycled;
+        item.description = up ? describeUpcycled(up) : node.ref.isLatest ? 'latest' : undefined;
+        item.tooltip = up ? upcycledTooltip(node.ref.runId, up, node.ref.dir) : node.ref.dir;
+        item.iconPath = new vscode.ThemeIcon(up ? 'git-merge' : 'database');
         item.contextValue = 'moelab.checkpoint';
         item.resourceUri = vscode.Uri.file(node.ref.dir);
         return item;
@@ -304,6 +340,18 @@ export class CheckpointsTreeProvider implements vscode.TreeDataProvider<Checkpoi
       }
     }
   }
+}
+
+function upcycledTooltip(
+  runId: string | undefined,
+  up: NonNullable<CheckpointRef['upcycled']>,
+  dir?: string,
+): vscode.MarkdownString {
+  const lines = [`**${runId ?? 'checkpoint'}** — the MoE of an upcycle run`, ''];
+  if (up.method) lines.push(`- method: ${up.method}`);
+  for (const p of up.parents) lines.push(`- parent: ${p}`);
+  if (dir) lines.push('', `\`${dir}\``);
+  return new vscode.MarkdownString(lines.join('\n'));
 }
 
 function layerPrefix(name: string): string {

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { loadCheckpoint } from '../checkpoints/checkpointLoader';
 import { architectureMismatch, diffTensors, renderDiff } from '../checkpoints/checkpointDiff';
-import type { CheckpointsTreeProvider } from '../checkpoints/checkpointsTree';
+import type { CheckpointNode, CheckpointsTreeProvider } from '../checkpoints/checkpointsTree';
 import type { DiffDocumentProvider } from '../checkpoints/diffDocument';
 import { hasSubcommand } from '../engine/interpreter';
 import type { JobRunner } from '../jobs/jobRunner';
@@ -13,7 +13,7 @@ import type { PanelsApi } from '../panels/register';
 import type { RunStore } from '../runs/runStore';
 import { requireTrust } from '../trust';
 import type { CheckpointRef } from '../checkpoints/checkpointLoader';
-import { checkpointRefsFrom } from './commandArgs';
+import { checkpointRefsFrom, lineageRunId } from './commandArgs';
 
 export interface CheckpointCommandDeps {
   runner: JobRunner;
@@ -22,6 +22,8 @@ export interface CheckpointCommandDeps {
   diffDocs: DiffDocumentProvider;
   /** Finds the run folder of a run group node (its whole run is analyzed). */
   store?: RunStore;
+  /** The Checkpoints view, where "Reveal in Checkpoints View" selects a checkpoint. */
+  view?: vscode.TreeView<CheckpointNode>;
 }
 
 async function pickCheckpoint(
@@ -68,8 +70,9 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
     }),
 
     vscode.commands.registerCommand('moelab.openCheckpointInRouterPanel', async (arg?: unknown) => {
-      // A run group stands for its run: drift over all its checkpoints.
-      const run = isRunGroupNode(arg) ? d.store?.get(arg.runId) : undefined;
+      // A run group (or a Lineage run) stands for its run: drift over all its checkpoints.
+      const runId = isRunGroupNode(arg) ? arg.runId : lineageRunId(arg);
+      const run = runId ? d.store?.get(runId) : undefined;
       if (run) {
         d.panels.openRouterPanel([run.id], { spec: await runSpec(run), show: true });
         return;
@@ -80,6 +83,21 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
         spec: checkpointSpec(ref.dir, refLabel(ref), ref.runId),
         show: true,
       });
+    }),
+
+    vscode.commands.registerCommand('moelab.revealCheckpoint', async (arg?: unknown) => {
+      // From the Lineage view: a run's newest checkpoint (an upcycle's MoE), or a checkpoint it mixed.
+      const runId = lineageRunId(arg);
+      const dir = runId ? undefined : checkpointRefsFrom(arg)[0]?.dir;
+      const node = runId || dir ? await tree.nodeFor({ runId, dir }) : undefined;
+      if (!node || !d.view) {
+        void vscode.window.showInformationMessage(
+          `MoE Lab: ${runId ? `run ${runId} has no checkpoint` : `no checkpoint at ${dir ?? '?'}`} (yet, or no more).`,
+        );
+        return;
+      }
+      await showView(d.view, tree);
+      await d.view.reveal(node, { select: true, focus: true, expand: true });
     }),
 
     vscode.commands.registerCommand('moelab.exportCheckpoint', async (arg?: unknown) => {
@@ -155,6 +173,33 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
     );
     d.panels.openRouterPanel(spec.runIds, { spec, show: true });
   }
+}
+
+/**
+ * Opens the Checkpoints view and lets it list its top level before a reveal: a reveal into a view
+ * that has not listed it yet fetches the same rows twice at once, and VS Code rejects the second
+ * ("Element with id … is already registered").
+ */
+async function showView(view: vscode.TreeView<CheckpointNode>, tree: CheckpointsTreeProvider): Promise<void> {
+  if (!view.visible) {
+    const shown = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        sub.dispose();
+        resolve();
+      }, 3000);
+      const sub = view.onDidChangeVisibility((e) => {
+        if (!e.visible) return;
+        clearTimeout(timer);
+        sub.dispose();
+        resolve();
+      });
+    });
+    await vscode.commands.executeCommand('moelab.checkpoints.focus');
+    await shown;
+    // The view asks for its rows right after it shows.
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await tree.idle();
 }
 
 /** The engine's analysis is richer (weights, routers); the header diff is the fallback. */

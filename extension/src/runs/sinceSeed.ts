@@ -34,6 +34,18 @@ function normalize(p: string): string {
   return p.replace(/\\/g, '/').replace(/\/+$/, '').replace(/^\.\//, '');
 }
 
+/** A run's directory, normalized, and its folder name: computed once per RunInfo (lookups repeat them for every parent). */
+const dirs = new WeakMap<RunInfo, { dir: string; name: string }>();
+function dirOf(r: RunInfo): { dir: string; name: string } {
+  let d = dirs.get(r);
+  if (!d) {
+    const dir = normalize(r.dir);
+    d = { dir, name: dir.slice(dir.lastIndexOf('/') + 1) };
+    dirs.set(r, d);
+  }
+  return d;
+}
+
 /** A checkpoint path split into its run directory and step ("…/checkpoints/step-000100" → step 100). */
 export function splitCheckpointPath(path: string): { dir: string; step?: number } {
   const p = normalize(path);
@@ -43,11 +55,11 @@ export function splitCheckpointPath(path: string): { dir: string; step?: number 
 }
 
 /** The run whose directory a path names: exactly when absolute, by its trailing folders when relative. */
-function runAtDir(dir: string, runs: readonly RunInfo[], near: RunInfo): RunInfo | undefined {
+export function runAtDir(dir: string, runs: readonly RunInfo[], near: RunInfo): RunInfo | undefined {
   if (!dir) return undefined;
   const absolute = dir.startsWith('/') || /^[A-Za-z]:\//.test(dir);
   const hits = runs.filter((r) => {
-    const d = normalize(r.dir);
+    const d = dirOf(r).dir;
     return absolute ? d === dir : d === dir || d.endsWith(`/${dir}`);
   });
   // Several runs with the same trailing folders: the one beside the child.
@@ -60,9 +72,12 @@ function commonPrefix(a: string, b: string): number {
   return i;
 }
 
-/** A run id, preferring the run in the child's own folder when ids repeat across experiments. */
+/**
+ * A run id, preferring the run in the child's own folder when ids repeat across experiments (the
+ * store then renames the later one "<folder>/<id>", so its folder name is what run.json said).
+ */
 function runWithId(id: string, runs: readonly RunInfo[], near: RunInfo): RunInfo | undefined {
-  const hits = runs.filter((r) => r.id === id);
+  const hits = runs.filter((r) => r.id === id || dirOf(r).name === id);
   return hits.sort((a, b) => commonPrefix(b.dir, near.dir) - commonPrefix(a.dir, near.dir))[0];
 }
 
