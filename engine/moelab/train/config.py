@@ -118,6 +118,23 @@ class TrainConfig(Hyper):
             "optimizer state (models that do not fit one GPU). A single process always trains unsharded"
         ),
     )
+    mixed_precision: Literal["auto", "bf16", "fp32"] = field(
+        default="auto",
+        metadata=_help(
+            "compute dtype: bf16 computes in bfloat16 (FSDP: bf16 parameters gathered, fp32 gradient "
+            "reduction and fp32 master weights); auto = bf16 on CUDA, fp32 on the CPU"
+        ),
+    )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata=_help(
+            "recompute each decoder layer's activations in the backward pass (less memory, ~1/3 more compute)"
+        ),
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_help("torch.compile each decoder layer (the first steps pay the compilation)"),
+    )
     loggers: list[Logger] = field(
         default_factory=list,
         metadata=_help(
