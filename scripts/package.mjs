@@ -1,7 +1,8 @@
 // Builds one platform-specific .vsix per target with @vscode/vsce.
 //
 //   npm run package                       all targets onnxruntime-node ships binaries for
-//   npm run package -- --target linux-x64 one target (what `make demo` uses)
+//   npm run package -- --target linux-x64 one target
+//   npm run package -- --target host      this machine's target (what `make demo` uses)
 //
 // onnxruntime-node stays outside the bundle (native addon), so each .vsix carries
 // node_modules/onnxruntime-node with only its own platform's binaries, plus its one runtime
@@ -23,6 +24,18 @@ const TARGETS = {
   'win32-arm64': 'win32/arm64',
 };
 
+/** This machine's vsce target: node's platform and arch names are vsce's (linux-x64, darwin-arm64, win32-x64, ...). */
+function hostTarget() {
+  const t = `${process.platform}-${process.arch}`;
+  if (!(t in TARGETS)) {
+    console.error(
+      `package: this machine is ${t}, for which onnxruntime-node ships no binary; pass --target (${Object.keys(TARGETS).join(', ')})`,
+    );
+    process.exit(2);
+  }
+  return t;
+}
+
 function parseTargets(argv) {
   const out = [];
   for (let i = 0; i < argv.length; i++) {
@@ -30,10 +43,10 @@ function parseTargets(argv) {
     if (a === '--target' || a === '-t') out.push(...(argv[++i] ?? '').split(','));
     else if (a.startsWith('--target=')) out.push(...a.slice('--target='.length).split(','));
   }
-  const list = out.filter(Boolean);
+  const list = out.filter(Boolean).map((t) => (t === 'host' ? hostTarget() : t));
   for (const t of list) {
     if (!(t in TARGETS)) {
-      console.error(`package: unknown target ${t}; known: ${Object.keys(TARGETS).join(', ')}`);
+      console.error(`package: unknown target ${t}; known: host, ${Object.keys(TARGETS).join(', ')}`);
       process.exit(2);
     }
   }

@@ -15,6 +15,7 @@ from types import ModuleType
 
 from moelab import __version__
 from moelab.errors import MoELabError
+from moelab.launch.threads import quiet_wait_policy
 
 COMMANDS = {
     "upcycle": "mix dense checkpoints into an MoE (sparse, btx, bam-ekv, bam-skv, upit)",
@@ -70,6 +71,7 @@ def build_parser(argv: Sequence[str] = ()) -> tuple[argparse.ArgumentParser, dic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_wait_policy()  # before a command imports torch, which reads it once when it loads OpenMP
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:

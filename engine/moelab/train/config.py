@@ -13,6 +13,7 @@ from typing import Literal
 from moelab.data.mixture import DataConfig
 from moelab.errors import ConfigError
 from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab slurm`, not by the trainer
+from moelab.launch.threads import THREADS_HELP
 from moelab.models.config import ModelConfig
 from moelab.train import jsoncfg
 from moelab.train.trackers import Logger
@@ -110,7 +111,7 @@ class TrainConfig(Hyper):
     )
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_help("auto prefers CUDA"))
     seed: int = field(default=0, metadata=_help("model initialisation"))
-    threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = torch's default"))
+    threads: int = field(default=0, metadata=_help(THREADS_HELP))
     parallel: Literal["ddp", "fsdp"] = field(
         default="ddp",
         metadata=_help(

@@ -31,6 +31,7 @@ from typing import Literal
 from moelab.data.mixture import DataConfig
 from moelab.errors import ConfigError
 from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab slurm`, not by the pipeline
+from moelab.launch.threads import THREADS_HELP
 from moelab.methods.api import METHODS
 from moelab.models.config import ModelConfig
 from moelab.train import jsoncfg
@@ -213,7 +214,7 @@ class ExperimentConfig:
     out: str = field(default="runs", metadata=_help("directory of runs (relative to the experiment file)"))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = field(default=0, metadata=_help("model initialisation"))
-    threads: int = field(default=0, metadata=_help("torch CPU threads; 0 = torch's default"))
+    threads: int = field(default=0, metadata=_help(THREADS_HELP))
     loggers: list[Logger] = field(
         default_factory=list,
         metadata=_help(

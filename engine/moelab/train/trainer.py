@@ -32,7 +32,7 @@ from moelab.data.packing import eval_windows
 from moelab.data.tokenizer import Tokenizer, load_tokenizer
 from moelab.errors import ConfigError, MoELabError
 from moelab.io.checkpoint import load_model, read_config_dict
-from moelab.launch import distributed
+from moelab.launch import distributed, threads
 from moelab.models.aux_losses import load_balancing_loss, z_loss
 from moelab.models.config import DENSE_TYPES
 from moelab.models.flops import train_flops
@@ -123,8 +123,6 @@ def train(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_path: Path, quiet: bool) -> None:
         self.cfg, self.quiet = cfg, quiet
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
         self.dist = distributed.setup(resolve_device(cfg.device), cfg.parallel)  # a no-op outside torchrun
         self.dist.check_batch(cfg.batch_size)
         self.device = self.dist.device  # cuda:LOCAL_RANK under torchrun
@@ -177,7 +175,21 @@ class Trainer:
             )
         if cfg.method:
             meta.setdefault("method", cfg.method)
+        self._set_threads(model.config.hidden_size)
         return model.train(), tok, meta
+
+    def _set_threads(self, hidden_size: int) -> None:
+        """torch's CPU threads for this run (launch/threads.py), recorded in run.json and said once."""
+        cfg = self.cfg
+        choice = threads.choose_threads(
+            cfg.threads,
+            os.environ.get("OMP_NUM_THREADS"),
+            threads.gemm_flops(hidden_size, cfg.batch_size * cfg.data.seq_len),
+            threads.measure_machine(),
+        )
+        torch.set_num_threads(choice.threads)
+        self.rd.info["threads"] = choice.to_dict()
+        self._say(f"[{cfg.run_id}] {choice.threads} CPU thread{'s' * (choice.threads > 1)}: {choice.reason}")
 
     def _optimizer(self, model: MoELabForCausalLM) -> torch.optim.Optimizer:
         # Weight decay on matrices only (nanoGPT): norms' gains are not decayed.
