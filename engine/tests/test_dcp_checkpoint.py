@@ -135,6 +135,18 @@ def test_metadata_lists_tensors_without_reading_them(saved):
     assert {k: tuple(v.shape) for k, v in ref["model"].items()} == {k: s for k, (s, _) in listed.items()}
 
 
+def test_index_lists_disk_names_for_readers_without_torch(saved):
+    root, ref = saved
+    index = json.loads((root / "ckpt" / "dcp" / dcp_file.INDEX_NAME).read_text())
+    assert index["format"] == "dcp"
+    w1 = index["tensors"]["model.layers.0.block_sparse_moe.experts.2.w1.weight"]
+    assert w1["dtype"] == "F32" and w1["shape"] == list(
+        ref["model"]["model.layers.0.block_sparse_moe.experts.w1"].shape[1:]
+    )
+    total = sum(t.numel() * t.element_size() for t in ref["model"].values())
+    assert sum(t["bytes"] for t in index["tensors"].values()) == total
+
+
 def test_truncated_metadata_is_one_line(saved, tmp_path):
     root, _ = saved
     broken = tmp_path / "broken"

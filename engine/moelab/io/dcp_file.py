@@ -9,6 +9,7 @@ the byte ranges of the one tensor asked for, whichever ranks wrote it.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,14 @@ from pathlib import Path
 import torch
 
 from moelab.errors import CheckpointError
+from moelab.io import layout
+from moelab.io.atomic import write_text_atomic
 
 DCP_DIR = "dcp"
 MODEL_PREFIX = "model."
+# The model's tensors in the safetensors layout (per-expert names, dtype names, shapes, bytes), for
+# readers without torch: DCP's own .metadata is a pickle. Written by rank 0 after a save.
+INDEX_NAME = "tensors.json"
 
 
 def is_dcp(ckpt: Path) -> bool:
@@ -34,6 +40,23 @@ def model_tensors(ckpt: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         if key.startswith(MODEL_PREFIX) and isinstance(md, TensorStorageMetadata):
             out[key[len(MODEL_PREFIX) :]] = (tuple(md.size), md.properties.dtype)
     return out
+
+
+def write_index(ckpt: Path) -> None:
+    """dcp/tensors.json: {"format": "dcp", "tensors": {disk name: {"dtype", "shape", "bytes"}}}."""
+    from moelab.io.tensor_io import ST_DTYPES
+
+    tensors: dict[str, dict[str, object]] = {}
+    for name, (shape, dtype) in model_tensors(ckpt).items():
+        meta = torch.empty(shape, dtype=dtype, device="meta")
+        for disk, t in layout.to_disk({name: meta}).items():
+            tensors[disk] = {
+                "dtype": ST_DTYPES[dtype],
+                "shape": list(t.shape),
+                "bytes": t.numel() * t.element_size(),
+            }
+    text = json.dumps({"format": "dcp", "tensors": tensors}, indent=1) + "\n"
+    write_text_atomic(Path(ckpt) / DCP_DIR / INDEX_NAME, text)
 
 
 def read_tensor(ckpt: Path, name: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from moelab.errors import CheckpointError
-from moelab.io.dcp_file import DCP_DIR, first_line
+from moelab.io.dcp_file import DCP_DIR, first_line, write_index
 
 
 def save(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -31,6 +31,8 @@ def save(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimize
     ckpt_dir (on storage every rank sees)."""
     state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
     dcp.save(state, checkpoint_id=Path(ckpt_dir) / DCP_DIR, no_dist=not dist.is_initialized())
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_index(Path(ckpt_dir))
 
 
 def load(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
