@@ -50,8 +50,8 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check engine bench
 	$(VENV)/bin/ruff format --check engine bench
-	@# The engine's layer order and import circles (docs/ARCHITECTURE.md §5).
-	$(PY) -m pytest -q -p no:cacheprovider engine/tests/test_layers.py
+	@# The engine's layer order and import circles, and its functions' length (docs/ARCHITECTURE.md §5).
+	$(PY) -m pytest -q -p no:cacheprovider engine/tests/test_layers.py engine/tests/test_function_size.py
 	npm run -s lint
 
 test-engine: $(VENV)/.stamp

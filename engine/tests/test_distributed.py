@@ -17,6 +17,7 @@ import torch
 from moelab.errors import ConfigError
 from moelab.launch import distributed
 from moelab.launch.distributed import Dist
+from moelab.train import testhooks
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 needs_torchrun = pytest.mark.skipif(
@@ -157,10 +158,11 @@ def test_fsdp_two_gloo_ranks_match_one_process(tmp_path, single):
 @needs_torchrun
 def test_fsdp_stop_and_resume_continues_the_curve(tmp_path, single):
     cfg = "fsdp_stop.json"
-    (tmp_path / cfg).write_text(json.dumps(_config("fsdp_stop", parallel="fsdp", debug_step_delay=1.0)))
+    (tmp_path / cfg).write_text(json.dumps(_config("fsdp_stop", parallel="fsdp")))
     run = tmp_path / "runs" / "fsdp_stop"
+    env = {**_env(), **testhooks.env(step_delay=1.0)}  # time to stop it before its last step
     proc = subprocess.Popen(
-        _torchrun(cfg), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        _torchrun(cfg), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 120

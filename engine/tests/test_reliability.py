@@ -21,6 +21,7 @@ import pytest
 
 from moelab.io.checkpoint import load_model
 from moelab.io.safetensors_file import read_header
+from moelab.train import testhooks
 from moelab.train.checkpointing import latest_checkpoint
 from moelab.train.runlog import read_jsonl
 
@@ -59,8 +60,9 @@ def write_config(tmp: Path, run_id: str, **kw) -> Path:
     return path
 
 
-def moelab(*args: str, preexec=None, **kw) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def moelab(*args: str, preexec=None, hooks: dict | None = None, **kw) -> subprocess.Popen:
+    """`moelab ARGS` in a subprocess; `hooks` are test-only faults (moelab/train/testhooks.py)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **testhooks.env(**(hooks or {}))}
     return subprocess.Popen(
         [sys.executable, "-m", "moelab", *args],
         env=env,
@@ -156,7 +158,7 @@ def _writing_checkpoint(root: Path) -> bool:
 def test_sigkill_loop_never_shows_a_partial_checkpoint_and_resumes_the_same_curve(tmp_path):
     # At most ~12 steps between start and kill (0.25 s at 0.02 s a step), so 20 kills fit in 260 steps
     # however fast the machine is.
-    kw = {"steps": 260, "ckpt_every": 4, "debug_step_delay": 0.02}
+    kw = {"steps": 260, "ckpt_every": 4}
     write_config(tmp_path, "ref", **kw)
     cfg = write_config(tmp_path, "k", **kw)
     p = moelab("train", str(tmp_path / "ref.json"), "--quiet")
@@ -170,7 +172,7 @@ def test_sigkill_loop_never_shows_a_partial_checkpoint_and_resumes_the_same_curv
     kills = {"step": 0, "checkpoint": 0}
     progress = []
     for _ in range(KILLS):
-        p = moelab("train", str(cfg), "--quiet")
+        p = moelab("train", str(cfg), "--quiet", hooks={"step_delay": 0.02})
         # Let it get going (import, model, data), then kill it at a random moment: either while
         # a checkpoint directory is being written, or anywhere in the loop.
         started = _wait(
@@ -223,9 +225,9 @@ def _limit_file_size(nbytes: int):
 
 def test_full_disk_during_checkpoint_keeps_the_previous_one_and_fails_clearly(tmp_path):
     # Train until the first checkpoint (step 6 of 12), then kill: the run resumes from there.
-    cfg = write_config(tmp_path, "d", steps=12, ckpt_every=6, debug_step_delay=0.3)
+    cfg = write_config(tmp_path, "d", steps=12, ckpt_every=6)
     run = tmp_path / "runs" / "d"
-    p = moelab("train", str(cfg), "--quiet")
+    p = moelab("train", str(cfg), "--quiet", hooks={"step_delay": 0.3})
     assert _wait(lambda: latest_checkpoint(run / "checkpoints") is not None, 240, p, 0.005), p.communicate()
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from moelab.models.config import ModelConfig, MoEConfig
 from moelab.models.flops import train_flops
 from moelab.models.model import MoELabForCausalLM
 from moelab.models.routing import RouterLogits
-from moelab.train import jsoncfg
+from moelab.train import jsoncfg, testhooks
 from moelab.train.checkpointing import latest_checkpoint
 from moelab.train.config import TrainConfig, load_train_config
 from moelab.train.evaluate import MAX_COACT_EXPERTS, RoutingStats
@@ -59,8 +60,9 @@ def tiny_config(tmp: Path, run_id: str = "r", **kw) -> dict:
     return cfg
 
 
-def moelab(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def moelab(*args: str, hooks: dict | None = None, **kw) -> subprocess.Popen:
+    """`moelab ARGS` in a subprocess; `hooks` are test-only faults (moelab/train/testhooks.py)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **testhooks.env(**(hooks or {}))}
     return subprocess.Popen(
         [sys.executable, "-m", "moelab", *args],
         env=env,
@@ -220,6 +222,50 @@ def _moe_init(tmp_path: Path, moe: MoEConfig) -> str:
     return str(init)
 
 
+def test_logged_aux_losses_are_the_means_of_the_models_per_router_losses(tmp_path):
+    # The trainer reads the auxiliary losses to the host once per logged step; what it logs must be
+    # what the model's own router outputs give, per router: the mean over routers and micro-batches.
+    from moelab.data.mixture import MixtureSampler, build_domains
+    from moelab.data.tokenizer import load_tokenizer
+    from moelab.models.aux_losses import load_balancing_loss, z_loss
+
+    init = _moe_init(tmp_path, MoEConfig(num_experts=3, top_k=2, moe_layers=[0, 1], attn_experts=True))
+    tiny_config(tmp_path, "a", stage="moe", init=init, steps=2, grad_accum=2, ckpt_every=1, keep_last=3)
+    cfg = load_train_config(tmp_path / "a.json")
+    cfg.model = None
+    train(cfg, quiet=True)
+    run = tmp_path / "runs" / "a"
+    logged = {r["step"]: r for r in read_jsonl(run / "metrics.jsonl")[0] if r["split"] == "train"}
+    mcfg = load_model(init).config
+    tok = load_tokenizer(Path(init), mcfg.vocab_size, mcfg.eos_token_id)
+    domains = build_domains(cfg.data, tok)
+    sampler = MixtureSampler(
+        {d: t.train for d, t in domains.items()},
+        {s.domain: s.weight for s in cfg.data.sources},
+        cfg.data.seq_len,
+        cfg.batch_size,
+        cfg.data.seed,
+    )
+    for step, weights in ((1, init), (2, run / "checkpoints" / "step-000001")):
+        model = load_model(weights).train()  # the weights that step trained from
+        lb, z, ce = [], [], []
+        with torch.no_grad():
+            for micro in range(cfg.grad_accum):
+                batch, _ = sampler.batch(step - 1, micro)
+                out = model(batch[:, :-1])
+                assert {r.kind for r in out.router_logits} == {"ffn", "attn"}
+                lb += [load_balancing_loss(r).item() for r in out.router_logits]
+                z += [z_loss(r).item() for r in out.router_logits]
+                ce.append(
+                    torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), batch[:, 1:].flatten()).item()
+                )
+        assert len(lb) == 2 * 4  # 2 micro-batches × (2 FFN + 2 attention routers)
+        rec = logged[step]
+        assert rec["lb_loss"] == pytest.approx(sum(lb) / len(lb), rel=1e-6, abs=1e-9)
+        assert rec["z_loss"] == pytest.approx(sum(z) / len(z), rel=1e-6, abs=1e-9)
+        assert rec["loss"] == pytest.approx(sum(ce) / len(ce), rel=1e-6)
+
+
 def _train_moe(tmp_path: Path, run_id: str, init: str) -> Path:
     tiny_config(tmp_path, run_id, stage="moe", init=init, steps=8, log_every=2, ckpt_every=4, eval_every=4)
     cfg = load_train_config(tmp_path / f"{run_id}.json")
@@ -286,8 +332,9 @@ def test_read_jsonl_partial_and_garbage(tmp_path):
     assert read_jsonl(p) == ([{"step": 1}, {"step": 3}], 0)
 
 
-def test_nan_marks_run_diverged(tmp_path):
-    tiny_config(tmp_path, "n", steps=12, debug_nan_at_step=9)
+def test_nan_marks_run_diverged(tmp_path, monkeypatch):
+    tiny_config(tmp_path, "n", steps=12)
+    monkeypatch.setenv(testhooks.ENV, json.dumps({"nan_at_step": 9}))
     with pytest.raises(TrainingDiverged, match="diverged at step 9.*step-000006"):
         train(load_train_config(tmp_path / "n.json"), quiet=True)
     run = tmp_path / "runs" / "n"
@@ -298,9 +345,27 @@ def test_nan_marks_run_diverged(tmp_path):
     assert max(r["step"] for r in recs) == 8
 
 
+def test_test_hooks_come_from_the_environment_only(monkeypatch):
+    from moelab.errors import ConfigError
+
+    assert "debug_nan_at_step" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    monkeypatch.delenv(testhooks.ENV, raising=False)
+    assert testhooks.from_env() == testhooks.Hooks()
+    monkeypatch.setenv(testhooks.ENV, json.dumps({"nan_at_step": 3, "step_delay": 0.5}))
+    assert testhooks.from_env() == testhooks.Hooks(nan_at_step=3, step_delay=0.5)
+    monkeypatch.setenv(testhooks.ENV, json.dumps({"nan_at": 3}))
+    with pytest.raises(
+        ConfigError, match=r"^MOELAB_TEST_HOOKS.nan_at: unknown field \(did you mean 'nan_at_step'"
+    ):
+        testhooks.from_env()
+    monkeypatch.setenv(testhooks.ENV, "{nan")
+    with pytest.raises(ConfigError, match=r"^MOELAB_TEST_HOOKS: not JSON"):
+        testhooks.from_env()
+
+
 def test_nan_cli_one_line(tmp_path):
-    tiny_config(tmp_path, "n", steps=4, debug_nan_at_step=2)
-    p = moelab("train", str(tmp_path / "n.json"), "--quiet")
+    tiny_config(tmp_path, "n", steps=4)
+    p = moelab("train", str(tmp_path / "n.json"), "--quiet", hooks={"nan_at_step": 2})
     out, err = p.communicate(timeout=120)
     assert p.returncode == 1
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -319,15 +384,16 @@ def _wait_for(pred, timeout: float, proc: subprocess.Popen) -> None:
 
 
 def test_resume_after_sigkill_continues_same_curve(tmp_path):
-    kw = {"steps": 30, "ckpt_every": 10, "eval_every": 10, "debug_step_delay": 0.05}
+    kw = {"steps": 30, "ckpt_every": 10, "eval_every": 10}
+    slow = {"step_delay": 0.05}  # time to kill it a few steps past a checkpoint
     tiny_config(tmp_path, "ref", **kw)
     tiny_config(tmp_path, "killed", **kw)
-    p = moelab("train", str(tmp_path / "ref.json"), "--quiet")
+    p = moelab("train", str(tmp_path / "ref.json"), "--quiet", hooks=slow)
     assert p.wait(timeout=300) == 0, p.communicate()
     ref = train_losses(tmp_path / "runs" / "ref")
 
     run = tmp_path / "runs" / "killed"
-    p = moelab("train", str(tmp_path / "killed.json"), "--quiet")
+    p = moelab("train", str(tmp_path / "killed.json"), "--quiet", hooks=slow)
     _wait_for(lambda: latest_checkpoint(run / "checkpoints") is not None, 240, p)
     time.sleep(0.15)  # a few steps past the checkpoint: those lines must be dropped on resume
     p.send_signal(signal.SIGKILL)
@@ -336,7 +402,7 @@ def test_resume_after_sigkill_continues_same_curve(tmp_path):
     # a torn last line, as a kill mid-write leaves it
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 99, "spl')
-    p = moelab("train", str(tmp_path / "killed.json"), "--quiet")
+    p = moelab("train", str(tmp_path / "killed.json"), "--quiet", hooks=slow)
     assert p.wait(timeout=300) == 0, p.communicate()
     resumed = train_losses(run)
     assert resumed == ref  # exactly: same data order, same optimizer state, same arithmetic
@@ -344,9 +410,9 @@ def test_resume_after_sigkill_continues_same_curve(tmp_path):
 
 
 def test_sigterm_checkpoints_and_stops(tmp_path):
-    tiny_config(tmp_path, "t", steps=400, ckpt_every=1000, eval_every=1000, debug_step_delay=0.02)
+    tiny_config(tmp_path, "t", steps=400, ckpt_every=1000, eval_every=1000)
     run = tmp_path / "runs" / "t"
-    p = moelab("train", str(tmp_path / "t.json"), "--quiet")
+    p = moelab("train", str(tmp_path / "t.json"), "--quiet", hooks={"step_delay": 0.02})
     _wait_for(lambda: (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size > 0, 120, p)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=60)
@@ -360,7 +426,7 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
     assert max(r["step"] for r in recs) == step
     # and it resumes from there
     cfg = load_train_config(tmp_path / "t.json")
-    cfg.steps, cfg.debug_step_delay = step + 2, 0.0
+    cfg.steps = step + 2
     assert train(cfg, quiet=True).step == step + 2
 
 

@@ -17,8 +17,10 @@ import {
   toCsv,
   toLatex,
   toMarkdown,
+  valueColumns,
 } from '../../webview/src/results/resultsTable';
 import { demoRuns } from './demoRuns';
+import { syntheticEvalJson } from './resultsSynthetic';
 
 // Written by `moelab demo --quick` (one seed): study.json, the eval run's eval.json, a run's own eval.json.
 const FIXTURES = path.resolve(import.meta.dirname, '..', 'fixtures', 'results');
@@ -230,6 +232,103 @@ describe('results table and writers', () => {
       for (const c of cols) assert.equal(Number(r[head.indexOf(`${c}_ppl_mean`)]), m.ppl[c].mean);
       assert.equal(r[head.indexOf('matched_to')], m.budget.matchedTo ?? '');
     }
+  });
+});
+
+describe('lm-eval task columns', () => {
+  // The eval stage of a real experiment with `tasks` (make_lm_eval.py): lm-eval's own scores.
+  const text = read('eval-tasks.json');
+  /** The file as the engine writes it (pipeline.py `_eval`, harness.py `run_harness`). */
+  type Entry = { lm_eval?: { tasks: Record<string, Record<string, number>> } };
+  const raw = JSON.parse(text) as { models: Record<string, Entry> };
+  const doc = parseResults(text, 'eval.json');
+  const s = doc.settings[0];
+  const scores = (label: string) => raw.models[label].lm_eval?.tasks ?? {};
+  const taskNames = Object.keys(scores(Object.keys(raw.models)[0]));
+
+  it('one column per task, the accuracy lm-eval reported, higher is better', () => {
+    assert.ok(isResultsDoc(doc));
+    assert.deepEqual(
+      doc.tasks.map((t) => [t.name, t.metric, t.higherIsBetter]),
+      taskNames.map((t) => [t, 'acc,none', true]),
+    );
+    for (const m of s.models)
+      for (const t of taskNames) assert.equal(m.scores[t].mean, scores(m.label)[t]['acc,none']);
+    // study.json aggregates perplexity only: no task columns, still a valid document.
+    assert.deepEqual(study().tasks, []);
+  });
+
+  it('marks the highest accuracy, and the lowest of a perplexity-like lm-eval metric', () => {
+    const cols = valueColumns(doc.domains, doc.tasks);
+    const best = bestPerColumn(s.models, cols);
+    for (const t of taskNames) {
+      const acc = s.models.map((m) => m.scores[t].mean as number);
+      assert.deepEqual(
+        [...(best.get(`task/${t}`) ?? [])],
+        s.models.filter((m) => m.scores[t].mean === Math.max(...acc)).map((m) => m.label),
+      );
+    }
+    // wikitext-style tasks report only word_perplexity / bits_per_byte: lower is better there.
+    const wiki = structuredClone(raw);
+    Object.values(wiki.models).forEach((m, i) => {
+      (m.lm_eval as NonNullable<Entry['lm_eval']>).tasks.wikitext = {
+        'word_perplexity,none': 30 - i,
+        'bits_per_byte,none': 1.5 - i / 10,
+      };
+    });
+    const w = parseResults(JSON.stringify(wiki), 'eval.json');
+    const task = w.tasks.find((t) => t.name === 'wikitext');
+    assert.deepEqual(task, { name: 'wikitext', metric: 'word_perplexity,none', higherIsBetter: false });
+    const last = w.settings[0].models.at(-1)?.label;
+    assert.deepEqual(
+      [...(bestPerColumn(w.settings[0].models, valueColumns(w.domains, w.tasks)).get('task/wikitext') ?? [])],
+      [last],
+    );
+  });
+
+  it('a model evaluated without a task shows a dash, not a zero', () => {
+    const some = structuredClone(raw);
+    const first = Object.keys(some.models)[0];
+    delete some.models[first].lm_eval;
+    const d = parseResults(JSON.stringify(some), 'eval.json');
+    assert.ok(isResultsDoc(d));
+    assert.equal(d.tasks.length, taskNames.length);
+    assert.equal(d.settings[0].models[0].scores[taskNames[0]].mean, null);
+    assert.match(toMarkdown(d.settings[0], d.domains, d.tasks), new RegExp(`\\| ${first} \\|.*\\| — \\|`));
+  });
+
+  it('Markdown, LaTeX and CSV carry the task columns with their best marked', () => {
+    const cols = valueColumns(doc.domains, doc.tasks);
+    const best = bestPerColumn(s.models, cols);
+    const marks = [...best.values()].reduce((n, b) => n + b.size, 0);
+    const md = toMarkdown(s, doc.domains, doc.tasks);
+    for (const t of taskNames) assert.ok(md.includes(`| ${t} (acc) |`), t);
+    assert.match(md, /acc, higher is better/);
+    assert.equal(md.match(/\*\*[^*]+\*\*/g)?.length, marks);
+    const tex = toLatex(s, doc.domains, doc.tasks);
+    for (const t of taskNames) assert.ok(tex.includes(latexEscape(`${t} (acc)`)), t);
+    assert.equal(tex.match(/\\mathbf\{/g)?.length, marks);
+    assert.ok(tex.includes(`\\begin{tabular}{l${'r'.repeat(cols.length)}}`));
+    const rows = csvParseRows(toCsv(s, doc.domains, doc.tasks).trim());
+    for (const r of rows.slice(1))
+      for (const t of taskNames)
+        assert.equal(Number(r[rows[0].indexOf(`${t}_acc_mean`)]), scores(r[0])[t]['acc,none']);
+  });
+
+  it('builds the table of 100 runs quickly (read, best marks, all three writers)', () => {
+    const big = syntheticEvalJson(100);
+    const t0 = performance.now();
+    const d = parseResults(big, 'eval.json');
+    const cols = valueColumns(d.domains, d.tasks);
+    bestPerColumn(d.settings[0].models, cols);
+    const md = toMarkdown(d.settings[0], d.domains, d.tasks);
+    toLatex(d.settings[0], d.domains, d.tasks);
+    toCsv(d.settings[0], d.domains, d.tasks);
+    const ms = performance.now() - t0;
+    assert.equal(d.settings[0].models.length, 100);
+    assert.equal(md.split('\n').filter((l) => l.startsWith('| ')).length, 102);
+    // A loose bound (the 300 ms budget of the whole panel is bench/results_open.mjs's to measure).
+    assert.ok(ms < 1500, `${ms.toFixed(0)} ms`);
   });
 });
 

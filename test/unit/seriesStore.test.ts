@@ -69,6 +69,34 @@ describe('dashboard series', () => {
   });
 });
 
+describe('since the seed', () => {
+  it('shifts tokens and FLOPs by the run offset, also for series created later, appends and resumes', () => {
+    const store = new SeriesStore();
+    store.setOffset('branch', { tokens: 1000, flops: 5e9 });
+    const block = (steps: number[]) => ({
+      runId: 'branch',
+      split: 'train' as const,
+      step: steps,
+      tokens: steps.map((s) => s * 10),
+      flops: steps.map((s) => s * 1e6),
+      time: steps,
+      values: { loss: steps.map(() => 1) },
+    });
+    store.append(block([1, 2, 3]));
+    const s = store.get('branch', 'train/loss')!;
+    const xs = (mode: 'tokensSinceSeed' | 'flopsSinceSeed') => Array.from(s.x(mode).subarray(0, s.n));
+    assert.deepEqual(xs('tokensSinceSeed'), [1010, 1020, 1030]);
+    assert.deepEqual(Array.from(s.x('tokens').subarray(0, s.n)), [10, 20, 30]); // the plain axis untouched
+    store.append(block([4, 5]));
+    assert.deepEqual(xs('tokensSinceSeed'), [1010, 1020, 1030, 1040, 1050]);
+    store.append(block([2, 3])); // resumed from step 1: steps 2.. are replaced
+    assert.deepEqual(xs('tokensSinceSeed'), [1010, 1020, 1030]);
+    assert.deepEqual(xs('flopsSinceSeed'), [5.001e9, 5.002e9, 5.003e9]);
+    store.setOffset('branch', { tokens: 0, flops: 0 });
+    assert.deepEqual(xs('tokensSinceSeed'), [10, 20, 30]);
+  });
+});
+
 describe('M4 decimation', () => {
   it("keeps every column's first, min, max and last point, in index order", () => {
     const n = 10_000;

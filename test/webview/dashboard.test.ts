@@ -190,6 +190,61 @@ describe('dashboard webview', () => {
     await q.page.close();
   });
 
+  it('places a branch after the seed checkpoint on the "tokens since the seed" axis, and says how', async () => {
+    const state = {
+      panel: 'dashboard',
+      runIds: [],
+      smoothing: 0,
+      logScale: false,
+      ignoreOutliers: false,
+      groupByExperiment: false,
+      xAxis: 'tokensSinceSeed',
+      filter: '',
+      hidden: [],
+      pinned: [],
+    };
+    const q = await openPanel(browser, 'dashboard', { state });
+    // The seed trains to step 1000 (4.1M tokens); the branch starts from that checkpoint, 500 steps (2M).
+    const runs = [
+      {
+        id: 'seed',
+        name: 'seed',
+        status: 'done',
+        stage: 'dense',
+        sinceSeed: { tokens: 0, flops: 0, missing: [] },
+      },
+      {
+        id: 'branch',
+        name: 'branch',
+        status: 'done',
+        stage: 'branch',
+        sinceSeed: { tokens: 1000 * 4096, flops: 1000 * 4096 * 6e7, missing: [] },
+      },
+    ];
+    const blocks = [...metricBlocks('seed', 1, 0, 1000), ...metricBlocks('branch', 2, 0, 500)];
+    await q.send({ type: 'init', panel: 'dashboard', runIds: [], runs, blocks });
+    await settled(q.page);
+    const label = q.page.locator('figure[data-metric="train/loss"] .axis-label');
+    assert.match((await label.textContent()) ?? '', /^tokens since the seed/);
+    assert.match((await label.locator('title').textContent()) ?? '', /max over its parents/);
+    // The axis runs to the branch's end after the seed (6.1M), not to the longest run's own tokens (4.1M).
+    const lastTick = async (): Promise<number> => {
+      const ticks = await q.page
+        .locator('figure[data-metric="train/loss"] .axis-x .tick text')
+        .allTextContents();
+      return Math.max(
+        ...ticks.map((t) => parseFloat(t) * (t.endsWith('M') ? 1e6 : t.endsWith('k') ? 1e3 : 1)),
+      );
+    };
+    assert.ok((await lastTick()) >= 5.5e6, String(await lastTick()));
+    // A runs message without offsets (an older host) puts every run back at 0.
+    await q.send({ type: 'runs', runs: runs.map(({ sinceSeed: _, ...r }) => r) });
+    await settled(q.page);
+    assert.ok((await lastTick()) < 4.5e6, String(await lastTick()));
+    assert.deepEqual(q.errors, []);
+    await q.page.close();
+  });
+
   it('drops malformed messages, counts them and keeps working', async () => {
     const q = await openPanel(browser, 'dashboard');
     const bad: unknown[] = [

@@ -112,13 +112,23 @@ describe('panel data shaping', () => {
     ]);
     assert.equal(blocks.length, 2);
     assert.ok(blocks.every(isMetricBlock));
-    assert.deepEqual(blocks[0].step, [0, 10]);
-    assert.deepEqual(blocks[0].values.grad_norm, [null, 2]);
-    // flops is an x-axis column (null before the engine counted it), not a metric chart
-    assert.deepEqual(blocks[0].flops, [null, 1.5e12]);
+    assert.deepEqual([...blocks[0].step], [0, 10]);
+    assert.deepEqual([...blocks[0].values.grad_norm], [NaN, 2]);
+    // flops is an x-axis column (NaN before the engine counted it), not a metric chart
+    assert.deepEqual([...(blocks[0].flops ?? [])], [NaN, 1.5e12]);
     assert.equal(blocks[0].values.flops, undefined);
     assert.equal(isMetricBlock({ ...blocks[0], flops: [1] }), false); // one cell per step, or none at all
-    assert.deepEqual(blocks[1].values['domain/code'], [3.2]);
+    assert.deepEqual([...blocks[1].values['domain/code']], [3.2]);
+    // Typed columns, all views of one buffer per block: VS Code transfers it into the webview whole.
+    for (const b of blocks) {
+      const cols = [b.step, b.tokens, b.time, b.flops, ...Object.values(b.values)];
+      assert.ok(cols.every((c) => c instanceof Float64Array && c.buffer === (b.step as Float64Array).buffer));
+    }
+    // What the webview receives is a structured clone of it (with the buffers transferred): still valid.
+    const buffer = (blocks[0].step as Float64Array).buffer;
+    const cloned = structuredClone(blocks, { transfer: [buffer] });
+    assert.ok(cloned.every(isMetricBlock) && buffer.byteLength === 0);
+    assert.deepEqual([...cloned[0].tokens], [0, 40960]);
   });
 
   it('keeps only well-formed routing records', () => {

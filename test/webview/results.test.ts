@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import type { Browser } from 'playwright-core';
 import { parseResults } from '../../extension/src/results/resultsFile';
 import type { ResultsDoc } from '../../webview/src/protocol';
-import { bestPerColumn, fmtSpread, toLatex } from '../../webview/src/results/resultsTable';
+import { bestPerColumn, fmtSpread, toLatex, toMarkdown } from '../../webview/src/results/resultsTable';
+import { syntheticEvalJson } from '../unit/resultsSynthetic';
 import { launch, openPanel, settled, type PanelPage } from './harness';
 
 const FIXTURES = path.resolve(import.meta.dirname, '..', 'fixtures', 'results');
@@ -154,6 +155,63 @@ describe('results webview', () => {
         (m) => m.type === 'copyText' && m.format === 'csv',
       ),
     );
+  });
+
+  it('shows lm-eval task scores as columns, the highest marked best, and copies them as Markdown', async () => {
+    const tasks = load('eval-tasks.json');
+    await p.send(message(tasks, '/w/runs/tasks-eval/eval.json'));
+    await settled(p.page);
+    const heads = await p.page.locator('table.results-table thead th').allTextContents();
+    for (const t of tasks.tasks) assert.ok(heads.includes(`${t.name} (acc)`), heads.join(', '));
+    const models = tasks.settings[0].models;
+    for (const t of tasks.tasks) {
+      const top = Math.max(...models.map((m) => m.scores[t.name].mean ?? -1));
+      const marked = await p.page
+        .locator('table.results-table tbody tr[data-label]')
+        .evaluateAll(
+          (rows, i) =>
+            rows
+              .filter((r) => r.querySelectorAll('td')[i]?.classList.contains('best'))
+              .map((r) => (r as HTMLElement).dataset.label),
+          heads.indexOf(`${t.name} (acc)`) - 1,
+        );
+      assert.deepEqual(
+        marked,
+        models.filter((m) => m.scores[t.name].mean === top).map((m) => m.label),
+        t.name,
+      );
+    }
+    await p.page.locator('vscode-button', { hasText: 'Copy Markdown' }).click();
+    const posted = (await p.posted()) as { type: string; format?: string; text?: string }[];
+    const md = posted.filter((m) => m.type === 'copyText' && m.format === 'markdown').at(-1)?.text ?? '';
+    assert.equal(md, toMarkdown(tasks.settings[0], tasks.domains, tasks.tasks));
+    assert.ok(md.includes(`${tasks.tasks[0].name} (acc)`));
+    assert.deepEqual(p.errors, []);
+  });
+
+  it('opens on 100 runs with every row drawn (loose bound; bench/results_open.mjs times it)', async () => {
+    const big = parseResults(syntheticEvalJson(100), 'eval.json');
+    const json = JSON.stringify(message(big, '/w/runs/big/eval.json'));
+    const ms = await p.page.evaluate(
+      (text) =>
+        new Promise<number>((resolve) => {
+          const msg = JSON.parse(text);
+          const t0 = performance.now();
+          window.postMessage(msg, '*');
+          // This listener runs after the panel's (registered first), which renders synchronously.
+          window.addEventListener(
+            'message',
+            () => requestAnimationFrame(() => resolve(performance.now() - t0)),
+            {
+              once: true,
+            },
+          );
+        }),
+      json,
+    );
+    assert.equal(await p.page.locator('table.results-table tbody tr[data-label]').count(), 100);
+    assert.ok(ms < 3000, `${ms.toFixed(0)} ms`);
+    assert.deepEqual(p.errors, []);
   });
 
   it('an eval.json shows one seed without claims; a file that cannot be read says why; the file is kept for reload', async () => {

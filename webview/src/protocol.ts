@@ -16,14 +16,30 @@ export interface RunSummary {
   stage?: string;
   /** The run's colour in every panel (extension/src/runs/runColors.ts), a CSS colour. */
   color?: string;
+  /** Where the run starts on the "since the seed" x axes (absent from older senders: 0). */
+  sinceSeed?: SeedOffset;
+}
+
+/**
+ * The tokens and training FLOPs spent on the way from the seed to the checkpoint a run started
+ * from (extension/src/runs/sinceSeed.ts). Tokens: the timeline, the max over parallel parents
+ * (branches); FLOPs: the compute, the sum over every ancestor run (the seed counted once).
+ */
+export interface SeedOffset {
+  tokens: number;
+  flops: number;
+  /** Parent references of the run or an ancestor that name no known run (counted as 0). */
+  missing: string[];
 }
 
 /** A missing value in a column (JSON has no NaN). */
 export type Cell = number | null;
 
 /**
- * A column: a JSON array (null = missing), or a Float64Array (NaN = missing),
- * which postMessage copies as one block of memory — the fast path for big runs.
+ * A column: a Float64Array (NaN = missing), as the host sends it — every column of a block a view
+ * of one ArrayBuffer, which VS Code transfers into the webview instead of cloning it; or a JSON
+ * array (null = missing). Float64, not Float32: token and FLOP counts pass 2^24 and the CSV export
+ * writes the values as logged.
  */
 export type Column = Cell[] | Float64Array;
 
@@ -267,6 +283,8 @@ export interface ResultsModel {
   budget: ResultsBudget;
   /** Per domain and "average". */
   ppl: Record<string, Spread>;
+  /** Per lm-eval task of ResultsDoc.tasks: its score (the task's metric), mean over seeds. */
+  scores: Record<string, Spread>;
   /** The model's colour, from the one colour assignment (extension/src/runs/runColors.ts). */
   color: string;
 }
@@ -302,7 +320,17 @@ export interface ResultsDoc {
   /** study: study.json; eval: a pipeline's eval.json (one seed, no claims) or a run's eval.json (one model). */
   kind: 'study' | 'eval';
   domains: string[];
+  /** The lm-eval tasks scored (eval.json's "lm_eval"), one table column each; empty without them. */
+  tasks: ResultsTask[];
   settings: ResultsSetting[];
+}
+
+/** An lm-eval task column: the metric shown (lm-eval's key, "acc,none") and which way is better. */
+export interface ResultsTask {
+  name: string;
+  metric: string;
+  /** Accuracy-like metrics: true; perplexity-like (word_perplexity, bits_per_byte): false. */
+  higherIsBetter: boolean;
 }
 
 /** The results to show (init and every refresh); doc null with an error when the file cannot be read. */
@@ -387,7 +415,8 @@ export type WebviewToHostMessage =
 
 // ---- persisted webview state (setState/getState, and the serializer's restore) ----
 
-export type XAxisMode = 'step' | 'tokens' | 'flops' | 'time';
+/** tokensSinceSeed / flopsSinceSeed: each run shifted by its RunSummary.sinceSeed. */
+export type XAxisMode = 'step' | 'tokens' | 'flops' | 'time' | 'tokensSinceSeed' | 'flopsSinceSeed';
 
 export interface DashboardState {
   panel: 'dashboard';

@@ -19,6 +19,7 @@ import type {
   ResultsModel,
   ResultsSetting,
   ResultsState,
+  ResultsTask,
   Verdict,
   RouterState,
   RouterWarning,
@@ -26,12 +27,14 @@ import type {
   RoutingRow,
   SaturationPoint,
   RunSummary,
+  SeedOffset,
   TensorChange,
   WebviewToHostMessage,
   WeightLayer,
   WeightReport,
   WeightsTarget,
   WeightWarning,
+  XAxisMode,
 } from './protocol';
 
 type Obj = Record<string, unknown>;
@@ -79,7 +82,21 @@ export function isRunSummary(v: unknown): v is RunSummary {
     isOptStr(v.experiment) &&
     isOptStr(v.method) &&
     isOptStr(v.stage) &&
-    (v.color === undefined || isColor(v.color))
+    (v.color === undefined || isColor(v.color)) &&
+    (v.sinceSeed === undefined || isSeedOffset(v.sinceSeed))
+  );
+}
+
+export function isSeedOffset(v: unknown): v is SeedOffset {
+  return (
+    isObj(v) &&
+    isNum(v.tokens) &&
+    v.tokens >= 0 &&
+    isNum(v.flops) &&
+    v.flops >= 0 &&
+    Array.isArray(v.missing) &&
+    v.missing.length <= 1000 &&
+    v.missing.every((m) => isStr(m, 4096))
   );
 }
 
@@ -174,7 +191,11 @@ function isOptNum(v: unknown): boolean {
   return v === undefined || isNum(v);
 }
 
-function isResultsModel(v: unknown, domains: string[]): v is ResultsModel {
+function isResultsTask(v: unknown): v is ResultsTask {
+  return isObj(v) && isStr(v.name, 500) && isStr(v.metric, 500) && typeof v.higherIsBetter === 'boolean';
+}
+
+function isResultsModel(v: unknown, domains: string[], tasks: string[]): v is ResultsModel {
   if (!isObj(v) || !isStr(v.label, 500) || !isColor(v.color)) return false;
   if (!['seed', 'branch', 'tune', 'baseline', 'method', 'variant'].includes(v.role as string)) return false;
   const b = v.budget;
@@ -187,7 +208,12 @@ function isResultsModel(v: unknown, domains: string[]): v is ResultsModel {
     !isOptStr(b.matchedTo)
   )
     return false;
-  return isObj(v.ppl) && [...domains, 'average'].every((d) => isSpread((v.ppl as Obj)[d]));
+  return (
+    isObj(v.ppl) &&
+    [...domains, 'average'].every((d) => isSpread((v.ppl as Obj)[d])) &&
+    isObj(v.scores) &&
+    tasks.every((t) => isSpread((v.scores as Obj)[t]))
+  );
 }
 
 function isComparison(v: unknown): v is ResultsComparison {
@@ -213,7 +239,7 @@ function isClaim(v: unknown): v is ResultsClaim {
   );
 }
 
-function isSetting(v: unknown, domains: string[]): v is ResultsSetting {
+function isSetting(v: unknown, domains: string[], tasks: string[]): v is ResultsSetting {
   return (
     isObj(v) &&
     isStr(v.name, 500) &&
@@ -221,7 +247,7 @@ function isSetting(v: unknown, domains: string[]): v is ResultsSetting {
     isNumArray(v.seeds) &&
     Array.isArray(v.models) &&
     v.models.length <= MAX_MODELS &&
-    v.models.every((m) => isResultsModel(m, domains)) &&
+    v.models.every((m) => isResultsModel(m, domains, tasks)) &&
     Array.isArray(v.claims) &&
     v.claims.every(isClaim)
   );
@@ -235,9 +261,13 @@ export function isResultsDoc(v: unknown): v is ResultsDoc {
     v.domains.length > 1000
   )
     return false;
+  if (!Array.isArray(v.tasks) || v.tasks.length > 1000 || !v.tasks.every(isResultsTask)) return false;
   const domains = v.domains;
+  const tasks = v.tasks.map((t) => t.name);
   return (
-    Array.isArray(v.settings) && v.settings.length <= 1000 && v.settings.every((s) => isSetting(s, domains))
+    Array.isArray(v.settings) &&
+    v.settings.length <= 1000 &&
+    v.settings.every((s) => isSetting(s, domains, tasks))
   );
 }
 
@@ -538,6 +568,15 @@ function isStrArray(v: unknown): v is string[] {
   return Array.isArray(v) && v.every((s) => isStr(s));
 }
 
+export const X_AXES: readonly XAxisMode[] = [
+  'step',
+  'tokens',
+  'flops',
+  'time',
+  'tokensSinceSeed',
+  'flopsSinceSeed',
+];
+
 /** Persisted state comes back from VS Code (or an older version of us): check it like a message. */
 export function parseDashboardState(v: unknown): DashboardState | undefined {
   if (!isObj(v) || v.panel !== 'dashboard') return undefined;
@@ -547,7 +586,7 @@ export function parseDashboardState(v: unknown): DashboardState | undefined {
     typeof v.logScale === 'boolean' &&
     typeof v.ignoreOutliers === 'boolean' &&
     typeof v.groupByExperiment === 'boolean' &&
-    (v.xAxis === 'step' || v.xAxis === 'tokens' || v.xAxis === 'flops' || v.xAxis === 'time') &&
+    X_AXES.includes(v.xAxis as XAxisMode) &&
     isStr(v.filter) &&
     isStrArray(v.hidden) &&
     isStrArray(v.pinned);

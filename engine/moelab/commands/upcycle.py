@@ -42,6 +42,15 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
         help=help_text,
         description=help_text + ". Progress goes to stderr; --out appears whole or not at all.",
     )
+    _add_inputs(p)
+    _add_experts(p)
+    _add_routing(p)
+    _add_upit(p)
+    _add_output(p)
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    """The method, the dense checkpoints it reads and the MoE directory it writes."""
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument(
         "--seed", required=True, type=Path, metavar="DIR", help="dense seed checkpoint (HF layout)"
@@ -56,6 +65,10 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
         "or PEFT LoRA adapter directories of the seed)",
     )
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
+
+
+def _add_experts(p: argparse.ArgumentParser) -> None:
+    """How many experts, how many a token uses, and in which layers."""
     p.add_argument(
         "--num-experts",
         type=int,
@@ -80,6 +93,10 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
         help="all, every-other (layers 1,3,5,...) or indices like 1,3; other layers stay dense "
         "(default: every-other for sparse, as its paper does; all for the others)",
     )
+
+
+def _add_routing(p: argparse.ArgumentParser) -> None:
+    """Capacity, router noise, top-k weights, router initialisation, and the seed as an expert."""
     p.add_argument(
         "--capacity-factor",
         type=float,
@@ -111,6 +128,10 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
         "whose lowest-loss expert it routes to (needs --router-data)",
     )
     p.add_argument("--keep-seed", action="store_true", help="btx/bam/upit: the seed as one more expert")
+
+
+def _add_upit(p: argparse.ArgumentParser) -> None:
+    """UpIT's options, in their own --help group."""
     u = p.add_argument_group(
         "upit",
         "experts = --expert checkpoints of one fine-tuning run, expanded to "
@@ -171,6 +192,10 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
     u.add_argument(
         "--seq-len", type=int, default=128, metavar="T", help="tokens per seed-set window (default 128)"
     )
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    """How the MoE checkpoint is written."""
     p.add_argument(
         "--max-shard-size", default="2GB", metavar="SIZE", help="largest output shard (default 2GB)"
     )

@@ -111,14 +111,15 @@ class Dist:
             return wrapped.no_sync()
         return nullcontext()
 
-    def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
-        """Clips to the global gradient norm and returns it (under FSDP, over all ranks' shards)."""
+    def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+        """Clips to the global gradient norm and returns it (under FSDP, over all ranks' shards), as
+        a tensor on the device: the trainer reads it to the host with the step's losses, in one sync."""
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         if self.sharded:
             from moelab.launch import fsdp
 
             norm = fsdp.full_norm(norm)
-        return float(norm.item())
+        return norm
 
     # ---- checkpoint state ------------------------------------------------------------------------
 

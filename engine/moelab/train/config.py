@@ -143,10 +143,6 @@ class TrainConfig(Hyper):
             "wandb (a W&B run with the run id, in wandb/); default none"
         ),
     )
-    debug_nan_at_step: int = field(
-        default=0, metadata=_help("testing: make the loss NaN at this step (0 = off)")
-    )
-    debug_step_delay: float = field(default=0.0, metadata=_help("testing: sleep this many seconds per step"))
     slurm: SlurmOptions | None = field(  # [slurm]
         default=None, metadata=_help("resources for `moelab slurm script|submit` (ignored by `moelab train`)")
     )

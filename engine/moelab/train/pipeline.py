@@ -38,6 +38,31 @@ class PipelineResult:
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class _Stopped(Exception):
+    """A training run stopped on a signal: the pipeline stops after it (not a MoELabError, which
+    a failed MoE run raises and the other methods survive)."""
+
+
+@dataclass
+class _Plan:
+    """The experiment's stages and every run id, fixed before anything runs (queued runs show them)."""
+
+    dense: StageConfig
+    branch: StageConfig | None
+    tune: StageConfig | None
+    cont: StageConfig | None
+    up: StageConfig | None
+    moe: StageConfig | None
+    seed_id: str
+    branch_ids: dict[str, str]  # domain -> run id
+    tune_id: str
+    cont_id: str
+    variants: dict[str, Variant]  # label -> variant
+    shares: dict[str, str]  # label -> the method whose upcycled checkpoint it shares
+    up_ids: dict[str, str]  # label -> upcycle run id
+    moe_ids: dict[str, str]  # label -> MoE run id
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -72,12 +97,13 @@ class Pipeline:
             **kw,
         )
 
-    def _train(self, cfg: TrainConfig) -> Path | None:
-        """Trains one run; None when it stopped (the pipeline then stops too)."""
+    def _train(self, cfg: TrainConfig) -> Path:
+        """Trains one run and returns its checkpoint; raises _Stopped when a signal stopped it (the
+        pipeline then stops too)."""
         res = train(cfg, quiet=self.quiet)
         if res.status == "stopped":
             self.result.status = "stopped"
-            return None
+            raise _Stopped
         assert res.checkpoint is not None
         return res.checkpoint
 
@@ -88,19 +114,34 @@ class Pipeline:
             RunDir(path, run_id, stage, method=method, parents=parents, experiment=self.exp.name).save()
 
     def run(self) -> PipelineResult:
-        exp, r = self.exp, self.result
+        r = self.result
+        plan = self._plan()
+        self._queue_all(plan)
+        try:
+            seed = self._seed_stage(plan)
+            branches = self._branch_stage(plan, seed)
+            branch_tokens = sum(r.budgets[f"branch-{d}"]["tokens"] for d in branches)
+            tuned = self._tune_stage(plan, seed)
+            self._continued_stage(plan, seed, branch_tokens)
+            upcycled = self._upcycle_stage(plan, seed, branches, tuned)
+            self._moe_stage(plan, upcycled, branch_tokens)
+        except _Stopped:
+            return r
+        # 5. eval
+        ev = self.exp.stage("eval")
+        if ev is not None:
+            r.eval = self._eval(ev, plan.seed_id) | {"budgets": r.budgets}
+        if r.failures:
+            r.status = "failed"
+        return r
+
+    def _plan(self) -> _Plan:
+        exp = self.exp
         dense = exp.stage("dense")
         assert dense is not None
-        seed_id = self.run_id(dense, "seed")
-        branch = exp.stage("branch")
-        tune = exp.stage("tune")
-        tune_id = self.run_id(tune, "tune") if tune else ""
-        cont = exp.stage("continued")
-        cont_id = self.run_id(cont, "dense-continued") if cont else ""
-        up = exp.stage("upcycle")
-        moe = exp.stage("moe")
+        branch, tune, cont = exp.stage("branch"), exp.stage("tune"), exp.stage("continued")
+        up, moe = exp.stage("upcycle"), exp.stage("moe")
         domains = (branch.domains or [s.domain for s in exp.data.sources]) if branch else []
-        branch_ids = {d: self.run_id(branch, "branch", d) for d in domains} if branch else {}
         labels = up.labels() if up else []
         variants = {x: up.variant(x) for x in labels} if up else {}
         # A variant that only trains differently (no upcycle setting of its own) shares its method's checkpoint.
@@ -109,125 +150,145 @@ class Pipeline:
             for x, v in variants.items()
             if x != v.method and v.attn_top_k is None and v.method in labels
         }
-        up_ids = {x: self.run_id(up, "upcycle", shares.get(x, x)) for x in labels} if up else {}
         moe_labels = (moe.methods or labels) if moe else []
-        moe_ids = {x: self.run_id(moe, "moe", x) for x in moe_labels} if moe else {}
-        self._queue(seed_id, "dense")
-        for bid in branch_ids.values():
-            self._queue(bid, "branch", parents=[seed_id])
-        if tune:
-            self._queue(tune_id, "branch", parents=[seed_id])
-        if cont:
-            self._queue(cont_id, "branch", parents=[seed_id])
-        for x, uid in up_ids.items():
-            m = variants[x].method
-            self._queue(uid, "upcycle", m, self._up_parents(m, seed_id, list(branch_ids.values()), tune_id))
-        for x, mid in moe_ids.items():
-            self._queue(mid, "moe", variants[x].method, [up_ids.get(x, "")])
+        return _Plan(
+            dense=dense,
+            branch=branch,
+            tune=tune,
+            cont=cont,
+            up=up,
+            moe=moe,
+            seed_id=self.run_id(dense, "seed"),
+            branch_ids={d: self.run_id(branch, "branch", d) for d in domains} if branch else {},
+            tune_id=self.run_id(tune, "tune") if tune else "",
+            cont_id=self.run_id(cont, "dense-continued") if cont else "",
+            variants=variants,
+            shares=shares,
+            up_ids={x: self.run_id(up, "upcycle", shares.get(x, x)) for x in labels} if up else {},
+            moe_ids={x: self.run_id(moe, "moe", x) for x in moe_labels} if moe else {},
+        )
 
-        # 1. seed
-        cfg = self._train_config(dense, seed_id, "dense", init=dense.init, model=dense.model)
-        seed = self._train(cfg)
-        if seed is None:
-            return r
-        r.checkpoints["seed"] = seed
-        self._budget("seed", dense, 0)
-        # 2. branches: each continues the seed on one domain
+    def _queue_all(self, p: _Plan) -> None:
+        self._queue(p.seed_id, "dense")
+        for bid in p.branch_ids.values():
+            self._queue(bid, "branch", parents=[p.seed_id])
+        if p.tune:
+            self._queue(p.tune_id, "branch", parents=[p.seed_id])
+        if p.cont:
+            self._queue(p.cont_id, "branch", parents=[p.seed_id])
+        for x, uid in p.up_ids.items():
+            m = p.variants[x].method
+            self._queue(
+                uid, "upcycle", m, self._up_parents(m, p.seed_id, list(p.branch_ids.values()), p.tune_id)
+            )
+        for x, mid in p.moe_ids.items():
+            self._queue(mid, "moe", p.variants[x].method, [p.up_ids.get(x, "")])
+
+    def _seed_stage(self, p: _Plan) -> Path:
+        """1. the dense seed."""
+        cfg = self._train_config(p.dense, p.seed_id, "dense", init=p.dense.init, model=p.dense.model)
+        seed = self.result.checkpoints["seed"] = self._train(cfg)
+        self._budget("seed", p.dense, 0)
+        return seed
+
+    def _branch_stage(self, p: _Plan, seed: Path) -> dict[str, Path]:
+        """2. branches: each continues the seed on one domain."""
         branches: dict[str, Path] = {}
-        for d, bid in branch_ids.items():
-            assert branch is not None
+        for d, bid in p.branch_ids.items():
+            assert p.branch is not None
             ck = self._train(
-                self._train_config(branch, bid, "branch", init=str(seed), domains=[d], parents=[seed_id])
+                self._train_config(p.branch, bid, "branch", init=str(seed), domains=[d], parents=[p.seed_id])
             )
-            if ck is None:
-                return r
-            branches[d] = r.checkpoints[f"branch-{d}"] = ck
-            self._budget(f"branch-{d}", branch, 0)
-        branch_tokens = sum(r.budgets[f"branch-{d}"]["tokens"] for d in branches)
-        # 2b. UpIT's fine-tuning run: the seed on the mixture, every checkpoint kept as an expert
-        tuned: list[Path] = []
-        if tune:
-            h = tune.hyper(exp.defaults)
-            cfg = self._train_config(tune, tune_id, "branch", init=str(seed), parents=[seed_id])
-            cfg.keep_last = h.steps // h.ckpt_every + 1
-            ck = self._train(cfg)
-            if ck is None:
-                return r
-            r.checkpoints["tune"] = ck
-            self._budget("tune", tune, 0)
-            tuned = sorted(p for p in ck.parent.glob("step-*") if (p / "config.json").exists())
-        # 2c. the "is it just more training?" baseline: the seed continued for the MoE pipeline's extra tokens
-        if cont:
-            matched = branch_tokens + (self._tokens(moe.hyper(exp.defaults)) if moe else 0)
-            h = cont.hyper(exp.defaults)
-            steps = cont.steps if cont.steps is not None else -(-matched // self._tokens(h, steps=1))
-            cfg = self._train_config(cont, cont_id, "branch", init=str(seed), parents=[seed_id])
-            cfg.steps = steps
-            ck = self._train(cfg)
-            if ck is None:
-                return r
-            r.checkpoints["dense-continued"] = ck
-            self._budget(
-                "dense-continued",
-                cont,
-                0,
-                steps=steps,
-                run_id=cont_id,
-                match="tokens of the branches + one MoE run" if cont.steps is None else "",
-            )
-        # 3. upcycle: one MoE checkpoint per method and variant
+            branches[d] = self.result.checkpoints[f"branch-{d}"] = ck
+            self._budget(f"branch-{d}", p.branch, 0)
+        return branches
+
+    def _tune_stage(self, p: _Plan, seed: Path) -> list[Path]:
+        """2b. UpIT's fine-tuning run: the seed on the mixture, every checkpoint kept as an expert."""
+        if not p.tune:
+            return []
+        h = p.tune.hyper(self.exp.defaults)
+        cfg = self._train_config(p.tune, p.tune_id, "branch", init=str(seed), parents=[p.seed_id])
+        cfg.keep_last = h.steps // h.ckpt_every + 1
+        ck = self.result.checkpoints["tune"] = self._train(cfg)
+        self._budget("tune", p.tune, 0)
+        return sorted(c for c in ck.parent.glob("step-*") if (c / "config.json").exists())
+
+    def _continued_stage(self, p: _Plan, seed: Path, branch_tokens: int) -> None:
+        """2c. the "is it just more training?" baseline: the seed continued for the MoE pipeline's
+        extra tokens."""
+        cont = p.cont
+        if not cont:
+            return
+        matched = branch_tokens + (self._tokens(p.moe.hyper(self.exp.defaults)) if p.moe else 0)
+        h = cont.hyper(self.exp.defaults)
+        steps = cont.steps if cont.steps is not None else -(-matched // self._tokens(h, steps=1))
+        cfg = self._train_config(cont, p.cont_id, "branch", init=str(seed), parents=[p.seed_id])
+        cfg.steps = steps
+        self.result.checkpoints["dense-continued"] = self._train(cfg)
+        self._budget(
+            "dense-continued",
+            cont,
+            0,
+            steps=steps,
+            run_id=p.cont_id,
+            match="tokens of the branches + one MoE run" if cont.steps is None else "",
+        )
+
+    def _upcycle_stage(
+        self, p: _Plan, seed: Path, branches: dict[str, Path], tuned: list[Path]
+    ) -> dict[str, Path]:
+        """3. upcycle: one MoE checkpoint per method and variant."""
         upcycled: dict[str, Path] = {}
-        for x, uid in up_ids.items():
-            assert up is not None
-            if x in shares:
+        for x, uid in p.up_ids.items():
+            assert p.up is not None
+            if x in p.shares:
                 continue
-            v = variants[x]
+            v = p.variants[x]
             experts = tuned if v.method == "upit" else list(branches.values())
             ck = self._upcycle(
-                up,
+                p.up,
                 v,
                 uid,
                 seed,
                 experts,
-                self._up_parents(v.method, seed_id, list(branch_ids.values()), tune_id),
-                n_others=len(branches) + (1 if up.keep_seed else 0),
+                self._up_parents(v.method, p.seed_id, list(p.branch_ids.values()), p.tune_id),
+                n_others=len(branches) + (1 if p.up.keep_seed else 0),
             )
             if ck is not None:
-                upcycled[x] = r.checkpoints[f"upcycle-{x}"] = ck
-        for x, m in shares.items():
+                upcycled[x] = self.result.checkpoints[f"upcycle-{x}"] = ck
+        for x, m in p.shares.items():
             if m in upcycled:
                 upcycled[x] = upcycled[m]
-        # 4. MoE training on the equal mixture
-        for x, mid in moe_ids.items():
-            assert moe is not None
-            v = variants[x]
+        return upcycled
+
+    def _moe_stage(self, p: _Plan, upcycled: dict[str, Path], branch_tokens: int) -> None:
+        """4. MoE training on the equal mixture, one run per method and variant."""
+        r = self.result
+        for x, mid in p.moe_ids.items():
+            assert p.moe is not None
+            v = p.variants[x]
             if x not in upcycled:
                 r.failures.setdefault(mid, f"no upcycled checkpoint for {x}")
-                RunDir(self.out / mid, mid, "moe", method=v.method, experiment=exp.name).set_status(
-                    "failed", f"upcycle stage {up_ids.get(x, x)} did not produce a checkpoint"
+                RunDir(self.out / mid, mid, "moe", method=v.method, experiment=self.exp.name).set_status(
+                    "failed", f"upcycle stage {p.up_ids.get(x, x)} did not produce a checkpoint"
                 )
                 continue
-            h = moe.hyper(exp.defaults)
-            steps, match = h.steps, ""
-            if v.match_flops_of:
-                target = upcycled.get(v.match_flops_of)
-                if target is None:
-                    r.failures[mid] = f"no upcycled checkpoint for {v.match_flops_of} to match the FLOPs of"
-                    continue
-                # The count the trainer adds up in run.json's "flops" (models/flops.py): a step of one costs ratio × the other's.
-                ratio = self._step_flops(target) / self._step_flops(upcycled[x])
-                steps, match = math.ceil(h.steps * ratio), f"training FLOPs of {v.match_flops_of}"
+            steps, match = self._moe_steps(p.moe, v, upcycled, upcycled[x], mid)
+            if steps is None:
+                continue
             cfg = self._train_config(
-                moe,
+                p.moe,
                 mid,
                 "moe",
                 init=str(upcycled[x]),
                 method=v.method,
-                parents=[up_ids[x]],
-                capacity_factor=moe.capacity_factor,
-                router_jitter_noise=moe.router_jitter_noise,
+                parents=[p.up_ids[x]],
+                capacity_factor=p.moe.capacity_factor,
+                router_jitter_noise=p.moe.router_jitter_noise,
             )
             cfg.steps = steps
+            up = p.up
             if v.method == "upit" and up is not None and up.lora_rank and up.lora_freeze_backbone:
                 cfg.freeze = [*cfg.freeze, *(["backbone"] if "backbone" not in cfg.freeze else [])]
             try:
@@ -236,20 +297,27 @@ class Pipeline:
                 r.failures[mid] = str(e)
                 _log(f"[{mid}] failed: {e}")
                 continue
-            if ck is None:
-                return r
             r.checkpoints[x] = ck
             before = {"sparse": 0, "upit": r.budgets.get("tune", {}).get("tokens", 0)}.get(
                 v.method, branch_tokens
             )
-            self._budget(x, moe, before, steps=steps, run_id=mid, match=match or "tokens")
-        # 5. eval
-        ev = exp.stage("eval")
-        if ev is not None:
-            r.eval = self._eval(ev, seed_id) | {"budgets": r.budgets}
-        if r.failures:
-            r.status = "failed"
-        return r
+            self._budget(x, p.moe, before, steps=steps, run_id=mid, match=match or "tokens")
+
+    def _moe_steps(
+        self, moe: StageConfig, v: Variant, upcycled: dict[str, Path], own: Path, mid: str
+    ) -> tuple[int | None, str]:
+        """The MoE run's steps and what they match: the stage's steps, or as many as give the
+        training FLOPs of another variant's run (None, recorded as a failure, when it has no checkpoint)."""
+        h = moe.hyper(self.exp.defaults)
+        if not v.match_flops_of:
+            return h.steps, ""
+        target = upcycled.get(v.match_flops_of)
+        if target is None:
+            self.result.failures[mid] = f"no upcycled checkpoint for {v.match_flops_of} to match the FLOPs of"
+            return None, ""
+        # The count the trainer adds up in run.json's "flops" (models/flops.py): a step of one costs ratio × the other's.
+        ratio = self._step_flops(target) / self._step_flops(own)
+        return math.ceil(h.steps * ratio), f"training FLOPs of {v.match_flops_of}"
 
     def _tokens(self, h: Hyper, steps: int | None = None) -> int:
         return (h.steps if steps is None else steps) * h.batch_size * h.grad_accum * self.exp.data.seq_len

@@ -19,8 +19,9 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from moelab.models.config import DENSE_TYPES
 from moelab.models.flops import train_flops
 from moelab.models.model import MoELabForCausalLM
 from moelab.train import checkpointing as ck
-from moelab.train import jsoncfg
+from moelab.train import jsoncfg, testhooks
 from moelab.train.config import TrainConfig, default_seed_model
 from moelab.train.evaluate import RoutingStats, evaluate, summary
 from moelab.train.freeze import apply_freeze
@@ -120,7 +121,123 @@ def train(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
     return trainer.run()
 
 
+@dataclass
+class _Measured:
+    """What one optimizer step measured, on the host. Every step: the loss (mean over micro-batches
+    and ranks), the auxiliary loss (summed over micro-batches, for the divergence check) and the
+    gradient norm. A logged step also: the load-balancing and z-losses (means over routers,
+    micro-batches and ranks; None without routers), the per-row losses by domain and the routing."""
+
+    lr: float
+    loss: float
+    aux: float
+    grad_norm: float
+    logged: bool
+    lb_loss: float | None = None
+    z_loss: float | None = None
+    by_domain: dict[str, list[float]] = field(default_factory=dict)
+    routing: RoutingStats | None = None
+
+
+class _StepLosses:
+    """A step's losses, kept on the device while its micro-batches run and read to the host in one
+    transfer after them. A read (`.item()`, `float()`, `.tolist()`) waits for the device to finish
+    everything queued so far: one per router and micro-batch would stall a GPU many times a step.
+    The load-balancing and z-losses and the per-row losses are kept on logged steps only."""
+
+    def __init__(self, log_now: bool) -> None:
+        self.log_now = log_now
+        self.ce: list[torch.Tensor] = []
+        self.aux: list[torch.Tensor] = []
+        self.lb: list[torch.Tensor] = []
+        self.z: list[torch.Tensor] = []
+        self.row_loss: list[torch.Tensor] = []
+        self.rows: list[list[str]] = []
+        self.routing = RoutingStats() if log_now else None
+
+    def add_router(self, lb: torch.Tensor, z: torch.Tensor) -> None:
+        if self.log_now:
+            self.lb.append(lb.detach())
+            self.z.append(z.detach())
+
+    def add_micro(self, ce: torch.Tensor, aux: torch.Tensor, tok_loss: torch.Tensor, rows: list[str]) -> None:
+        self.ce.append(ce.detach())
+        self.aux.append(aux.detach())
+        if self.log_now:
+            self.row_loss.append(tok_loss.detach().mean(dim=1))
+            self.rows.append(rows)
+
+    def read(self, grad_norm: torch.Tensor, lr: float, dist: distributed.Dist) -> _Measured:
+        """The step's one host sync. Every step, not only logged ones: a NaN loss or gradient must
+        be caught before `optimizer.step()` applies it, and the progress bar shows the loss."""
+        n, k = len(self.ce), len(self.lb)
+        # Every value is float32 or narrower, so the cast is exact; the sums below run in Python
+        # in the order of the per-value reads they replace, so the logged numbers are unchanged.
+        scalars = [*self.ce, *self.aux, grad_norm.to(self.ce[0].device), *self.lb, *self.z]
+        values = iter(torch.cat([torch.stack([s.float() for s in scalars]), *self.row_loss]).tolist())
+        ce, aux, norm = list(islice(values, n)), list(islice(values, n)), next(values)
+        lb, z = list(islice(values, k)), list(islice(values, k))  # then the per-row losses
+        means = dist.mean([sum(ce), sum(aux)] + ([sum(lb), sum(z)] if self.log_now else []))  # over ranks
+        m = _Measured(lr, means[0] / n, means[1], norm, self.log_now, routing=self.routing)
+        if self.log_now:
+            if k:
+                m.lb_loss, m.z_loss = means[2] / k, means[3] / k
+            by_domain: dict[str, list[float]] = {}
+            for rows in self.rows:
+                for d in rows:
+                    by_domain.setdefault(d, []).append(next(values))
+            m.by_domain = dist.gather_lists(by_domain)
+        return m
+
+
+class _Clock:
+    """Wall time: the run's total across resumes (`state.elapsed`), the token rate since the last
+    logged step (metrics) and the token rate over this session (the progress bar)."""
+
+    def __init__(self, state: ck.TrainerState) -> None:
+        self._elapsed0, self._tokens0 = state.elapsed, state.tokens
+        self._start = self._window = time.monotonic()
+        self._window_tokens = 0
+
+    def tick(self, state: ck.TrainerState, tokens: int) -> None:
+        self._window_tokens += tokens
+        state.elapsed = self._elapsed0 + (time.monotonic() - self._start)
+
+    def window_rate(self) -> float:
+        """Tokens per second since the last call (or the start), and a new window from now."""
+        now = time.monotonic()
+        rate = self._window_tokens / max(1e-9, now - self._window)
+        self._window, self._window_tokens = now, 0
+        return rate
+
+    def session_rate(self, state: ck.TrainerState) -> float:
+        return (state.tokens - self._tokens0) / max(1e-9, state.elapsed - self._elapsed0)
+
+
 class Trainer:
+    """One run directory's training: `run()` sets up, then loops over named steps (train step, log,
+    eval, checkpoint) until the last step or a stop signal."""
+
+    # Set by _setup(), the first thing _run() does.
+    model: MoELabForCausalLM
+    fwd: torch.nn.Module  # `model` wrapped for the training steps (DDP / FSDP)
+    tok: Tokenizer
+    meta: dict[str, Any]
+    sampler: MixtureSampler
+    eval_sets: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    state: ck.TrainerState
+    tokens_per_step: int
+    flops_per_step: float
+    probe: SaturationProbe | None
+    probe_inputs: torch.Tensor
+    autocast: contextlib.AbstractContextManager[Any]
+    metrics: MetricsLog
+    routing_log: JsonlWriter
+    progress: Progress | None
+    last_ckpt: Path | None  # the newest complete checkpoint
+    clock: _Clock
+
     def __init__(self, cfg: TrainConfig, run_path: Path, quiet: bool) -> None:
         self.cfg, self.quiet = cfg, quiet
         self.dist = distributed.setup(resolve_device(cfg.device), cfg.parallel)  # a no-op outside torchrun
@@ -141,6 +258,39 @@ class Trainer:
         self.ckpt_root = run_path / "checkpoints"
         self.resume_from = ck.latest_checkpoint(self.ckpt_root)
         self.source: Path | None = None
+        self.hooks = testhooks.from_env()  # off unless a test sets MOELAB_TEST_HOOKS
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        run = self.rd
+        try:
+            return self._run()
+        except TrainingDiverged:
+            raise
+        except KeyboardInterrupt:
+            run.set_status("stopped", "interrupted")
+            raise
+        except BaseException as e:
+            run.set_status("failed", str(e) or type(e).__name__)
+            raise
+
+    def _run(self) -> TrainResult:
+        self._setup()
+        try:
+            with _StopFlag() as stop:
+                while self.state.step < self.cfg.steps:
+                    measured = self._train_step()
+                    self._log(measured)
+                    self._maybe_eval()
+                    self.hooks.pause()
+                    stopping = self.dist.any(stop.signal is not None)  # all ranks stop at the same step
+                    self._maybe_checkpoint(force=stopping)
+                    if stopping:
+                        return self._stopped(stop.signal)
+        finally:
+            self._close_logs()
+        return self._finish()
 
     # ---- setup ----------------------------------------------------------------------------------
 
@@ -204,25 +354,38 @@ class Trainer:
             groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=self.device.type == "cuda"
         )
 
-    # ---- the loop -------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg, main = self.cfg, self.dist.is_main
+        self.model, self.tok, self.meta = self._build_model()
+        self.sampler, self.eval_sets = self._build_data()
+        self.fwd = self.dist.wrap(self.model)  # DDP for training steps; `model` for eval and checkpoints
+        self.optimizer = self._optimizer(self.model)  # after `wrap`: FSDP replaces the parameters with shards
+        self.state = self._restore_or_start()
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.data.seq_len
+        self.flops_per_step = train_flops(
+            self.model.config, cfg.batch_size * cfg.grad_accum, cfg.data.seq_len
+        )
+        if self.state.flops is None:  # a checkpoint from before the count: every step so far cost the same
+            self.state.flops = self.state.step * self.flops_per_step
+        self.rd.info["flops_per_token"] = self.flops_per_step / self.tokens_per_step
+        self.rd.info["flops"] = self.state.flops
+        self.rd.set_status("running")
+        # Rank 0 keeps the probe's history, but under FSDP its forward pass needs every rank.
+        moe = self.model.config.moe is not None
+        self.probe = SaturationProbe(self.state.probe) if moe and (main or self.dist.sharded) else None
+        self.probe_inputs = probe_batch(self.eval_sets)
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        self._open_logs()
+        self.last_ckpt = self.resume_from
+        self.clock = _Clock(self.state)
 
-    def run(self) -> TrainResult:
-        run = self.rd
-        try:
-            return self._run()
-        except TrainingDiverged:
-            raise
-        except KeyboardInterrupt:
-            run.set_status("stopped", "interrupted")
-            raise
-        except BaseException as e:
-            run.set_status("failed", str(e) or type(e).__name__)
-            raise
-
-    def _run(self) -> TrainResult:
-        cfg, run = self.cfg, self.rd
-        model, tok, meta = self._build_model()
-        domains = build_domains(cfg.data, tok)
+    def _build_data(self) -> tuple[MixtureSampler, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        domains = build_domains(cfg.data, self.tok)
         weights = {s.domain: s.weight for s in cfg.data.sources}
         if cfg.domains:
             weights = {d: (w if d in cfg.domains else 0.0) for d, w in weights.items()}
@@ -233,203 +396,188 @@ class Trainer:
             d: eval_windows(t.eval, cfg.data.seq_len, cfg.eval_batches * cfg.batch_size)
             for d, t in domains.items()
         }
-        fwd = self.dist.wrap(model)  # DDP for training steps; `model` for eval and checkpoints
-        optimizer = self._optimizer(model)  # after `wrap`: FSDP replaces the parameters with shards
-        main = self.dist.is_main  # only rank 0 writes the run directory
-        metrics_path, routing_path = run.file("metrics.jsonl"), run.file("routing.jsonl")
+        return sampler, eval_sets
+
+    def _restore_or_start(self) -> ck.TrainerState:
+        """The resumed checkpoint's trainer state (logs cut back to its step), or step 0 in a run
+        directory cleared of an earlier attempt's logs and checkpoints. Only rank 0 writes the run
+        directory."""
+        main = self.dist.is_main
         if self.resume_from is not None:
             state = ck.load_trainer_state(
-                self.resume_from, optimizer, partial(self.dist.load_optimizer_state, model, optimizer)
+                self.resume_from,
+                self.optimizer,
+                partial(self.dist.load_optimizer_state, self.model, self.optimizer),
             )
             if main:
-                truncate_after(metrics_path, state.step)
+                truncate_after(self.rd.file("metrics.jsonl"), state.step)
                 # Saturation records are written at the end from the final routing: a run killed
                 # after writing them redoes them, so they must not survive as duplicates.
-                truncate_after(routing_path, state.step, keep=lambda r: not is_saturation_record(r))
-            self._say(f"[{cfg.run_id}] resuming from {self.resume_from.name}")
-        else:
-            state = ck.TrainerState(step=0, tokens=0, elapsed=0.0, flops=0.0)
-            for name in ("metrics.jsonl", "routing.jsonl", "eval.json"):
-                if main:
-                    run.file(name).unlink(missing_ok=True)
-            for old in self.ckpt_root.glob("step-*") if main else []:
-                shutil.rmtree(old, ignore_errors=True)
-        tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.data.seq_len
-        flops_per_step = train_flops(model.config, cfg.batch_size * cfg.grad_accum, cfg.data.seq_len)
-        if state.flops is None:  # a checkpoint from before the count: every step so far cost the same
-            state.flops = state.step * flops_per_step
-        run.info["flops_per_token"] = flops_per_step / tokens_per_step
-        run.info["flops"] = state.flops
-        run.set_status("running")
-        # Rank 0 keeps the probe's history, but under FSDP its forward pass needs every rank.
-        probe = (
-            SaturationProbe(state.probe)
-            if model.config.moe is not None and (main or self.dist.sharded)
-            else None
-        )
-        probe_inputs = probe_batch(eval_sets)
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-        metrics = self.dist.main_only(
-            lambda: MetricsLog(
-                metrics_path,
-                open_sinks(
-                    cfg.loggers,
-                    run.path,
-                    cfg.run_id,
-                    jsoncfg.to_dict(cfg),
-                    resume_step=state.step,
-                    experiment=cfg.experiment,
-                    stage=cfg.stage,
-                ),
-            )
-        )
-        routing_log = self.dist.main_only(lambda: JsonlWriter(routing_path))
-        progress = Progress(cfg.run_id, cfg.steps, state.step) if not self.quiet and main else None
-        last_ckpt = self.resume_from
-        t_window, tokens_window = time.monotonic(), 0
-        t_start_elapsed, t_start, t_start_tokens = state.elapsed, time.monotonic(), state.tokens
-        try:
-            with _StopFlag() as stop:
-                while state.step < cfg.steps:
-                    step = state.step  # 0-based index of the step being taken
-                    lr = lr_at(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
-                    for g in optimizer.param_groups:
-                        g["lr"] = lr
-                    log_now = (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps
-                    routing = RoutingStats() if log_now else None
-                    loss_sum, lb_sum, z_sum, n_aux = 0.0, 0.0, 0.0, 0
-                    by_domain: dict[str, list[float]] = {}
-                    for micro in range(cfg.grad_accum):
-                        batch, rows = self.dist.shard(*sampler.batch(step, micro))  # rows rank::world
-                        batch = batch.to(self.device)
-                        with autocast, self.dist.no_sync(fwd, micro == cfg.grad_accum - 1):
-                            out = fwd(batch[:, :-1])
-                        tok_loss = F.cross_entropy(
-                            out.logits.float().reshape(-1, out.logits.shape[-1]),
-                            batch[:, 1:].reshape(-1),
-                            reduction="none",
-                        ).view(len(rows), -1)
-                        ce = tok_loss.mean()
-                        if cfg.debug_nan_at_step and step + 1 == cfg.debug_nan_at_step:
-                            ce = ce * float("nan")
-                        aux = ce.new_zeros(())
-                        for r in out.router_logits:
-                            lb, z = load_balancing_loss(r), z_loss(r)
-                            aux = (
-                                aux
-                                + getattr(cfg.load_balancing, r.kind) * lb
-                                + getattr(cfg.z_loss, r.kind) * z
-                            )
-                            lb_sum += lb.item()
-                            z_sum += z.item()
-                            n_aux += 1
-                        loss_value = ce.item()
-                        if not math.isfinite(loss_value) or not math.isfinite(aux.item()):
-                            self._diverged(step + 1, loss_value, last_ckpt, progress)
-                        ((ce + aux) / cfg.grad_accum).backward()
-                        loss_sum += loss_value
-                        with torch.no_grad():
-                            row_loss = tok_loss.mean(dim=1).tolist()
-                        for d, v in zip(rows, row_loss):
-                            by_domain.setdefault(d, []).append(v)
-                        if routing is not None and out.router_logits:
-                            routing.add(out.router_logits, rows)
-                    loss_sum, lb_sum, z_sum = self.dist.mean([loss_sum, lb_sum, z_sum])  # global means
-                    if log_now:
-                        by_domain = self.dist.gather_lists(by_domain)
-                    clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-                    grad_norm = self.dist.clip_grad_norm(model, clip)
-                    if not math.isfinite(grad_norm):
-                        self._diverged(step + 1, grad_norm, last_ckpt, progress, what="gradient norm")
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state.step += 1
-                    state.tokens += tokens_per_step
-                    state.flops += flops_per_step
-                    tokens_window += tokens_per_step
-                    state.elapsed = t_start_elapsed + (time.monotonic() - t_start)
-                    loss = loss_sum / cfg.grad_accum
-                    if log_now:
-                        dt = max(1e-9, time.monotonic() - t_window)
-                        tps = tokens_window / dt
-                        t_window, tokens_window = time.monotonic(), 0
-                        metrics.write(
-                            {
-                                "step": state.step,
-                                "tokens": state.tokens,
-                                "time": round(state.elapsed, 3),
-                                "flops": state.flops,
-                                "split": "train",
-                                "loss": loss,
-                                "lr": lr,
-                                "lb_loss": lb_sum / n_aux if n_aux else None,
-                                "z_loss": z_sum / n_aux if n_aux else None,
-                                "grad_norm": grad_norm,
-                                "tokens_per_s": round(tps, 1),
-                                "domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
-                            }
-                        )
-                        if routing:
-                            for rec in routing.records(state.step):
-                                routing_log.write(rec)
-                        if probe is not None:
-                            probe.record(model, probe_inputs, state.step, autocast)
-                    if progress:  # every step (the bar throttles its redraws); rate over this session
-                        session = max(1e-9, state.elapsed - t_start_elapsed)
-                        progress.update(state.step, loss, (state.tokens - t_start_tokens) / session)
-                    if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                        self._eval(model, eval_sets, autocast, metrics, state, progress)
-                    if cfg.debug_step_delay:
-                        time.sleep(cfg.debug_step_delay)
-                    stopping = self.dist.any(stop.signal is not None)  # all ranks stop at the same step
-                    if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps or stopping:
-                        metrics.sync()
-                        routing_log.sync()
-                        last_ckpt = self._save(model, optimizer, state, tok, meta)
-                    if stopping:
-                        if progress:
-                            progress.message(
-                                f"[{cfg.run_id}] stopped at step {state.step}; checkpoint {last_ckpt.name}"
-                            )
-                        run.set_status("stopped", f"stopped by signal {stop.signal} at step {state.step}")
-                        return TrainResult("stopped", last_ckpt, state.step)
-        finally:
-            metrics.close()
-            routing_log.close()
-            if progress:
-                progress.close()
-        if last_ckpt is None or ck.ckpt_name(state.step) != last_ckpt.name:
-            # steps == 0 (use the initial model as is) or a resume of an already finished loop.
-            last_ckpt = self._save(model, optimizer, state, tok, meta)
-        final = evaluate(model, eval_sets, cfg.batch_size, self.device, autocast)
+                truncate_after(
+                    self.rd.file("routing.jsonl"), state.step, keep=lambda r: not is_saturation_record(r)
+                )
+            self._say(f"[{self.cfg.run_id}] resuming from {self.resume_from.name}")
+            return state
         if main:
+            for name in ("metrics.jsonl", "routing.jsonl", "eval.json"):
+                self.rd.file(name).unlink(missing_ok=True)
+            for old in self.ckpt_root.glob("step-*"):
+                shutil.rmtree(old, ignore_errors=True)
+        return ck.TrainerState(step=0, tokens=0, elapsed=0.0, flops=0.0)
+
+    def _open_logs(self) -> None:
+        cfg, run = self.cfg, self.rd
+        sinks = partial(
+            open_sinks,
+            cfg.loggers,
+            run.path,
+            cfg.run_id,
+            jsoncfg.to_dict(cfg),
+            resume_step=self.state.step,
+            experiment=cfg.experiment,
+            stage=cfg.stage,
+        )
+        self.metrics = self.dist.main_only(lambda: MetricsLog(run.file("metrics.jsonl"), sinks()))
+        self.routing_log = self.dist.main_only(lambda: JsonlWriter(run.file("routing.jsonl")))
+        show = not self.quiet and self.dist.is_main
+        self.progress = Progress(cfg.run_id, cfg.steps, self.state.step) if show else None
+
+    def _close_logs(self) -> None:
+        self.metrics.close()
+        self.routing_log.close()
+        if self.progress:
+            self.progress.close()
+
+    # ---- one step -------------------------------------------------------------------------------
+
+    def _train_step(self) -> _Measured:
+        """One optimizer step over `grad_accum` micro-batches, then the step's counters advance."""
+        cfg, state = self.cfg, self.state
+        step = state.step  # 0-based index of the step being taken
+        lr = lr_at(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        log_now = (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps
+        losses = _StepLosses(log_now)
+        for micro in range(cfg.grad_accum):
+            self._micro_batch(step, micro, losses)
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = self.dist.clip_grad_norm(self.model, clip)
+        measured = losses.read(grad_norm, lr, self.dist)
+        self._check_finite(step + 1, measured)  # before the update: the checkpoints stay good
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens += self.tokens_per_step
+        state.flops += self.flops_per_step
+        self.clock.tick(state, self.tokens_per_step)
+        return measured
+
+    def _micro_batch(self, step: int, micro: int, losses: _StepLosses) -> None:
+        """Forward and backward on one micro-batch; its losses stay on the device in `losses`."""
+        cfg = self.cfg
+        batch, rows = self.dist.shard(*self.sampler.batch(step, micro))  # rows rank::world
+        batch = batch.to(self.device)
+        with self.autocast, self.dist.no_sync(self.fwd, micro == cfg.grad_accum - 1):
+            out = self.fwd(batch[:, :-1])
+        tok_loss = F.cross_entropy(
+            out.logits.float().reshape(-1, out.logits.shape[-1]),
+            batch[:, 1:].reshape(-1),
+            reduction="none",
+        ).view(len(rows), -1)
+        ce = self.hooks.poison(tok_loss.mean(), step + 1)
+        aux = ce.new_zeros(())
+        for r in out.router_logits:
+            lb, z = load_balancing_loss(r), z_loss(r)
+            aux = aux + getattr(cfg.load_balancing, r.kind) * lb + getattr(cfg.z_loss, r.kind) * z
+            losses.add_router(lb, z)
+        ((ce + aux) / cfg.grad_accum).backward()
+        losses.add_micro(ce, aux, tok_loss, rows)
+        if losses.routing is not None and out.router_logits:
+            losses.routing.add(out.router_logits, rows)
+
+    def _check_finite(self, step: int, m: _Measured) -> None:
+        for what, value in (("loss", m.loss), ("auxiliary loss", m.aux), ("gradient norm", m.grad_norm)):
+            if not math.isfinite(value):
+                self._diverged(step, value, what)
+
+    # ---- after a step ---------------------------------------------------------------------------
+
+    def _log(self, m: _Measured) -> None:
+        """A logged step's metrics record, routing records and saturation probe; the progress bar
+        every step (it throttles its redraws)."""
+        state = self.state
+        if m.logged:
+            self.metrics.write(
+                {
+                    "step": state.step,
+                    "tokens": state.tokens,
+                    "time": round(state.elapsed, 3),
+                    "flops": state.flops,
+                    "split": "train",
+                    "loss": m.loss,
+                    "lr": m.lr,
+                    "lb_loss": m.lb_loss,
+                    "z_loss": m.z_loss,
+                    "grad_norm": m.grad_norm,
+                    "tokens_per_s": round(self.clock.window_rate(), 1),
+                    "domain": {d: sum(v) / len(v) for d, v in sorted(m.by_domain.items())},
+                }
+            )
+            if m.routing:
+                for rec in m.routing.records(state.step):
+                    self.routing_log.write(rec)
+            if self.probe is not None:
+                self.probe.record(self.model, self.probe_inputs, state.step, self.autocast)
+        if self.progress:  # the rate over this session
+            self.progress.update(state.step, m.loss, self.clock.session_rate(state))
+
+    def _maybe_eval(self) -> None:
+        state = self.state
+        if state.step % self.cfg.eval_every == 0 or state.step == self.cfg.steps:
+            self._eval()
+
+    def _maybe_checkpoint(self, force: bool) -> None:
+        step = self.state.step
+        if step % self.cfg.ckpt_every == 0 or step == self.cfg.steps or force:
+            self.metrics.sync()
+            self.routing_log.sync()
+            self.last_ckpt = self._save()
+
+    def _stopped(self, signum: int | None) -> TrainResult:
+        """A signal stopped the run; the step's checkpoint is written."""
+        step, last = self.state.step, self.last_ckpt
+        assert last is not None  # _maybe_checkpoint(force=True) wrote it
+        if self.progress:
+            self.progress.message(f"[{self.cfg.run_id}] stopped at step {step}; checkpoint {last.name}")
+        self.rd.set_status("stopped", f"stopped by signal {signum} at step {step}")
+        return TrainResult("stopped", last, step)
+
+    def _finish(self) -> TrainResult:
+        """The final checkpoint (unless the loop wrote it), eval.json and the saturation records."""
+        cfg, state = self.cfg, self.state
+        if self.last_ckpt is None or ck.ckpt_name(state.step) != self.last_ckpt.name:
+            # steps == 0 (use the initial model as is) or a resume of an already finished loop.
+            self.last_ckpt = self._save()
+        final = evaluate(self.model, self.eval_sets, cfg.batch_size, self.device, self.autocast)
+        if self.dist.is_main:
             write_json_atomic(
-                run.file("eval.json"),
+                self.rd.file("eval.json"),
                 {
                     "run": cfg.run_id,
                     "step": state.step,
-                    "checkpoint": last_ckpt.name,
+                    "checkpoint": self.last_ckpt.name,
                     "domains": final,
                     "average": summary(final),
                 },
             )
-            self._write_saturation(routing_path, probe)
-        run.set_status("done")
-        return TrainResult("done", last_ckpt, state.step)
+            self._write_saturation(self.rd.file("routing.jsonl"), self.probe)
+        self.rd.set_status("done")
+        return TrainResult("done", self.last_ckpt, state.step)
 
-    def _save(
-        self,
-        model: MoELabForCausalLM,
-        optimizer: torch.optim.Optimizer,
-        state: ck.TrainerState,
-        tok: Tokenizer,
-        meta: dict[str, Any],
-    ) -> Path:
+    def _save(self) -> Path:
         """Writes a checkpoint from rank 0 (barriers around it) and returns its path on every rank."""
+        model, optimizer, state = self.model, self.optimizer, self.state
         weights, optim = self.dist.full_state(model, optimizer)  # under FSDP a gather that all ranks join
 
         def write() -> None:
@@ -439,8 +587,8 @@ class Trainer:
                 weights,
                 optim,
                 state,
-                tok,
-                meta,
+                self.tok,
+                self.meta,
                 self.cfg.keep_last,
                 source=self.source,
             )
@@ -464,18 +612,11 @@ class Trainer:
         finally:
             log.close()
 
-    def _eval(
-        self,
-        model: MoELabForCausalLM,
-        eval_sets: dict[str, torch.Tensor],
-        autocast: Any,
-        metrics: MetricsLog,
-        state: ck.TrainerState,
-        progress: Progress | None,
-    ) -> None:
-        res = evaluate(model, eval_sets, self.cfg.batch_size, self.device, autocast)
+    def _eval(self) -> None:
+        state = self.state
+        res = evaluate(self.model, self.eval_sets, self.cfg.batch_size, self.device, self.autocast)
         avg = summary(res)
-        metrics.write(
+        self.metrics.write(
             {
                 "step": state.step,
                 "tokens": state.tokens,
@@ -487,17 +628,18 @@ class Trainer:
                 "domain": {d: v["loss"] for d, v in res.items()},
             }
         )
-        if progress:
+        if self.progress:
             per = " ".join(f"{d} {v['loss']:.3f}" for d, v in res.items())
-            progress.message(f"[{self.cfg.run_id}] step {state.step} eval loss {avg['loss']:.4f} ({per})")
+            self.progress.message(
+                f"[{self.cfg.run_id}] step {state.step} eval loss {avg['loss']:.4f} ({per})"
+            )
 
-    def _diverged(
-        self, step: int, value: float, last_ckpt: Path | None, progress: Progress | None, what: str = "loss"
-    ) -> None:
-        kept = f"last good checkpoint {last_ckpt.name}" if last_ckpt else "no checkpoint was written yet"
+    def _diverged(self, step: int, value: float, what: str) -> None:
+        last = self.last_ckpt
+        kept = f"last good checkpoint {last.name}" if last else "no checkpoint was written yet"
         msg = f"run {self.cfg.run_id} diverged at step {step}: {what} is {value}; {kept}"
-        if progress:
-            progress.close()
+        if self.progress:
+            self.progress.close()
         self.rd.set_status("diverged", msg)
         raise TrainingDiverged(msg)
 

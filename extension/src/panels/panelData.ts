@@ -3,12 +3,12 @@
 // so that what we post always passes the webview's validation.
 import type { MetricRecord, RoutingRecord, RunInfo } from '../runs/model';
 import type {
-  Cell,
   MetricBlock,
   RoutingBlock,
   RoutingRow,
   RunSummary,
   SaturationPoint,
+  SeedOffset,
 } from '../../../webview/src/protocol';
 
 // The x-axis columns (step, tokens, flops, time) are not metrics of their own.
@@ -22,8 +22,8 @@ function str(v: unknown): string | undefined {
   return typeof v === 'string' && v.length > 0 ? v : undefined;
 }
 
-/** color: the run's colour from runs/runColors.ts (assigned over the whole store). */
-export function toRunSummary(run: RunInfo, color?: string): RunSummary {
+/** color: the run's colour from runs/runColors.ts (assigned over the whole store); sinceSeed: runs/sinceSeed.ts. */
+export function toRunSummary(run: RunInfo, color?: string, sinceSeed?: SeedOffset): RunSummary {
   const config = run.config ?? {};
   const seed = num(config.seed);
   const name =
@@ -37,55 +37,75 @@ export function toRunSummary(run: RunInfo, color?: string): RunSummary {
     method: str(run.method),
     stage: str(run.stage),
     ...(color ? { color } : {}),
+    ...(sinceSeed ? { sinceSeed } : {}),
   };
 }
 
-/** metrics.jsonl records → one columnar block per split (train / eval). */
-export function toMetricBlocks(runId: string, records: readonly MetricRecord[]): MetricBlock[] {
-  interface Building extends MetricBlock {
-    step: number[];
-    tokens: Cell[];
-    flops: Cell[];
-    time: Cell[];
-    values: Record<string, Cell[]>;
+interface Row {
+  step: number;
+  tokens: number;
+  flops: number;
+  time: number;
+  cells: [string, number][];
+}
+
+/** A record's numbers (NaN where absent), or undefined when it has no step or no metric. */
+function toRow(r: MetricRecord): Row | undefined {
+  const step = num(r.step);
+  if (step === undefined) return undefined;
+  const cells: [string, number][] = [];
+  for (const [k, v] of Object.entries(r)) {
+    if (SKIP.has(k)) continue;
+    const n = num(v);
+    if (n !== undefined) cells.push([k, n]);
   }
-  const blocks: Record<'train' | 'eval', Building> = {
-    train: { runId, split: 'train', step: [], tokens: [], flops: [], time: [], values: {} },
-    eval: { runId, split: 'eval', step: [], tokens: [], flops: [], time: [], values: {} },
-  };
-  for (const r of records) {
-    const step = num(r.step);
-    if (step === undefined) continue;
-    const b = blocks[r.split === 'eval' ? 'eval' : 'train'];
-    const i = b.step.length;
-    const cells: [string, number][] = [];
-    for (const [k, v] of Object.entries(r)) {
-      if (SKIP.has(k)) continue;
+  if (r.domain && typeof r.domain === 'object') {
+    for (const [d, v] of Object.entries(r.domain)) {
       const n = num(v);
-      if (n !== undefined) cells.push([k, n]);
+      if (n !== undefined) cells.push([`domain/${d}`, n]);
     }
-    if (r.domain && typeof r.domain === 'object') {
-      for (const [d, v] of Object.entries(r.domain)) {
-        const n = num(v);
-        if (n !== undefined) cells.push([`domain/${d}`, n]);
-      }
-    }
-    if (!cells.length) continue;
-    b.step.push(step);
-    b.tokens.push(num(r.tokens) ?? null);
-    b.flops.push(num(r.flops) ?? null);
-    b.time.push(num(r.time) ?? null);
-    for (const [k, n] of cells) {
-      let col = b.values[k];
-      if (!col) {
-        col = new Array<Cell>(i).fill(null);
-        b.values[k] = col;
-      }
-      col.push(n);
-    }
-    for (const col of Object.values(b.values)) if (col.length < i + 1) col.push(null);
   }
-  return [blocks.train, blocks.eval].filter((b) => b.step.length > 0);
+  if (!cells.length) return undefined;
+  return { step, tokens: num(r.tokens) ?? NaN, flops: num(r.flops) ?? NaN, time: num(r.time) ?? NaN, cells };
+}
+
+/**
+ * One split's rows as Float64Array columns (NaN = missing), all views of ONE ArrayBuffer: VS Code
+ * sends a message's typed arrays as raw buffers and transfers them into the webview's frame, so a
+ * million points arrive as a few memory blocks instead of a structured clone of millions of numbers.
+ */
+function packBlock(runId: string, split: 'train' | 'eval', rows: readonly Row[]): MetricBlock {
+  const keys = new Map<string, number>();
+  for (const row of rows) for (const [k] of row.cells) if (!keys.has(k)) keys.set(k, keys.size);
+  const n = rows.length;
+  const buffer = new ArrayBuffer((4 + keys.size) * n * 8);
+  const column = (i: number): Float64Array => new Float64Array(buffer, i * n * 8, n);
+  const step = column(0);
+  const tokens = column(1);
+  const flops = column(2);
+  const time = column(3);
+  const cols = [...keys.keys()].map((_, j) => column(4 + j).fill(NaN));
+  for (let i = 0; i < n; i++) {
+    const row = rows[i];
+    step[i] = row.step;
+    tokens[i] = row.tokens;
+    flops[i] = row.flops;
+    time[i] = row.time;
+    for (const [k, v] of row.cells) cols[keys.get(k) as number][i] = v;
+  }
+  const values: Record<string, Float64Array> = {};
+  for (const [k, j] of keys) values[k] = cols[j];
+  return { runId, split, step, tokens, flops, time, values };
+}
+
+/** metrics.jsonl records → one columnar block per split (train / eval), typed arrays only. */
+export function toMetricBlocks(runId: string, records: readonly MetricRecord[]): MetricBlock[] {
+  const rows: Record<'train' | 'eval', Row[]> = { train: [], eval: [] };
+  for (const r of records) {
+    const row = toRow(r);
+    if (row) rows[r.split === 'eval' ? 'eval' : 'train'].push(row);
+  }
+  return (['train', 'eval'] as const).filter((s) => rows[s].length).map((s) => packBlock(runId, s, rows[s]));
 }
 
 function numArray(v: unknown, length?: number): number[] | undefined {

@@ -13,6 +13,7 @@ import { parseWebviewToHost } from '../../../webview/src/protocolGuards';
 import { type AnalysisSpec, runSpec } from './analysisCache';
 import { makeNonce } from './nonce';
 import { runColors } from '../runs/runColors';
+import { seedOffsets } from '../runs/sinceSeed';
 import { isEmptyBlock, selectRuns, toMetricBlocks, toRoutingBlock, toRunSummary } from './panelData';
 import type { WarningLedger } from './warningLedger';
 import type { WeightsAnalyzer } from './weightsAnalysis';
@@ -120,8 +121,11 @@ export class PanelHost implements vscode.Disposable {
 
   /** The panel's runs, each in its colour over the whole store (the same in every panel). */
   private summaries(): RunSummary[] {
-    const colors = runColors(this.store.list());
-    return this.runs().map((r) => toRunSummary(r, colors.get(r.id)));
+    const all = this.store.list();
+    const colors = runColors(all);
+    // Only the dashboard draws the "since the seed" axes; ancestors may be outside the panel's runs.
+    const offsets = this.kind === 'dashboard' ? seedOffsets(all, (id) => this.store.metrics(id)) : undefined;
+    return this.runs().map((r) => toRunSummary(r, colors.get(r.id), offsets?.get(r.id)));
   }
 
   private shows(runId: string): boolean {

@@ -9,6 +9,7 @@ import type {
   ResultsModel,
   ResultsRole,
   ResultsSetting,
+  ResultsTask,
   Spread,
   Verdict,
 } from '../../../webview/src/protocol';
@@ -96,6 +97,46 @@ function withColors(
   return models.map((m) => ({ ...m, color: colorOf(m.label) ?? byFamily.get(m.label) ?? 'hsl(0, 0%, 50%)' }));
 }
 
+/** lm-eval metrics in the order a paper's table prefers them; keys are "<metric>,<filter>" ("acc,none"). */
+const METRIC_ORDER = [
+  'acc',
+  'acc_norm',
+  'exact_match',
+  'f1',
+  'mcc',
+  'bleu',
+  'word_perplexity',
+  'bits_per_byte',
+];
+/** lm-eval's metrics where lower is better; every other metric it reports is a score (higher is better). */
+const LOWER_IS_BETTER = /perplexity|bits_per_byte/;
+
+/** A model's lm-eval scores, {task: {metric: value}} (harness.py), from its eval.json entry. */
+function taskScores(m: Obj): Record<string, Obj> {
+  const lm = isObj(m.lm_eval) ? m.lm_eval : undefined;
+  const tasks = lm && isObj(lm.tasks) ? lm.tasks : {};
+  return Object.fromEntries(Object.entries(tasks).filter((e): e is [string, Obj] => isObj(e[1])));
+}
+
+/** One column per task scored by any model: the metric the most-preferred of METRIC_ORDER it has. */
+function tasksOf(models: readonly Obj[]): ResultsTask[] {
+  const keys = new Map<string, Set<string>>();
+  for (const m of models)
+    for (const [task, scores] of Object.entries(taskScores(m)))
+      for (const [k, v] of Object.entries(scores))
+        if (num(v) !== undefined && !k.includes('_stderr'))
+          keys.set(task, (keys.get(task) ?? new Set()).add(k));
+  const out: ResultsTask[] = [];
+  for (const [name, ks] of keys) {
+    const sorted = [...ks].sort();
+    const metric =
+      METRIC_ORDER.map((base) => sorted.find((k) => k.split(',')[0] === base)).find((k) => k !== undefined) ??
+      sorted[0];
+    out.push({ name, metric, higherIsBetter: !LOWER_IS_BETTER.test(metric.split(',')[0]) });
+  }
+  return out;
+}
+
 function domainsOf(v: unknown, what: string): string[] {
   if (!Array.isArray(v) || !v.every((d) => typeof d === 'string'))
     throw new ResultsFileError(`${what} has no "domains" list`);
@@ -118,7 +159,7 @@ function fromStudy(doc: Obj, colorOf: (label: string) => string | undefined): Re
             const ppl: Record<string, Spread> = {};
             for (const d of [...domains, 'average']) ppl[d] = spread(isObj(mm.ppl) ? mm.ppl[d] : undefined);
             const role = ROLES.includes(mm.role as ResultsRole) ? (mm.role as ResultsRole) : roleOf(label);
-            return { label, role, budget: budget(mm.budget), ppl };
+            return { label, role, budget: budget(mm.budget), ppl, scores: {} };
           })
       : [];
     return {
@@ -129,26 +170,36 @@ function fromStudy(doc: Obj, colorOf: (label: string) => string | undefined): Re
       claims: claims(s.claims),
     };
   });
-  return { kind: 'study', domains, settings };
+  // study.json (train/study.py) aggregates perplexity only: task scores come from an eval.json.
+  return { kind: 'study', domains, tasks: [], settings };
 }
 
 /** The pipeline's eval.json ({experiment, domains, models}) or a run's ({run, domains: {d: {ppl}}, average}). */
 function fromEval(doc: Obj, colorOf: (label: string) => string | undefined): ResultsDoc {
-  const entry = (label: string, m: Obj, domains: string[]): Omit<ResultsModel, 'color'> => {
+  const entry = (
+    label: string,
+    m: Obj,
+    domains: string[],
+    tasks: ResultsTask[],
+  ): Omit<ResultsModel, 'color'> => {
     const ppl: Record<string, Spread> = {};
     for (const d of domains)
       ppl[d] = one(isObj(m.domains) && isObj(m.domains[d]) ? m.domains[d].ppl : undefined);
     ppl.average = one(isObj(m.average) ? m.average.ppl : undefined);
-    return { label, role: roleOf(label), budget: {}, ppl };
+    const own = taskScores(m);
+    const scores: Record<string, Spread> = {};
+    for (const t of tasks) scores[t.name] = one(own[t.name]?.[t.metric]);
+    return { label, role: roleOf(label), budget: {}, ppl, scores };
   };
   if (isObj(doc.models)) {
     const domains = domainsOf(doc.domains, 'eval.json');
-    const models = Object.entries(doc.models)
-      .filter(([, m]) => isObj(m))
-      .map(([label, m]) => entry(label, m as Obj, domains));
+    const raw = Object.entries(doc.models).filter((e): e is [string, Obj] => isObj(e[1]));
+    const tasks = tasksOf(raw.map(([, m]) => m));
+    const models = raw.map(([label, m]) => entry(label, m, domains, tasks));
     return {
       kind: 'eval',
       domains,
+      tasks,
       settings: [
         {
           name: str(doc.experiment) ?? '',
@@ -163,15 +214,17 @@ function fromEval(doc: Obj, colorOf: (label: string) => string | undefined): Res
   if (isObj(doc.domains) && isObj(doc.average)) {
     const label = str(doc.run) ?? 'model';
     const domains = Object.keys(doc.domains);
+    const tasks = tasksOf([doc]);
     return {
       kind: 'eval',
       domains,
+      tasks,
       settings: [
         {
           name: label,
           block: '',
           seeds: [],
-          models: withColors([entry(label, doc, domains)], colorOf),
+          models: withColors([entry(label, doc, domains, tasks)], colorOf),
           claims: [],
         },
       ],

@@ -25,6 +25,18 @@ const X_LABEL: Record<XAxisMode, string> = {
   tokens: 'tokens',
   flops: 'training FLOPs',
   time: 'time',
+  tokensSinceSeed: 'tokens since the seed',
+  flopsSinceSeed: 'training FLOPs since the seed',
+};
+
+/** What the "since the seed" axes add up (the rule of extension/src/runs/sinceSeed.ts). */
+const X_TITLE: Partial<Record<XAxisMode, string>> = {
+  tokensSinceSeed:
+    'Each run starts after the checkpoint it started from: its parent’s tokens at that checkpoint plus the parent’s own start, up to the seed. ' +
+    'A merge of parallel branches (an upcycle) starts after its longest branch: the timeline, the max over its parents.',
+  flopsSinceSeed:
+    'Each run starts after the compute spent on the way from the seed: the training FLOPs every ancestor run executed up to the checkpoint used. ' +
+    'For a merge of parallel branches (an upcycle) that is the sum over all branches plus the seed, counted once.',
 };
 
 export function defaultDashboardState(runIds: string[] = []): DashboardState {
@@ -93,12 +105,12 @@ export class DashboardApp {
         this.store = new SeriesStore();
         this.store.setSmoothing(this.state.smoothing);
         this.slots.clear();
-        this.runs = message.runs;
+        this.setRuns(message.runs);
         this.update({ runIds: message.runIds });
         this.appendBlocks(message.blocks, true);
         break;
       case 'runs':
-        this.runs = message.runs;
+        this.setRuns(message.runs);
         this.renderLegend();
         this.redrawAll();
         break;
@@ -106,6 +118,11 @@ export class DashboardApp {
         this.appendBlocks(message.blocks, false);
         break;
     }
+  }
+
+  private setRuns(runs: RunSummary[]): void {
+    this.runs = runs;
+    for (const r of runs) this.store.setOffset(r.id, r.sinceSeed ?? { tokens: 0, flops: 0 });
   }
 
   private appendBlocks(blocks: MetricBlock[], fresh: boolean): void {
@@ -148,6 +165,8 @@ export class DashboardApp {
           { value: 'step', label: 'Step' },
           { value: 'tokens', label: 'Tokens' },
           { value: 'flops', label: 'FLOPs' },
+          { value: 'tokensSinceSeed', label: 'Tokens since the seed', description: X_TITLE.tokensSinceSeed },
+          { value: 'flopsSinceSeed', label: 'FLOPs since the seed', description: X_TITLE.flopsSinceSeed },
           { value: 'time', label: 'Wall time' },
         ],
         s.xAxis,
@@ -384,6 +403,7 @@ export class DashboardApp {
       logScale: this.state.logScale,
       ignoreOutliers: this.state.ignoreOutliers,
       xLabel: X_LABEL[x],
+      xTitle: X_TITLE[x],
       xFormat: x === 'time' ? fmtDuration : fmtSi,
       highlighted: this.highlightId(),
       theme: this.theme,

@@ -24,7 +24,12 @@ export class Series {
   time: Float64Array = new Float64Array(0);
   y: Float64Array = new Float64Array(0);
   smooth: Float64Array = new Float64Array(0);
+  /** Where the run starts on the "since the seed" axes (RunSummary.sinceSeed). */
+  offset = { tokens: 0, flops: 0 };
   private ema: EmaState;
+  /** Bumped when points are rewritten in place (a resumed run), so shifted copies are redone. */
+  private edits = 0;
+  private shifted = { src: new Float64Array(0), by: 0, n: 0, edits: 0, out: new Float64Array(0) };
 
   constructor(
     readonly runId: string,
@@ -35,13 +40,36 @@ export class Series {
   }
 
   x(mode: XAxisMode): Float64Array {
-    return mode === 'step'
-      ? this.step
-      : mode === 'tokens'
-        ? this.tokens
-        : mode === 'flops'
-          ? this.flops
-          : this.time;
+    switch (mode) {
+      case 'step':
+        return this.step;
+      case 'tokens':
+        return this.tokens;
+      case 'flops':
+        return this.flops;
+      case 'time':
+        return this.time;
+      case 'tokensSinceSeed':
+        return this.shift(this.tokens, this.offset.tokens);
+      case 'flopsSinceSeed':
+        return this.shift(this.flops, this.offset.flops);
+    }
+  }
+
+  /** src + by, cached (one shifted axis at a time) and extended in place as points are appended. */
+  private shift(src: Float64Array, by: number): Float64Array {
+    if (by === 0) return src;
+    const c = this.shifted;
+    const from = c.src === src && c.by === by && c.edits === this.edits && c.n <= this.n ? c.n : 0;
+    if (from === this.n) return c.out;
+    if (c.out.length < src.length) {
+      const out = new Float64Array(src.length);
+      out.set(c.out.subarray(0, from));
+      c.out = out;
+    }
+    for (let i = from; i < this.n; i++) c.out[i] = src[i] + by;
+    Object.assign(c, { src, by, n: this.n, edits: this.edits });
+    return c.out;
   }
 
   reserve(extra: number): void {
@@ -104,6 +132,7 @@ export class Series {
       // A run resumed from an earlier checkpoint logs those steps again: the new
       // points replace the old ones, as the curve continues from the checkpoint.
       this.n = lowerBound(this.step, this.n, step);
+      this.edits++;
       this.resmooth();
     }
     const i = this.n++;
@@ -128,6 +157,7 @@ export class Series {
 export class SeriesStore {
   private readonly series = new Map<string, Series>();
   private readonly t0 = new Map<string, number>();
+  private readonly offsets = new Map<string, { tokens: number; flops: number }>();
   private weight = 0;
   /** Bumped on every change, so derived views (group bands) know when to recompute. */
   version = 0;
@@ -135,6 +165,14 @@ export class SeriesStore {
   setSmoothing(weight: number): void {
     this.weight = weight;
     for (const s of this.series.values()) s.setSmoothing(weight);
+    this.version++;
+  }
+
+  /** A run's start on the "since the seed" axes, for its series now and those still to come. */
+  setOffset(runId: string, offset: { tokens: number; flops: number }): void {
+    const o = { tokens: offset.tokens, flops: offset.flops };
+    this.offsets.set(runId, o);
+    for (const s of this.series.values()) if (s.runId === runId) s.offset = o;
     this.version++;
   }
 
@@ -176,6 +214,7 @@ export class SeriesStore {
       let s = this.series.get(id);
       if (!s) {
         s = new Series(block.runId, metric, this.weight);
+        s.offset = this.offsets.get(block.runId) ?? s.offset;
         this.series.set(id, s);
       }
       s.reserve(n);

@@ -10,6 +10,7 @@ import type {
   ResultsModel,
   ResultsSetting,
   ResultsState,
+  Spread,
   Verdict,
 } from '../protocol';
 import { el } from '../shared/dom';
@@ -27,6 +28,7 @@ import {
   toCsv,
   toLatex,
   toMarkdown,
+  valueColumns,
 } from './resultsTable';
 
 const VERDICT_CLASS: Record<Verdict, string> = {
@@ -95,8 +97,8 @@ export class ResultsApp {
     this.root.replaceChildren(
       el('div', { class: 'toolbar' }, [title, ...this.toolbar(doc, setting, index)]),
       m.error ? el('p', { class: 'warning', role: 'status', text: m.error }) : '',
-      el('p', { class: 'muted caption', text: caption(setting) }),
-      this.table(setting, doc.domains),
+      el('p', { class: 'muted caption', text: caption(setting, doc.tasks) }),
+      this.table(setting, doc),
       this.claims(setting),
       el('h3', { class: 'section-title', text: 'Perplexity per domain (error bars: ± std over seeds)' }),
       this.bars(setting, doc.domains),
@@ -125,17 +127,17 @@ export class ResultsApp {
       el('div', { class: 'chart-actions copy-actions' }, [
         button(
           'Copy Markdown',
-          copy('markdown', () => toMarkdown(setting, doc.domains)),
+          copy('markdown', () => toMarkdown(setting, doc.domains, doc.tasks)),
           { title: 'Copy the table as Markdown' },
         ),
         button(
           'Copy LaTeX',
-          copy('latex', () => toLatex(setting, doc.domains)),
+          copy('latex', () => toLatex(setting, doc.domains, doc.tasks)),
           { title: 'Copy the table as LaTeX (booktabs)' },
         ),
         button(
           'Copy CSV',
-          copy('csv', () => toCsv(setting, doc.domains)),
+          copy('csv', () => toCsv(setting, doc.domains, doc.tasks)),
           { title: 'Copy the table as CSV' },
         ),
       ]),
@@ -143,12 +145,21 @@ export class ResultsApp {
     return items;
   }
 
-  private table(setting: ResultsSetting, domains: string[]): HTMLElement {
-    const cols = columnsOf(domains);
+  private table(setting: ResultsSetting, doc: ResultsDoc): HTMLElement {
+    const cols = valueColumns(doc.domains, doc.tasks);
     const best = bestPerColumn(setting.models, cols);
     const head = el('tr', {}, [
       el('th', { scope: 'col', class: 'left', text: 'model' }),
-      ...cols.map((c) => el('th', { scope: 'col', text: c })),
+      ...cols.map((c) =>
+        el('th', {
+          scope: 'col',
+          'data-column': c.key,
+          text: c.label,
+          title: c.key.startsWith('task/')
+            ? `lm-eval score, ${c.higherIsBetter ? 'higher' : 'lower'} is better`
+            : 'perplexity, lower is better',
+        }),
+      ),
     ]);
     const body: HTMLElement[] = [];
     for (const g of groupRows(setting.models)) {
@@ -159,9 +170,9 @@ export class ResultsApp {
       );
       for (const m of g.models) {
         const cells = cols.map((c) => {
-          const isBest = best.get(c)?.has(m.label) ?? false;
-          const td = el('td', { class: isBest ? 'best' : undefined, title: perSeed(m, c) }, [
-            fmtSpread(m.ppl[c]),
+          const isBest = best.get(c.key)?.has(m.label) ?? false;
+          const td = el('td', { class: isBest ? 'best' : undefined, title: perSeed(c.value(m)) }, [
+            fmtSpread(c.value(m), c.digits),
           ]);
           if (isBest)
             td.append(el('span', { class: 'best-mark', 'aria-label': 'best in column', text: ' ★' }));
@@ -174,10 +185,11 @@ export class ResultsApp {
         body.push(row);
       }
     }
-    return el('table', { class: 'summary results-table', 'aria-label': 'Perplexity per model and domain' }, [
-      el('thead', {}, [head]),
-      el('tbody', {}, body),
-    ]);
+    return el(
+      'table',
+      { class: 'summary results-table', 'aria-label': 'Perplexity and task scores per model' },
+      [el('thead', {}, [head]), el('tbody', {}, body)],
+    );
   }
 
   private claims(setting: ResultsSetting): HTMLElement {
@@ -275,8 +287,8 @@ function swatch(color: string): HTMLElement {
   return s;
 }
 
-function perSeed(m: ResultsModel, column: string): string {
-  const values = m.ppl[column]?.values ?? [];
+function perSeed(s: Spread | undefined): string {
+  const values = s?.values ?? [];
   return values.length > 1
     ? `per seed: ${values.map((v) => (v === null ? 'failed' : v.toFixed(3))).join(', ')}`
     : '';

@@ -2,7 +2,7 @@
 // rows grouped by role, and the Markdown, LaTeX (booktabs) and CSV writers of the copy buttons.
 // No DOM and no vscode: the unit tests run it in plain Node.
 import { csvFormatRows, format } from 'd3';
-import type { ResultsModel, ResultsSetting, Spread } from '../protocol';
+import type { ResultsModel, ResultsSetting, ResultsTask, Spread } from '../protocol';
 
 export interface RowGroup {
   title: string;
@@ -25,24 +25,63 @@ export function groupRows(models: readonly ResultsModel[]): RowGroup[] {
   })).filter((g) => g.models.length > 0);
 }
 
-/** The table's value columns: one per domain, then the average. */
+/** The perplexity columns: one per domain, then the average. */
 export function columnsOf(domains: readonly string[]): string[] {
   return [...domains, 'average'];
 }
 
-/** Per column, the labels with the lowest mean perplexity (ties share the mark; failed rows never win). */
+/** A value column: a domain's (or the average's) perplexity, or an lm-eval task's score. */
+export interface ValueColumn {
+  /** The domain name, or "task/<name>". */
+  key: string;
+  /** The header: the domain, or "<task> (<metric>)". */
+  label: string;
+  higherIsBetter: boolean;
+  digits: number;
+  /** The CSV header stem: "<domain>_ppl", "<task>_<metric>". */
+  csv: string;
+  value(m: ResultsModel): Spread | undefined;
+}
+
+const metricName = (t: ResultsTask): string => t.metric.split(',')[0];
+
+/** Every value column in table order: perplexity per domain and average, then one per lm-eval task. */
+export function valueColumns(domains: readonly string[], tasks: readonly ResultsTask[] = []): ValueColumn[] {
+  return [
+    ...columnsOf(domains).map((d) => pplColumn(d)),
+    ...tasks.map((t): ValueColumn => ({
+      key: `task/${t.name}`,
+      label: `${t.name} (${metricName(t)})`,
+      higherIsBetter: t.higherIsBetter,
+      digits: 3,
+      csv: `${t.name}_${metricName(t)}`,
+      value: (m) => m.scores[t.name],
+    })),
+  ];
+}
+
+function pplColumn(d: string): ValueColumn {
+  return { key: d, label: d, higherIsBetter: false, digits: 2, csv: `${d}_ppl`, value: (m) => m.ppl[d] };
+}
+
+/**
+ * Per column, the labels with the best mean: the lowest perplexity, the highest accuracy (ties share
+ * the mark; failed rows never win). A string column is a domain's perplexity.
+ */
 export function bestPerColumn(
   models: readonly ResultsModel[],
-  columns: readonly string[],
+  columns: readonly (string | ValueColumn)[],
 ): Map<string, Set<string>> {
   const best = new Map<string, Set<string>>();
-  for (const c of columns) {
-    let lo = Infinity;
+  for (const col of columns) {
+    const c = typeof col === 'string' ? pplColumn(col) : col;
+    const sign = c.higherIsBetter ? -1 : 1;
+    let top = Infinity;
     for (const m of models) {
-      const v = m.ppl[c]?.mean;
-      if (v !== null && v !== undefined && v < lo) lo = v;
+      const v = c.value(m)?.mean;
+      if (v !== null && v !== undefined && sign * v < top) top = sign * v;
     }
-    best.set(c, new Set(models.filter((m) => m.ppl[c]?.mean === lo).map((m) => m.label)));
+    best.set(c.key, new Set(models.filter((m) => c.value(m)?.mean === sign * top).map((m) => m.label)));
   }
   return best;
 }
@@ -74,7 +113,7 @@ function hasBudgets(models: readonly ResultsModel[]): boolean {
 }
 
 /** The caption every writer states: what the numbers are and over how many seeds. */
-export function caption(setting: ResultsSetting): string {
+export function caption(setting: ResultsSetting, tasks: readonly ResultsTask[] = []): string {
   const n = setting.seeds.length;
   const over =
     n > 1
@@ -83,32 +122,39 @@ export function caption(setting: ResultsSetting): string {
         ? `seed ${setting.seeds[0]}`
         : 'one evaluation';
   const block = setting.block ? `, ${setting.block} block` : '';
-  return `Perplexity (lower is better)${setting.name ? ` — ${setting.name}` : ''}${block}; ${over}.`;
+  const scored = tasks.length
+    ? `; lm-eval task scores (${[...new Set(tasks.map((t) => `${metricName(t)}, ${t.higherIsBetter ? 'higher' : 'lower'} is better`))].join('; ')})`
+    : '';
+  return `Perplexity (lower is better)${scored}${setting.name ? ` — ${setting.name}` : ''}${block}; ${over}.`;
 }
 
 function mdEscape(s: string): string {
   return s.replace(/\|/g, '\\|');
 }
 
-export function toMarkdown(setting: ResultsSetting, domains: readonly string[]): string {
-  const cols = columnsOf(domains);
+export function toMarkdown(
+  setting: ResultsSetting,
+  domains: readonly string[],
+  tasks: readonly ResultsTask[] = [],
+): string {
+  const cols = valueColumns(domains, tasks);
   const best = bestPerColumn(setting.models, cols);
   const budgets = hasBudgets(setting.models);
-  const head = ['model', 'role', ...cols, ...(budgets ? BUDGET_HEAD : [])];
+  const head = ['model', 'role', ...cols.map((c) => c.label), ...(budgets ? BUDGET_HEAD : [])];
   const align = head.map((_, i) => (i < 2 || (budgets && i === head.length - 1) ? ':--' : '--:'));
   const lines = [`| ${head.map(mdEscape).join(' | ')} |`, `| ${align.join(' | ')} |`];
   for (const g of groupRows(setting.models)) {
     for (const m of g.models) {
       const cells = cols.map((c) => {
-        const t = fmtSpread(m.ppl[c]);
-        return best.get(c)?.has(m.label) ? `**${t}**` : t;
+        const t = fmtSpread(c.value(m), c.digits);
+        return best.get(c.key)?.has(m.label) ? `**${t}**` : t;
       });
       lines.push(
         `| ${[m.label, m.role, ...cells, ...(budgets ? budgetCells(m) : [])].map(mdEscape).join(' | ')} |`,
       );
     }
   }
-  return `${caption(setting)} Best per column in bold.\n\n${lines.join('\n')}\n`;
+  return `${caption(setting, tasks)} Best per column in bold.\n\n${lines.join('\n')}\n`;
 }
 
 export function latexEscape(s: string): string {
@@ -119,29 +165,34 @@ export function latexEscape(s: string): string {
   );
 }
 
-function latexSpread(s: Spread | undefined, bold: boolean): string {
+function latexSpread(s: Spread | undefined, bold: boolean, digits = 2): string {
   if (!s || s.mean === null) return '---';
-  const body = s.std === null ? s.mean.toFixed(2) : `${s.mean.toFixed(2)} \\pm ${s.std.toFixed(2)}`;
+  const body =
+    s.std === null ? s.mean.toFixed(digits) : `${s.mean.toFixed(digits)} \\pm ${s.std.toFixed(digits)}`;
   return bold ? `$\\mathbf{${body}}$` : `$${body}$`;
 }
 
 /** A booktabs table (needs \usepackage{booktabs}): groups separated by \midrule, best per column in bold. */
-export function toLatex(setting: ResultsSetting, domains: readonly string[]): string {
-  const cols = columnsOf(domains);
+export function toLatex(
+  setting: ResultsSetting,
+  domains: readonly string[],
+  tasks: readonly ResultsTask[] = [],
+): string {
+  const cols = valueColumns(domains, tasks);
   const best = bestPerColumn(setting.models, cols);
   const budgets = hasBudgets(setting.models);
   const n = 1 + cols.length + (budgets ? BUDGET_HEAD.length : 0);
   const spec = `l${'r'.repeat(cols.length)}${budgets ? 'rrl' : ''}`;
   const head = [
     'Model',
-    ...cols.map((c) => (c === 'average' ? 'Average' : c)),
+    ...cols.map((c) => (c.key === 'average' ? 'Average' : c.label)),
     ...(budgets ? ['Tokens after seed', 'Train FLOPs', 'Matched to'] : []),
   ];
   const out = [
     '% \\usepackage{booktabs}',
     '\\begin{table}[t]',
     '\\centering',
-    `\\caption{${latexEscape(caption(setting))} Best per column in bold.}`,
+    `\\caption{${latexEscape(caption(setting, tasks))} Best per column in bold.}`,
     `\\begin{tabular}{${spec}}`,
     '\\toprule',
     `${head.map(latexEscape).join(' & ')} \\\\`,
@@ -149,7 +200,9 @@ export function toLatex(setting: ResultsSetting, domains: readonly string[]): st
   for (const g of groupRows(setting.models)) {
     out.push('\\midrule', `\\multicolumn{${n}}{l}{\\emph{${latexEscape(g.title)}}} \\\\`);
     for (const m of g.models) {
-      const cells = cols.map((c) => latexSpread(m.ppl[c], best.get(c)?.has(m.label) ?? false));
+      const cells = cols.map((c) =>
+        latexSpread(c.value(m), best.get(c.key)?.has(m.label) ?? false, c.digits),
+      );
       const extra = budgets
         ? budgetCells(m).map((b, i) =>
             i === 1 && b ? `$${b.replace(/e(-?)(\d+)/, ' \\times 10^{$1$2}')}$` : latexEscape(b),
@@ -163,12 +216,16 @@ export function toLatex(setting: ResultsSetting, domains: readonly string[]): st
 }
 
 /** One row per model: mean and std per column (empty where missing), the budget in plain numbers. */
-export function toCsv(setting: ResultsSetting, domains: readonly string[]): string {
-  const cols = columnsOf(domains);
+export function toCsv(
+  setting: ResultsSetting,
+  domains: readonly string[],
+  tasks: readonly ResultsTask[] = [],
+): string {
+  const cols = valueColumns(domains, tasks);
   const head = [
     'model',
     'role',
-    ...cols.flatMap((c) => [`${c}_ppl_mean`, `${c}_ppl_std`]),
+    ...cols.flatMap((c) => [`${c.csv}_mean`, `${c.csv}_std`]),
     'seeds',
     'tokens',
     'tokens_after_seed',
@@ -180,7 +237,7 @@ export function toCsv(setting: ResultsSetting, domains: readonly string[]): stri
     g.models.map((m) => [
       m.label,
       m.role,
-      ...cols.flatMap((c) => [cell(m.ppl[c]?.mean), cell(m.ppl[c]?.std)]),
+      ...cols.flatMap((c) => [cell(c.value(m)?.mean), cell(c.value(m)?.std)]),
       String(m.ppl.average?.values.length ?? 0),
       cell(m.budget.tokens),
       cell(m.budget.tokensAfterSeed),

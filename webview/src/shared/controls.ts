@@ -38,13 +38,17 @@ export function textField(
 
 export function select<T extends string>(
   label: string,
-  options: { value: T; label: string }[],
+  options: { value: T; label: string; description?: string }[],
   value: T,
   onChange: (v: T) => void,
 ): HTMLElement {
   const sel = custom<ValueElement>('vscode-single-select', { 'aria-label': label });
   for (const o of options)
-    sel.append(custom('vscode-option', { value: o.value, selected: o.value === value }, [o.label]));
+    sel.append(
+      custom('vscode-option', { value: o.value, selected: o.value === value, description: o.description }, [
+        o.label,
+      ]),
+    );
   sel.addEventListener('change', () => onChange(sel.value as T));
   return labelled(label, sel, nextId('select'));
 }

@@ -36,6 +36,8 @@ export interface ChartOptions {
   logScale: boolean;
   ignoreOutliers: boolean;
   xLabel: string;
+  /** The x axis label's tooltip: how the axis is computed, where that is not obvious. */
+  xTitle?: string;
   xFormat: (v: number) => string;
   highlighted?: string;
   theme: ThemeColors;
@@ -322,6 +324,7 @@ export class LineChart {
       .attr('x', MARGIN.left + iw)
       .attr('y', MARGIN.top + ih - 4)
       .text(opts.xLabel);
+    if (opts.xTitle) this.svg.select('.axis-label').append('title').text(opts.xTitle);
   }
 
   private path(ctx: CanvasRenderingContext2D, pts: Float64Array, log: boolean): void {
