@@ -42,7 +42,7 @@ _WORKER = textwrap.dedent(
     mode, src, ckpt, ref = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
     cpu = torch.device("cpu")
     d = distributed.setup(cpu, "fsdp")
-    model = load_sharded(src, cpu, shard=lambda m: fsdp.shard(m, cpu))
+    model = load_sharded(src, cpu, shard=lambda m: fsdp.shard(m, cpu, None))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     if mode == "save":
         x = (torch.arange(24).reshape(4, 6) * 7) % model.config.vocab_size

@@ -84,7 +84,7 @@ _WORKER = textwrap.dedent(
     import torch.distributed.fsdp, torch.distributed.tensor  # imports out of the measured window
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
     base = rss("VmRSS")
-    model = load_sharded(ckpt, cpu, shard=lambda m: fsdp.shard(m, cpu))
+    model = load_sharded(ckpt, cpu, shard=lambda m: fsdp.shard(m, cpu, None))
     peak = rss("VmHWM") - base
     full = fsdp.full_model_state(model)
     x = torch.arange(12).reshape(2, 6) % model.config.vocab_size

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,18 +37,29 @@ def save(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimize
 
 
 def load(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
-    """Fills `model` (sharded or not) and `optimizer` from ckpt_dir/dcp, resharding as needed.
-    A collective under a process group."""
-    path = Path(ckpt_dir) / DCP_DIR
-    state: dict = {"model": get_model_state_dict(model)}
+    """Fills `model` (sharded or not) and, if given, `optimizer` from ckpt_dir/dcp, resharding as
+    needed. A collective under a process group."""
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optim"] = get_optimizer_state_dict(model, optimizer)
+    _read(ckpt_dir, state)
+    set_model_state_dict(model, state["model"])
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, state["optim"])
+
+
+def load_optimizer(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer state alone, for a model already filled (by launch/sharded_init.py or io)."""
+    state: dict[str, Any] = {"optim": get_optimizer_state_dict(model, optimizer)}
+    _read(ckpt_dir, state)
+    set_optimizer_state_dict(model, optimizer, state["optim"])
+
+
+def _read(ckpt_dir: Path, state: dict[str, Any]) -> None:
+    path = Path(ckpt_dir) / DCP_DIR
     try:
         with warnings.catch_warnings():  # one process without a process group is a supported resume
             warnings.simplefilter("ignore", UserWarning)
             dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
     except Exception as e:  # DCP reports reader failures as its own exception types
         raise CheckpointError(f"{path}: cannot load ({first_line(e)})") from None
-    set_model_state_dict(model, state["model"])
-    if optimizer is not None:
-        set_optimizer_state_dict(model, optimizer, state["optim"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from moelab.errors import CheckpointError
-from moelab.io import layout
+from moelab.io import dcp_file, layout
 from moelab.io.checkpoint import load_config
 from moelab.io.fused import split_fused
 from moelab.io.tensor_io import FileCache, TensorLoc, bytes_to_tensor, locate
@@ -45,7 +45,13 @@ def load_sharded(
         prepare(model)
     shard(model)
     model.to_empty(device=device)
-    fill_from_checkpoint(model, ckpt, cfg)
+    if dcp_file.is_dcp(ckpt):  # a sharded training checkpoint: DCP reads each rank its rows
+        from moelab.launch import dcp_state
+
+        dcp_state.load(ckpt, model, None)
+        _compute_rotary(model)
+    else:
+        fill_from_checkpoint(model, ckpt, cfg)
     return model
 
 
@@ -63,6 +69,10 @@ def fill_from_checkpoint(model: MoELabForCausalLM, ckpt: Path, cfg: ModelConfig 
             seen.add(id(p))
             local, row0 = _local_rows(p)
             _fill(local, row0, tuple(p.shape), name, locs, files, ckpt)
+    _compute_rotary(model)
+
+
+def _compute_rotary(model: MoELabForCausalLM) -> None:
     # Non-persistent buffers (rotary frequencies) are not in checkpoints: computed for real.
     for m in model.modules():
         if isinstance(m, RotaryEmbedding):
