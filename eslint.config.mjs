@@ -8,6 +8,7 @@ const VSCODE_FREE = [
   'checkpoints/checkpointLoader.ts',
   'checkpoints/checkpointModel.ts',
   'checkpoints/safetensorsHeader.ts',
+  'checkpoints/tensorLayout.ts',
   'commands/commandArgs.ts',
   'engine/interpreter.ts',
   'inspector/byteTokenizer.ts',
@@ -27,6 +28,7 @@ const VSCODE_FREE = [
   'inspector/windows.ts',
   'inspector/worker.ts',
   'inspector/workerClient.ts',
+  'jobs/gracefulStop.ts',
   'jobs/slurmArgs.ts',
   'jobs/slurmPoller.ts',
   'jobs/taskArgs.ts',
@@ -45,6 +47,7 @@ const VSCODE_FREE = [
   'runs/runsTreeModel.ts',
   'runs/tailer.ts',
   'util/emitter.ts',
+  'util/log.ts',
 ].map((f) => `extension/src/${f}`);
 
 const noVscode = {

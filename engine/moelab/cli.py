@@ -27,7 +27,7 @@ COMMANDS = {
     "inspect": "structure, parameter counts, FLOPs per token, routing of a text",
     "analyze": "router and expert weight analysis across checkpoints, as JSON",
     "slurm": "submit, watch and cancel runs on a Slurm cluster",
-    "schema": "write the JSON Schemas of configs and experiments",
+    "schema": "write the JSON Schemas of configs and experiments and the tensor-name patterns",
 }
 
 

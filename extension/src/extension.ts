@@ -21,6 +21,7 @@ import { RunsTreeProvider } from './runs/runsTree';
 import { RunsWatcher } from './runs/runsWatcher';
 import { runsDirectories } from './settings';
 import { RunStatusBar } from './statusBar';
+import { useLog } from './util/log';
 
 /** What activate() returns: the e2e tests and other extensions reach the services through it. */
 export interface MoelabApi {
@@ -31,6 +32,9 @@ export interface MoelabApi {
 
 export function activate(context: vscode.ExtensionContext): MoelabApi {
   const subs = context.subscriptions;
+  // The one "MoE Lab" log: every service's failures and deliberate fallbacks (util/log.ts).
+  const logChannel = vscode.window.createOutputChannel('MoE Lab', { log: true });
+  subs.push(logChannel, useLog(logChannel));
 
   const store = new RunStore({ roots: () => runsDirectories() });
   subs.push(store);

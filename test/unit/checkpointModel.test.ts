@@ -12,6 +12,7 @@ import {
   summaryRows,
 } from '../../extension/src/checkpoints/checkpointModel';
 import type { TensorInfo } from '../../extension/src/checkpoints/safetensorsHeader';
+import { matchTensor, PATTERN_NAMES } from '../../extension/src/checkpoints/tensorLayout';
 import { mixtralTensors, type TensorSpec, tmpDir, writeSafetensors, writeSharded } from './fixtures';
 
 const asInfo = (specs: TensorSpec[]): TensorInfo[] =>
@@ -46,6 +47,46 @@ function bamTensors(L: number, E: number, d: number, f: number, v: number, share
   );
   return t;
 }
+
+interface NameCase {
+  source: string;
+  name: string;
+  group: string;
+  expert?: number;
+  matches: Record<string, string[]>;
+}
+const NAMES: NameCase[] = JSON.parse(
+  fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'tensor-names.json'), 'utf8'),
+).names;
+
+describe('tensor-name patterns (engine/moelab/schema/layout.json)', () => {
+  it('capture in JavaScript what engine/tests/test_layout_patterns.py checks in Python', () => {
+    assert.ok(NAMES.length > 10);
+    for (const c of NAMES) {
+      const got: Record<string, string[]> = {};
+      for (const p of PATTERN_NAMES) {
+        const m = matchTensor(p, c.name);
+        if (m) got[p] = Object.values(m);
+      }
+      assert.deepEqual(got, c.matches, c.name);
+    }
+  });
+
+  it('classify the real names of Mixtral, Qwen3-MoE and the engine’s BAM layout', () => {
+    for (const c of NAMES) {
+      const layer = c.matches.layer?.[0];
+      assert.deepEqual(
+        classifyTensor(c.name),
+        {
+          ...(layer !== undefined ? { layer: Number(layer) } : {}),
+          kind: c.group,
+          ...(c.expert !== undefined ? { expert: c.expert } : {}),
+        },
+        c.name,
+      );
+    }
+  });
+});
 
 describe('checkpoint model', () => {
   it('classifies Llama, Mixtral, BAM and Qwen-MoE names', () => {

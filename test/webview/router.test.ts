@@ -112,6 +112,18 @@ describe('router panel webview', () => {
       const warnings = (await p.page.locator('.warning').allTextContents()).join('\n');
       assert.match(warnings, /collapse/i);
       assert.match(warnings, /dead expert/i);
+      // The layer counts use the warnings' rule (routingStats.ts), told on hover: only the broken run has a dead expert.
+      const counts = await p.page
+        .locator('.layer-stats span')
+        .evaluateAll((els) => els.map((e) => [e.textContent ?? '', e.getAttribute('title') ?? '']));
+      assert.ok(counts.length >= 4);
+      assert.ok(counts.some(([text]) => text === '1 dead'));
+      assert.ok(
+        counts.every(([text]) => text === '0 dead' || text === '1 dead'),
+        JSON.stringify(counts),
+      );
+      for (const [, title] of counts)
+        assert.match(title, /under 5% of its fair share .* last 3 logged steps/);
       const posted = (
         (await p.posted()) as { type: string; warnings?: { runId: string; kind: string }[] }[]
       ).filter((m) => m.type === 'routerWarnings');

@@ -1,6 +1,7 @@
 // The one message protocol between the extension host and the webview panels
 // (ARCHITECTURE §7). Types only: the runtime checks live in protocolGuards.ts so that
-// both sides validate every message they receive against these shapes.
+// both sides validate every message they receive against these shapes; a unit test reads
+// this file with the TypeScript compiler and holds the guards to it (test/unit/protocolGuards.test.ts).
 
 export type PanelKind = 'dashboard' | 'router';
 

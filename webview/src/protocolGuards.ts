@@ -1,6 +1,7 @@
 // Runtime validation of protocol.ts messages, used on receipt by both sides
 // (webview bundles and the extension host). No DOM, no vscode: plain checks.
-// Each parser returns undefined for anything malformed, never throws.
+// Each parser returns undefined for anything malformed, never throws. test/unit/protocolGuards.test.ts
+// checks every message and state of protocol.ts against them: a new field needs its check here.
 import type {
   AnalysisResultMessage,
   AnalysisStatusMessage,

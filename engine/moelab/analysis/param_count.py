@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +18,6 @@ from moelab.io import layout
 from moelab.io.safetensors_file import tensor_shapes
 from moelab.models.config import ModelConfig
 from moelab.models.flops import active_attention_experts
-
-_EXPERT = re.compile(
-    r"^model\.layers\.(\d+)\.(block_sparse_moe|self_attn)\.experts\.(\d+)\.(\w+?)(?:\.weight|\.bias)?$"
-)
-_PER_TOKEN_ATTN = ("q_proj", "o_proj")  # what a top-k attention expert runs only when selected
 
 
 @dataclass
@@ -42,10 +36,10 @@ def count_params(ckpt: Path, cfg: ModelConfig) -> ParamCount:
     # (layer, "ffn"|"attn") -> expert -> proj -> params
     experts: dict[tuple[int, str], dict[int, dict[str, int]]] = {}
     for name, n in numel.items():
-        if m := _EXPERT.match(name):
-            kind = "ffn" if m[2] == "block_sparse_moe" else "attn"
-            by_proj = experts.setdefault((int(m[1]), kind), {}).setdefault(int(m[3]), {})
-            by_proj[m[4]] = by_proj.get(m[4], 0) + n
+        for kind, pattern in (("ffn", layout.FFN_EXPERT), ("attn", layout.ATTN_EXPERT)):
+            if m := pattern.match(name):
+                by_proj = experts.setdefault((int(m[1]), kind), {}).setdefault(int(m[2]), {})
+                by_proj[m[3]] = by_proj.get(m[3], 0) + n
     inactive = 0
     for i in range(cfg.num_hidden_layers):
         ffn, attn = experts.get((i, "ffn"), {}), experts.get((i, "attn"), {})
@@ -53,7 +47,9 @@ def count_params(ckpt: Path, cfg: ModelConfig) -> ParamCount:
             all_ffn = sum(sum(p.values()) for p in ffn.values())
             inactive += all_ffn - round(cfg.moe.top_k * all_ffn / len(ffn))
         if attn and cfg.moe:
-            q_o = sum(n for p in attn.values() for proj, n in p.items() if proj.startswith(_PER_TOKEN_ATTN))
+            q_o = sum(
+                n for p in attn.values() for proj, n in p.items() if proj in layout.ATTN_PER_TOKEN_MATRICES
+            )
             inactive += q_o - round(active_attention_experts(cfg) * q_o / len(attn))
         out.per_layer.append(
             {

@@ -1,6 +1,6 @@
 """Which tensors of a checkpoint form MoE layers, found from the tensor names alone.
 
-Names are Mixtral's and the engine's (io/layout.py):
+Names are Mixtral's and the engine's (the patterns of io/layout.py):
   ffn : model.layers.L.block_sparse_moe.gate.weight [E, d] and ...experts.E.{w1,w2,w3}.weight
   attn: model.layers.L.self_attn.router.weight [E, d] and ...self_attn.experts.E.{q,k,v,o}_proj.weight
         (shared-KV checkpoints have only q_proj and o_proj per expert)
@@ -16,16 +16,10 @@ from pathlib import Path
 
 from moelab.analysis.source import FLOAT_DTYPES
 from moelab.errors import CheckpointError, MoELabError
+from moelab.io import layout
 
-_ROUTER = {
-    "ffn": re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.gate\.weight$"),
-    "attn": re.compile(r"^model\.layers\.(\d+)\.self_attn\.router\.weight$"),
-}
-_EXPERT = {
-    "ffn": re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(\w+)\.weight$"),
-    # Projections only: per-expert q/k norm weights (Qwen3, OLMo2, Gemma3 families) are vectors.
-    "attn": re.compile(r"^model\.layers\.(\d+)\.self_attn\.experts\.(\d+)\.(\w+_proj)\.weight$"),
-}
+_ROUTER = {"ffn": layout.FFN_ROUTER, "attn": layout.ATTN_ROUTER}
+_EXPERT = {"ffn": layout.FFN_EXPERT, "attn": layout.ATTN_EXPERT}
 # The dense tensor an expert matrix was copied from, in the parent checkpoint's layer L.
 PARENT_TENSOR = {
     "ffn": {"w1": "mlp.gate_proj", "w3": "mlp.up_proj", "w2": "mlp.down_proj"},
@@ -61,7 +55,9 @@ def find_groups(shapes: dict[str, tuple[list[int], str]], where: Path) -> list[G
             if m:
                 routers[(int(m[1]), kind)] = name
             m = _EXPERT[kind].match(name)
-            if m:
+            # Matrices only: biases, and the per-expert q/k norm weights of BAM's attention
+            # experts (Qwen3, OLMo2, Gemma3 families) are vectors.
+            if m and m[4] == "weight" and (kind == "ffn" or m[3].endswith("_proj")):
                 experts.setdefault((int(m[1]), kind), {}).setdefault(m[3], {})[int(m[2])] = name
     groups = []
     for key in sorted(set(routers) | set(experts), key=lambda k: (k[0], k[1] != "attn")):

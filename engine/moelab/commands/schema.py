@@ -1,5 +1,6 @@
 """`moelab schema [--out DIR]`: JSON Schemas of train configs and experiments, generated from the
-config dataclasses (the VS Code extension validates `*.moelab.json` with experiment.schema.json)."""
+config dataclasses (the VS Code extension validates `*.moelab.json` with experiment.schema.json),
+and layout.json, the tensor-name patterns of io/layout.py (the extension's Checkpoints view reads them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 
 
 def schemas() -> dict[str, dict[str, Any]]:
+    from moelab.io.layout import layout_document
     from moelab.train.config import TrainConfig
     from moelab.train.experiment import ExperimentConfig
     from moelab.train.jsoncfg import json_schema
@@ -27,6 +29,7 @@ def schemas() -> dict[str, dict[str, Any]]:
             "MoE Lab experiment",
             "moelab run EXPERIMENT.json: seed -> branches -> upcycle -> MoE -> eval.",
         ),
+        "layout.json": layout_document(),
     }
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -76,13 +75,6 @@ ARCH_FIELDS = (
 ROUTER_STD = 0.02  # small, so initial routing is near uniform (and the invariant holds for any draw)
 CHUNK_BYTES = 16 * 1024 * 1024  # rows of a mean are processed this many source bytes at a time (bounds RSS)
 
-_FFN_EXPERT = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
-# BAM: an attention expert's q/k norms come with its projections (shared-KV's k_norm is shared, averaged).
-_ATTN_EXPERT = re.compile(
-    r"^(model\.layers\.\d+)\.self_attn\.experts\.(\d+)\.([qkvo]_proj|[qk]_norm)\.(weight|bias)$"
-)
-_ROUTER = re.compile(r"^model\.layers\.(\d+)\.(block_sparse_moe\.gate|self_attn\.router)\.weight$")
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 _MIXTRAL_TO_DENSE = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
@@ -241,8 +233,8 @@ def plan(spec: MixSpec, cfg: ModelConfig) -> list[Step]:
     router_dtype = seed.tensors["model.embed_tokens.weight"].dtype
     steps = []
     for name, shape in model_shapes(cfg).items():
-        layer = int(lm[1]) if (lm := _LAYER.match(name)) else -1
-        if m := _ROUTER.match(name):
+        layer = int(lm[1]) if (lm := layout.LAYER.match(name)) else -1
+        if m := layout.FFN_ROUTER.match(name) or layout.ATTN_ROUTER.match(name):
             steps.append(Step(name, shape, router_dtype, "router", layer=int(m[1])))
             continue
         claimed = spec.compute(name) if spec.compute else None
@@ -252,13 +244,16 @@ def plan(spec: MixSpec, cfg: ModelConfig) -> list[Step]:
         if claimed is not None:
             steps.append(Step(name, shape, router_dtype, "compute", layer=layer, fn=claimed))
             continue
-        if m := _FFN_EXPERT.match(name):
+        # An expert's tensor comes from its source's dense layer. BAM: an attention expert's q/k
+        # norms come with its projections (shared-KV's k_norm is shared, averaged).
+        if (m := layout.FFN_EXPERT.match(name)) and m[4] == "weight" and m[3] in _MIXTRAL_TO_DENSE:
             dense, srcs = (
-                f"{m[1]}.mlp.{_MIXTRAL_TO_DENSE[m[3]]}.weight",
+                f"model.layers.{m[1]}.mlp.{_MIXTRAL_TO_DENSE[m[3]]}.weight",
                 [spec.sources[spec.expert_sources[int(m[2])]]],
             )
-        elif m := _ATTN_EXPERT.match(name):
-            dense, srcs = f"{m[1]}.self_attn.{m[3]}.{m[4]}", [spec.sources[spec.expert_sources[int(m[2])]]]
+        elif m := layout.ATTN_EXPERT.match(name):
+            dense = f"model.layers.{m[1]}.self_attn.{m[3]}.{m[4]}"
+            srcs = [spec.sources[spec.expert_sources[int(m[2])]]]
         else:
             dense, srcs = name, shared
         locs = [s.tensors[dense] for s in srcs]

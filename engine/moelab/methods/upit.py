@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from moelab.errors import ConfigError
+from moelab.io import layout
 from moelab.io.peft_adapter import LoRAAdapter, open_adapter
 from moelab.io.tensor_io import FileCache, TensorLoc, bytes_to_tensor
 from moelab.methods.common import (
@@ -55,10 +56,7 @@ from moelab.methods.options import UpcycleOptions
 
 _FFN = ("gate_proj", "up_proj", "down_proj")
 _TO_DENSE = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
-_FULL_EXPERT = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
-_LORA_EXPERT = re.compile(
-    r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.lora_([ab])_(w[123])\.weight$"
-)
+_LORA_MATRIX = re.compile(r"^lora_([ab])_(w[123])$")  # an expert's factor, in io/layout's FFN_EXPERT
 _SHARED = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.shared_mlp\.(\w+_proj)\.weight$")
 LORA_INIT_STD = 0.02  # A rows of directions the delta does not use: trainable, with B = 0 they change nothing
 
@@ -253,14 +251,18 @@ class _Computed:
     def __call__(self, name: str) -> TensorLoc | Callable[[FileCache], torch.Tensor] | None:
         if m := _SHARED.match(name):
             return self.pool.seed.tensors[f"{m[1]}.mlp.{m[2]}.weight"]
-        if m := _LORA_EXPERT.match(name):
-            dense, e, ab = f"{m[1]}.mlp.{_TO_DENSE[m[4]]}.weight", int(m[2]), m[3]
+        m = layout.FFN_EXPERT.match(name)
+        if m is None or m[4] != "weight":
+            return None
+        prefix, e = f"model.layers.{m[1]}", int(m[2])
+        if lora := _LORA_MATRIX.match(m[3]):
+            dense, ab = f"{prefix}.mlp.{_TO_DENSE[lora[2]]}.weight", lora[1]
             return lambda files: self._cached("lora", dense, files)[e][0 if ab == "a" else 1]
         # Checkpoints are plain copies; children and adapter members are computed.
-        if (m := _FULL_EXPERT.match(name)) and (
-            int(m[2]) >= len(self.pool.members) or isinstance(self.pool.members[int(m[2])], LoRAAdapter)
+        if m[3] in _TO_DENSE and (
+            e >= len(self.pool.members) or isinstance(self.pool.members[e], LoRAAdapter)
         ):
-            dense, e = f"{m[1]}.mlp.{_TO_DENSE[m[3]]}.weight", int(m[2])
+            dense = f"{prefix}.mlp.{_TO_DENSE[m[3]]}.weight"
             return lambda files: self._cached("full", dense, files)[e]
         return None
 

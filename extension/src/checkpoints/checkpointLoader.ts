@@ -4,6 +4,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { buildCheckpointModel, type CheckpointModel } from './checkpointModel';
 import { readCheckpointTensors, readSmallTextFile, type TensorInfo } from './safetensorsHeader';
+import { log, why } from '../util/log';
 
 export interface LoadedCheckpoint {
   dir: string;
@@ -53,13 +54,15 @@ export async function listRunCheckpoints(runDir: string, runId: string): Promise
   let entries: import('node:fs').Dirent[];
   try {
     entries = await fsp.readdir(root, { withFileTypes: true });
-  } catch {
+  } catch (e) {
+    log.trace(`run ${runId} has no checkpoints yet: ${why(e)}`);
     return [];
   }
   let latest: string | undefined;
   try {
     latest = (await readSmallTextFile(path.join(root, 'latest'), 4096)).trim();
-  } catch {
+  } catch (e) {
+    log.trace(`run ${runId} has no checkpoints/latest: ${why(e)}`);
     latest = undefined;
   }
   return entries
@@ -79,7 +82,8 @@ export async function isCheckpointDir(dir: string): Promise<boolean> {
   try {
     const names = await fsp.readdir(dir);
     return names.includes('config.json') && names.some((n) => n.endsWith('.safetensors'));
-  } catch {
+  } catch (e) {
+    log.trace(`${dir} is not a checkpoint: ${why(e)}`);
     return false;
   }
 }

@@ -2,6 +2,7 @@
 // layers → attention / attention experts / FFN experts / routers, with total and active
 // parameter counts computed from header shapes only. No vscode import.
 import type { TensorInfo } from './safetensorsHeader';
+import { ATTN_PER_TOKEN_MATRICES, matchTensor } from './tensorLayout';
 
 export type GroupKind =
   | 'attention'
@@ -89,26 +90,19 @@ export function tensorParams(t: Pick<TensorInfo, 'shape'>): number {
   return t.shape.reduce((a, b) => a * b, 1);
 }
 
-const LAYER_RE = /^(?:model\.)?layers\.(\d+)\.(.+)$/;
-const ATTN_EXPERT_RE = /^self_attn\.experts\.(\d+)\./;
-const FFN_EXPERT_RE = /^(?:block_sparse_moe|mlp)\.experts\.(\d+)\./;
-
 export function classifyTensor(name: string): { layer?: number; kind: GroupKind; expert?: number } {
-  const m = LAYER_RE.exec(name);
-  if (!m) return { kind: 'other' };
-  const layer = Number(m[1]);
-  const rest = m[2];
-  let e = ATTN_EXPERT_RE.exec(rest);
-  if (e) return { layer, kind: 'attentionExperts', expert: Number(e[1]) };
-  if (rest.startsWith('self_attn.router.')) return { layer, kind: 'attentionRouter' };
-  if (rest.startsWith('self_attn.')) return { layer, kind: 'attention' };
-  e = FFN_EXPERT_RE.exec(rest);
-  if (e) return { layer, kind: 'ffnExperts', expert: Number(e[1]) };
-  // Mixtral names its router "gate"; Qwen2-MoE style uses mlp.gate (not mlp.gate_proj, which is dense).
-  if (rest.startsWith('block_sparse_moe.gate.') || rest.startsWith('mlp.gate.'))
-    return { layer, kind: 'ffnRouter' };
-  if (rest.startsWith('mlp.') || rest.startsWith('block_sparse_moe.')) return { layer, kind: 'ffn' };
-  if (/norm/.test(rest)) return { layer, kind: 'norm' };
+  const l = matchTensor('layer', name);
+  if (!l) return { kind: 'other' };
+  const layer = Number(l.layer);
+  const ae = matchTensor('attn_expert', name);
+  if (ae) return { layer, kind: 'attentionExperts', expert: Number(ae.expert) };
+  if (matchTensor('attn_router', name)) return { layer, kind: 'attentionRouter' };
+  if (matchTensor('attention', name)) return { layer, kind: 'attention' };
+  const fe = matchTensor('ffn_expert', name);
+  if (fe) return { layer, kind: 'ffnExperts', expert: Number(fe.expert) };
+  if (matchTensor('ffn_router', name)) return { layer, kind: 'ffnRouter' };
+  if (matchTensor('ffn', name)) return { layer, kind: 'ffn' };
+  if (/norm/.test(l.rest)) return { layer, kind: 'norm' };
   return { layer, kind: 'other' };
 }
 
@@ -227,7 +221,7 @@ export function buildCheckpointModel(
         // (later tokens routed there read them), as the engine counts (analysis/param_count.py).
         const qo = attE.experts
           .flatMap((x) => x.tensors)
-          .filter((t) => /\.[qo]_proj\.(weight|bias)$/.test(t.name));
+          .filter((t) => ATTN_PER_TOKEN_MATRICES.includes(matchTensor('attn_expert', t.name)?.matrix ?? ''));
         if (typeof cfg.attentionTopK === 'number')
           inactive += qo.reduce((s, t) => s + tensorParams(t), 0) * (1 - Math.min(cfg.attentionTopK, e) / e);
       }

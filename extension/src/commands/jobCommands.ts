@@ -16,6 +16,7 @@ import type { RunStore } from '../runs/runStore';
 import { launcherKind, runsDirectories } from '../settings';
 import { requireTrust } from '../trust';
 import { runIdsFrom } from './commandArgs';
+import { log, why } from '../util/log';
 
 export interface JobCommandDeps {
   context: vscode.ExtensionContext;
@@ -207,8 +208,8 @@ async function experimentTemplate(extensionPath: string, name: string): Promise<
       Object.entries(props).flatMap(([k, v]) => (v && 'default' in v ? [[k, v.default]] : [])),
     );
     if (Object.keys(defaults).length) return { ...defaults, name };
-  } catch {
-    // fall through to the skeleton
+  } catch (e) {
+    log.debug(`new experiment: no template from the schema, an empty skeleton instead: ${why(e)}`);
   }
   return { name, stages: [] };
 }

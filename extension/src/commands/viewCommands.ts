@@ -9,6 +9,7 @@ import type { PanelsApi } from '../panels/register';
 import type { RunStore } from '../runs/runStore';
 import { shownStatus } from '../runs/runStore';
 import { runIdsFrom } from './commandArgs';
+import { log, why } from '../util/log';
 
 export interface ViewCommandDeps {
   store: RunStore;
@@ -115,8 +116,8 @@ async function recordedLog(runDir: string): Promise<string | undefined> {
       await fsp.access(log);
       return log;
     }
-  } catch {
-    // no record or no log yet
+  } catch (e) {
+    log.trace(`no Slurm log for ${runDir} yet: ${why(e)}`);
   }
   return undefined;
 }

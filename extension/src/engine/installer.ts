@@ -6,6 +6,7 @@ import * as vscode from 'vscode';
 import { installArgs } from '../jobs/taskArgs';
 import { MIN_ENGINE_VERSION } from './interpreter';
 import type { EngineLocator } from './locator';
+import { log, why } from '../util/log';
 
 export type RunProcessTask = (name: string, command: string, args: string[], folder?: vscode.WorkspaceFolder) => Promise<number | undefined>;
 
@@ -14,7 +15,8 @@ export function engineSourceIn(dir: string): string | undefined {
   const pyproject = path.join(dir, 'engine', 'pyproject.toml');
   try {
     return existsSync(pyproject) && /name\s*=\s*"moelab"/.test(readFileSync(pyproject, 'utf8')) ? path.dirname(pyproject) : undefined;
-  } catch {
+  } catch (e) {
+    log.trace(`no engine source in ${dir}: ${why(e)}`);
     return undefined;
   }
 }

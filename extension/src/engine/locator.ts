@@ -3,6 +3,7 @@
 import { PythonExtension } from '@vscode/python-extension';
 import * as vscode from 'vscode';
 import { chooseInterpreter, type EngineProbe, type InterpreterChoice, probeEngine, venvPython } from './interpreter';
+import { log, why } from '../util/log';
 
 const PYTHON_EXTENSION_ID = 'ms-python.python';
 
@@ -51,7 +52,8 @@ export class EngineLocator implements vscode.Disposable {
       const envPath = api.environments.getActiveEnvironmentPath(folder?.uri);
       const env = await api.environments.resolveEnvironment(envPath);
       return env?.executable.uri?.fsPath;
-    } catch {
+    } catch (e) {
+      log.debug(`the Python extension has no interpreter for this folder: ${why(e)}`);
       return undefined;
     }
   }

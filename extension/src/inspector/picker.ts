@@ -6,6 +6,7 @@ import { modelChoices, type ExportChoice, type ModelChoice } from './discovery';
 import { MANIFEST_FILE } from './manifest';
 import type { InspectionResult } from './result';
 import { loadSummary, routerLabel, routingRule } from './view';
+import { log, why } from '../util/log';
 
 const EXCLUDE = '{**/node_modules/**,**/.git/**,**/.venv/**}';
 const MAX_FILES = 500;
@@ -105,8 +106,10 @@ async function manifestSummary(
       method: s('method'),
       source: s('source_checkpoint'),
     };
-  } catch {
-    return { kind: 'export' }; // listed anyway; opening it reports what is wrong
+  } catch (e) {
+    // Listed anyway; opening it reports what is wrong.
+    log.debug(`inspector: ${uri.fsPath} is unreadable: ${why(e)}`);
+    return { kind: 'export' };
   }
 }
 
@@ -114,7 +117,8 @@ async function hasWeights(dir: string): Promise<boolean> {
   try {
     const entries = await vscode.workspace.fs.readDirectory(vscode.Uri.file(dir));
     return entries.some(([name]) => name.endsWith('.safetensors') || name === 'model.safetensors.index.json');
-  } catch {
+  } catch (e) {
+    log.trace(`inspector: ${dir} is not a checkpoint: ${why(e)}`);
     return false;
   }
 }

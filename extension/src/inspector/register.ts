@@ -11,6 +11,7 @@ import { findModels, pickModel, pickRouter } from './picker';
 import type { InspectionResult } from './result';
 import { defaultRouter } from './view';
 import { InspectorClient } from './workerClient';
+import { log } from '../util/log';
 
 export interface InspectorDeps {
   /** Runs `moelab <args>` as a VS Code task (ProcessExecution) and resolves with its exit code. */
@@ -132,6 +133,6 @@ function report(e: unknown): void {
     void vscode.window.showErrorMessage(`MoE Lab: ${e.message}`);
     return;
   }
-  console.error('[moelab inspector]', e);
+  log.error('routing inspection failed', e);
   void vscode.window.showErrorMessage(`MoE Lab: routing inspection failed: ${(e as Error)?.message ?? e}`);
 }

@@ -7,6 +7,7 @@ import { inspectText } from './inspect';
 import { loadExport, type LoadedExport } from './loader';
 import { MANIFEST_FILE } from './manifest';
 import type { LoadInfo, WorkerReply, WorkerRequest } from './protocol';
+import { log, why } from '../util/log';
 
 interface Entry {
   stamp: string;
@@ -50,9 +51,9 @@ export class SessionCache {
     entry.loaded
       .then(
         (l) => l.runner.release(),
-        () => undefined,
+        () => undefined, // a session that failed to load has nothing to release
       )
-      .catch(() => undefined);
+      .catch((e: unknown) => log.debug(`inspector: releasing an ONNX session failed: ${why(e)}`));
   }
 
   /** Answers one request; never throws (failures become `ok: false` replies). */

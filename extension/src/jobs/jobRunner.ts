@@ -9,6 +9,7 @@ import type { RunInfo } from '../runs/model';
 import { isPidAlive } from '../runs/records';
 import { requireTrust } from '../trust';
 import { launcherKind, slurmSettings } from '../settings';
+import { gracefulStop } from './gracefulStop';
 import { slurmTaskArgs } from './slurmArgs';
 import { DISTRIBUTED_COMMANDS, engineInvocation, type LauncherSettings } from './taskArgs';
 
@@ -222,14 +223,10 @@ export class JobRunner implements vscode.Disposable {
     name: string,
   ): Promise<void> {
     const exit = this.tracked.get(execution)?.exit;
+    const target = { name, exit: exit ?? Promise.resolve(), terminate: () => execution.terminate() };
+    // Without an exit to wait for there is nothing to give a grace period to.
     if (pid === undefined || !exit) {
-      execution.terminate();
-      return;
-    }
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      execution.terminate();
+      await gracefulStop({ ...target, pid: undefined });
       return;
     }
     await vscode.window.withProgress(
@@ -238,20 +235,11 @@ export class JobRunner implements vscode.Disposable {
         title: `Stopping ${name} (saving a checkpoint)…`,
         cancellable: true,
       },
-      async (_p, token) => {
-        const graceMs = 120_000;
-        const timedOut = await Promise.race([
-          exit.then(() => false),
-          new Promise<boolean>((r) => {
-            const t = setTimeout(() => r(true), graceMs);
-            token.onCancellationRequested(() => {
-              clearTimeout(t);
-              r(true);
-            });
-          }),
-        ]);
-        if (timedOut) execution.terminate();
-      },
+      (_p, token) =>
+        gracefulStop(
+          { ...target, pid },
+          { stopWaiting: new Promise<void>((r) => token.onCancellationRequested(() => r())) },
+        ),
     );
   }
 }

@@ -6,6 +6,7 @@
 // No vscode import.
 import * as path from 'node:path';
 import { pathArg, TaskArgError } from './taskArgs';
+import { log, why } from '../util/log';
 
 /** The moelab.slurm.* settings; undefined = take it from the config's "slurm" object (or the engine's default). */
 export interface SlurmSettings {
@@ -142,7 +143,8 @@ export function parseSlurmStatus(stdout: string): SlurmJobState[] {
   let data: unknown;
   try {
     data = JSON.parse(stdout);
-  } catch {
+  } catch (e) {
+    log.warn(`moelab slurm status: not JSON (${why(e)}): ${stdout.slice(0, 200)}`);
     return [];
   }
   const rows = Array.isArray(data) ? data : [data];

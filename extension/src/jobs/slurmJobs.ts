@@ -22,6 +22,7 @@ import {
   slurmSubmitScriptArgs,
 } from './slurmArgs';
 import { fetchSlurmStatus, hasRecordsWithoutRun, SlurmPoller } from './slurmPoller';
+import { log, why } from '../util/log';
 
 const SUBMIT = 'Submit';
 
@@ -189,7 +190,12 @@ export class SlurmJobs implements vscode.Disposable {
     if (doc?.isDirty) await doc.save();
     const folder = vscode.workspace.getWorkspaceFolder(script) ?? vscode.workspace.workspaceFolders?.[0];
     const base = folder?.uri.fsPath ?? path.dirname(script.fsPath);
-    const text = doc?.getText() ?? (await fsp.readFile(script.fsPath, 'utf8').catch(() => ''));
+    const text =
+      doc?.getText() ??
+      (await fsp.readFile(script.fsPath, 'utf8').catch((e: unknown) => {
+        log.debug(`sbatch script ${script.fsPath} cannot be read: ${why(e)}`);
+        return '';
+      }));
     const runDir = runDirOfScript(text);
     if (runDir) this.extraRoots.add(runsRootOf(path.resolve(base, runDir)));
     const started = await this.runner.runEngine(

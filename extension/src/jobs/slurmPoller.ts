@@ -6,6 +6,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseSlurmStatus, type SlurmJobState, slurmStatusArgs } from './slurmArgs';
 import { engineInvocation } from './taskArgs';
+import { log, why } from '../util/log';
 
 /** The engine waits 30 s per Slurm command; a few of them per poll, then give up. */
 export const STATUS_TIMEOUT_MS = 90_000;
@@ -89,8 +90,9 @@ export class SlurmPoller {
     let states: SlurmJobState[] | undefined;
     try {
       states = await this.opts.fetch();
-    } catch {
-      states = undefined; // a failed poll keeps the last answer; the next kick or tick retries
+    } catch (e) {
+      log.warn(`Slurm poll failed (the last answer stays; the next poll retries): ${why(e)}`);
+      states = undefined;
     } finally {
       this.inFlight = false;
     }
@@ -107,7 +109,10 @@ export class SlurmPoller {
 }
 
 async function subdirs(d: string): Promise<string[]> {
-  const entries = await fsp.readdir(d, { withFileTypes: true }).catch(() => []);
+  const entries = await fsp.readdir(d, { withFileTypes: true }).catch((e: unknown) => {
+    log.trace(`no run folders in ${d}: ${why(e)}`);
+    return [];
+  });
   return entries.filter((e) => e.isDirectory()).map((e) => path.join(d, e.name));
 }
 

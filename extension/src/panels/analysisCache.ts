@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import type { CompareReport, WeightReport, WeightsTarget } from '../../../webview/src/protocol';
 import { isCompareReport, isWeightReport } from '../../../webview/src/protocolGuards';
 import { listRunCheckpoints } from '../checkpoints/checkpointLoader';
+import { log, why } from '../util/log';
 
 /** What to analyze: the webview sees only kind and label; dirs never leave the host. */
 export interface AnalysisSpec extends WeightsTarget {
@@ -95,7 +96,8 @@ export async function isWritableDir(dir: string): Promise<boolean> {
   try {
     await fsp.access(dir, constants.W_OK);
     return (await fsp.stat(dir)).isDirectory();
-  } catch {
+  } catch (e) {
+    log.debug(`analysis cache: ${dir} is not writable: ${why(e)}`);
     return false;
   }
 }
@@ -124,7 +126,8 @@ async function readJson(
     const st = await fsp.stat(file);
     if (!st.isFile() || st.size > MAX_REPORT_BYTES || st.mtimeMs < notBefore) return undefined;
     return { value: JSON.parse(await fsp.readFile(file, 'utf8')), mtime: st.mtimeMs };
-  } catch {
+  } catch (e) {
+    log.debug(`analysis cache: no usable ${file} (analyzed again): ${why(e)}`);
     return undefined;
   }
 }
@@ -141,7 +144,8 @@ export async function readCachedAnalysis(
   let inputs: number;
   try {
     inputs = await newestInput(spec.dirs);
-  } catch {
+  } catch (e) {
+    log.debug(`analysis cache: the checkpoints cannot be dated (analyzed again): ${why(e)}`);
     return undefined;
   }
   const a = await readJson(files.analysis, inputs);

@@ -8,6 +8,7 @@ import { runIdsFromState } from '../../../webview/src/protocolGuards';
 import { createPanel, PanelHost, VIEW_TYPES, webviewOptions, type WeightsOptions } from './panelHost';
 import { WarningLedger } from './warningLedger';
 import { WeightsAnalyzer } from './weightsAnalysis';
+import { log as hostLog } from '../util/log';
 
 export interface PanelsApi {
   openDashboard(runIds?: string[]): void;
@@ -23,10 +24,10 @@ export function registerPanels(
   store: RunStoreApi,
   runner?: JobRunner,
 ): PanelsApi {
-  const output = vscode.window.createOutputChannel('MoE Lab Panels', { log: true });
   const ledger = new WarningLedger();
   const open = new Map<PanelKind, PanelHost>();
-  const log = (line: string): void => output.appendLine(line);
+  // Dropped messages and failed analyses: the one "MoE Lab" log (util/log.ts).
+  const log = (line: string): void => hostLog.warn(line);
   const storage = context.globalStorageUri
     ? vscode.Uri.joinPath(context.globalStorageUri, 'analysis').fsPath
     : undefined;
@@ -77,7 +78,7 @@ export function registerPanels(
       }),
     );
   }
-  context.subscriptions.push(output, { dispose: () => [...open.values()].forEach((h) => h.dispose()) });
+  context.subscriptions.push({ dispose: () => [...open.values()].forEach((h) => h.dispose()) });
 
   return {
     openDashboard: (runIds) => show('dashboard', runIds),

@@ -9,12 +9,13 @@ import { runIdsFrom } from '../commands/commandArgs';
 import type { RunStoreApi } from '../runs/model';
 import { createResultsPanel, RESULTS_VIEW_TYPE, ResultsPanel } from './resultsPanel';
 import { RESULTS_FILE, resultsCandidates } from './resultsTarget';
+import { log as hostLog } from '../util/log';
 
 const exists = (file: string): boolean => fs.existsSync(file);
 
 export function registerResults(context: vscode.ExtensionContext, store: RunStoreApi): vscode.Disposable[] {
-  const output = vscode.window.createOutputChannel('MoE Lab Results', { log: true });
-  const log = (line: string): void => output.appendLine(line);
+  // Dropped messages and unreadable files: the one "MoE Lab" log (util/log.ts).
+  const log = (line: string): void => hostLog.warn(line);
   let open: ResultsPanel | undefined;
 
   const attach = (panel: vscode.WebviewPanel, file: string): void => {
@@ -69,7 +70,6 @@ export function registerResults(context: vscode.ExtensionContext, store: RunStor
   };
 
   context.subscriptions.push(
-    output,
     { dispose: () => open?.dispose() },
     vscode.window.registerWebviewPanelSerializer(RESULTS_VIEW_TYPE, {
       deserializeWebviewPanel: async (panel, state) => {

@@ -12,6 +12,7 @@ import { webviewOptions } from '../panels/panelHost';
 import { webviewHtml } from '../panels/webviewHtml';
 import { parseResults, ResultsFileError } from './resultsFile';
 import { runForLabel } from './resultsTarget';
+import { log, why } from '../util/log';
 
 export const RESULTS_VIEW_TYPE = 'moelab.results';
 const TITLE = 'MoE Lab: Results';
@@ -116,7 +117,8 @@ export class ResultsPanel implements vscode.Disposable {
     let text: string;
     try {
       text = new TextDecoder().decode(await vscode.workspace.fs.readFile(vscode.Uri.file(this.file)));
-    } catch {
+    } catch (e) {
+      log.debug(`Results: ${this.file} cannot be read: ${why(e)}`);
       return { ...base, doc: null, error: `${base.label} cannot be read (it may not be written yet).` };
     }
     const runs = this.store.list();

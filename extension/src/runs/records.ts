@@ -1,6 +1,7 @@
 // Validation of run-directory files (ARCHITECTURE §4). Lenient on extra fields, strict on the ones
 // the views index by, so one odd line cannot break a chart. No vscode import.
 import type { MetricRecord, RoutingRecord, RunInfo } from './model';
+import { log, why } from '../util/log';
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -23,7 +24,8 @@ export function parseRunJson(text: string, dir: string, folderName: string): Run
   let v: unknown;
   try {
     v = JSON.parse(text);
-  } catch {
+  } catch (e) {
+    log.debug(`${dir}/run.json is not JSON, not shown as a run: ${why(e)}`);
     return undefined;
   }
   if (!isObject(v)) return undefined;

@@ -14,6 +14,7 @@ import { Emitter } from '../util/emitter';
 import type { MetricRecord, RoutingRecord, RunAppend, RunInfo, RunStoreApi } from './model';
 import { isMetricRecord, isPidAlive, isRoutingRecord, isStale, parseRunJson, TERMINAL_STATUSES } from './records';
 import { JsonlTailer } from './tailer';
+import { log, why } from '../util/log';
 
 export interface RunStoreOptions {
   /** Absolute paths of the runs directories (re-read at every scan, so settings changes apply). */
@@ -170,7 +171,7 @@ export class RunStore implements RunStoreApi {
   }
 
   private enqueue(job: () => Promise<void>): Promise<void> {
-    const next = this.queue.then(job, job).catch((e) => console.error('[moelab] run store', e));
+    const next = this.queue.then(job, job).catch((e) => log.error('the run store failed to refresh', e));
     this.queue = next;
     return next;
   }
@@ -182,7 +183,8 @@ export class RunStore implements RunStoreApi {
       let entries: import('node:fs').Dirent[];
       try {
         entries = await fsp.readdir(dir, { withFileTypes: true });
-      } catch {
+      } catch (e) {
+        log.trace(`runs: ${dir} cannot be listed: ${why(e)}`);
         return;
       }
       if (entries.some((e) => e.isFile() && e.name === 'run.json')) {
@@ -215,7 +217,8 @@ export class RunStore implements RunStoreApi {
         // run.json is small; anything else (a FIFO, a huge file) is not a run.
         if (!st.isFile() || st.size > 16 * 1024 * 1024) continue;
         mtime = st.mtimeMs;
-      } catch {
+      } catch (e) {
+        log.trace(`runs: ${file} is gone: ${why(e)}`);
         continue;
       }
       let entry = byDir.get(dir);
@@ -227,7 +230,8 @@ export class RunStore implements RunStoreApi {
       let text: string;
       try {
         text = await fsp.readFile(file, 'utf8');
-      } catch {
+      } catch (e) {
+        log.debug(`runs: ${file} cannot be read: ${why(e)}`);
         continue;
       }
       const info = parseRunJson(text, dir, path.basename(dir));

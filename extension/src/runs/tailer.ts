@@ -7,6 +7,7 @@
 // caller chunk by chunk (so memory is bounded by the chunk, not the file), and keep an
 // unterminated tail until its newline arrives.
 import { promises as fsp } from 'node:fs';
+import { log, why } from '../util/log';
 
 export interface TailOptions<T> {
   /** Accepts a parsed JSON value as a record, or rejects it (counted as a bad line). */
@@ -92,7 +93,8 @@ export class JsonlTailer<T> {
       // A FIFO would block the open forever; only regular files are tailed.
       if (!(await fsp.stat(this.file)).isFile()) return result;
       fh = await fsp.open(this.file, 'r');
-    } catch {
+    } catch (e) {
+      log.trace(`${this.file} is not there yet: ${why(e)}`);
       return result;
     }
     try {

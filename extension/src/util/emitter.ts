@@ -1,6 +1,7 @@
 // A vscode.Event-compatible emitter that needs no vscode runtime, so the stores that fire
 // events stay testable in plain node. In the extension host it behaves like vscode.EventEmitter.
 import type * as vscode from 'vscode';
+import { log } from './log';
 
 export class Emitter<T> {
   private listeners = new Set<(e: T) => unknown>();
@@ -19,7 +20,7 @@ export class Emitter<T> {
         l(e);
       } catch (err) {
         // One failing listener (a panel, say) must not starve the others.
-        console.error('[moelab] event listener failed', err);
+        log.error('an event listener failed', err);
       }
     }
   }

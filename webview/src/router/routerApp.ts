@@ -11,7 +11,7 @@ import { postToHost, saveState } from '../shared/vscodeApi';
 import { colorLegend, drawMatrix, shareColor, utilizationColor, withAxes } from './heatmap';
 import { miniChart, type MiniLine } from './miniChart';
 import { entryAt, RunRouting, type Entry, type LayerSeries } from './routingStore';
-import { quantiles, utilization } from './routingStats';
+import { DEAD_RULE, deadExperts, quantiles, utilization } from './routingStats';
 import { VirtualList } from './virtualList';
 
 // Room for the axes of the three heatmaps and, on attention rows, the soft-router box plot.
@@ -394,11 +394,10 @@ export class RouterApp {
     const entry = entryAt(s, step);
     const last = s.entries[s.entries.length - 1];
     const e = last?.row.load.length ?? 0;
-    const utils = last ? utilization(last.row.load) : [];
-    const dead = utils.filter((u) => u < 0.05).length;
+    const dead = deadExperts(s.entries.map((en) => en.row.load)).length;
     const stats = el('span', { class: 'layer-stats' }, [
       `CV ${fmtValue(last?.cv ?? NaN)} · max/mean ${fmtValue(last?.maxOverMean ?? NaN)} · `,
-      el('span', { class: dead ? 'bad' : '', text: `${dead} dead` }),
+      el('span', { class: dead ? 'bad' : '', text: `${dead} dead`, title: `An expert is ${DEAD_RULE}.` }),
     ]);
     const title = el('div', { class: 'layer-title' }, [
       el('strong', { text: `Layer ${s.layer} · ${s.router === 'attn' ? 'attention' : 'FFN'}` }),

@@ -49,14 +49,22 @@ export function specialization(byDomain: Record<string, readonly number[]> | und
   return max > 0 ? Math.max(0, Math.min(1, mi / max)) : NaN;
 }
 
-/** An expert is dead when it gets under 5% of its fair share of tokens. */
+/**
+ * An expert is dead when it gets under 5% of its fair share of tokens: utilization (load over the
+ * uniform share, sum of load / E) below 0.05, not an absolute load fraction below 0.05, which
+ * would call every expert of a 32-expert layer dead (fair share 1/32) and none of a top-2 layer
+ * whose loads sum to 2. The one definition: the router panel's counts and warnings both use it.
+ */
 export const DEAD_UTILIZATION = 0.05;
 /** ...in each of the last few logged steps, so one noisy batch does not warn. */
 export const DEAD_WINDOW = 3;
+/** The rule in words, for what the panel shows. */
+export const DEAD_RULE = `dead: under ${DEAD_UTILIZATION * 100}% of its fair share of tokens (1/E of the routed load) in each of the last ${DEAD_WINDOW} logged steps`;
 
+/** The dead experts of a router, from its loads at the logged steps (oldest first; the last DEAD_WINDOW count). */
 export function deadExperts(recentLoads: readonly (readonly number[])[]): number[] {
   if (!recentLoads.length) return [];
-  const utils = recentLoads.map(utilization);
+  const utils = recentLoads.slice(-DEAD_WINDOW).map(utilization);
   const e = utils[0].length;
   const dead: number[] = [];
   for (let i = 0; i < e; i++) if (utils.every((u) => u[i] < DEAD_UTILIZATION)) dead.push(i);

@@ -18,6 +18,7 @@ import {
 import { decimateM4, lowerBound } from './decimate';
 import { el } from './dom';
 import type { ThemeColors } from './theme';
+import { yDomain } from './yRange';
 
 export interface ChartLine {
   id: string;
@@ -187,34 +188,6 @@ export class LineChart {
     return [dotLo ? lo - pad : lo, dotHi ? hi + pad : hi];
   }
 
-  private yDomain(decimated: Float64Array[], samples: number[]): [number, number] {
-    const log = this.opts?.logScale ?? false;
-    const ok = (v: number): boolean => Number.isFinite(v) && (!log || v > 0);
-    let lo = Infinity,
-      hi = -Infinity;
-    if (this.opts?.ignoreOutliers && samples.length > 20) {
-      // Robust range: the 2nd–98th percentile of what is visible, so one loss
-      // spike does not flatten every curve against the floor.
-      const s = samples.filter(ok).sort((a, b) => a - b);
-      if (s.length) {
-        lo = s[Math.floor(s.length * 0.02)];
-        hi = s[Math.min(s.length - 1, Math.ceil(s.length * 0.98))];
-      }
-    } else {
-      for (const d of decimated)
-        for (let i = 1; i < d.length; i += 2) {
-          const v = d[i];
-          if (!ok(v)) continue;
-          if (v < lo) lo = v;
-          if (v > hi) hi = v;
-        }
-    }
-    if (!Number.isFinite(lo)) return log ? [0.1, 10] : [0, 1];
-    if (log) return lo === hi ? [lo / 2, hi * 2] : [lo / 1.05, hi * 1.05];
-    const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.1 || 1;
-    return [lo - pad, hi + pad];
-  }
-
   draw(): void {
     const opts = this.opts;
     if (!opts) return;
@@ -278,7 +251,7 @@ export class LineChart {
       ...faint.filter((f): f is Float64Array => !!f),
       ...bands.flatMap((b) => (b ? [b.lo, b.hi] : [])),
     ];
-    const yd = this.yDomain(domainSources, samples);
+    const yd = yDomain(domainSources, samples, opts.logScale, opts.ignoreOutliers);
     this.y = (opts.logScale ? scaleLog() : scaleLinear()).domain(yd).range([MARGIN.top + ih, MARGIN.top]);
     if (!opts.ignoreOutliers) this.y.nice();
 
