@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from moelab.errors import CheckpointError, MoELabError
-from moelab.io import layout
+from moelab.io import dcp_file, layout
 from moelab.io.fused import split_fused
 from moelab.io.json_file import read_json
 from moelab.io.safetensors_file import INDEX_NAME, SINGLE_NAME, TensorReader
@@ -45,6 +45,8 @@ def load_model(
     """Any checkpoint MoE Lab reads or writes: a dense family (config.FAMILIES), Mixtral, or model_type moelab."""
     ckpt = Path(ckpt)
     cfg = load_config(ckpt)
+    if dcp_file.is_dcp(ckpt):  # written by FSDP training: stacked engine names, nothing fused
+        return model_from_tensors(cfg, dict(dcp_file.iter_model_tensors(ckpt)), str(ckpt), dtype, device)
     with TensorReader(ckpt) as reader:
         tensors = split_fused(dict(reader.items()), cfg, ckpt)
     return model_from_tensors(cfg, tensors, str(ckpt), dtype, device)
@@ -176,17 +178,28 @@ def save_model(
 ) -> None:
     """Writes config.json and the weights into an existing directory `out` (callers make it atomic).
     `state` replaces `model.state_dict()` where the model's own is sharded (FSDP gathers it first)."""
+    state = model.state_dict() if state is None else state
+    save_tensors(model.config, state.items(), out, moelab_meta, max_shard_bytes)
+
+
+def save_tensors(
+    cfg: ModelConfig,
+    state: Iterable[tuple[str, torch.Tensor]],
+    out: Path,
+    moelab_meta: dict[str, Any] | None = None,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+) -> None:
+    """save_model's writer over (engine name, tensor) pairs as they come: a checkpoint read one
+    tensor at a time (io/dcp_file.py) is written without ever being whole in memory."""
     out = Path(out)
     if not out.is_dir():
         raise MoELabError(f"{out}: not a directory")
-    state = dict(model.state_dict() if state is None else state)
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
     writer = ShardedWriter(out, max_shard_bytes)
-    native = model.config.model_type
-    writer.add_all(
-        (layout.native_name(k, native), v)
-        for k, v in layout.to_disk({k: v.detach().cpu() for k, v in state.items()}).items()
-    )
+    native = cfg.model_type
+    for k, v in state:
+        if cfg.tie_word_embeddings and k == "lm_head.weight":
+            continue
+        for name, t in layout.to_disk({k: v.detach().cpu()}).items():
+            writer.add(layout.native_name(name, native), t)
     writer.close()
-    write_config(out, model.config, moelab_meta)
+    write_config(out, cfg, moelab_meta)

@@ -124,6 +124,11 @@ def tensor_files(ckpt: Path) -> dict[str, Path]:
         return {t: files[s] for t, s in weight_map.items()}
     single = ckpt / SINGLE_NAME
     if not single.exists():
+        if (ckpt / "dcp" / ".metadata").is_file():
+            raise CheckpointError(
+                f"{ckpt}: a sharded (DCP) training checkpoint; write safetensors from it first with "
+                f"`moelab export {ckpt} --format hf --out DIR`"
+            )
         raise CheckpointError(f"{ckpt}: no {SINGLE_NAME} or {INDEX_NAME}")
     return dict.fromkeys(read_header(single), single)
 

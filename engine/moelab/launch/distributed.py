@@ -46,6 +46,8 @@ class Dist:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     parallel: Parallel = "ddp"
+    # FSDP's gathered-parameter dtype (bf16 with fp32 reduction), None for fp32: the run's mixed_precision.
+    param_dtype: torch.dtype | None = None
 
     @property
     def enabled(self) -> bool:
@@ -79,9 +81,13 @@ class Dist:
         # MoE experts that get no token in a batch have no gradient: DDP and FSDP must be told to expect that.
         is_moe = getattr(getattr(model, "config", None), "moe", None) is not None
         if self.sharded:
+            from torch.distributed.fsdp import FSDPModule
+
             from moelab.launch import fsdp
 
-            sharded = fsdp.shard(model, self.device)
+            if isinstance(model, FSDPModule):  # sharded before its weights existed (launch/sharded_init.py)
+                return model
+            sharded = fsdp.shard(model, self.device, self.param_dtype)
             if is_moe:
                 sharded.set_reduce_scatter_unused_params(True)  # type: ignore[operator]
             return sharded
@@ -188,6 +194,33 @@ class Dist:
         result = fn() if self.is_main else None
         self.barrier()
         return result
+
+    def on_main_sharing(
+        self, write: Callable[[Callable[[Any], None]], T], collective: Callable[[Any], None]
+    ) -> T | None:
+        """Runs `write(share)` on rank 0, where `share(x)` sends `x` (a checkpoint's temporary folder)
+        to every rank and all ranks then run `collective(x)` together (each writes its shards there);
+        barriers as in `on_main`."""
+        self.barrier()
+        if self.is_main:
+
+            def share(x: Any) -> None:
+                self._broadcast(x)
+                collective(x)
+
+            result = write(share)
+        else:
+            collective(self._broadcast(None))
+            result = None
+        self.barrier()
+        return result
+
+    def _broadcast(self, obj: Any) -> Any:
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def main_only(self, make: Callable[[], T]) -> T:
         """`make()` on rank 0; on other ranks an object whose every method does nothing (log writers)."""

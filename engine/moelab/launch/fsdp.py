@@ -26,14 +26,15 @@ _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 _SCATTER = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
 
 
-def shard(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def shard(model: torch.nn.Module, device: torch.device, param_dtype: torch.dtype | None) -> torch.nn.Module:
     """Shards each decoder layer, then the root (embeddings, final norm, head), as torchtitan does:
     a layer's parameters are all-gathered just before it runs and freed after, so the peak memory is
     one layer's full weights plus everyone's shards. Sharding happens in place; `model` is returned."""
-    # bf16 compute with fp32 gradient reduction on GPUs; the CPU path stays fp32 to match one process.
+    # `param_dtype` (bf16) for the gathered parameters and the compute, fp32 for the gradient reduction
+    # and the sharded master weights the optimizer updates; None: fp32 throughout.
     mp = (
-        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if device.type == "cuda"
+        MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        if param_dtype is not None
         else MixedPrecisionPolicy()
     )
     for layer in model.model.layers:  # type: ignore[union-attr]

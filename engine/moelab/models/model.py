@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from moelab.errors import ConfigError
 from moelab.models.attention import Attention, ExpertAttention, softcap
@@ -118,6 +119,10 @@ class Model(nn.Module):
         self.local_layers = [i for i in range(cfg.num_hidden_layers) if cfg.uses_local_rope(i)]
         if self.local_layers:
             self.rotary_local = RotaryEmbedding(cfg, local=True)
+        # Training memory lever: each layer's activations are recomputed in the backward pass instead
+        # of kept. Layers are pure functions of their inputs (router logits are returned, not stored),
+        # and the recompute replays the RNG state, so the gradients are those of the plain forward.
+        self.checkpoint_layers = False
 
     def forward(
         self, input_ids: torch.Tensor, cache: KVCache | None = None
@@ -132,8 +137,13 @@ class Model(nn.Module):
         rope = self.rotary(t, x.device, x.dtype, offset)
         rope_local = self.rotary_local(t, x.device, x.dtype, offset) if self.local_layers else rope
         routers: list[RouterLogits] = []
+        recompute = self.checkpoint_layers and cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x, r = layer(x, *(rope_local if i in self.local_layers else rope), cache)
+            cos_sin = rope_local if i in self.local_layers else rope
+            if recompute:
+                x, r = checkpoint(layer, x, *cos_sin, None, use_reentrant=False)
+            else:
+                x, r = layer(x, *cos_sin, cache)
             routers.extend(r)
         return self.norm(x), routers
 

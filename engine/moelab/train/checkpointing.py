@@ -25,7 +25,7 @@ import torch
 from moelab.data.tokenizer import Tokenizer
 from moelab.errors import CheckpointError
 from moelab.io.atomic import atomic_dir, write_text_atomic
-from moelab.io.checkpoint import save_model
+from moelab.io.checkpoint import save_model, write_config
 from moelab.io.seed_files import carry_seed_files
 from moelab.models.model import MoELabForCausalLM
 
@@ -50,8 +50,8 @@ class TrainerState:
 def save_checkpoint(
     ckpt_root: Path,
     model: MoELabForCausalLM,
-    weights: dict[str, torch.Tensor],
-    optimizer_state: dict[str, Any],
+    weights: dict[str, torch.Tensor] | Callable[[Path], None],
+    optimizer_state: dict[str, Any] | None,
     state: TrainerState,
     tok: Tokenizer,
     meta: dict[str, Any],
@@ -59,15 +59,22 @@ def save_checkpoint(
     source: Path | None = None,
 ) -> Path:
     """`weights` and `optimizer_state` are the full (unsharded) state dicts: `model` gives the config only.
+    Or `weights` writes the model and optimizer state into the checkpoint folder it is given (each
+    rank its DCP shards: launch/dcp_state.py), and `optimizer_state` is None.
     `source` is the checkpoint the run started from: its tokenizer and generation files are carried."""
     name = ckpt_name(state.step)
     target = Path(ckpt_root) / name
     with atomic_dir(target, overwrite=True) as tmp:
-        save_model(model, tmp, moelab_meta=meta, state=weights)
+        if callable(weights):
+            write_config(tmp, model.config, meta)
+            weights(tmp)
+        else:
+            save_model(model, tmp, moelab_meta=meta, state=weights)
         if source is not None:
             carry_seed_files(source, tmp)
         tok.save(tmp)
-        torch.save(optimizer_state, tmp / "optimizer.pt")
+        if optimizer_state is not None:
+            torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(
             {
                 "step": state.step,

@@ -71,6 +71,31 @@ class Hyper:
     eval_batches: int = field(default=4, metadata=_help("eval batches (of batch_size sequences) per domain"))
     ckpt_every: int = field(default=100, metadata=_help("checkpoint every N steps (and at the end)"))
     keep_last: int = field(default=2, metadata=_help("checkpoints kept (older ones are deleted)"))
+    mixed_precision: Literal["auto", "bf16", "fp32"] = field(
+        default="auto",
+        metadata=_help(
+            "compute dtype: bf16 computes in bfloat16 (FSDP: bf16 parameters gathered, fp32 gradient "
+            "reduction and fp32 master weights); auto = bf16 on CUDA, fp32 on the CPU"
+        ),
+    )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata=_help(
+            "recompute each decoder layer's activations in the backward pass (less memory, ~1/3 more compute)"
+        ),
+    )
+    checkpoint_format: Literal["auto", "safetensors", "dcp"] = field(
+        default="auto",
+        metadata=_help(
+            "safetensors: the full model gathered onto rank 0 (a loadable model directory); dcp: each rank "
+            "writes its own shards (torch.distributed.checkpoint; resumes at any world size, `moelab export` "
+            "makes safetensors); auto = dcp under FSDP with several ranks but the last checkpoint, the run's output"
+        ),
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_help("torch.compile each decoder layer (the first steps pay the compilation)"),
+    )
 
 
 HYPER_FIELDS = tuple(Hyper.__dataclass_fields__)

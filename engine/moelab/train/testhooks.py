@@ -1,5 +1,6 @@
-"""Test-only faults a training run can be made to show: a NaN loss at a given step, and a pause
-after every step that leaves a test time to signal or kill the process mid-run.
+"""Test-only faults a training run can be made to show: a NaN loss at a given step, a pause
+after every step that leaves a test time to signal or kill the process mid-run, and a crash right
+after a given step's checkpoint.
 
 Not part of the public config or its JSON Schema: nothing a user should set. The engine's tests
 run `moelab train` in subprocesses (to kill them and send them signals), so the hooks come in
@@ -26,6 +27,7 @@ ENV = "MOELAB_TEST_HOOKS"
 class Hooks:
     nan_at_step: int = 0  # the loss of this step (1-based) becomes NaN; 0 = never
     step_delay: float = 0.0  # seconds to sleep after every step
+    crash_after_step: int = 0  # the process dies (as if killed) once this step's checkpoint is written
 
     def poison(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         """`loss`, made NaN at step `nan_at_step` (1-based)."""
@@ -34,6 +36,11 @@ class Hooks:
     def pause(self) -> None:
         if self.step_delay:
             time.sleep(self.step_delay)
+
+    def crash(self, step: int) -> None:
+        """A hard exit, no cleanup and no final status: what kill -9 leaves (a resume must cope)."""
+        if self.crash_after_step and step == self.crash_after_step:
+            os._exit(137)
 
 
 def from_env() -> Hooks:

@@ -32,14 +32,16 @@ from moelab.data.mixture import MixtureSampler, build_domains
 from moelab.data.packing import eval_windows
 from moelab.data.tokenizer import Tokenizer, load_tokenizer
 from moelab.errors import ConfigError, MoELabError
+from moelab.io import dcp_file
 from moelab.io.checkpoint import load_model, read_config_dict
-from moelab.launch import distributed, threads
+from moelab.launch import dcp_state, distributed, threads
+from moelab.launch.sharded_init import load_sharded
 from moelab.models.aux_losses import load_balancing_loss, z_loss
 from moelab.models.config import DENSE_TYPES
 from moelab.models.flops import train_flops
 from moelab.models.model import MoELabForCausalLM
 from moelab.train import checkpointing as ck
-from moelab.train import jsoncfg, testhooks
+from moelab.train import jsoncfg, levers, testhooks
 from moelab.train.config import TrainConfig, default_seed_model
 from moelab.train.evaluate import RoutingStats, evaluate, summary
 from moelab.train.freeze import apply_freeze
@@ -286,6 +288,7 @@ class Trainer:
                     self.hooks.pause()
                     stopping = self.dist.any(stop.signal is not None)  # all ranks stop at the same step
                     self._maybe_checkpoint(force=stopping)
+                    self.hooks.crash(self.state.step)
                     if stopping:
                         return self._stopped(stop.signal)
         finally:
@@ -298,25 +301,16 @@ class Trainer:
         cfg = self.cfg
         src = self.resume_from or (Path(cfg.init) if cfg.init else None)
         self.source = src  # its tokenizer and generation files go into every checkpoint
-        device = self.dist.build_device  # the CPU under FSDP: `wrap` places the shards
-        if src is not None:
-            model = load_model(src, device=device)
-            meta = dict(read_config_dict(src).get("moelab") or {})
+        self.dist.param_dtype = levers.compute_dtype(cfg.mixed_precision, self.device)
+        if src is not None and self.dist.sharded:
+            # Sharded before any weight exists; each rank reads its own rows (launch/sharded_init.py).
+            model = load_sharded(src, self.device, shard=self.dist.wrap, prepare=self._prepare)
+        elif src is not None:
+            model = self._prepare(load_model(src, device=self.dist.build_device))
         else:
-            mcfg = cfg.model or default_seed_model()
-            if mcfg.parallel_block and mcfg.model_type in DENSE_TYPES:
-                mcfg.model_type = "moelab"  # only moelab's config.json records a parallel block
-            if mcfg.moe is not None:
-                mcfg.model_type = "moelab" if mcfg.model_type in DENSE_TYPES else mcfg.model_type
-            torch.manual_seed(cfg.seed)
-            model = MoELabForCausalLM(mcfg).to(device)
-            meta = {}
-        if cfg.capacity_factor is not None or cfg.router_jitter_noise is not None:
-            model.set_moe_options(cfg.capacity_factor, cfg.router_jitter_noise)
-        tok_src = src if src is not None else None
-        tok = load_tokenizer(tok_src, model.config.vocab_size, model.config.eos_token_id)
-        # Before `wrap`: DDP and FSDP must see which parameters take no gradient.
-        self.rd.info["freeze"] = apply_freeze(model, cfg.freeze).to_dict()
+            model = self._prepare(self._new_model(self.dist.build_device))
+        meta = dict(read_config_dict(src).get("moelab") or {}) if src is not None else {}
+        tok = load_tokenizer(src, model.config.vocab_size, model.config.eos_token_id)
         meta.update({"run_id": cfg.run_id, "stage": cfg.stage})
         if model.config.moe is not None:
             # The α and β this MoE trained with: an export to Mixtral maps α to router_aux_loss_coef.
@@ -327,6 +321,25 @@ class Trainer:
             meta.setdefault("method", cfg.method)
         self._set_threads(model.config.hidden_size)
         return model.train(), tok, meta
+
+    def _new_model(self, device: torch.device) -> MoELabForCausalLM:
+        mcfg = self.cfg.model or default_seed_model()
+        if mcfg.parallel_block and mcfg.model_type in DENSE_TYPES:
+            mcfg.model_type = "moelab"  # only moelab's config.json records a parallel block
+        if mcfg.moe is not None:
+            mcfg.model_type = "moelab" if mcfg.model_type in DENSE_TYPES else mcfg.model_type
+        torch.manual_seed(self.cfg.seed)
+        return MoELabForCausalLM(mcfg).to(device)
+
+    def _prepare(self, model: MoELabForCausalLM) -> MoELabForCausalLM:
+        """What must be decided before the model is wrapped or sharded: MoE options, frozen parameters
+        (DDP and FSDP must see which take no gradient), the memory and speed levers."""
+        cfg = self.cfg
+        if cfg.capacity_factor is not None or cfg.router_jitter_noise is not None:
+            model.set_moe_options(cfg.capacity_factor, cfg.router_jitter_noise)
+        self.rd.info["freeze"] = apply_freeze(model, cfg.freeze).to_dict()
+        levers.apply(model, cfg.activation_checkpointing, cfg.compile)
+        return model
 
     def _set_threads(self, hidden_size: int) -> None:
         """torch's CPU threads for this run (launch/threads.py), recorded in run.json and said once."""
@@ -374,11 +387,8 @@ class Trainer:
         moe = self.model.config.moe is not None
         self.probe = SaturationProbe(self.state.probe) if moe and (main or self.dist.sharded) else None
         self.probe_inputs = probe_batch(self.eval_sets)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else contextlib.nullcontext()
-        )
+        # Under FSDP its MixedPrecisionPolicy casts the gathered parameters; elsewhere autocast does.
+        self.autocast = levers.autocast(None if self.dist.sharded else self.dist.param_dtype, self.device)
         self._open_logs()
         self.last_ckpt = self.resume_from
         self.clock = _Clock(self.state)
@@ -404,11 +414,13 @@ class Trainer:
         directory."""
         main = self.dist.is_main
         if self.resume_from is not None:
-            state = ck.load_trainer_state(
-                self.resume_from,
-                self.optimizer,
-                partial(self.dist.load_optimizer_state, self.model, self.optimizer),
+            ckpt = self.resume_from
+            load_optimizer: ck.OptimizerLoader = (
+                (lambda _read: dcp_state.load_optimizer(ckpt, self.model, self.optimizer))
+                if dcp_file.is_dcp(ckpt)
+                else partial(self.dist.load_optimizer_state, self.model, self.optimizer)
             )
+            state = ck.load_trainer_state(ckpt, self.optimizer, load_optimizer)
             if main:
                 truncate_after(self.rd.file("metrics.jsonl"), state.step)
                 # Saturation records are written at the end from the final routing: a run killed
@@ -576,11 +588,11 @@ class Trainer:
         return TrainResult("done", self.last_ckpt, state.step)
 
     def _save(self) -> Path:
-        """Writes a checkpoint from rank 0 (barriers around it) and returns its path on every rank."""
+        """Writes a checkpoint (barriers around it) and returns its path on every rank: rank 0 writes it
+        all, from the gathered state, or, in DCP format, every rank its own shards and rank 0 the rest."""
         model, optimizer, state = self.model, self.optimizer, self.state
-        weights, optim = self.dist.full_state(model, optimizer)  # under FSDP a gather that all ranks join
 
-        def write() -> None:
+        def write(weights: dict[str, torch.Tensor] | Any, optim: dict[str, Any] | None) -> None:
             ck.save_checkpoint(
                 self.ckpt_root,
                 model,
@@ -590,13 +602,26 @@ class Trainer:
                 self.tok,
                 self.meta,
                 self.cfg.keep_last,
-                source=self.source,
+                self.source,
             )
             self.rd.info["flops"] = state.flops  # run.json's total as of the newest checkpoint
             self.rd.save()
 
-        self.dist.on_main(write)
+        if self._dcp_checkpoints():
+            self.dist.on_main_sharing(
+                lambda share: write(share, None), lambda tmp: dcp_state.save(tmp, model, optimizer)
+            )
+        else:
+            weights, optim = self.dist.full_state(model, optimizer)  # under FSDP a gather all ranks join
+            self.dist.on_main(lambda: write(weights, optim))
         return self.ckpt_root / ck.ckpt_name(state.step)
+
+    def _dcp_checkpoints(self) -> bool:
+        # auto: the periodic checkpoints of an FSDP run are sharded, and the last one, the run's output,
+        # is a plain model directory that upcycling, transformers and every reader take.
+        fmt = self.cfg.checkpoint_format
+        last = self.state.step >= self.cfg.steps
+        return fmt == "dcp" or (fmt == "auto" and self.dist.sharded and not last)
 
     @staticmethod
     def _write_saturation(routing_path: Path, probe: SaturationProbe | None) -> None:
