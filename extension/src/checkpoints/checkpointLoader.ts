@@ -3,7 +3,13 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { buildCheckpointModel, type CheckpointModel } from './checkpointModel';
-import { readCheckpointTensors, readSmallTextFile, type TensorInfo } from './safetensorsHeader';
+import { DCP_DIR, readDcpTensors } from './dcpIndex';
+import {
+  readCheckpointTensors,
+  readSmallTextFile,
+  type CheckpointTensors,
+  type TensorInfo,
+} from './safetensorsHeader';
 import { log, why } from '../util/log';
 
 export interface LoadedCheckpoint {
@@ -14,11 +20,31 @@ export interface LoadedCheckpoint {
   config: unknown;
 }
 
+/** A sharded training checkpoint (engine: launch/dcp_state.py): dcp/ and no safetensors file. */
+async function isDcpCheckpoint(dir: string): Promise<boolean> {
+  try {
+    const names = await fsp.readdir(dir);
+    return names.includes(DCP_DIR) && !names.some((n) => n.endsWith('.safetensors'));
+  } catch {
+    return false; // readCheckpointTensors reports the unreadable folder
+  }
+}
+
+async function readDcp(dir: string): Promise<CheckpointTensors & { dcp?: boolean }> {
+  try {
+    return { dir, files: [], errors: [], ...(await readDcpTensors(dir)), dcp: true };
+  } catch (e) {
+    return { dir, files: [], tensors: [], errors: [(e as Error).message], bytesOnDisk: 0, dcp: true };
+  }
+}
+
 export async function loadCheckpoint(
   dir: string,
   onProgress?: (done: number, total: number) => void,
 ): Promise<LoadedCheckpoint> {
-  const read = await readCheckpointTensors(dir, onProgress);
+  const read: CheckpointTensors & { dcp?: boolean } = (await isDcpCheckpoint(dir))
+    ? await readDcp(dir)
+    : await readCheckpointTensors(dir, onProgress);
   const errors = [...read.errors];
   let config: unknown;
   try {
@@ -27,7 +53,7 @@ export async function loadCheckpoint(
     const code = (e as NodeJS.ErrnoException).code;
     errors.push(code === 'ENOENT' ? 'config.json is missing' : `config.json: ${(e as Error).message}`);
   }
-  if (read.files.length === 0 && !errors.some((e) => e.includes('.safetensors')))
+  if (read.files.length === 0 && !read.dcp && !errors.some((e) => e.includes('.safetensors')))
     errors.push('no readable *.safetensors file');
   return {
     dir,
