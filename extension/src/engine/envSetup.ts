@@ -1,0 +1,200 @@
+// Sets up a Python for the engine the way the Python extension sets up a project: a dedicated
+// virtual environment (the workspace's .venv when the Python extension is there to select it,
+// else one in MoE Lab's global storage), torch of the right build, the engine, then selects it.
+// pip's output goes to the MoE Lab output channel; the notification shows the step.
+import { spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { installArgs } from '../jobs/taskArgs';
+import type { EngineLocator } from './locator';
+import { envExists, envPython, type PythonInfo, settingTarget, versionString } from './pythonEnv';
+import { detectNvidia, newestCpuBuild, torchInstallArgs, torchPlan, torchVersionsArgs } from './torchBuild';
+
+/** Where the engine's own source lies: the workspace's engine/ (editable), else the copy in the .vsix. */
+export interface EngineSource {
+  editable?: string;
+  local?: string;
+}
+
+// Without network (or behind a dead index) pip would retry each URL five times with backoff:
+// minutes of silence. Fail in seconds instead; pip's own message lands in the output channel.
+const PIP_ENV = { PIP_RETRIES: '0', PIP_TIMEOUT: '5', PIP_DEFAULT_TIMEOUT: '5', PIP_DISABLE_PIP_VERSION_CHECK: '1' };
+
+class StepFailed extends Error {}
+
+type Progress = vscode.Progress<{ message?: string; increment?: number }>;
+
+export class EngineEnvironments {
+  constructor(
+    private readonly locator: EngineLocator,
+    private readonly globalStorage: string,
+    private readonly output: vscode.OutputChannel,
+  ) {}
+
+  /** The folder a new environment goes to, and how it is named to the user. */
+  async target(folder?: vscode.WorkspaceFolder): Promise<{ dir: string; label: string; viaPythonExtension: boolean }> {
+    if (folder && (await this.locator.pythonExtension()))
+      return { dir: path.join(folder.uri.fsPath, '.venv'), label: `${folder.name}/.venv`, viaPythonExtension: true };
+    const dir = path.join(this.globalStorage, 'python');
+    return { dir, label: `MoE Lab's storage (${dir})`, viaPythonExtension: false };
+  }
+
+  /**
+   * Creates the environment from `base`, installs torch and the engine there and selects it for
+   * MoE Lab. Resolves to the new interpreter, or undefined (cancelled or failed, already said).
+   */
+  async create(base: PythonInfo, source: EngineSource, folder?: vscode.WorkspaceFolder): Promise<string | undefined> {
+    const where = await this.target(folder);
+    const python = envPython(where.dir);
+    const plan = torchPlan(process.platform, detectNvidia({ platform: process.platform, pathVar: process.env.PATH ?? '' }));
+    this.output.appendLine(`MoE Lab: a new environment in ${where.dir} from ${base.executable} (Python ${versionString(base)})`);
+    this.output.appendLine(`MoE Lab: ${plan.reason}`);
+    const ok = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: 'MoE Lab: setting up Python', cancellable: true },
+      async (progress, token) => {
+        try {
+          if (!envExists(where.dir)) {
+            progress.report({ message: `creating ${where.label}…` });
+            // A half-made environment is removed; one that only lacks packages is reused next time.
+            const existed = existsSync(where.dir);
+            let created = false;
+            try {
+              created = await this.step(progress, token, base.executable, ['-m', 'venv', where.dir], 'creating the environment');
+            } finally {
+              if (!created && !existed) rmSync(where.dir, { recursive: true, force: true });
+            }
+            if (!created) return false;
+          }
+          let pinned: string | undefined;
+          if (plan.pinCpuBuild) {
+            const listed = await this.capture(python, torchVersionsArgs(plan), token);
+            pinned = newestCpuBuild(listed);
+            this.output.appendLine(`MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`);
+          }
+          const torchStep = `installing torch (${plan.reason.replace(/\.$/, '')})`;
+          if (!(await this.step(progress, token, python, torchInstallArgs(plan, pinned), torchStep))) return false;
+          return await this.step(progress, token, python, ['-m', ...installArgs(source)], 'installing the MoE Lab engine');
+        } catch (e) {
+          if (!(e instanceof StepFailed)) throw e;
+          return false;
+        }
+      },
+    );
+    if (!ok) return undefined;
+    await this.select(python, where.viaPythonExtension, folder);
+    return python;
+  }
+
+  /** pip-installs the engine into an existing interpreter (a virtual environment, or one the user insisted on). */
+  async installInto(python: string, source: EngineSource, folder?: vscode.WorkspaceFolder): Promise<boolean> {
+    this.output.appendLine(`MoE Lab: installing the engine into ${python}`);
+    return vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: 'MoE Lab', cancellable: true },
+      (progress, token) =>
+        this.step(progress, token, python, ['-m', ...installArgs(source)], 'installing the MoE Lab engine', folder?.uri.fsPath),
+    );
+  }
+
+  /** Makes `python` the interpreter MoE Lab uses: the Python extension's choice for the folder, else moelab.pythonPath. */
+  private async select(python: string, viaPythonExtension: boolean, folder?: vscode.WorkspaceFolder): Promise<void> {
+    const api = viaPythonExtension ? await this.locator.pythonExtension() : undefined;
+    if (api && folder) {
+      await api.environments.updateActiveEnvironmentPath(python, folder.uri);
+    } else {
+      const config = vscode.workspace.getConfiguration('moelab', folder);
+      const target = settingTarget(config.inspect('pythonPath'), !viaPythonExtension);
+      await config.update(
+        'pythonPath',
+        python,
+        target === 'global'
+          ? vscode.ConfigurationTarget.Global
+          : target === 'workspace'
+            ? vscode.ConfigurationTarget.Workspace
+            : vscode.ConfigurationTarget.WorkspaceFolder,
+      );
+    }
+    this.locator.invalidate();
+    this.output.appendLine(`MoE Lab: selected ${python}`);
+  }
+
+  /** Runs one step with its output streamed to the channel; false when it failed (said) or was cancelled. */
+  private async step(
+    progress: Progress,
+    token: vscode.CancellationToken,
+    command: string,
+    args: string[],
+    what: string,
+    cwd?: string,
+  ): Promise<boolean> {
+    progress.report({ message: `${what}…` });
+    this.output.appendLine(`$ ${[command, ...args].map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`);
+    let last = 0;
+    const { code, tail } = await this.spawnStreamed(command, args, token, cwd, (line) => {
+      // The notification follows pip ("Collecting torch", "Installing collected packages ..."), at most 4 times a second.
+      if (Date.now() - last > 250 && /^\s*(Collecting|Downloading|Building|Installing|Successfully)/.test(line)) {
+        last = Date.now();
+        progress.report({ message: `${what}: ${line.trim().slice(0, 90)}` });
+      }
+    });
+    if (token.isCancellationRequested) {
+      this.output.appendLine(`MoE Lab: cancelled while ${what}`);
+      return false;
+    }
+    if (code === 0) return true;
+    const hint = /ensurepip is not available|No module named venv/.test(tail)
+      ? ' This Python lacks venv: on Debian or Ubuntu install the python3-venv package.'
+      : '';
+    this.output.show(true);
+    void vscode.window.showErrorMessage(
+      `MoE Lab: ${what} failed (exit code ${code ?? 'unknown'}).${hint} See the MoE Lab output.`,
+    );
+    throw new StepFailed(what);
+  }
+
+  /** stdout of a command whose failure is no error (pip index versions is only a hint). */
+  private async capture(command: string, args: string[], token: vscode.CancellationToken): Promise<string> {
+    let out = '';
+    await this.spawnStreamed(command, args, token, undefined, (line) => (out += line + '\n'));
+    return out;
+  }
+
+  private spawnStreamed(
+    command: string,
+    args: string[],
+    token: vscode.CancellationToken,
+    cwd: string | undefined,
+    onLine: (line: string) => void,
+  ): Promise<{ code: number | null; tail: string }> {
+    return new Promise((resolve) => {
+      const child = spawn(command, args, {
+        cwd,
+        env: { ...process.env, ...PIP_ENV, PYTHONUNBUFFERED: '1' },
+        windowsHide: true,
+      });
+      let tail = '';
+      let partial = '';
+      const take = (chunk: Buffer) => {
+        const text = chunk.toString();
+        this.output.append(text);
+        tail = (tail + text).slice(-4000);
+        const lines = (partial + text).split(/\r?\n|\r/);
+        partial = lines.pop() ?? '';
+        lines.forEach(onLine);
+      };
+      child.stdout.on('data', take);
+      child.stderr.on('data', take);
+      const cancel = token.onCancellationRequested(() => child.kill());
+      child.on('error', (e) => {
+        cancel.dispose();
+        this.output.appendLine(String(e));
+        resolve({ code: null, tail: String(e) });
+      });
+      child.on('close', (code) => {
+        cancel.dispose();
+        if (partial) onLine(partial);
+        resolve({ code, tail });
+      });
+    });
+  }
+}
