@@ -3,7 +3,7 @@
 // else one in MoE Lab's global storage), torch of the right build, the engine, then selects it.
 // pip's output goes to the MoE Lab output channel; the notification shows the step.
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { installArgs } from '../jobs/taskArgs';
@@ -20,8 +20,6 @@ export interface EngineSource {
 // Without network (or behind a dead index) pip would retry each URL five times with backoff:
 // minutes of silence. Fail in seconds instead; pip's own message lands in the output channel.
 const PIP_ENV = { PIP_RETRIES: '0', PIP_TIMEOUT: '5', PIP_DEFAULT_TIMEOUT: '5', PIP_DISABLE_PIP_VERSION_CHECK: '1' };
-
-class StepFailed extends Error {}
 
 type Progress = vscode.Progress<{ message?: string; increment?: number }>;
 
@@ -53,32 +51,24 @@ export class EngineEnvironments {
     const ok = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: 'MoE Lab: setting up Python', cancellable: true },
       async (progress, token) => {
-        try {
-          if (!envExists(where.dir)) {
-            progress.report({ message: `creating ${where.label}…` });
-            // A half-made environment is removed; one that only lacks packages is reused next time.
-            const existed = existsSync(where.dir);
-            let created = false;
-            try {
-              created = await this.step(progress, token, base.executable, ['-m', 'venv', where.dir], 'creating the environment');
-            } finally {
-              if (!created && !existed) rmSync(where.dir, { recursive: true, force: true });
-            }
-            if (!created) return false;
-          }
-          let pinned: string | undefined;
-          if (plan.pinCpuBuild) {
-            const listed = await this.capture(python, torchVersionsArgs(plan), token);
-            pinned = newestCpuBuild(listed);
-            this.output.appendLine(`MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`);
-          }
-          const torchStep = `installing torch (${plan.reason.replace(/\.$/, '')})`;
-          if (!(await this.step(progress, token, python, torchInstallArgs(plan, pinned), torchStep))) return false;
-          return await this.step(progress, token, python, ['-m', ...installArgs(source)], 'installing the MoE Lab engine');
-        } catch (e) {
-          if (!(e instanceof StepFailed)) throw e;
-          return false;
+        if (!envExists(where.dir)) {
+          progress.report({ message: `creating ${where.label}…` });
+          // A half-made environment is removed; one that only lacks packages is reused next time.
+          const existed = existsSync(where.dir);
+          const created = await this.step(progress, token, base.executable, ['-m', 'venv', where.dir], 'creating the environment');
+          if (!created && !existed) rmSync(where.dir, { recursive: true, force: true });
+          if (!created) return false;
+          // As the Python extension does: the environment stays out of the user's git status.
+          writeFileSync(path.join(where.dir, '.gitignore'), '*\n');
         }
+        let pinned: string | undefined;
+        if (plan.pinCpuBuild) {
+          pinned = newestCpuBuild(await this.capture(python, torchVersionsArgs(plan), token));
+          this.output.appendLine(`MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`);
+        }
+        const torchStep = `installing torch (${plan.reason.replace(/\.$/, '')})`;
+        if (!(await this.step(progress, token, python, torchInstallArgs(plan, pinned), torchStep))) return false;
+        return this.step(progress, token, python, ['-m', ...installArgs(source)], 'installing the MoE Lab engine');
       },
     );
     if (!ok) return undefined;
@@ -149,7 +139,7 @@ export class EngineEnvironments {
     void vscode.window.showErrorMessage(
       `MoE Lab: ${what} failed (exit code ${code ?? 'unknown'}).${hint} See the MoE Lab output.`,
     );
-    throw new StepFailed(what);
+    return false;
   }
 
   /** stdout of a command whose failure is no error (pip index versions is only a hint). */
