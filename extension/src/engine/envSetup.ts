@@ -45,9 +45,7 @@ export class EngineEnvironments {
   async create(base: PythonInfo, source: EngineSource, folder?: vscode.WorkspaceFolder): Promise<string | undefined> {
     const where = await this.target(folder);
     const python = envPython(where.dir);
-    const plan = torchPlan(process.platform, detectNvidia({ platform: process.platform, pathVar: process.env.PATH ?? '' }));
     this.output.appendLine(`MoE Lab: a new environment in ${where.dir} from ${base.executable} (Python ${versionString(base)})`);
-    this.output.appendLine(`MoE Lab: ${plan.reason}`);
     const ok = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: 'MoE Lab: setting up Python', cancellable: true },
       async (progress, token) => {
@@ -61,14 +59,7 @@ export class EngineEnvironments {
           // As the Python extension does: the environment stays out of the user's git status.
           writeFileSync(path.join(where.dir, '.gitignore'), '*\n');
         }
-        let pinned: string | undefined;
-        if (plan.pinCpuBuild) {
-          pinned = newestCpuBuild(await this.capture(python, torchVersionsArgs(plan), token));
-          this.output.appendLine(`MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`);
-        }
-        const torchStep = `installing torch (${plan.reason.replace(/\.$/, '')})`;
-        if (!(await this.step(progress, token, python, torchInstallArgs(plan, pinned), torchStep))) return false;
-        return this.step(progress, token, python, ['-m', ...installArgs(source)], 'installing the MoE Lab engine');
+        return this.provision(progress, token, python, source);
       },
     );
     if (!ok) return undefined;
@@ -81,9 +72,36 @@ export class EngineEnvironments {
     this.output.appendLine(`MoE Lab: installing the engine into ${python}`);
     return vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: 'MoE Lab', cancellable: true },
-      (progress, token) =>
-        this.step(progress, token, python, ['-m', ...installArgs(source)], 'installing the MoE Lab engine', folder?.uri.fsPath),
+      (progress, token) => this.provision(progress, token, python, source, folder?.uri.fsPath),
     );
+  }
+
+  /**
+   * torch of the machine's build unless the interpreter has one (else pip would take whichever
+   * build the index serves as the engine's dependency: on Linux PyPI's CUDA one), then the engine.
+   */
+  private async provision(
+    progress: Progress,
+    token: vscode.CancellationToken,
+    python: string,
+    source: EngineSource,
+    cwd?: string,
+  ): Promise<boolean> {
+    const torch = await this.capture(python, ['-c', 'import torch; print(torch.__version__)'], token, false);
+    if (/^\d+\.\d+/.test(torch.trim())) {
+      this.output.appendLine(`MoE Lab: keeping torch ${torch.trim()} in ${python}`);
+    } else {
+      const plan = torchPlan(process.platform, detectNvidia({ platform: process.platform, pathVar: process.env.PATH ?? '' }));
+      this.output.appendLine(`MoE Lab: ${plan.reason}`);
+      let pinned: string | undefined;
+      if (plan.pinCpuBuild) {
+        pinned = newestCpuBuild(await this.capture(python, torchVersionsArgs(plan), token));
+        this.output.appendLine(`MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`);
+      }
+      const what = `installing torch (${plan.reason.replace(/\.$/, '')})`;
+      if (!(await this.step(progress, token, python, torchInstallArgs(plan, pinned), what, cwd))) return false;
+    }
+    return this.step(progress, token, python, ['-m', ...installArgs(source)], 'installing the MoE Lab engine', cwd);
   }
 
   /** Makes `python` the interpreter MoE Lab uses: the Python extension's choice for the folder, else moelab.pythonPath. */
@@ -143,9 +161,14 @@ export class EngineEnvironments {
   }
 
   /** stdout of a command whose failure is no error (pip index versions is only a hint). */
-  private async capture(command: string, args: string[], token: vscode.CancellationToken): Promise<string> {
+  private async capture(
+    command: string,
+    args: string[],
+    token: vscode.CancellationToken,
+    echo = true,
+  ): Promise<string> {
     let out = '';
-    await this.spawnStreamed(command, args, token, undefined, (line) => (out += line + '\n'));
+    await this.spawnStreamed(command, args, token, undefined, (line) => (out += line + '\n'), echo);
     return out;
   }
 
@@ -155,6 +178,7 @@ export class EngineEnvironments {
     token: vscode.CancellationToken,
     cwd: string | undefined,
     onLine: (line: string) => void,
+    echo = true,
   ): Promise<{ code: number | null; tail: string }> {
     return new Promise((resolve) => {
       const child = spawn(command, args, {
@@ -166,7 +190,7 @@ export class EngineEnvironments {
       let partial = '';
       const take = (chunk: Buffer) => {
         const text = chunk.toString();
-        this.output.append(text);
+        if (echo) this.output.append(text);
         tail = (tail + text).slice(-4000);
         const lines = (partial + text).split(/\r?\n|\r/);
         partial = lines.pop() ?? '';
