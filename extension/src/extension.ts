@@ -42,13 +42,11 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
   subs.push(store);
 
   const locator = new EngineLocator();
-  // pip's output when MoE Lab sets up a Python for the engine.
-  const engineOutput = vscode.window.createOutputChannel('MoE Lab');
-  const environments = new EngineEnvironments(locator, context.globalStorageUri.fsPath, engineOutput);
+  // pip's output, when MoE Lab sets up a Python for the engine, goes to the one MoE Lab log.
+  const environments = new EngineEnvironments(locator, context.globalStorageUri.fsPath, logChannel);
   const gate = new EngineGate(locator, context.extensionPath, environments);
   const runner = new JobRunner(locator, gate);
   subs.push(
-    engineOutput,
     locator,
     runner,
     runner.onDidEndJob(() => void store.refresh()),

@@ -27,7 +27,7 @@ export class EngineEnvironments {
   constructor(
     private readonly locator: EngineLocator,
     private readonly globalStorage: string,
-    private readonly output: vscode.OutputChannel,
+    private readonly output: vscode.LogOutputChannel,
   ) {}
 
   /** The folder a new environment goes to, and how it is named to the user. */
@@ -45,7 +45,7 @@ export class EngineEnvironments {
   async create(base: PythonInfo, source: EngineSource, folder?: vscode.WorkspaceFolder): Promise<string | undefined> {
     const where = await this.target(folder);
     const python = envPython(where.dir);
-    this.output.appendLine(`MoE Lab: a new environment in ${where.dir} from ${base.executable} (Python ${versionString(base)})`);
+    this.output.info(`MoE Lab: a new environment in ${where.dir} from ${base.executable} (Python ${versionString(base)})`);
     const ok = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: 'MoE Lab: setting up Python', cancellable: true },
       async (progress, token) => {
@@ -69,7 +69,7 @@ export class EngineEnvironments {
 
   /** pip-installs the engine into an existing interpreter (a virtual environment, or one the user insisted on). */
   async installInto(python: string, source: EngineSource, folder?: vscode.WorkspaceFolder): Promise<boolean> {
-    this.output.appendLine(`MoE Lab: installing the engine into ${python}`);
+    this.output.info(`MoE Lab: installing the engine into ${python}`);
     return vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: 'MoE Lab', cancellable: true },
       (progress, token) => this.provision(progress, token, python, source, folder?.uri.fsPath),
@@ -89,14 +89,14 @@ export class EngineEnvironments {
   ): Promise<boolean> {
     const torch = await this.capture(python, ['-c', 'import torch; print(torch.__version__)'], token, false);
     if (/^\d+\.\d+/.test(torch.trim())) {
-      this.output.appendLine(`MoE Lab: keeping torch ${torch.trim()} in ${python}`);
+      this.output.info(`MoE Lab: keeping torch ${torch.trim()} in ${python}`);
     } else {
       const plan = torchPlan(process.platform, detectNvidia({ platform: process.platform, pathVar: process.env.PATH ?? '' }));
-      this.output.appendLine(`MoE Lab: ${plan.reason}`);
+      this.output.info(`MoE Lab: ${plan.reason}`);
       let pinned: string | undefined;
       if (plan.pinCpuBuild) {
         pinned = newestCpuBuild(await this.capture(python, torchVersionsArgs(plan), token));
-        this.output.appendLine(`MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`);
+        this.output.info(`MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`);
       }
       const what = `installing torch (${plan.reason.replace(/\.$/, '')})`;
       if (!(await this.step(progress, token, python, torchInstallArgs(plan, pinned), what, cwd))) return false;
@@ -123,7 +123,7 @@ export class EngineEnvironments {
       );
     }
     this.locator.invalidate();
-    this.output.appendLine(`MoE Lab: selected ${python}`);
+    this.output.info(`MoE Lab: selected ${python}`);
   }
 
   /** Runs one step with its output streamed to the channel; false when it failed (said) or was cancelled. */
@@ -136,7 +136,7 @@ export class EngineEnvironments {
     cwd?: string,
   ): Promise<boolean> {
     progress.report({ message: `${what}…` });
-    this.output.appendLine(`$ ${[command, ...args].map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`);
+    this.output.info(`$ ${[command, ...args].map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`);
     let last = 0;
     const { code, tail } = await this.spawnStreamed(command, args, token, cwd, (line) => {
       // The notification follows pip ("Collecting torch", "Installing collected packages ..."), at most 4 times a second.
@@ -146,13 +146,14 @@ export class EngineEnvironments {
       }
     });
     if (token.isCancellationRequested) {
-      this.output.appendLine(`MoE Lab: cancelled while ${what}`);
+      this.output.info(`MoE Lab: cancelled while ${what}`);
       return false;
     }
     if (code === 0) return true;
     const hint = /ensurepip is not available|No module named venv/.test(tail)
       ? ' This Python lacks venv: on Debian or Ubuntu install the python3-venv package.'
       : '';
+    this.output.error(`${what} failed (exit code ${code ?? 'unknown'})`);
     this.output.show(true);
     void vscode.window.showErrorMessage(
       `MoE Lab: ${what} failed (exit code ${code ?? 'unknown'}).${hint} See the MoE Lab output.`,
@@ -187,26 +188,38 @@ export class EngineEnvironments {
         windowsHide: true,
       });
       let tail = '';
-      let partial = '';
-      const take = (chunk: Buffer) => {
-        const text = chunk.toString();
-        if (echo) this.output.append(text);
-        tail = (tail + text).slice(-4000);
-        const lines = (partial + text).split(/\r?\n|\r/);
-        partial = lines.pop() ?? '';
-        lines.forEach(onLine);
+      // One log line per line of pip (stdout and stderr each keep their unfinished line).
+      const reader = () => {
+        let partial = '';
+        return {
+          take: (chunk: Buffer) => {
+            const text = chunk.toString();
+            tail = (tail + text).slice(-4000);
+            const lines = (partial + text).split(/\r?\n|\r/);
+            partial = lines.pop() ?? '';
+            lines.forEach(line);
+          },
+          flush: () => partial && line(partial),
+        };
       };
-      child.stdout.on('data', take);
-      child.stderr.on('data', take);
+      const line = (l: string) => {
+        if (echo && l.trim()) this.output.info(l);
+        onLine(l);
+      };
+      const out = reader();
+      const err = reader();
+      child.stdout.on('data', out.take);
+      child.stderr.on('data', err.take);
       const cancel = token.onCancellationRequested(() => child.kill());
       child.on('error', (e) => {
         cancel.dispose();
-        this.output.appendLine(String(e));
+        this.output.error(`${command}: ${e.message}`);
         resolve({ code: null, tail: String(e) });
       });
       child.on('close', (code) => {
         cancel.dispose();
-        if (partial) onLine(partial);
+        out.flush();
+        err.flush();
         resolve({ code, tail });
       });
     });
