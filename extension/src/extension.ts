@@ -6,6 +6,7 @@ import { EXPERIMENT_SELECTOR, ExperimentCodeLensProvider, SBATCH_SELECTOR } from
 import { registerCheckpointCommands } from './commands/checkpointCommands';
 import { registerJobCommands } from './commands/jobCommands';
 import { registerViewCommands } from './commands/viewCommands';
+import { EngineEnvironments } from './engine/envSetup';
 import { EngineGate } from './engine/installer';
 import { EngineLocator } from './engine/locator';
 import { registerInspector } from './inspector/register';
@@ -41,10 +42,9 @@ export function activate(context: vscode.ExtensionContext): MoelabApi {
   subs.push(store);
 
   const locator = new EngineLocator();
-  // The gate installs via the runner, and the runner asks the gate first: bind lazily.
-  const gate: EngineGate = new EngineGate(locator, context.extensionPath, (name, command, args, folder) =>
-    runner.runProcess(name, command, args, folder),
-  );
+  // pip's output, when MoE Lab sets up a Python for the engine, goes to the one MoE Lab log.
+  const environments = new EngineEnvironments(locator, context.globalStorageUri.fsPath, logChannel);
+  const gate = new EngineGate(locator, context.extensionPath, environments);
   const runner = new JobRunner(locator, gate);
   subs.push(
     locator,

@@ -9,11 +9,12 @@
 //   3. walks the user's path in a trusted workspace whose moelab.pythonPath is the repository's
 //      .venv: Run Demo → task terminal → Runs view running → done → dashboard → router panel →
 //      Checkpoints view down to a BAM checkpoint's attention experts → Inspect Routing,
-//   4. opens a workspace whose interpreter has no engine: Run Demo offers to install it,
+//   4. a fresh machine: the workspace's interpreter (python3) has no engine; Run Demo offers a
+//      dedicated environment, creates it, installs torch and the engine, runs the demo, draws a curve,
 //   5. opens a workspace in Restricted Mode: runs are shown, no job can start.
 //
 // Screenshots of every step land in test-results/e2e/ (git-ignored). Env: E2E_KEEP=1 keeps the
-// temp dirs, E2E_ONLY=walk,engine,restricted picks scenarios, CHROMIUM=path, E2E_PYTHON=the engine's
+// temp dirs, E2E_ONLY=walk,fresh,restricted picks scenarios, CHROMIUM=path, E2E_PYTHON=the engine's
 // python (default: this repository's .venv).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -725,53 +726,146 @@ async function walk() {
   }
 }
 
-// ---- 4. no engine in the chosen interpreter: Run Demo offers to install it ------------------------
-async function missingEngine() {
-  const s = scenario('missing-engine');
-  const ws = path.join(scratch, 'engine', 'no engine');
+// ---- 4. a fresh machine: the chosen python3 has no engine; Run Demo sets up an environment -----------
+async function freshMachine() {
+  const s = scenario('fresh-machine');
+  const ws = path.join(scratch, 'fresh', 'no engine');
   fs.mkdirSync(ws, { recursive: true });
-  // A Python without moelab: a venv-less interpreter that cannot import it.
+  // A Python without moelab: a venv-less interpreter that cannot import it (on Debian, externally managed).
   const bare = ['/usr/bin/python3', '/usr/local/bin/python3'].find(
     (p) => fs.existsSync(p) && spawnSync(p, ['-c', 'import moelab']).status !== 0,
   );
-  if (!bare) throw new Error('no python3 without moelab found for the missing-engine test');
-  writeWorkspace(ws, { 'moelab.pythonPath': bare }, { 'README.txt': 'no engine here\n' });
-  const wb = await startWorkbench({
-    prefix,
-    vsix,
-    dir: path.join(scratch, 'engine'),
-    outDir: s.dir,
-    trust: false,
-    log,
-  });
+  if (!bare) throw new Error('no python3 without moelab found for the fresh-machine test');
+  const pep668 =
+    spawnSync(bare, [
+      '-c',
+      'import os, sys, sysconfig; sys.exit(0 if os.path.isfile(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)',
+    ]).status === 0;
+  const gpu = fs.existsSync('/proc/driver/nvidia/version') || !spawnSync('nvidia-smi', ['-L']).error;
+  writeWorkspace(
+    ws,
+    { 'moelab.pythonPath': bare, 'moelab.device': 'cpu' },
+    { 'README.txt': 'no engine here\n' },
+  );
+  const dir = path.join(scratch, 'fresh');
+  const wb = await startWorkbench({ prefix, vsix, dir, outDir: s.dir, trust: false, log });
   const { page } = wb;
+  const offer = page.locator('.notification-toast', { hasText: 'The MoE Lab engine is not installed in' });
+  const settle = async (toast) => {
+    // Let the toast finish sliding in before the screenshot.
+    await until(
+      'the toast to settle',
+      async () => (await toast.evaluate((e) => getComputedStyle(e).opacity)) === '1',
+      5000,
+    ).catch(() => {});
+    await sleep(300);
+  };
   try {
     await s.step('workbench opens the workspace', page, async () => {
       await openFolder(page, wb.baseUrl, ws, 'README.txt');
     });
-    await s.step('Run Demo offers to install the engine', page, async () => {
+    await s.step('Run Demo offers a dedicated environment; Cancel starts nothing', page, async () => {
       await runCommand(page, 'MoE Lab: Run Demo');
-      const toast = page.locator('.notification-toast', {
-        hasText: 'The MoE Lab engine is not installed in',
-      });
-      await toast.waitFor({ timeout: 60_000 });
-      const text = (await toast.textContent()) ?? '';
+      await offer.waitFor({ timeout: 60_000 });
+      const text = (await offer.textContent()) ?? '';
       if (!text.includes(bare)) throw new Error(`the offer does not name ${bare}: ${text}`);
-      await toast.locator('.monaco-button', { hasText: /^Install$/ }).waitFor();
-      // Let the toast finish sliding in before the screenshot.
-      await until(
-        'the toast to settle',
-        async () => (await toast.evaluate((e) => getComputedStyle(e).opacity)) === '1',
-        5000,
-      ).catch(() => {});
-      await sleep(300);
-      await s.screenshot(page, 'install-offer');
-      await toast.locator('.monaco-button', { hasText: /^Cancel$/ }).click();
+      if (!/Create a dedicated environment in MoE Lab's storage/.test(text))
+        throw new Error(`the offer does not propose an environment: ${text}`);
+      await offer.locator('.monaco-button', { hasText: /^Create Environment$/ }).waitFor();
+      const installHere = await offer.locator('.monaco-button', { hasText: /^Install into/ }).count();
+      if (pep668 && (installHere || !/externally managed \(PEP 668\)/.test(text)))
+        throw new Error(`${bare} is externally managed, yet the offer is: ${text}`);
+      await settle(offer);
+      await s.screenshot(page, 'environment-offer');
+      await offer.locator('.monaco-button', { hasText: /^Cancel$/ }).click();
       await sleep(1500);
       if (fs.existsSync(path.join(ws, 'runs')))
         throw new Error('a runs folder appeared although the engine is missing');
-      const terminals = await page.locator('.terminal-wrapper').count();
-      if (terminals) throw new Error('a terminal opened after Cancel');
+      if (await page.locator('.terminal-wrapper').count()) throw new Error('a terminal opened after Cancel');
+    });
+    let envPython;
+    await s.step('Create Environment installs torch and the engine, then the demo starts', page, async () => {
+      await runCommand(page, 'MoE Lab: Run Demo');
+      await offer.waitFor({ timeout: 60_000 });
+      await offer.locator('.monaco-button', { hasText: /^Create Environment$/ }).click();
+      // The progress notification names the torch build and why (no GPU here: the CPU build).
+      const want = gpu
+        ? /installing torch \(CUDA build of torch: /
+        : /installing torch \(CPU build of torch: no /;
+      const progress = page.locator('.notification-toast', { hasText: 'MoE Lab: setting up Python' });
+      await until(
+        'the torch step in the progress notification',
+        async () => want.test((await progress.textContent().catch(() => '')) ?? ''),
+        120_000,
+        100,
+      );
+      await settle(progress);
+      await s.screenshot(page, 'environment-progress');
+      const tInstall = Date.now();
+      await until(
+        'the demo to start in the new environment',
+        async () => {
+          const errors = await errorToasts(page);
+          if (errors) throw Object.assign(new Error(`error shown: ${errors}`), { fatal: true });
+          return /\[demo-[\w-]+\] step \d+\/\d+/.test(
+            (await page.locator('.terminal-wrapper .xterm-rows').allTextContents()).join('\n'),
+          );
+        },
+        900_000,
+        500,
+      );
+      log(`environment set up and demo started in ${((Date.now() - tInstall) / 1000).toFixed(0)} s`);
+      // Selected for MoE Lab where the old value was set (the workspace), an environment in global storage.
+      envPython = JSON.parse(fs.readFileSync(path.join(ws, '.vscode', 'settings.json'), 'utf8'))[
+        'moelab.pythonPath'
+      ];
+      const storage = path.join(dir, 'user-data', 'User', 'globalStorage', `${pkg.publisher}.${pkg.name}`);
+      if (!envPython || !envPython.startsWith(storage + path.sep))
+        throw new Error(`moelab.pythonPath is ${envPython}, not under ${storage}`);
+      const torch = spawnSync(envPython, ['-c', 'import torch, moelab; print(torch.__version__)'], {
+        encoding: 'utf8',
+      });
+      if (torch.status !== 0) throw new Error(`the new environment lacks torch or moelab: ${torch.stderr}`);
+      if (!gpu && !/\+cpu$/.test(torch.stdout.trim()))
+        throw new Error(`not the CPU build of torch: ${torch.stdout}`);
+      if (spawnSync(bare, ['-c', 'import moelab']).status === 0)
+        throw new Error(`moelab was installed into ${bare}`);
+    });
+    await s.step('the dashboard draws the first loss curve', page, async () => {
+      const runsDir = path.join(ws, 'runs');
+      await until(
+        'a run that logged a train loss',
+        async () =>
+          runDirs(runsDir).some((id) => {
+            const f = path.join(runsDir, id, 'metrics.jsonl');
+            return fs.existsSync(f) && /"split":\s*"train"/.test(fs.readFileSync(f, 'utf8'));
+          }),
+        300_000,
+        500,
+      );
+      await runCommand(page, 'MoE Lab: Open Dashboard');
+      const frame = await webviewFrame(page, 'figure[data-metric="train/loss"]');
+      const loss = frame.locator('figure[data-metric="train/loss"]');
+      await until(
+        'a train/loss curve',
+        async () => JSON.parse((await loss.getAttribute('data-series')) ?? '[]').length > 0,
+        60_000,
+      );
+      await until(
+        'ink on the loss chart',
+        async () => (await canvasInk(frame, 'figure[data-metric="train/loss"] canvas')) > 500,
+        30_000,
+      );
+      await hidePanel(page);
+      await clearNotifications(page);
+      await s.screenshot(page, 'first-curve');
+      // Let the demo end, so that nothing of it outlives the server.
+      await until(
+        'the demo to end',
+        async () => runDirs(runsDir).length > 0 && fs.existsSync(path.join(runsDir, 'study.json')),
+        600_000,
+        1000,
+      );
     });
   } finally {
     if (wb.consoleErrors.length)
@@ -880,7 +974,7 @@ let crashed;
 try {
   for (const [name, fn] of [
     ['walk', walk],
-    ['engine', missingEngine],
+    ['fresh', freshMachine],
     ['restricted', restricted],
   ]) {
     if (only && !only.has(name)) continue;

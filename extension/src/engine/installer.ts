@@ -1,14 +1,15 @@
-// Makes sure the engine is installed in the chosen interpreter before a job starts, and
-// installs it (as a visible task) when the user agrees.
+// Makes sure the engine answers in the chosen interpreter before a job starts. When it does not,
+// the first offer is a dedicated environment (envSetup.ts); installing into the interpreter itself
+// is offered only for a virtual environment, or a global one the user chose, and never for an
+// externally managed Python (PEP 668).
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { installArgs } from '../jobs/taskArgs';
-import { MIN_ENGINE_VERSION } from './interpreter';
+import type { EngineEnvironments, EngineSource } from './envSetup';
+import { type EngineProbe, MIN_ENGINE_VERSION } from './interpreter';
 import type { EngineLocator } from './locator';
+import { inPlaceInstall, inspectPython, MIN_PYTHON, supportedPython, versionString } from './pythonEnv';
 import { log, why } from '../util/log';
-
-export type RunProcessTask = (name: string, command: string, args: string[], folder?: vscode.WorkspaceFolder) => Promise<number | undefined>;
 
 /** An engine/ folder whose pyproject.toml names the moelab project. */
 export function engineSourceIn(dir: string): string | undefined {
@@ -21,11 +22,13 @@ export function engineSourceIn(dir: string): string | undefined {
   }
 }
 
+const CREATE = 'Create Environment';
+
 export class EngineGate {
   constructor(
     private readonly locator: EngineLocator,
     private readonly extensionPath: string,
-    private readonly runProcess: RunProcessTask,
+    private readonly environments: EngineEnvironments,
   ) {}
 
   /** The interpreter to run the engine with, or undefined when it is missing and was not installed. */
@@ -33,7 +36,27 @@ export class EngineGate {
     const { python } = await this.locator.interpreter(folder);
     const probe = await this.locator.probe(python);
     if (probe.state === 'ok') return python;
-    if (probe.state === 'noPython') {
+    return this.offer(probe, folder);
+  }
+
+  /** The "Install Engine" command: the same offer, also when the engine is there already. */
+  async install(folder = vscode.workspace.workspaceFolders?.[0]): Promise<boolean> {
+    const { python } = await this.locator.interpreter(folder);
+    this.locator.invalidate();
+    const probe = await this.locator.probe(python);
+    return (await this.offer(probe, folder)) !== undefined;
+  }
+
+  private source(folder?: vscode.WorkspaceFolder): EngineSource {
+    const editable = folder ? engineSourceIn(folder.uri.fsPath) : undefined;
+    return { editable, local: editable ? undefined : engineSourceIn(this.extensionPath) };
+  }
+
+  private async offer(probe: EngineProbe, folder?: vscode.WorkspaceFolder): Promise<string | undefined> {
+    const choice = await this.locator.interpreter(folder);
+    const { python } = choice;
+    const info = probe.state === 'noPython' ? undefined : await inspectPython(python);
+    if (!info) {
       const pick = await vscode.window.showErrorMessage(
         `MoE Lab: no Python interpreter at "${python}". Select one with the Python extension or set moelab.pythonPath.`,
         'Open Settings',
@@ -41,32 +64,46 @@ export class EngineGate {
       if (pick) void vscode.commands.executeCommand('workbench.action.openSettings', 'moelab.pythonPath');
       return undefined;
     }
-    const why =
-      probe.state === 'old'
-        ? `is too old in ${python} (${probe.version}, needs ${MIN_ENGINE_VERSION})`
-        : `is not installed in ${python}`;
-    const pick = await vscode.window.showWarningMessage(`The MoE Lab engine ${why}. Install it into this interpreter?`, 'Install', 'Cancel');
-    if (pick !== 'Install') return undefined;
-    return (await this.install(folder)) ? python : undefined;
-  }
-
-  /** pip install -e <workspace>/engine, else the engine shipped in the extension, else from the index. */
-  async install(folder = vscode.workspace.workspaceFolders?.[0]): Promise<boolean> {
-    const { python } = await this.locator.interpreter(folder);
-    const editable = folder ? engineSourceIn(folder.uri.fsPath) : undefined;
-    const local = editable ? undefined : engineSourceIn(this.extensionPath);
-    const code = await this.runProcess('Install MoE Lab engine', python, ['-m', ...installArgs({ editable, local })], folder);
+    if (!supportedPython(info)) {
+      void vscode.window.showErrorMessage(
+        `MoE Lab: ${python} is Python ${versionString(info)}; the engine needs Python ${MIN_PYTHON.join('.')} or newer. Select another with the Python extension or moelab.pythonPath.`,
+      );
+      return undefined;
+    }
+    const state =
+      probe.state === 'ok'
+        ? `${probe.version} is installed in ${python}`
+        : probe.state === 'old'
+          ? `is too old in ${python} (${probe.version}, needs ${MIN_ENGINE_VERSION})`
+          : `is not installed in ${python}`;
+    const inPlace = inPlaceInstall(info, choice.source !== 'default');
+    const where = await this.environments.target(folder);
+    const here = info.venv ? 'Install into This Environment' : 'Install into This Interpreter';
+    const buttons = inPlace.allowed ? [CREATE, here] : [CREATE];
+    const text =
+      `The MoE Lab engine ${state}. ` +
+      (inPlace.allowed ? '' : `${inPlace.reason}, so MoE Lab will not install into it. `) +
+      `Create a dedicated environment in ${where.label} with torch and the engine?`;
+    const pick = await vscode.window.showWarningMessage(text, ...buttons, 'Cancel');
+    let ready: string | undefined;
+    if (pick === CREATE) {
+      ready = await this.environments.create(info, this.source(folder), folder);
+    } else if (pick === here && inPlace.allowed) {
+      if (inPlace.confirm) {
+        const sure = await vscode.window.showWarningMessage(inPlace.confirm, { modal: true }, 'Install Anyway');
+        if (sure !== 'Install Anyway') return undefined;
+      }
+      ready = (await this.environments.installInto(python, this.source(folder), folder)) ? python : undefined;
+    }
+    if (!ready) return undefined;
     this.locator.invalidate();
-    if (code !== 0) {
-      void vscode.window.showErrorMessage(`MoE Lab: installing the engine failed (exit code ${code ?? 'unknown'}). See the task terminal.`);
-      return false;
+    const chosen = (await this.locator.interpreter(folder)).python;
+    const after = await this.locator.probe(chosen);
+    if (after.state !== 'ok') {
+      void vscode.window.showErrorMessage(`MoE Lab: the engine does not answer in ${chosen} after installing.`);
+      return undefined;
     }
-    const probe = await this.locator.probe(python);
-    if (probe.state !== 'ok') {
-      void vscode.window.showErrorMessage(`MoE Lab: the engine still does not answer in ${python} after installing.`);
-      return false;
-    }
-    void vscode.window.showInformationMessage(`MoE Lab engine ${probe.version} is ready in ${python}.`);
-    return true;
+    void vscode.window.showInformationMessage(`MoE Lab engine ${after.version} is ready in ${chosen}.`);
+    return chosen;
   }
 }

@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
+import { envPython } from './pythonEnv';
 
 /** The oldest engine whose CLI and run directory this extension understands. */
 export const MIN_ENGINE_VERSION = '0.1.0';
@@ -34,7 +35,7 @@ export function chooseInterpreter(s: InterpreterSources, platform: NodeJS.Platfo
 }
 
 export function venvPython(folder: string, platform: NodeJS.Platform = process.platform): string | undefined {
-  const p = platform === 'win32' ? path.join(folder, '.venv', 'Scripts', 'python.exe') : path.join(folder, '.venv', 'bin', 'python');
+  const p = envPython(path.join(folder, '.venv'), platform);
   return existsSync(p) ? p : undefined;
 }
 

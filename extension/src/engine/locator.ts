@@ -33,7 +33,8 @@ export class EngineLocator implements vscode.Disposable {
     for (const d of this.disposables) d.dispose();
   }
 
-  private async api(): Promise<PythonExtension | undefined> {
+  /** The Python extension's API, when it is installed. */
+  async pythonExtension(): Promise<PythonExtension | undefined> {
     if (!vscode.extensions.getExtension(PYTHON_EXTENSION_ID)) return undefined;
     this.pythonApi ??= PythonExtension.api().then(
       (api) => {
@@ -46,7 +47,7 @@ export class EngineLocator implements vscode.Disposable {
   }
 
   private async fromPythonExtension(folder?: vscode.WorkspaceFolder): Promise<string | undefined> {
-    const api = await this.api();
+    const api = await this.pythonExtension();
     if (!api) return undefined;
     try {
       const envPath = api.environments.getActiveEnvironmentPath(folder?.uri);

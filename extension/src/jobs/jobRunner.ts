@@ -142,29 +142,6 @@ export class JobRunner implements vscode.Disposable {
     return started ? started.exit : undefined;
   }
 
-  /** A non-engine process as a visible task (pip install). */
-  async runProcess(
-    name: string,
-    command: string,
-    args: string[],
-    folder?: vscode.WorkspaceFolder,
-  ): Promise<number | undefined> {
-    if (!requireTrust(`Running "${name}"`)) return undefined;
-    const task = new vscode.Task(
-      { type: TASK_TYPE, command: '_process', args: [command, ...args] },
-      folder ?? vscode.TaskScope.Workspace,
-      name,
-      TASK_TYPE,
-      new vscode.ProcessExecution(command, args, { cwd: folder?.uri.fsPath }),
-    );
-    task.presentationOptions = {
-      reveal: vscode.TaskRevealKind.Always,
-      panel: vscode.TaskPanelKind.Dedicated,
-      clear: true,
-    };
-    return (await this.execute(task, name)).exit;
-  }
-
   private async execute(
     task: vscode.Task,
     name: string,
