@@ -37,6 +37,16 @@ const root = path.resolve(here, '..', '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 const prefix = path.resolve(process.env.VSCODE_E2E_PREFIX || path.join(os.homedir(), '.cache', 'vscode-e2e'));
 const outDir = path.join(root, 'test-results', 'e2e');
+// docs/screenshots/<file> <- the walk's screenshot with this label (E2E_DOCS_SCREENSHOTS=1).
+const DOC_SCREENSHOTS = {
+  'runs.png': 'runs-running',
+  'dashboard.png': 'dashboard',
+  'router-panel.png': 'router-panel',
+  'results.png': 'results',
+  'checkpoints.png': 'checkpoints-bam-attention-experts',
+  'lineage.png': 'lineage',
+  'inspector.png': 'inspect-hover',
+};
 // E2E_PYTHON: an engine interpreter elsewhere (a git worktree without its own .venv).
 const venvPython = process.env.E2E_PYTHON || path.join(root, '.venv', 'bin', 'python');
 const only = process.env.E2E_ONLY ? new Set(process.env.E2E_ONLY.split(',')) : undefined;
@@ -1002,4 +1012,21 @@ console.log(
   `[e2e] ${passed} passed, ${failed} failed, ${skipped} skipped in ${(totalMs / 1000).toFixed(1)} s; screenshots in ${path.relative(root, outDir)}/`,
 );
 if (crashed) console.error(crashed);
+if (process.env.E2E_DOCS_SCREENSHOTS === '1' && !failed && !crashed) refreshDocScreenshots();
 process.exit(failed || crashed || passed === 0 ? 1 : 0);
+
+/** The README's screenshots are the walk's: copied from a walk that passed (E2E_DOCS_SCREENSHOTS=1). */
+function refreshDocScreenshots() {
+  const docs = path.join(root, 'docs', 'screenshots');
+  const walk = path.join(outDir, 'walk');
+  const shots = fs.existsSync(walk) ? fs.readdirSync(walk) : [];
+  for (const [doc, label] of Object.entries(DOC_SCREENSHOTS)) {
+    const shot = shots.find((f) => f.replace(/^\d+-/, '') === `${label}.png`);
+    if (!shot) {
+      console.error(`[e2e] no walk screenshot '${label}' for docs/screenshots/${doc}`);
+      continue;
+    }
+    fs.copyFileSync(path.join(walk, shot), path.join(docs, doc));
+    console.log(`[e2e] docs/screenshots/${doc} <- ${path.relative(root, path.join(walk, shot))}`);
+  }
+}
