@@ -56,7 +56,7 @@ def analyze(opts: AnalyzeOptions) -> dict[str, Any]:
         raise ConfigError("--ckpt: no checkpoint given")
     say = opts.progress or (lambda _m: None)
     configs = [read_config_dict(c) for c in ckpts]
-    meta = next((c["moelab"] for c in configs if isinstance(c.get("moelab"), dict)), {})
+    meta: dict[str, Any] = next((c["moelab"] for c in configs if isinstance(c.get("moelab"), dict)), {})
     genealogy = meta.get("genealogy", [])  # checked before the long part, not after it
     if not isinstance(genealogy, list):
         raise ConfigError(f"{ckpts[0] / 'config.json'}: moelab.genealogy is not a list")

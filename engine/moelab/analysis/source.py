@@ -9,12 +9,12 @@ truncated or hostile file fails before any data is read.
 
 from __future__ import annotations
 
+import io
 import math
 import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
@@ -81,7 +81,7 @@ class ChunkReader:
                     self.entries[layout.engine_name(name)] = Entry(
                         path, start + info["data_offsets"][0], info["dtype"], tuple(info["shape"])
                     )
-        self._fh: dict[Path, BinaryIO] = {}
+        self._fh: dict[Path, io.BufferedReader] = {}
 
     def __enter__(self) -> ChunkReader:
         return self

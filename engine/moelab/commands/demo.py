@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from moelab.errors import ConfigError
 
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
         elapsed = time.monotonic() - t0
-    domains = next(iter(settings[0]["models"].values()), {}).get("ppl", {})
+    first: dict[str, Any] = next(iter(settings[0]["models"].values()), {})
+    domains = first.get("ppl", {})
     doc = study_doc(settings, [d for d in domains if d != "average"], args.quick, elapsed)
     (args.out / "study.json").write_text(json.dumps(doc, indent=2) + "\n")
     for st in settings:

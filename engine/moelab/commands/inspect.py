@@ -153,7 +153,7 @@ def route_text(ckpt: Path, text: str) -> list[dict[str, Any]]:
         raise ConfigError("--text: no tokens")
     with torch.no_grad():
         out = model(torch.tensor([ids]))
-    rows = [{"id": i, "token": t, "routes": []} for i, t in zip(ids, tokens)]
+    rows: list[dict[str, Any]] = [{"id": i, "token": t, "routes": []} for i, t in zip(ids, tokens)]
     for r in out.router_logits:
         probs = r.probs()
         k = r.top_k if r.top_k > 0 else probs.shape[-1]  # soft: every expert, ranked

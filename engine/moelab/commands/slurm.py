@@ -208,12 +208,12 @@ def _status(args: argparse.Namespace) -> int:
                     f"{row['job_id']:>10}  {row['state']:<12} {Path(str(row['run_dir'])).name}  {row.get('reason') or ''}".rstrip()
                 )
         return 0
-    job_id, rec = job_record.resolve(args.target, args.runs)
+    job_id, found = job_record.resolve(args.target, args.runs)
     st = slurm_cli.status(job_id)
     row = {
         **st.to_dict(),
-        "run_dir": rec.get("run_dir") if rec else None,
-        "log": rec.get("log") if rec else None,
+        "run_dir": found.get("run_dir") if found else None,
+        "log": found.get("log") if found else None,
     }
     if args.json:
         print(json.dumps(row))

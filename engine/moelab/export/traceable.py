@@ -87,8 +87,9 @@ def traceable(model: nn.Module) -> Iterator[nn.Module]:
             # Only when the method exists with the expected role; otherwise the einsum stays
             # (correct, just slower in onnxruntime).
             if isinstance(parent, ExpertAttention) and callable(getattr(parent, "_stacked", None)):
-                parent._stacked = _stacked_matmul  # instance attribute: shadows the method
-                parent._routed = parent._soft
+                # Instance attributes that shadow the methods for the trace (restored below).
+                parent._stacked = _stacked_matmul  # type: ignore[method-assign]
+                parent._routed = parent._soft  # type: ignore[method-assign]
                 patched.append(parent)
         yield model
     finally:

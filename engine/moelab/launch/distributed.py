@@ -113,7 +113,9 @@ class Dist:
         """Gradient accumulation: all-reduce only on the last micro-batch of a step."""
         # FSDP (no `no_sync`) reduce-scatters every micro-batch on purpose: deferring it would keep
         # the full unsharded gradients of the whole model on every rank, which is what FSDP avoids.
-        if self.enabled and not last_micro and hasattr(wrapped, "no_sync"):
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.enabled and not last_micro and isinstance(wrapped, DistributedDataParallel):
             return wrapped.no_sync()
         return nullcontext()
 

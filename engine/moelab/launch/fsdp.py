@@ -8,7 +8,7 @@ integer parameter ids, so a checkpoint resumes under any world size and either p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.distributed.checkpoint.state_dict import (
@@ -45,12 +45,14 @@ def shard(model: torch.nn.Module, device: torch.device, param_dtype: torch.dtype
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The unsharded state dict on rank 0 (CPU tensors); {} elsewhere. A collective: every rank calls it."""
-    return get_model_state_dict(model, options=_GATHER)
+    # torch types the values as any state entry; a model's are tensors.
+    return cast(dict[str, torch.Tensor], get_model_state_dict(model, options=_GATHER))
 
 
 def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """`optimizer.state_dict()` of the unsharded model on rank 0; {} elsewhere. A collective."""
-    by_name = get_optimizer_state_dict(model, optimizer, options=_GATHER)
+    # torch types it as nested unions of every state entry; its layout is optimizer.state_dict()'s.
+    by_name = cast(dict[str, Any], get_optimizer_state_dict(model, optimizer, options=_GATHER))
     if not by_name:
         return {}
     ids = {name: i for i, name in enumerate(_param_names(model, optimizer))}

@@ -22,9 +22,9 @@ def upcycle(opts: UpcycleOptions) -> Path:
     """
     from moelab.errors import ConfigError
     from moelab.methods import bam, btx, sparse, upit
-    from moelab.methods.common import run_surgery
+    from moelab.methods.common import MakeSpec, run_surgery
 
-    specs = {
+    specs: dict[str, MakeSpec] = {
         "sparse": sparse.mix_spec,
         "btx": btx.mix_spec,
         "bam-ekv": bam.mix_spec,

@@ -359,9 +359,13 @@ def _dtype_name(dtype: str) -> str:
     return str(TORCH_DTYPES[dtype]).removeprefix("torch.")
 
 
+# A method's surgery plan: (options, seed, its expert sources) -> what to mix.
+MakeSpec = Callable[[UpcycleOptions, Source, list[Any]], MixSpec]
+
+
 def run_surgery(
     opts: UpcycleOptions,
-    make_spec: Callable[[UpcycleOptions, Source, list[Any]], MixSpec],
+    make_spec: MakeSpec,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Validates every input, plans, and writes opts.out atomically (whole or not at all)."""

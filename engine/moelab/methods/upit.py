@@ -183,7 +183,7 @@ def expand(
             dist = [[math.sqrt(v) for v in row] for row in sq]
             # A merged pair is not picked again: its child lies between the two, so the pair would
             # stay the most different and every child would have the same parents.
-            j, k = most_different_pair(dist, {tuple(c.parents) for c in pool.children})
+            j, k = most_different_pair(dist, {(c.parents[0], c.parents[1]) for c in pool.children})
             child = Child(len(pool), [j, k], rng.random(), opts.dare_drop, opts.dare_rescale, dist[j][k])
             pool.children.append(child)
             if progress:

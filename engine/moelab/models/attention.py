@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moelab.models.config import ModelConfig
+from moelab.models.config import ModelConfig, QKNorm
 from moelab.models.jitter import router_jitter
 from moelab.models.kv_cache import KVCache
 from moelab.models.norm import family_norm, rms_normalize, scale_normed
@@ -89,7 +89,7 @@ def attend(
 
 
 def qk_normed(
-    y: torch.Tensor, norm: Callable[[torch.Tensor], torch.Tensor] | None, mode: str, head_dim: int
+    y: torch.Tensor, norm: Callable[[torch.Tensor], torch.Tensor] | None, mode: QKNorm, head_dim: int
 ) -> torch.Tensor:
     """A q or k projection y [..., heads·d] through its norm: over each head (mode "head": Qwen3,
     Gemma3) or over all of y ("full": OLMo2); y itself when the family has none ("")."""
@@ -100,12 +100,29 @@ def qk_normed(
     return norm(y.view(*y.shape[:-1], -1, head_dim)).view(y.shape)
 
 
-def _layer_attention_settings(module: nn.Module, cfg: ModelConfig, layer: int) -> None:
-    """The per-layer attention settings every attention module carries."""
-    module.scale = cfg.attn_scale() if cfg.query_pre_attn_scalar is not None else None
-    module.window = cfg.window(layer)
-    module.cap = cfg.attn_logit_softcapping
-    module.qk_norm = cfg.arch.qk_norm
+def _layer_attention_settings(
+    cfg: ModelConfig, layer: int
+) -> tuple[float | None, int | None, float | None, QKNorm]:
+    """The per-layer attention settings every attention module carries: score scale, window,
+    soft-cap and q/k norm mode."""
+    scale = cfg.attn_scale() if cfg.query_pre_attn_scalar is not None else None
+    return scale, cfg.window(layer), cfg.attn_logit_softcapping, cfg.arch.qk_norm
+
+
+class AttentionExperts(nn.Module):
+    """The stacked parameters of BAM's attention experts ([E, ...] each), a module of its own so that
+    they are saved as `self_attn.experts.*`. Expert-KV has k/v_proj here, shared-KV one K/V beside it;
+    the q/k norms exist with the family's q/k norm only."""
+
+    q_proj: nn.Parameter
+    o_proj: nn.Parameter
+    q_bias: nn.Parameter | None
+    k_proj: nn.Parameter
+    v_proj: nn.Parameter
+    k_bias: nn.Parameter | None
+    v_bias: nn.Parameter | None
+    q_norm: nn.Parameter
+    k_norm: nn.Parameter
 
 
 class Attention(nn.Module):
@@ -118,7 +135,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.attention_bias)
         self.v_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=False)
-        _layer_attention_settings(self, cfg, layer)
+        self.scale, self.window, self.cap, self.qk_norm = _layer_attention_settings(cfg, layer)
         if self.qk_norm:  # Qwen3/Gemma3: over each head (head_dim); OLMo2: over the whole projection
             self.q_norm = family_norm(cfg, d if self.qk_norm == "head" else h * d)
             self.k_norm = family_norm(cfg, d if self.qk_norm == "head" else kv * d)
@@ -161,8 +178,8 @@ class ExpertAttention(nn.Module):
         self.n_heads, self.n_kv, self.head_dim = h, kv, d
         self.jitter_noise = m.router_jitter_noise
         self.router = nn.Linear(hid, e, bias=False)
-        self.experts = nn.Module()
-        _layer_attention_settings(self, cfg, layer)
+        self.experts = AttentionExperts()
+        self.scale, self.window, self.cap, self.qk_norm = _layer_attention_settings(cfg, layer)
         self.norm_args = (cfg.rms_norm_eps, cfg.arch.norm_offset, cfg.arch.norm_weight_fp32)
         if self.qk_norm:
             # q/k norms belong to their projection: per expert, except shared-KV's one k_norm.
@@ -199,10 +216,10 @@ class ExpertAttention(nn.Module):
         y = F.linear(x, w.reshape(e * o, hid), None if bias is None else bias.reshape(e * o))
         return y.view(*x.shape[:-1], e, o)
 
-    def _expert_norm(self, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _expert_norm(self, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
         """Per-expert q/k norm of projections y [..., E, heads·d] with weights w [E, n], or of one
-        expert's y [..., heads·d] with its w [n]; y itself when the family has no q/k norm."""
-        if not self.qk_norm:
+        expert's y [..., heads·d] with its w [n]; y itself when the family has no q/k norm (w None)."""
+        if not self.qk_norm or w is None:
             return y
         eps, offset, fp32 = self.norm_args
         wb = (

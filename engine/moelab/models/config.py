@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from moelab.errors import ConfigError
 from moelab.models.routing import ROUTER_WEIGHTS
+
+# q/k norm: none | RMSNorm over each head (Qwen3/Gemma3) | over all heads (OLMo2).
+QKNorm = Literal["", "head", "full"]
+# pre: Llama | post: OLMo2 (norm the sublayer output, no input norm) | sandwich: Gemma2/3.
+NormLayout = Literal["pre", "post", "sandwich"]
 
 
 @dataclass(frozen=True)
@@ -23,10 +28,8 @@ class Family:
     """What a dense family computes beyond the Llama decoder (transformers' modeling_<family>.py)."""
 
     hidden_act: str = "silu"
-    qk_norm: str = ""  # "" | "head" (RMSNorm over each head, Qwen3/Gemma3) | "full" (over all heads, OLMo2)
-    norm_layout: str = (
-        "pre"  # pre: Llama | post: OLMo2 (norm the sublayer output, no input norm) | sandwich: Gemma2/3
-    )
+    qk_norm: QKNorm = ""
+    norm_layout: NormLayout = "pre"
     norm_offset: float = 0.0  # Gemma stores w and scales by (1 + w)
     norm_weight_fp32: bool = False  # OLMo2, Gemma: the weight multiplies before the cast back, not after
     embed_scale: bool = False  # Gemma: embeddings times sqrt(hidden_size), in the model dtype

@@ -31,6 +31,8 @@ from moelab.models.routing import RouterLogits, route_top_k
 class LoRAExperts(nn.Module):
     """E low-rank deltas on a shared SwiGLU FFN; forward(x, idx, weights) like `Experts`."""
 
+    lora_a_w1: nn.Parameter  # registered by name below, with its siblings
+
     def __init__(self, n: int, hidden: int, inner: int, rank: int, alpha: float) -> None:
         super().__init__()
         self.scale = alpha / rank

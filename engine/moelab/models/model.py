@@ -192,11 +192,13 @@ class MoELabForCausalLM(nn.Module):
             raise ConfigError(
                 "capacity_factor: expert capacity is not supported with LoRA experts (lora_rank > 0)"
             )
+        from moelab.models.lora_experts import LoRASparseMoE
+
         self.config.moe = new
         for m in self.modules():
             if isinstance(m, Experts):
                 m.capacity_factor = new.capacity_factor
-            if hasattr(m, "jitter_noise"):  # FFN and attention routers
+            if isinstance(m, SparseMoE | LoRASparseMoE | ExpertAttention):  # FFN and attention routers
                 m.jitter_noise = new.router_jitter_noise
         if (
             self.config.model_type != "moelab"

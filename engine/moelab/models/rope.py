@@ -41,6 +41,8 @@ def _llama3(inv: torch.Tensor, s: dict) -> torch.Tensor:
 
 
 class RotaryEmbedding(torch.nn.Module):
+    inv_freq: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, cfg: ModelConfig, local: bool = False) -> None:
         super().__init__()
         self.cfg, self.local = cfg, local

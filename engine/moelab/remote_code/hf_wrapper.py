@@ -118,9 +118,10 @@ class MoELabHFForCausalLM(PreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
             )
+        # transformers annotates torch.FloatTensor, the legacy class no computed tensor is typed as.
         return MoeCausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
+            loss=loss,  # type: ignore[arg-type]
+            logits=logits,  # type: ignore[arg-type]
             past_key_values=past_key_values if use_cache else None,
             router_logits=tuple(r.logits for r in routers),
         )

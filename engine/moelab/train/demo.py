@@ -89,19 +89,22 @@ def demo_experiment(
         # stays within ten minutes on two CPU cores (DEMO_RESULTS.md has the timings).
         seed_steps, branch_steps, moe_steps = 300, 80, 70
         tune_steps, tune_every, router_min_samples, router_steps = 75, 25, 96, 40
-    half = {"lr": defaults.lr / 2, "warmup_steps": defaults.warmup_steps // 2}
-    aux = {"load_balancing": PerRouter(ffn=0.01, attn=0.01), "z_loss": PerRouter(ffn=0.001, attn=0.001)}
+    half_lr, half_warmup = defaults.lr / 2, defaults.warmup_steps // 2
     stages = [
         StageConfig(kind="dense", model=model, steps=seed_steps),
         # Branches continue the seed at a lower peak LR, as continued pre-training does.
-        StageConfig(kind="branch", steps=branch_steps, **half),
+        StageConfig(kind="branch", steps=branch_steps, lr=half_lr, warmup_steps=half_warmup),
         *(
-            [StageConfig(kind="tune", steps=tune_steps, ckpt_every=tune_every, **half)]
+            [
+                StageConfig(
+                    kind="tune", steps=tune_steps, ckpt_every=tune_every, lr=half_lr, warmup_steps=half_warmup
+                )
+            ]
             if "upit" in methods
             else []
         ),
         # Its steps follow from the branches and the MoE stage (as many tokens as a BTX/BAM MoE after the seed).
-        *([StageConfig(kind="continued", **half)] if controls else []),
+        *([StageConfig(kind="continued", lr=half_lr, warmup_steps=half_warmup)] if controls else []),
         StageConfig(
             kind="upcycle",
             methods=methods,
@@ -112,7 +115,14 @@ def demo_experiment(
             variants=study_variants(methods) if controls else [],
         ),
         # Every MoE gets the same steps × batch × seq_len (the same token budget), except btx-compute.
-        StageConfig(kind="moe", steps=moe_steps, **half, **aux),
+        StageConfig(
+            kind="moe",
+            steps=moe_steps,
+            lr=half_lr,
+            warmup_steps=half_warmup,
+            load_balancing=PerRouter(ffn=0.01, attn=0.01),
+            z_loss=PerRouter(ffn=0.001, attn=0.001),
+        ),
         StageConfig(kind="eval"),
     ]
     return ExperimentConfig(

@@ -23,6 +23,7 @@ them alone) and are left out of the optimizer, so they stay bit-identical.
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -68,7 +69,7 @@ class FreezeSummary:
         return {"groups": self.groups, "frozen_params": self.frozen, "trainable_params": self.trainable}
 
 
-def apply_freeze(model: nn.Module, groups: list[str]) -> FreezeSummary:
+def apply_freeze(model: nn.Module, groups: Sequence[str]) -> FreezeSummary:
     """Sets requires_grad=False on every parameter of a listed group (and True on the others)."""
     unknown = [g for g in groups if g not in FREEZE_GROUPS]
     if unknown:

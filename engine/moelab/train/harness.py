@@ -78,7 +78,8 @@ def load_hf(ckpt: Path, device: str) -> tuple[Any, Any]:
     except Exception as e:  # transformers raises many types; the first line says what is wrong
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{ckpt}: transformers cannot load it ({first})") from None
-    return model.to(device).eval(), tok
+    # transformers' decorated PreTrainedModel.to hides nn.Module.to's signature from type checkers.
+    return model.to(device).eval(), tok  # type: ignore[arg-type]
 
 
 def task_manager(hc: HarnessConfig) -> Any:

@@ -142,7 +142,7 @@ def draw_seed_set(data: DataConfig, tok: Tokenizer, fraction: float, min_samples
     by_fraction = math.ceil(fraction * total)
     n = max(min_samples, by_fraction)
     g = torch.Generator().manual_seed(seed)
-    rows = []
+    rows: list[torch.Tensor] = []
     for d, s in streams.items():
         share = math.ceil(n * sizes[d] / total)
         if share <= sizes[d]:
@@ -262,10 +262,10 @@ def hidden_init(
             h.remove()
     per_sample = labels.repeat_interleave(windows.shape[1] - 1)
     for gate, xs in zip(routers, inputs):
-        h = torch.cat(xs)
-        mean = h.mean(0)
+        acts = torch.cat(xs)
+        mean = acts.mean(0)
         for e in range(gate.out_features):
-            mine = h[per_sample == e]
+            mine = acts[per_sample == e]
             if len(mine):
                 v = mine.mean(0) - mean
                 gate.weight[e] = (v / v.norm().clamp_min(1e-12)).to(gate.weight.dtype)
@@ -280,8 +280,8 @@ def train_routers(
     for p, _ in frozen:
         p.requires_grad_(False)
     params = [g.weight for g in routers]
-    for p in params:
-        p.requires_grad_(True)
+    for weight in params:
+        weight.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(cfg.seed)
     n_experts = routers[0].out_features

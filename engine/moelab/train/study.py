@@ -53,7 +53,7 @@ def summarize_setting(
         ppl = {d: _spread([m["domains"][d]["ppl"] if m else None for m in got]) for d in domains}
         average[x] = [m["average"]["ppl"] if m else None for m in got]
         ppl["average"] = _spread(average[x])
-        budget = next((ev["budgets"][x] for ev in evals if x in ev.get("budgets", {})), {})
+        budget: dict[str, Any] = next((ev["budgets"][x] for ev in evals if x in ev.get("budgets", {})), {})
         models[x] = {"role": role(x, methods), "budget": budget, "ppl": ppl}
     moes = [m for m in methods if m in labels]
     # A claim about models this setting does not run is left out; one whose model failed in a seed stays.

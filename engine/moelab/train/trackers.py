@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Protocol
@@ -139,7 +140,7 @@ class MetricsLog:
 
 
 def open_sinks(
-    loggers: list[str],
+    loggers: Sequence[str],
     run_path: Path,
     run_id: str,
     config: dict[str, Any],
