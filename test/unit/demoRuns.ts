@@ -1,7 +1,7 @@
 // The runs `moelab demo --quick` writes (ids, stages, methods and start order as run.json has them).
-import type { RunInfo } from '../../extension/src/runs/model';
+import type { RunInfo, RunStage } from '../../extension/src/runs/model';
 
-const DEMO: [string, string, string | undefined][] = [
+const DEMO: [string, RunStage, string | undefined][] = [
   ['demo-seed', 'dense', undefined],
   ['demo-branch-code', 'branch', undefined],
   ['demo-branch-math', 'branch', undefined],

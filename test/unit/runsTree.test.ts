@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { RunAppend } from '../../extension/src/runs/model';
-import { isStale } from '../../extension/src/runs/records';
+import type { RunAppend, RunInfo } from '../../extension/src/runs/model';
+import { isStale, parseRunJson } from '../../extension/src/runs/records';
 import { decimate, RunStore, type StatusChange } from '../../extension/src/runs/runStore';
 import { buildRunsTree, runDescription } from '../../extension/src/runs/runsTreeModel';
 import { tmpDir, writeRun } from './fixtures';
@@ -174,7 +174,7 @@ describe('run store and runs tree', () => {
   });
 
   it('stale only for this host: other hosts keep their word', () => {
-    const base = { id: 'r', dir: '/r', status: 'running', pid: DEAD_PID };
+    const base: RunInfo = { id: 'r', dir: '/r', status: 'running', pid: DEAD_PID };
     assert.equal(isStale({ ...base, host: HOST }, HOST, alive), true);
     assert.equal(isStale({ ...base }, HOST, alive), true);
     assert.equal(isStale({ ...base, host: 'gpu-node-7' }, HOST, alive), false);
@@ -210,7 +210,12 @@ describe('run store and runs tree', () => {
       runDescription({ id: 'x', dir: '/x', status: 'queued', stage: 'moe', method: 'upit' }, undefined),
       'queued · upit',
     );
-    const tree = buildRunsTree([{ id: 'x', dir: '/r/x', status: 'weird' }], () => undefined);
-    assert.equal(tree[0].children[0].children[0].icon.id, 'circle-outline');
+    // A status or stage this extension does not know (a newer engine's) reads as queued / none.
+    const odd = parseRunJson(JSON.stringify({ status: 'weird', stage: 'seed' }), '/r/x', 'x');
+    assert.equal(odd?.status, 'queued');
+    assert.equal(odd?.stage, undefined);
+    const tree = buildRunsTree([odd!], () => undefined);
+    assert.equal(tree[0].children[0].label, 'other');
+    assert.equal(tree[0].children[0].children[0].icon.id, 'clock');
   });
 });

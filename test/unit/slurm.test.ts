@@ -28,6 +28,7 @@ import {
   SlurmPoller,
 } from '../../extension/src/jobs/slurmPoller';
 import { engineInvocation, TaskArgError } from '../../extension/src/jobs/taskArgs';
+import type { RunInfo } from '../../extension/src/runs/model';
 import { runDescription } from '../../extension/src/runs/runsTreeModel';
 import { HAVE_VENV, NO_VENV_REASON, PYTHON, REPO } from './inspectorFixtures';
 
@@ -246,7 +247,7 @@ describe('moelab slurm status --json', () => {
     assert.equal(slurmLabel(done), 'completed (slurm 1236)');
     assert.equal(slurmRunStatus(pending), 'queued');
     assert.equal(slurmRunStatus(running), 'running');
-    const run = { id: 'a', dir: '/w/runs/a', status: 'queued' };
+    const run: RunInfo = { id: 'a', dir: '/w/runs/a', status: 'queued' };
     assert.equal(runDescription(run, undefined, pending), 'queued (slurm 1234)');
     assert.equal(
       runDescription({ ...run, status: 'running' }, { step: 3, loss: 2 }, running),

@@ -2,20 +2,28 @@
 // Shared by the Runs view, the status bar and the webview panel hosts.
 import type * as vscode from 'vscode';
 
-export type RunStatus = 'queued' | 'running' | 'done' | 'failed' | 'stopped' | 'diverged';
-export type RunStage = 'dense' | 'branch' | 'upcycle' | 'moe' | 'eval';
+export const RUN_STATUSES = ['queued', 'running', 'done', 'failed', 'stopped', 'diverged'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+export const RUN_STAGES = ['dense', 'branch', 'upcycle', 'moe', 'eval'] as const;
+export type RunStage = (typeof RUN_STAGES)[number];
+/** Statuses a user sees: ARCHITECTURE §4's plus "stale" (running on this host, process gone). */
+export type ShownStatus = RunStatus | 'stale';
+/** What the Slurm view calls a submitted job that has no run.json yet: a run's, or an experiment's. */
+export type PendingStage = 'slurm' | 'experiment';
+/** An FFN router (block_sparse_moe.gate) or a BAM attention router (self_attn.router). */
+export type RouterKind = 'ffn' | 'attn';
 
 /** run.json, plus where it was found. Fields the engine may omit are optional. */
 export interface RunInfo {
   id: string;
   /** Absolute path of runs/<run-id>/ */
   dir: string;
-  stage?: RunStage | string;
+  stage?: RunStage | PendingStage;
   method?: string;
   parents?: string[];
   /** Experiment name (the folder or experiment the run belongs to), for grouping. */
   experiment?: string;
-  status: RunStatus | string;
+  status: RunStatus;
   started?: string;
   ended?: string;
   host?: string;
@@ -42,7 +50,7 @@ export interface MetricRecord {
   /** Cumulative training FLOPs executed, forward + backward (engine: models/flops.py). */
   flops?: number;
   time?: number;
-  split?: 'train' | 'eval' | string;
+  split?: 'train' | 'eval';
   loss?: number;
   lr?: number;
   lb_loss?: number;
@@ -60,7 +68,7 @@ export interface MetricRecord {
 export interface RoutingRecord {
   step: number;
   layer: number;
-  router: 'ffn' | 'attn' | string;
+  router: RouterKind;
   load?: number[];
   prob?: number[];
   by_domain?: Record<string, number[]>;

@@ -1,6 +1,6 @@
 // Validation of run-directory files (ARCHITECTURE §4). Lenient on extra fields, strict on the ones
 // the views index by, so one odd line cannot break a chart. No vscode import.
-import type { MetricRecord, RoutingRecord, RunInfo } from './model';
+import { type MetricRecord, type RoutingRecord, RUN_STAGES, RUN_STATUSES, type RunInfo, type RunStage, type RunStatus, type ShownStatus } from './model';
 import { log, why } from '../util/log';
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -10,16 +10,22 @@ function isObject(v: unknown): v is Record<string, unknown> {
 const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
 
 export function isMetricRecord(v: unknown): v is MetricRecord {
-  return isObject(v) && typeof v.step === 'number' && Number.isFinite(v.step);
+  return isObject(v) && typeof v.step === 'number' && Number.isFinite(v.step) && (v.split === undefined || v.split === 'train' || v.split === 'eval');
 }
 
 /** A per-step record (load and prob), or a saturation record the engine appends when a run is done. */
 export function isRoutingRecord(v: unknown): v is RoutingRecord {
-  if (!isObject(v) || typeof v.step !== 'number' || typeof v.layer !== 'number' || typeof v.router !== 'string') return false;
+  if (!isObject(v) || typeof v.step !== 'number' || typeof v.layer !== 'number' || (v.router !== 'ffn' && v.router !== 'attn')) return false;
   return v.load === undefined ? typeof v.saturation === 'number' : isNumberArray(v.load) && isNumberArray(v.prob);
 }
 
-/** Parses run.json; `dir` is where it was found. The id falls back to the folder name. */
+const isRunStatus = (v: unknown): v is RunStatus => (RUN_STATUSES as readonly unknown[]).includes(v);
+const isRunStage = (v: unknown): v is RunStage => (RUN_STAGES as readonly unknown[]).includes(v);
+
+/**
+ * Parses run.json; `dir` is where it was found. The id falls back to the folder name; a missing or
+ * unknown status reads as "queued" (what the engine writes before a run starts), an unknown stage as none.
+ */
 export function parseRunJson(text: string, dir: string, folderName: string): RunInfo | undefined {
   let v: unknown;
   try {
@@ -29,14 +35,15 @@ export function parseRunJson(text: string, dir: string, folderName: string): Run
     return undefined;
   }
   if (!isObject(v)) return undefined;
-  const run: RunInfo = { ...v, id: typeof v.id === 'string' && v.id ? v.id : folderName, dir, status: typeof v.status === 'string' ? v.status : 'queued' };
+  const run: RunInfo = { ...v, id: typeof v.id === 'string' && v.id ? v.id : folderName, dir, status: isRunStatus(v.status) ? v.status : 'queued' };
+  if (!isRunStage(v.stage)) delete run.stage;
   if (typeof v.pid !== 'number') delete run.pid;
   if (v.parents !== undefined && !(Array.isArray(v.parents) && v.parents.every((p) => typeof p === 'string'))) delete run.parents;
   if (v.config !== undefined && !isObject(v.config)) delete run.config;
   return run;
 }
 
-export const TERMINAL_STATUSES: ReadonlySet<string> = new Set(['done', 'failed', 'stopped', 'diverged']);
+export const TERMINAL_STATUSES: ReadonlySet<ShownStatus> = new Set<ShownStatus>(['done', 'failed', 'stopped', 'diverged']);
 
 /** Whether a process exists on this host; EPERM means it exists but belongs to someone else. */
 export function isPidAlive(pid: number): boolean {

@@ -11,7 +11,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Emitter } from '../util/emitter';
-import type { MetricRecord, RoutingRecord, RunAppend, RunInfo, RunStoreApi } from './model';
+import type { MetricRecord, RoutingRecord, RunAppend, RunInfo, RunStoreApi, ShownStatus } from './model';
 import { isMetricRecord, isPidAlive, isRoutingRecord, isStale, parseRunJson, TERMINAL_STATUSES } from './records';
 import { JsonlTailer } from './tailer';
 import { log, why } from '../util/log';
@@ -45,11 +45,11 @@ interface RunEntry {
   metrics: MetricRecord[];
   routing: RoutingRecord[];
   /** Status as last shown: run.json's, or "stale" when it claims running with a dead pid. */
-  shownStatus: string;
+  shownStatus: ShownStatus;
 }
 
-/** Statuses a user sees: ARCHITECTURE §4's plus "stale" (running on this host, process gone). */
-export function shownStatus(run: RunInfo): string {
+/** The status a user sees (ShownStatus). */
+export function shownStatus(run: RunInfo): ShownStatus {
   return run.stale === true ? 'stale' : run.status;
 }
 

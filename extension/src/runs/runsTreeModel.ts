@@ -2,7 +2,7 @@
 // icons each item shows. runsTree.ts only maps these to vscode.TreeItems. No vscode import.
 import { formatCount } from '../checkpoints/checkpointModel';
 import { type SlurmJobState, slurmLabel } from '../jobs/slurmArgs';
-import type { MetricRecord, RunInfo } from './model';
+import type { MetricRecord, RunInfo, ShownStatus } from './model';
 import { totalSteps } from './records';
 import { shownStatus } from './runStore';
 
@@ -10,7 +10,7 @@ export interface RunNode {
   kind: 'run';
   key: string;
   run: RunInfo;
-  status: string;
+  status: ShownStatus;
   label: string;
   description: string;
   tooltip: string;
@@ -38,7 +38,7 @@ export type RunsTreeNode = ExperimentNode | StageNode | RunNode;
 const STAGE_ORDER = ['dense', 'branch', 'upcycle', 'moe', 'eval'];
 
 /** Codicon and theme colour per shown status. */
-export const STATUS_ICONS: Readonly<Record<string, { id: string; color?: string }>> = {
+export const STATUS_ICONS: Readonly<Record<ShownStatus, { id: string; color?: string }>> = {
   queued: { id: 'clock' },
   running: { id: 'sync~spin', color: 'charts.blue' },
   done: { id: 'pass', color: 'testing.iconPassed' },
@@ -48,7 +48,7 @@ export const STATUS_ICONS: Readonly<Record<string, { id: string; color?: string 
   stale: { id: 'question', color: 'problemsWarningIcon.foreground' },
 };
 
-export function statusLabel(status: string): string {
+export function statusLabel(status: ShownStatus): string {
   return status === 'stale' ? 'stale/failed?' : status;
 }
 
@@ -111,9 +111,9 @@ export function runTooltip(run: RunInfo, latest: MetricRecord | undefined, bad?:
 }
 
 function countStatuses(runs: RunNode[]): string {
-  const counts = new Map<string, number>();
+  const counts = new Map<ShownStatus, number>();
   for (const r of runs) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
-  const order = ['running', 'queued', 'failed', 'diverged', 'stale', 'stopped', 'done'];
+  const order: ShownStatus[] = ['running', 'queued', 'failed', 'diverged', 'stale', 'stopped', 'done'];
   return order
     .filter((s) => counts.has(s))
     .map((s) => `${counts.get(s)} ${statusLabel(s)}`)
@@ -141,7 +141,7 @@ export function buildRunsTree(
       label: run.id,
       description: runDescription(run, last, job),
       tooltip: runTooltip(run, last, badLines?.(run.id), job),
-      icon: STATUS_ICONS[status] ?? { id: 'circle-outline' },
+      icon: STATUS_ICONS[status],
     };
     let stages = groups.get(group);
     if (!stages) groups.set(group, (stages = new Map()));
