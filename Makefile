@@ -50,6 +50,8 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check engine bench
 	$(VENV)/bin/ruff format --check engine bench
+	@# Type-checks engine/moelab ([tool.mypy] in engine/pyproject.toml).
+	cd engine && $(abspath $(VENV))/bin/mypy
 	@# The engine's layer order and import circles, and its functions' length (docs/ARCHITECTURE.md §5).
 	$(PY) -m pytest -q -p no:cacheprovider engine/tests/test_layers.py engine/tests/test_function_size.py
 	npm run -s lint
@@ -57,6 +59,7 @@ lint: setup
 test-engine: $(VENV)/.stamp
 	$(VENV)/bin/ruff check engine bench
 	$(VENV)/bin/ruff format --check engine bench
+	cd engine && $(abspath $(VENV))/bin/mypy
 	@# The Slurm tests need a one-node Slurm on localhost (apt packages, daemons, /etc/slurm): started only
 	@# under CI (CI=true) or when asked (MOELAB_SLURM=1); elsewhere those tests skip and say how to run them.
 	@# slurm-local.sh prints SKIP (and the tests skip) where it cannot start one.

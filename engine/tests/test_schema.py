@@ -132,7 +132,7 @@ def test_demo_experiment_roundtrips():
                     {"kind": "upcycle", "methods": ["btx"], "variants": [{"name": "b", "method": "bt"}]},
                 ]
             },
-            "experiment.json: stages[1].variants[0].method: 'bt' is not a method",
+            "experiment.json: stages[1].variants[0].method: expected one of 'sparse', 'btx', 'bam-ekv', 'bam-skv', 'upit', got the string 'bt'",
         ),
         (
             {

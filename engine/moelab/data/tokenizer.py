@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from moelab.errors import CheckpointError, ConfigError
 from moelab.io.seed_files import TOKENIZER_FILES, carry_seed_files
@@ -27,7 +27,7 @@ _BYTE_KINDS = ("bytes", "byte", "byte-level")
 
 @dataclass
 class TokenizerInfo:
-    kind: str  # "byte-level" | "hf"
+    kind: Literal["byte-level", "hf"]
     file: str  # the file that defines it, inside the checkpoint directory
     vocab_size: int  # the model's
 

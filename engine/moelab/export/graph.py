@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from moelab.models.model import MoELabForCausalLM
+from moelab.models.routing import RouterKind
 
 
 @dataclass(frozen=True)
 class RouterSpec:
     layer: int
-    kind: str  # "ffn" | "attn"
+    kind: RouterKind
     num_experts: int
     top_k: int  # 0 = soft mixture over all experts
 

@@ -70,10 +70,6 @@ def _run(argv: list[str], check: bool = True, cwd: Path | None = None) -> subpro
     return proc
 
 
-def available() -> bool:
-    return shutil.which("sbatch") is not None
-
-
 def sbatch(script: Path, extra: list[str], cwd: Path | None = None) -> str:
     """Submit; returns the job id. `extra` options come before the script so they override its #SBATCH lines."""
     out = _run(["sbatch", "--parsable", *extra, str(script)], cwd=cwd)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moelab.methods.options import METHODS, UPIT_FIELDS, UpcycleOptions
+from moelab.methods.options import METHODS, UPIT_FIELDS, Method, RouterInit, UpcycleOptions
 
-__all__ = ["METHODS", "UPIT_FIELDS", "UpcycleOptions", "upcycle"]
+__all__ = ["METHODS", "UPIT_FIELDS", "Method", "RouterInit", "UpcycleOptions", "upcycle"]
 
 
 def upcycle(opts: UpcycleOptions) -> Path:

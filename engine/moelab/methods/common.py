@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -46,6 +46,7 @@ from moelab.methods.options import UPIT_FIELDS, UpcycleOptions
 from moelab.methods.provenance import ParentHasher, provenance
 from moelab.models.config import ModelConfig, MoEConfig
 from moelab.models.model import meta_model
+from moelab.models.routing import RouterKind
 from moelab.remote_code.bundle import write_remote_code
 
 # Fields that must agree between the seed and every expert for their weights to be mixed.
@@ -112,7 +113,7 @@ class Step:
     name: str  # output tensor name (disk layout)
     shape: tuple[int, ...]
     dtype: str  # output safetensors dtype
-    kind: str  # "copy" | "mean" | "router" | "compute"
+    kind: Literal["copy", "mean", "router", "compute"]
     srcs: list[TensorLoc] = field(default_factory=list)
     layer: int = -1  # for routers and progress
     fn: Callable[[FileCache], torch.Tensor] | None = None  # kind "compute"
@@ -265,7 +266,9 @@ def plan(spec: MixSpec, cfg: ModelConfig) -> list[Step]:
 # ---- 3. execute ----------------------------------------------------------------------------------
 
 
-def init_router(shape: tuple[int, ...], dtype: str, router_seed: int, layer: int, kind: str) -> torch.Tensor:
+def init_router(
+    shape: tuple[int, ...], dtype: str, router_seed: int, layer: int, kind: RouterKind
+) -> torch.Tensor:
     """N(0, ROUTER_STD²), one generator per router so a router's draw depends only on
     (seed, layer, kind) and not on which other routers the model has."""
     g = torch.Generator().manual_seed(router_seed * 1_000_003 + 2 * layer + (kind == "attn"))
@@ -326,7 +329,7 @@ def execute(
             )
             progress(f"{where} ({writer.written_bytes() / 1e6:.0f}/{writer.total_bytes / 1e6:.0f} MB)")
         if step.kind == "router":
-            kind = "attn" if "self_attn" in step.name else "ffn"
+            kind: RouterKind = "attn" if "self_attn" in step.name else "ffn"
             writer.write_tensor(step.name, init_router(step.shape, step.dtype, router_seed, step.layer, kind))
         elif step.kind == "compute":
             assert step.fn is not None

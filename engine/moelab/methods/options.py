@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-METHODS = ("sparse", "btx", "bam-ekv", "bam-skv", "upit")
+from moelab.models.routing import RouterWeights
+
+Method = Literal["sparse", "btx", "bam-ekv", "bam-skv", "upit"]
+METHODS: tuple[Method, ...] = typing.get_args(Method)
+# How an MoE's routers start: as the surgery draws them, or from hidden-state means (mergekit-style).
+RouterInit = Literal["random", "hidden"]
 
 
 @dataclass
 class UpcycleOptions:
-    method: str
+    method: Method
     seed: Path
     experts: list[Path] = field(
         default_factory=list
@@ -25,11 +32,11 @@ class UpcycleOptions:
     # "random" | "hidden" (mergekit-style hidden-state means). The surgery always draws random
     # routers: setting them from data is a forward pass over samples, done after it by
     # train/router_preopt.py (as is UpIT's pre-optimization); `moelab upcycle` and the pipeline do both.
-    router_init: str = "random"
+    router_init: RouterInit = "random"
     capacity_factor: float = 0.0  # FFN expert capacity of the MoE (0 = dropless); Mixtral cannot express it
     router_jitter_noise: float = 0.0  # router input × uniform(1-ε, 1+ε) in training (0 = off)
     # Kept top-k probabilities -> weights: st (renormalised, straight-through gradient) | renorm | raw
-    router_weights: str = "st"
+    router_weights: RouterWeights = "st"
     keep_seed: bool = False  # add the seed itself as one more expert (BAM's general-text expert)
     max_shard_bytes: int = 2 * 1024**3
     overwrite: bool = False
@@ -48,7 +55,7 @@ class UpcycleOptions:
 # Sparse upcycling's paper (Komatsuzaki et al., 2022) upcycles every other FFN layer, the second of
 # each pair (1, 3, 5, ...), as Switch and T5X place their MoE layers; the other methods' papers
 # mix every layer.
-DEFAULT_MOE_LAYERS = {"sparse": "every-other"}
+DEFAULT_MOE_LAYERS: dict[Method, str] = {"sparse": "every-other"}
 
 
 UPIT_FIELDS = ("lora_rank", "dare_drop", "dare_rescale", "merge_seed")

@@ -36,7 +36,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -237,7 +237,7 @@ class _Computed:
             t - base, self.rank, self.scale, _mask_generator(self.pool.merge_seed, e, "lora:" + dense)
         )
 
-    def _cached(self, kind: str, dense: str, files: FileCache) -> list:
+    def _cached(self, kind: Literal["full", "lora"], dense: str, files: FileCache) -> list:
         if self._key != (kind, dense):
             ts = self.pool.tensors(files, dense)
             if kind == "full":

@@ -11,11 +11,12 @@ that family's own fields (windows, soft-caps, ...), so one reader parses both.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from moelab.errors import ConfigError
-from moelab.models.routing import ROUTER_WEIGHTS
+from moelab.models.routing import ROUTER_WEIGHTS, RouterWeights
 
 # q/k norm: none | RMSNorm over each head (Qwen3/Gemma3) | over all heads (OLMo2).
 QKNorm = Literal["", "head", "full"]
@@ -67,7 +68,8 @@ DENSE_TYPES = tuple(FAMILIES)
 NATIVE_MOE_FAMILY = {"mixtral": "llama", "qwen3_moe": "qwen3"}
 SUPPORTED_TYPES = (*DENSE_TYPES, *NATIVE_MOE_FAMILY, "moelab")
 ROPE_TYPES = ("default", "linear", "llama3")
-LAYER_TYPES = ("full_attention", "sliding_attention")
+LayerType = Literal["full_attention", "sliding_attention"]
+LAYER_TYPES: tuple[LayerType, ...] = typing.get_args(LayerType)
 # Families whose attention_bias also biases o_proj (and Gemma/OLMo2/Qwen3 the same): no place for it here.
 _O_BIAS_FAMILIES = ("llama", "qwen3", "olmo2", "gemma", "gemma2", "gemma3_text")
 _GEMMA_SLIDING_PATTERN = {"gemma2": 2, "gemma3_text": 6}  # every n-th layer is global
@@ -99,7 +101,7 @@ class MoEConfig:
     # routed slots, later tokens dropping first (GShard / Switch). 0 = dropless (every slot computed).
     capacity_factor: float = 0.0
     # How kept top-k router probabilities become weights: st | renorm | raw (models/routing.py).
-    router_weights: str = "st"
+    router_weights: RouterWeights = "st"
     # Router jitter (Switch; Mixtral's router_jitter_noise): in training only, every router's input
     # (FFN and attention routers) is multiplied by uniform(1-ε, 1+ε) noise. 0 = off.
     router_jitter_noise: float = 0.0
@@ -156,7 +158,7 @@ class ModelConfig:
     # Sliding-window attention: a query sees itself and the window-1 keys before it. layer_types
     # (full_attention | sliding_attention per layer) picks the windowed layers; None = all of them.
     sliding_window: int | None = None
-    layer_types: list[str] | None = None
+    layer_types: list[LayerType] | None = None
     attn_logit_softcapping: float | None = None  # scores -> cap·tanh(scores/cap) (Gemma2)
     final_logit_softcapping: float | None = None  # logits likewise (Gemma2/3)
     query_pre_attn_scalar: int | float | None = (
@@ -597,7 +599,7 @@ def _opt_number(v: Any) -> int | float | None:
 
 def _read_window(
     d: dict[str, Any], family: str, model_type: str, n_layers: int
-) -> tuple[int | None, list[str] | None]:
+) -> tuple[int | None, list[LayerType] | None]:
     """(sliding_window, layer_types) as the family's transformers config derives them."""
     layer_types = d.get("layer_types")
     if family in ("qwen2", "qwen3"):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+
+RouterKind = Literal["ffn", "attn"]  # an FFN (block_sparse_moe.gate) or an attention (BAM) router
 
 
 @dataclass
@@ -12,7 +16,7 @@ class RouterLogits:
     """One router's logits for every token of the batch: [tokens, experts]."""
 
     layer: int
-    kind: str  # "ffn" | "attn"
+    kind: RouterKind
     logits: torch.Tensor
     top_k: int  # 0 = soft mixture over all experts
 
@@ -45,10 +49,13 @@ def top_k_mask(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
 # - "renorm": Mixtral exactly, forward and gradient (no LM-loss gradient at k = 1).
 # - "raw": Switch Transformer: the kept probabilities unnormalised, forward and gradient. The
 #   weights of a token sum to less than 1, so the identical-experts invariant does not hold.
-ROUTER_WEIGHTS = ("st", "renorm", "raw")
+RouterWeights = Literal["st", "renorm", "raw"]
+ROUTER_WEIGHTS: tuple[RouterWeights, ...] = typing.get_args(RouterWeights)
 
 
-def route_top_k(logits: torch.Tensor, k: int, rule: str = "st") -> tuple[torch.Tensor, torch.Tensor]:
+def route_top_k(
+    logits: torch.Tensor, k: int, rule: RouterWeights = "st"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax in fp32, keep the top k; returns ([tokens, k] weights, [tokens, k] expert indices)."""
     probs = torch.softmax(logits.float(), dim=-1)
     kept, idx = probs.topk(k, dim=-1)
@@ -62,7 +69,7 @@ def route_top_k(logits: torch.Tensor, k: int, rule: str = "st") -> tuple[torch.T
     return kept + (renorm - kept).detach(), idx
 
 
-def mixture_weights(logits: torch.Tensor, k: int, rule: str = "st") -> torch.Tensor:
+def mixture_weights(logits: torch.Tensor, k: int, rule: RouterWeights = "st") -> torch.Tensor:
     """Dense [tokens, experts] mixture weights: softmax for k == 0 (soft), else top-k by `rule`."""
     if k <= 0 or k >= logits.shape[-1]:
         return torch.softmax(logits.float(), dim=-1)

@@ -23,6 +23,8 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+# What a training run is (run.json's stage; the pipeline's tune and continued runs are dense or branch).
+TrainStage = Literal["dense", "branch", "moe"]
 # What `freeze` may list; moelab.train.freeze defines each group's parameters.
 FreezeGroup = Literal["backbone", "experts", "attention", "routers"]
 
@@ -107,7 +109,7 @@ class TrainConfig(Hyper):
 
     run_id: str = field(default="", metadata=_help("run directory name under `out` (required)"))
     out: str = field(default="runs", metadata=_help("directory of runs (relative to the config file)"))
-    stage: Literal["dense", "branch", "moe"] = "dense"
+    stage: TrainStage = "dense"
     method: str = field(default="", metadata=_help("upcycling method of an MoE run (for display)"))
     experiment: str = ""
     parents: list[str] = field(default_factory=list, metadata=_help("run ids this run starts from"))

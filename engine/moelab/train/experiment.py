@@ -32,12 +32,16 @@ from moelab.data.mixture import DataConfig
 from moelab.errors import ConfigError
 from moelab.launch.slurm_options import SlurmOptions  # [slurm] read by `moelab slurm`, not by the pipeline
 from moelab.launch.threads import THREADS_HELP
-from moelab.methods.api import METHODS
+from moelab.methods.api import METHODS, Method, RouterInit
 from moelab.models.config import ModelConfig
+from moelab.models.routing import RouterWeights
 from moelab.train import jsoncfg
 from moelab.train.config import FreezeGroup, Hyper, PerRouter, _help
 from moelab.train.harness import HarnessConfig
 from moelab.train.trackers import Logger
+
+# The stages, in the order they run (module docstring).
+StageKind = Literal["dense", "branch", "tune", "continued", "upcycle", "moe", "eval"]
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Variant:
     ablation) or another training budget (BTX trained for as many FLOPs as BAM)."""
 
     name: str = field(metadata=_help("label and run id part, e.g. bam-ekv-attn-top1"))
-    method: str = field(metadata=_help("the upcycling method"))
+    method: Method = field(metadata=_help("the upcycling method"))
     attn_top_k: int | None = field(
         default=None,
         metadata=_help("BAM attention routing of this variant: 0 = soft, k = top-k (default: the stage's)"),
@@ -63,7 +67,7 @@ class Variant:
 class StageConfig:
     """One stage of the pipeline; training settings left out take the experiment's `defaults`."""
 
-    kind: Literal["dense", "branch", "tune", "continued", "upcycle", "moe", "eval"]
+    kind: StageKind
     name: str = field(
         default="",
         metadata=_help("run id part (default: seed, branch, tune, dense-continued, upcycle, moe, eval)"),
@@ -106,14 +110,14 @@ class StageConfig:
         default=None,
         metadata=_help("upcycle: router jitter ε of the MoE (default 0 = off); moe: change it for training"),
     )
-    router_weights: Literal["st", "renorm", "raw"] = field(
+    router_weights: RouterWeights = field(
         default="st",
         metadata=_help(
             "upcycle: top-k weights: st = renormalised with the kept probabilities' gradient (routers learn at k=1), "
             "renorm = Mixtral's, raw = Switch's"
         ),
     )
-    router_init: Literal["random", "hidden"] = "random"
+    router_init: RouterInit = "random"
     router_seed: int = 0
     variants: list[Variant] = field(
         default_factory=list,
@@ -187,7 +191,12 @@ class StageConfig:
 
     def variant(self, label: str) -> Variant:
         """upcycle: the method or variant called `label` (a method is a variant of itself)."""
-        return next((v for v in self.variants if v.name == label), None) or Variant(name=label, method=label)
+        found = next((v for v in self.variants if v.name == label), None)
+        if found is not None:
+            return found
+        if label in METHODS:
+            return Variant(name=label, method=label)
+        raise ConfigError(f"{label!r} is not a method or variant of the upcycle stage")
 
     def harness(self, batch_size: int) -> HarnessConfig:
         return HarnessConfig(
@@ -308,8 +317,6 @@ class ExperimentConfig:
             if not v.name or "/" in v.name or v.name in names:
                 raise ConfigError(f"{where}.name: {v.name!r} is empty, not a plain name or already used")
             names.append(v.name)
-            if v.method not in METHODS:
-                raise ConfigError(f"{where}.method: {v.method!r} is not a method ({', '.join(METHODS)})")
             if v.match_flops_of and (v.match_flops_of == v.name or v.match_flops_of not in s.labels()):
                 raise ConfigError(
                     f"{where}.match_flops_of: {v.match_flops_of!r} is not a method or variant of this stage"
@@ -317,7 +324,7 @@ class ExperimentConfig:
             if v.attn_top_k is not None and v.attn_top_k < 0:
                 raise ConfigError(f"{where}.attn_top_k: must be 0 (soft) or a positive k, got {v.attn_top_k}")
 
-    def stage(self, kind: str) -> StageConfig | None:
+    def stage(self, kind: StageKind) -> StageConfig | None:
         return next((s for s in self.stages if s.kind == kind), None)
 
 

@@ -13,24 +13,24 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from moelab.errors import MoELabError
 from moelab.io.checkpoint import load_config
 from moelab.methods.api import UpcycleOptions, upcycle
 from moelab.models.flops import train_flops
 from moelab.train import jsoncfg
-from moelab.train.config import HYPER_FIELDS, Hyper, TrainConfig
+from moelab.train.config import HYPER_FIELDS, Hyper, TrainConfig, TrainStage
 from moelab.train.evaluate import evaluate_checkpoint
 from moelab.train.experiment import ExperimentConfig, StageConfig, Variant
 from moelab.train.router_preopt import PreoptConfig, preoptimize_checkpoint
-from moelab.train.rundir import RunDir, read_run_json, write_json_atomic
+from moelab.train.rundir import RunDir, RunStage, read_run_json, write_json_atomic
 from moelab.train.trainer import resolve_device, train
 
 
 @dataclass
 class PipelineResult:
-    status: str = "done"  # done | stopped | failed
+    status: Literal["done", "stopped", "failed"] = "done"
     checkpoints: dict[str, Path] = field(default_factory=dict)  # label (seed, branch-code, btx) -> checkpoint
     failures: dict[str, str] = field(default_factory=dict)  # run id -> error
     eval: dict[str, Any] | None = None
@@ -81,7 +81,7 @@ class Pipeline:
         part = stage.name or default
         return f"{self.exp.name}-{part}" + (f"-{suffix}" if suffix else "")
 
-    def _train_config(self, stage: StageConfig, run_id: str, kind: str, **kw: Any) -> TrainConfig:
+    def _train_config(self, stage: StageConfig, run_id: str, kind: TrainStage, **kw: Any) -> TrainConfig:
         h = stage.hyper(self.exp.defaults)
         return TrainConfig(
             **{k: getattr(h, k) for k in HYPER_FIELDS},
@@ -107,7 +107,9 @@ class Pipeline:
         assert res.checkpoint is not None
         return res.checkpoint
 
-    def _queue(self, run_id: str, stage: str, method: str = "", parents: list[str] | None = None) -> None:
+    def _queue(
+        self, run_id: str, stage: RunStage, method: str = "", parents: list[str] | None = None
+    ) -> None:
         # Planned runs appear in the extension's Runs view as `queued` before they start.
         path = self.out / run_id
         if read_run_json(path) is None:
@@ -290,7 +292,7 @@ class Pipeline:
             cfg.steps = steps
             up = p.up
             if v.method == "upit" and up is not None and up.lora_rank and up.lora_freeze_backbone:
-                cfg.freeze = [*cfg.freeze, *(["backbone"] if "backbone" not in cfg.freeze else [])]
+                cfg.freeze = [*cfg.freeze, "backbone"] if "backbone" not in cfg.freeze else cfg.freeze
             try:
                 ck = self._train(cfg)
             except MoELabError as e:  # a diverged or failed MoE does not stop the other methods

@@ -39,6 +39,7 @@ from moelab.errors import ConfigError
 from moelab.io.atomic import atomic_dir
 from moelab.io.checkpoint import load_model as load_checkpoint
 from moelab.io.checkpoint import model_from_tensors, read_config_dict, save_model
+from moelab.methods.options import RouterInit
 from moelab.methods.upit import Pool, dense_pool
 from moelab.models.config import REMOTE_CODE_FILE
 from moelab.models.ffn import SparseMoE
@@ -60,7 +61,7 @@ class PreoptConfig:
     batch_size: int = 16
     lr: float = 1e-2
     seed: int = 0
-    init: str = "random"  # "random" (routers as upcycled) | "hidden" (hidden-state means first)
+    init: RouterInit = "random"  # "random" (routers as upcycled) | "hidden" (hidden-state means first)
     train: bool = True  # UpIT's pre-optimization; False with init "hidden" only sets the routers
 
     def validate(self, entries: bool = True) -> None:

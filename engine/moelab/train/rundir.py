@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import os
 import socket
+import typing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from moelab.io.atomic import write_text_atomic
 
-STAGES = ("dense", "branch", "upcycle", "moe", "eval")
-STATUSES = ("queued", "running", "done", "failed", "stopped", "diverged")
+RunStage = Literal["dense", "branch", "upcycle", "moe", "eval"]
+RunStatus = Literal["queued", "running", "done", "failed", "stopped", "diverged"]
+STAGES: tuple[RunStage, ...] = typing.get_args(RunStage)
+STATUSES: tuple[RunStatus, ...] = typing.get_args(RunStatus)
 
 
 def now_iso() -> str:
@@ -43,7 +46,7 @@ class RunDir:
         self,
         path: Path,
         run_id: str,
-        stage: str,
+        stage: RunStage,
         *,
         method: str = "",
         parents: list[str] | None = None,
@@ -74,10 +77,10 @@ class RunDir:
         }
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         return self.info["status"]
 
-    def set_status(self, status: str, error: str | None = None) -> None:
+    def set_status(self, status: RunStatus, error: str | None = None) -> None:
         assert status in STATUSES, status
         self.info["status"] = status
         if status == "running":

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,7 @@ class TrainingDiverged(MoELabError):
 
 @dataclass
 class TrainResult:
-    status: str  # done | stopped
+    status: Literal["done", "stopped"]
     checkpoint: Path | None  # the newest complete checkpoint
     step: int
 
