@@ -7,7 +7,7 @@ import { inspectText, type RouterRunner } from '../../extension/src/inspector/in
 import { parseManifest, type RoutingManifest } from '../../extension/src/inspector/manifest';
 import { ByteTokenizer } from '../../extension/src/inspector/byteTokenizer';
 import { expertBackground, expertColor } from '../../extension/src/inspector/palette';
-import { toPlain, topExperts, type InspectionResult } from '../../extension/src/inspector/result';
+import { topExperts, type InspectionResult } from '../../extension/src/inspector/result';
 import {
   colourPlan,
   defaultRouter,
@@ -214,13 +214,6 @@ describe('view helpers', () => {
     assert.equal(defaultRouter(r), 1);
     assert.equal(defaultRouter(r, 'L0.attn'), 0);
     assert.match(loadSummary(r, r.routers[1]), /^E0 \d+% · E1 \d+% · E2 \d+% · E3 \d+%$/);
-  });
-
-  it('toPlain gives JSON for webviews', async () => {
-    const r = await get();
-    const plain = JSON.parse(JSON.stringify(toPlain(r)));
-    assert.equal(plain.routers[1].probs.length, r.tokens.length);
-    assert.equal(plain.routers[1].probs[0].length, 4);
   });
 
   it('palette colours are distinct and translucent backgrounds keep the hue', () => {

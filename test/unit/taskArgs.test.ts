@@ -5,14 +5,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import {
-  analyzeArgs,
+  analyzeCheckpointsArgs,
   compareArgs,
   demoArgs,
   engineInvocation,
   exportArgs,
   installArgs,
   runExperimentArgs,
-  trainArgs,
   TaskArgError,
   upcycleArgs,
 } from '../../extension/src/jobs/taskArgs';
@@ -103,7 +102,7 @@ describe('task arguments', () => {
     ]);
     assert.deepEqual(echoArgv({ command: 'x', args: a }), a);
     assert.deepEqual(exportArgs('c k', 'onnx', '$o', base).slice(0, 2), ['export', '--ckpt']);
-    assert.deepEqual(analyzeArgs('a', 'b', 'o', '/r'), [
+    assert.deepEqual(analyzeCheckpointsArgs(['a', 'b'], 'o', '/r'), [
       'analyze',
       '--ckpt',
       '/r/a',
@@ -181,7 +180,7 @@ describe('hostile paths through a real process', () => {
     const jobs: string[][] = [];
     for (const n of names) {
       jobs.push(demoArgs(n, ws));
-      jobs.push(runExperimentArgs(`${n}.moelab.json`, ws), trainArgs(`${n}.json`, ws));
+      jobs.push(runExperimentArgs(`${n}.moelab.json`, ws));
       jobs.push(
         upcycleArgs(
           { method: 'btx', seed: `seed ${n}`, experts: [n, `${n}2`], out: `out ${n}`, topK: 2 },
@@ -190,7 +189,7 @@ describe('hostile paths through a real process', () => {
       );
       jobs.push(
         exportArgs(n, 'onnx', `export ${n}`, ws),
-        analyzeArgs(n, `${n}b`, `analysis ${n}`, ws),
+        analyzeCheckpointsArgs([n, `${n}b`], `analysis ${n}`, ws),
         compareArgs(n, `${n}c`, `cmp ${n}`, ws),
       );
     }

@@ -8,7 +8,6 @@ import type { CheckpointChoice, ModelChoice } from './discovery';
 import { CLEAR_COMMAND, PICK_ROUTER_COMMAND, RoutingEditorView } from './editorView';
 import { InspectorError } from './errors';
 import { findModels, pickModel, pickRouter } from './picker';
-import type { InspectionResult } from './result';
 import { defaultRouter } from './view';
 import { InspectorClient } from './workerClient';
 import { log } from '../util/log';
@@ -18,22 +17,14 @@ export interface InspectorDeps {
   runEngineTask(name: string, args: string[]): Promise<number | undefined>;
 }
 
-/** For the router panel's token view: the latest inspection, and an event per new one. */
-export interface InspectorApi {
-  readonly last: InspectionResult | undefined;
-  readonly onDidInspect: vscode.Event<InspectionResult>;
-}
-
 export const INSPECT_COMMAND = 'moelab.inspectRouting';
 const LAST_EXPORT_KEY = 'moelab.inspector.lastExport';
 /** Built by esbuild.mjs from extension/src/inspector/worker.ts. */
 const WORKER_SCRIPT = 'dist/inspectorWorker.js';
 
-export function registerInspector(context: vscode.ExtensionContext, deps: InspectorDeps): InspectorApi {
+export function registerInspector(context: vscode.ExtensionContext, deps: InspectorDeps): void {
   const client = new InspectorClient(context.asAbsolutePath(WORKER_SCRIPT));
   const view = new RoutingEditorView();
-  const emitter = new vscode.EventEmitter<InspectionResult>();
-  let last: InspectionResult | undefined;
 
   const inspect = async (): Promise<void> => {
     const editor = vscode.window.activeTextEditor;
@@ -67,8 +58,6 @@ export function registerInspector(context: vscode.ExtensionContext, deps: Inspec
     );
     if (doc.isClosed || doc.version !== version) return; // edited meanwhile: the offsets are stale
     view.show(doc, doc.offsetAt(range.start), result, defaultRouter(result, view.lastRouterKey));
-    last = result;
-    emitter.fire(result);
     if (result.truncated) {
       void vscode.window.showWarningMessage(
         `MoE Lab: routed the first ${result.tokens.length} tokens; ${result.truncated} more were left out.`,
@@ -86,19 +75,12 @@ export function registerInspector(context: vscode.ExtensionContext, deps: Inspec
 
   context.subscriptions.push(
     view,
-    emitter,
     vscode.commands.registerCommand(INSPECT_COMMAND, () => inspect().catch(report)),
     vscode.commands.registerCommand(PICK_ROUTER_COMMAND, () => switchRouter().catch(report)),
     vscode.commands.registerCommand(CLEAR_COMMAND, () => view.clear()),
     vscode.languages.registerHoverProvider('*', view),
     { dispose: () => void client.dispose() },
   );
-  return {
-    get last() {
-      return last;
-    },
-    onDidInspect: emitter.event,
-  };
 }
 
 /** The export directory for `choice`, exporting a checkpoint first (a task the user sees). */

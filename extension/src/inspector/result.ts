@@ -65,18 +65,3 @@ export function topExpert(r: RouterResult, t: number): number {
   for (let i = 1; i < e; i++) if (r.probs[t * e + i] > r.probs[t * e + best]) best = i;
   return best;
 }
-
-/** JSON-safe copy (number arrays) for webview postMessage and snapshots. */
-export function toPlain(result: InspectionResult): Omit<InspectionResult, 'routers'> & {
-  routers: (Omit<RouterResult, 'probs'> & { probs: number[][] })[];
-} {
-  return {
-    ...result,
-    routers: result.routers.map((r) => ({
-      ...r,
-      probs: Array.from({ length: result.tokens.length }, (_, t) =>
-        Array.from(r.probs.subarray(t * r.numExperts, (t + 1) * r.numExperts)),
-      ),
-    })),
-  };
-}

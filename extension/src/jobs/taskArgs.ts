@@ -40,10 +40,6 @@ export function runExperimentArgs(file: string, base: string): string[] {
   return ['run', pathArg(file, base)];
 }
 
-export function trainArgs(configFile: string, base: string): string[] {
-  return ['train', pathArg(configFile, base)];
-}
-
 export interface UpcycleOptions {
   method: UpcycleMethod;
   seed: string;
@@ -78,17 +74,9 @@ export function upcycleArgs(o: UpcycleOptions, base: string): string[] {
   ];
 }
 
-export function evalArgs(ckpt: string, data: string[], base: string): string[] {
-  return ['eval', '--ckpt', pathArg(ckpt, base), ...(data.length ? ['--data', ...data.map(checkArg)] : [])];
-}
-
 export function exportArgs(ckpt: string, format: ExportFormat, out: string, base: string): string[] {
   if (format !== 'onnx' && format !== 'hf') throw new TaskArgError(`unknown export format ${format}`);
   return ['export', '--ckpt', pathArg(ckpt, base), '--format', format, '--out', pathArg(out, base)];
-}
-
-export function analyzeArgs(a: string, b: string, out: string, base: string): string[] {
-  return analyzeCheckpointsArgs([a, b], out, base);
 }
 
 /** Weight analysis of checkpoints in step order: the first is the drift reference, the last is described. */
