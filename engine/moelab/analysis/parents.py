@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from moelab.errors import ConfigError
 
@@ -22,7 +22,7 @@ from moelab.errors import ConfigError
 @dataclass
 class Parent:
     path: Path | None
-    source: str | None  # "against" | "config" | None
+    source: Literal["against", "config"] | None
     recorded: str | None = None  # the path as config.json has it (for messages)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from moelab.analysis.source import FLOAT_DTYPES
 from moelab.errors import CheckpointError, MoELabError
 from moelab.io import layout
+from moelab.models.routing import ROUTER_KINDS, RouterKind
 
 _ROUTER = {"ffn": layout.FFN_ROUTER, "attn": layout.ATTN_ROUTER}
 _EXPERT = {"ffn": layout.FFN_EXPERT, "attn": layout.ATTN_EXPERT}
@@ -35,7 +36,7 @@ class Group:
     """One router and the experts it routes between, in one layer."""
 
     layer: int
-    router: str  # "ffn" | "attn"
+    router: RouterKind
     router_tensor: str
     num_experts: int
     matrices: dict[str, list[str]] = field(default_factory=dict)  # matrix -> tensor name of expert e
@@ -47,10 +48,10 @@ class Group:
 
 def find_groups(shapes: dict[str, tuple[list[int], str]], where: Path) -> list[Group]:
     """The MoE groups of a checkpoint, sorted by layer, attention before FFN (forward order)."""
-    routers: dict[tuple[int, str], str] = {}
-    experts: dict[tuple[int, str], dict[str, dict[int, str]]] = {}
+    routers: dict[tuple[int, RouterKind], str] = {}
+    experts: dict[tuple[int, RouterKind], dict[str, dict[int, str]]] = {}
     for name in shapes:
-        for kind in ("ffn", "attn"):
+        for kind in ROUTER_KINDS:
             m = _ROUTER[kind].match(name)
             if m:
                 routers[(int(m[1]), kind)] = name

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from moelab.errors import MoELabError
 
@@ -43,7 +43,7 @@ class SlurmError(MoELabError):
 class JobStatus:
     job_id: str
     state: str  # Slurm's state name: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ... or UNKNOWN
-    source: str  # squeue | sacct | scontrol | none
+    source: Literal["squeue", "sacct", "scontrol", "none"]
     reason: str | None = None
     exit_code: str | None = None
     elapsed: str | None = None

@@ -84,7 +84,7 @@ _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 class Source:
     """One dense input checkpoint, validated, with the location of every tensor."""
 
-    role: str  # "seed" | "expert"
+    role: Literal["seed", "expert"]
     path: Path
     cfg: ModelConfig
     tensors: dict[str, TensorLoc]
@@ -131,7 +131,7 @@ def model_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in layout.to_disk(state).items()}
 
 
-def open_source(path: Path, role: str) -> Source:
+def open_source(path: Path, role: Literal["seed", "expert"]) -> Source:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such directory ({role} checkpoint)")

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 RouterKind = Literal["ffn", "attn"]  # an FFN (block_sparse_moe.gate) or an attention (BAM) router
+ROUTER_KINDS: tuple[RouterKind, ...] = typing.get_args(RouterKind)
 
 
 @dataclass
