@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from moelab.errors import MoELabError
 from moelab.io.checkpoint import load_config
-from moelab.methods.api import UpcycleOptions, upcycle
+from moelab.methods.api import Method, UpcycleOptions, upcycle
 from moelab.models.flops import train_flops
 from moelab.train import jsoncfg
 from moelab.train.config import HYPER_FIELDS, Hyper, TrainConfig, TrainStage
@@ -58,7 +58,7 @@ class _Plan:
     tune_id: str
     cont_id: str
     variants: dict[str, Variant]  # label -> variant
-    shares: dict[str, str]  # label -> the method whose upcycled checkpoint it shares
+    shares: dict[str, Method]  # label -> the method whose upcycled checkpoint it shares
     up_ids: dict[str, str]  # label -> upcycle run id
     moe_ids: dict[str, str]  # label -> MoE run id
 

@@ -481,6 +481,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.tokens += self.tokens_per_step
+        assert state.flops is not None  # derived when the run started, for checkpoints from before the count
         state.flops += self.flops_per_step
         self.clock.tick(state, self.tokens_per_step)
         return measured
