@@ -4,7 +4,7 @@
 // (parents given as checkpoint paths).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { MetricRecord, RunInfo } from '../../extension/src/runs/model';
+import type { MetricRecord, RunInfo, RunStage } from '../../extension/src/runs/model';
 import {
   progressAt,
   resolveParents,
@@ -26,7 +26,7 @@ function training(steps: number, every = 10): MetricRecord[] {
 
 function run(
   id: string,
-  stage: string,
+  stage: RunStage,
   parents: string[] = [],
   config: Record<string, unknown> = {},
 ): RunInfo {
@@ -99,9 +99,9 @@ describe('since the seed', () => {
 
   it('takes a resumed parent’s tokens from its current curve', () => {
     // The seed ran to step 100, resumed from its step-40 checkpoint with a bigger batch, and re-logged.
-    const seed = [
+    const seed: MetricRecord[] = [
       ...training(100),
-      ...[50, 60, 70].map((s) => ({
+      ...[50, 60, 70].map((s): MetricRecord => ({
         step: s,
         tokens: 40_000 + (s - 40) * 3000,
         flops: s * 1e10,

@@ -5,7 +5,7 @@
 // are listed beside it. The Lineage view (lineageTree.ts) maps these nodes to TreeItems. No vscode
 // import.
 import * as path from 'node:path';
-import type { RunInfo } from './model';
+import type { RunInfo, ShownStatus } from './model';
 import { shownStatus } from './runStore';
 import { resolveParents, runAtDir, splitCheckpointPath } from './sinceSeed';
 import { statusLabel } from './runsTreeModel';
@@ -35,7 +35,7 @@ export interface LineageRunNode {
   kind: 'lineageRun';
   key: string;
   run: RunInfo;
-  status: string;
+  status: ShownStatus;
   label: string;
   description: string;
   /** Markdown. */
