@@ -42,6 +42,7 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     "U32": torch.uint32,
     "U64": torch.uint64,
 }
+ST_DTYPES = {v: k for k, v in TORCH_DTYPES.items()}
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,9 @@ def _fill(
             disk = layout.disk_name_of(name, row0 + i)
             if disk not in locs:
                 raise CheckpointError(f"{ckpt}: tensor {disk!r} is missing")
-            loc = locs[disk]
-            _check_shape(loc, shape[1:], disk, ckpt)
-            local[i].copy_(bytes_to_tensor(files.read(loc), loc.dtype, loc.shape))
+            expert = locs[disk]
+            _check_shape(expert, shape[1:], disk, ckpt)
+            local[i].copy_(bytes_to_tensor(files.read(expert), expert.dtype, expert.shape))
         return
     loc = locs.get(name)
     if loc is None:
