@@ -420,6 +420,14 @@ def separate_attention_peer(model: MoELabForCausalLM) -> MoELabForCausalLM:
     return peer
 
 
+def _same_logits(name: str, got: torch.Tensor, want: torch.Tensor) -> None:
+    diff = float((got - want).abs().max())
+    if diff > LOSS_TOL:
+        sys.exit(
+            f"train_step.py: {name}'s logits differ from MoE Lab's by {diff:.2e} (> {LOSS_TOL})"
+        )
+
+
 def _why(exc: BaseException) -> str:
     line = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {line[0][:110] if line else ''}"
@@ -464,9 +472,27 @@ def peer_row(shape: str, variant: str, mode: str, steps: int, impls: list[str]) 
             peers = {"separate": moelab_forward(sep)}
             peers["separate"].module = sep  # type: ignore[attr-defined]
             labels = {"separate": "N separate attention modules"}
-        # the reference loss: MoE Lab eager, before any step
+        # the reference: MoE Lab eager, before any step; every peer's logits must match it (the
+        # loss alone is near ln(vocab) for any small random model)
         with torch.no_grad():
-            ref = float(step_loss(*moelab_forward(model)(ids[:, :-1]), ids[:, 1:]))
+            ref_logits, ref_routers = moelab_forward(model)(ids[:, :-1])
+            ref = float(step_loss(ref_logits, ref_routers, ids[:, 1:]))
+            for impl, fwd in list(peers.items()):
+                if isinstance(fwd, str):
+                    continue
+                try:
+                    got = fwd(ids[:, :-1])[0]
+                except (
+                    ValueError,
+                    ImportError,
+                    RuntimeError,
+                    NotImplementedError,
+                ) as exc:
+                    peers[impl] = _why(
+                        exc
+                    )  # an implementation this build or device cannot run
+                    continue
+                _same_logits(labels[impl], got, ref_logits)
         sides = [
             Contender(
                 "MoE Lab", moelab_forward(model), list(model.parameters()), compiled
