@@ -10,8 +10,8 @@ and the same batch,
     attention modules mixed by the softmax router (bam_attention.SeparateAttentionExperts), the
     nearest thing a user would write by hand.
 A step is forward, LM loss + load balancing (0.01) + router z-loss (0.001) over every router (one
-loss function for both sides), backward, AdamW. Before timing, both sides' losses on the batch must
-agree within 1e-4 (fp32). At the demo shape and a medium one (d 512, 8 experts top-2, seq 512), eager
+loss function for both sides), backward, AdamW. Before timing, both sides' logits and losses on the
+batch must agree within 1e-4 (fp32). At the demo shape and a medium one (d 512, 8 experts top-2, seq 512), eager
 and torch.compile (a side whose compile fails shows why in the table). Printed: tokens/s of each
 and MoE Lab's ratio to the peer.
 
