@@ -14,6 +14,7 @@ FLOPs per token at the BAM paper's configuration: bench/flops_convention.py (the
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -23,13 +24,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 from moelab.models.attention import Attention, ExpertAttention
 from moelab.models.config import ModelConfig, MoEConfig
 from moelab.models.rope import RotaryEmbedding, apply_rope
-from moelab.models.routing import mixture_weights
+from moelab.models.routing import RouterLogits, mixture_weights
 
 SHAPES = {  # batch, seq, hidden, heads, experts
     "demo": (8, 128, 128, 4, 4),
@@ -47,38 +49,91 @@ SHAPES = {  # batch, seq, hidden, heads, experts
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def separate_calls(
-    m: ExpertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> torch.Tensor:
-    """Σᵢ wᵢ · Attentionᵢ(x) as N attention calls (shared-KV: K and V computed once, Q/O per expert)."""
-    b, t, _ = x.shape
-    h, kv, d = m.n_heads, m.n_kv, m.head_dim
-    w = (
-        mixture_weights(m.router(x).reshape(b * t, -1), m.top_k)
-        .to(x.dtype)
-        .view(b, t, -1)
-    )
-    ex = m.experts
-    if m.shared_kv:
-        ks = apply_rope(m.k_proj(x).view(b, t, kv, d).transpose(1, 2), cos, sin)
-        vs = m.v_proj(x).view(b, t, kv, d).transpose(1, 2)
-    out = torch.zeros_like(x)
-    for i in range(m.n_experts):
-        q = apply_rope(
-            F.linear(x, ex.q_proj[i]).view(b, t, h, d).transpose(1, 2), cos, sin
-        )
-        if m.shared_kv:
-            k, v = ks, vs
-        else:
-            k = apply_rope(
-                F.linear(x, ex.k_proj[i]).view(b, t, kv, d).transpose(1, 2), cos, sin
+class SeparateAttentionExperts(nn.Module):
+    """The peer: the same mixture Σᵢ wᵢ · Attentionᵢ(x) as N separate attention modules (plain
+    torch, one nn.Linear per projection and expert; shared-KV: one K and V), mixed by the softmax
+    router: what a straightforward implementation does. Built from an ExpertAttention, whose
+    weights it copies; same call and return as ExpertAttention, so it can replace it in a model.
+    Llama-style attention only (no q/k norms, biases, windows or soft-caps: the bench's models)."""
+
+    def __init__(self, m: ExpertAttention) -> None:
+        super().__init__()
+        if m.qk_norm or m.experts.q_bias is not None or m.window or m.cap:
+            raise ValueError(
+                "SeparateAttentionExperts: plain Llama-style attention experts only"
             )
-            v = F.linear(x, ex.v_proj[i]).view(b, t, kv, d).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=h != kv)
-        out = out + w[..., i : i + 1] * F.linear(
-            y.transpose(1, 2).reshape(b, t, h * d), ex.o_proj[i]
+        self.layer, self.top_k, self.rule, self.shared_kv = (
+            m.layer,
+            m.top_k,
+            m.rule,
+            m.shared_kv,
         )
-    return out
+        self.n_heads, self.n_kv, self.head_dim, self.scale = (
+            m.n_heads,
+            m.n_kv,
+            m.head_dim,
+            m.scale,
+        )
+        self.router = copy.deepcopy(m.router)
+
+        def linears(w: torch.Tensor) -> nn.ModuleList:
+            out = nn.ModuleList()
+            for wi in w.detach():
+                lin = nn.Linear(
+                    wi.shape[1],
+                    wi.shape[0],
+                    bias=False,
+                    device=wi.device,
+                    dtype=wi.dtype,
+                )
+                lin.weight.data.copy_(wi)
+                out.append(lin)
+            return out
+
+        self.q_proj, self.o_proj = linears(m.experts.q_proj), linears(m.experts.o_proj)
+        if self.shared_kv:
+            self.k_proj, self.v_proj = copy.deepcopy(m.k_proj), copy.deepcopy(m.v_proj)
+        else:
+            self.k_proj, self.v_proj = (
+                linears(m.experts.k_proj),
+                linears(m.experts.v_proj),
+            )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: object = None,
+    ) -> tuple[torch.Tensor, RouterLogits]:
+        b, t, _ = x.shape
+        h, kv, d = self.n_heads, self.n_kv, self.head_dim
+        logits = self.router(x).reshape(b * t, -1)
+        w = mixture_weights(logits, self.top_k, self.rule).to(x.dtype).view(b, t, -1)
+
+        def heads(y: torch.Tensor, n: int) -> torch.Tensor:
+            return y.view(b, t, n, d).transpose(1, 2)
+
+        if self.shared_kv:
+            ks = apply_rope(heads(self.k_proj(x), kv), cos, sin)
+            vs = heads(self.v_proj(x), kv)
+        out = torch.zeros_like(x)
+        for i, (q_proj, o_proj) in enumerate(
+            zip(self.q_proj, self.o_proj, strict=True)
+        ):
+            q = apply_rope(heads(q_proj(x), h), cos, sin)
+            if self.shared_kv:
+                k, v = ks, vs
+            else:
+                k = apply_rope(heads(self.k_proj[i](x), kv), cos, sin)
+                v = heads(self.v_proj[i](x), kv)
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.scale, enable_gqa=h != kv
+            )
+            out = out + w[..., i : i + 1] * o_proj(
+                y.transpose(1, 2).reshape(b, t, h * d)
+            )
+        return out, RouterLogits(self.layer, "attn", logits, self.top_k)
 
 
 def skv_tiled(
@@ -187,18 +242,17 @@ def time_shape(
         if dtype == torch.float32
         else {"atol": 3e-2, "rtol": 3e-2}
     )
-    for m in (ekv, skv):  # equal results before any timing
-        torch.testing.assert_close(
-            m(x, cos, sin)[0], separate_calls(m, x, cos, sin), **tol
-        )
+    sep_ekv, sep_skv = SeparateAttentionExperts(ekv), SeparateAttentionExperts(skv)
+    for m, sep in ((ekv, sep_ekv), (skv, sep_skv)):  # equal results before any timing
+        torch.testing.assert_close(m(x, cos, sin)[0], sep(x, cos, sin)[0], **tol)
     torch.testing.assert_close(skv(x, cos, sin)[0], skv_tiled(skv, x, cos, sin), **tol)
     fns = {
         "dense attention (1 expert)": lambda: dense(x, cos, sin)[0],
         "ekv: moelab stacked": lambda: ekv(x, cos, sin)[0],
-        "ekv: N separate calls": lambda: separate_calls(ekv, x, cos, sin),
+        "ekv: N separate calls": lambda: sep_ekv(x, cos, sin)[0],
         "skv: moelab stacked (GQA)": lambda: skv(x, cos, sin)[0],
         "skv: stacked, K/V tiled": lambda: skv_tiled(skv, x, cos, sin),
-        "skv: N separate calls": lambda: separate_calls(skv, x, cos, sin),
+        "skv: N separate calls": lambda: sep_skv(x, cos, sin)[0],
     }
     dt = str(dtype).removeprefix("torch.")
     print(

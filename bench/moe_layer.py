@@ -75,16 +75,37 @@ def build(e: int, k: int, d: int, f: int, device: str, dtype: torch.dtype):
     return ours.to(device=device, dtype=dtype)
 
 
+def transformers_implementations() -> list[str]:
+    """Every `experts_implementation` the installed transformers registers, its eager loop first.
+    Which of them is best is measured, not assumed: callers run each (skipping the ones this build
+    or device cannot run, see `batched_mm_too_big`) and take the fastest."""
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
+    return ["eager", *sorted(ALL_EXPERTS_FUNCTIONS.keys())]
+
+
+def batched_mm_too_big(
+    slots: int, d: int, f: int, dtype: torch.dtype, max_gb: float
+) -> str | None:
+    """Why batched_mm is skipped for `slots` routed (token, expert) pairs, or None: it gathers a
+    copy of the expert weights per slot."""
+    gb = slots * 3 * d * f * torch.finfo(dtype).bits / 8 / 2**30
+    return (
+        f"gathers N·k copies of the expert weights: {gb:.1f} GB"
+        if gb > max_gb
+        else None
+    )
+
+
 def transformers_blocks(
     ours: SparseMoE, e: int, k: int, d: int, f: int, device: str, dtype: torch.dtype
 ):
     """{experts_implementation: MixtralSparseMoeBlock} holding moelab's weights (gate_up = [w1; w3])."""
     from transformers import MixtralConfig
-    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
     out, skipped = {}, {}
-    for impl in ["eager", *sorted(ALL_EXPERTS_FUNCTIONS.keys())]:
+    for impl in transformers_implementations():
         cfg = MixtralConfig(
             hidden_size=d,
             intermediate_size=f,
@@ -169,12 +190,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n== {name}: {e} experts top-{k}, d={d}, ffn={f}, {n} tokens")
         ours = build(e, k, d, f, args.device, dtype)
         peers, skipped = transformers_blocks(ours, e, k, d, f, args.device, dtype)
-        gather_gb = n * k * 3 * d * f * torch.finfo(dtype).bits / 8 / 2**30
-        if "batched_mm" in peers and gather_gb > args.max_gather_gb:
+        too_big = batched_mm_too_big(n * k, d, f, dtype, args.max_gather_gb)
+        if "batched_mm" in peers and too_big:
             del peers["batched_mm"]
-            skipped["batched_mm"] = (
-                f"gathers N·k copies of the expert weights: {gather_gb:.1f} GB"
-            )
+            skipped["batched_mm"] = too_big
         torch.manual_seed(1)
         x = torch.randn(1, n, d, device=args.device, dtype=dtype)
 

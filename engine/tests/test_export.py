@@ -53,6 +53,10 @@ KINDS = {
         ),
     ),
     "mixtral": dict(model_type="mixtral", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0, 1])),
+    # The last router in layer 0 of 2: the graph stops there (no layer 1, no LM head).
+    "sparse-first-layer": dict(
+        model_type="moelab", moe=MoEConfig(num_experts=4, top_k=2, moe_layers=[0], method="sparse")
+    ),
     # Expert capacity drops slots at inference too: the export must drop the same ones.
     "sparse-capacity": dict(
         model_type="moelab",
@@ -114,6 +118,7 @@ EXPECTED_ROUTERS = {
     # Attention experts only in MoE layers: layer 0 is dense.
     "bam-skv-top1": ["router_probs.L1.attn", "router_probs.L1.ffn"],
     "mixtral": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
+    "sparse-first-layer": ["router_probs.L0.ffn"],
     "sparse-capacity": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
     "upit-full": ["router_probs.L0.ffn", "router_probs.L1.ffn"],
     "upit-lora": ["router_probs.L1.ffn"],
@@ -183,7 +188,8 @@ def test_onnx_matches_pytorch_at_two_lengths(exports: dict[str, tuple[Path, Path
     model = load_model(ckpt)
     sess = session(out / "model.onnx")
     names = [o.name for o in sess.get_outputs()]
-    assert names == ["logits", *EXPECTED_ROUTERS[kind]]
+    # The routers only (the inspector reads nothing else); a dense model keeps its logits.
+    assert names == (EXPECTED_ROUTERS[kind] or ["logits"])
     gen = torch.Generator().manual_seed(1)
     # One token leaves most experts empty (zero-row matmuls); 5 and 23 show the axes are dynamic.
     for batch, seq in ((1, 1), (1, 5), (2, 23)):
@@ -191,8 +197,9 @@ def test_onnx_matches_pytorch_at_two_lengths(exports: dict[str, tuple[Path, Path
         with torch.no_grad():
             ref = model(ids)
         got = dict(zip(names, sess.run(names, {"input_ids": ids.numpy()})))
-        assert got["logits"].shape == (batch, seq, 256)
-        np.testing.assert_allclose(got["logits"], ref.logits.numpy(), atol=1e-4, rtol=0)
+        if kind == "dense":
+            assert got["logits"].shape == (batch, seq, 256)
+            np.testing.assert_allclose(got["logits"], ref.logits.numpy(), atol=1e-4, rtol=0)
         assert len(ref.router_logits) == len(EXPECTED_ROUTERS[kind])
         for r in ref.router_logits:
             probs = got[f"router_probs.L{r.layer}.{r.kind}"]
@@ -200,6 +207,43 @@ def test_onnx_matches_pytorch_at_two_lengths(exports: dict[str, tuple[Path, Path
             np.testing.assert_allclose(probs.reshape(batch * seq, -1), r.probs().numpy(), atol=1e-4, rtol=0)
             # The inspector colours by the top expert: the same expert on both sides.
             assert (probs.reshape(batch * seq, -1).argmax(-1) == r.probs().argmax(-1).numpy()).all()
+
+
+def module_scopes(path: Path) -> set[str]:
+    """The module path of every node of an ONNX file written by torch's dynamo exporter (its
+    name_scopes metadata: the enclosing modules, outermost first, then the op)."""
+    import ast
+
+    import onnx
+
+    scopes = set()
+    for node in onnx.load(str(path)).graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        names = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        scopes.update(n for n in names[:-1] if n)
+    return scopes
+
+
+@pytest.mark.parametrize("kind", ["sparse-top2", "sparse-first-layer", "bam-ekv-soft", "olmo2-bam-ekv"])
+def test_graph_stops_after_the_last_router(exports: dict[str, tuple[Path, Path]], kind: str) -> None:
+    import onnx
+
+    _, out = exports[kind]
+    last = max(int(name.split(".")[1][1:]) for name in EXPECTED_ROUTERS[kind])
+    scopes = module_scopes(out / "model.onnx")
+    assert any(s.startswith(f"model.model.layers.{last}.") for s in scopes)  # the metadata is there
+    after = [
+        s
+        for s in scopes
+        if s.startswith(
+            ("model.lm_head", "model.model.norm", f"model.model.layers.{last}.block_sparse_moe.experts")
+        )
+        or (s.startswith("model.model.layers.") and int(s.split(".")[3]) > last)
+    ]
+    assert after == []
+    # Exporter-independent: the only [vocab, hidden] tensor is the embedding (no LM head weight).
+    shapes = [sorted(t.dims) for t in onnx.load(str(out / "model.onnx")).graph.initializer]
+    assert shapes.count(sorted([BASE["vocab_size"], BASE["hidden_size"]])) == 1
 
 
 def test_traceable_swap_is_exact_and_undone() -> None:

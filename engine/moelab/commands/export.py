@@ -1,6 +1,7 @@
 """`moelab export --ckpt DIR --format {onnx,hf} --out DIR`.
 
-onnx: model.onnx (input_ids -> logits and router_probs.L{layer}.{ffn|attn}), routing.json and the
+onnx: model.onnx (input_ids -> router_probs.L{layer}.{ffn|attn}, computed up to the last router; a
+dense model: logits), routing.json and the
 tokenizer, checked against PyTorch with onnxruntime before the directory appears (atomically).
 """
 

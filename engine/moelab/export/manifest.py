@@ -5,8 +5,8 @@
   "model": "model.onnx", "model_type": "moelab", "method": "bam-ekv",
   "source_checkpoint": "/abs/path", "max_context": 2048, "vocab_size": 256, "num_layers": 4,
   "input": {"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]},
-  "outputs": [{"name": "logits", "shape": ["batch", "seq", 256]},
-              {"name": "router_probs.L0.attn", "shape": ["batch", "seq", 4]}, ...],
+  "outputs": [{"name": "router_probs.L0.attn", "shape": ["batch", "seq", 4]}, ...],
+                                   # a dense model (no routers): [{"name": "logits", ...}]
   "routers": [{"layer": 0, "kind": "attn", "output": "router_probs.L0.attn",
                "num_experts": 4, "top_k": 0}, ...],        # top_k 0 = soft mixture
   "router_probs": "softmax over experts of the router logits, before top-k; [batch, seq, experts]",
@@ -27,7 +27,7 @@ import torch
 
 from moelab.data.tokenizer import TokenizerInfo
 from moelab.errors import CheckpointError
-from moelab.export.graph import RouterSpec
+from moelab.export.graph import LOGITS, RouterSpec
 from moelab.export.onnx_export import INPUT, OPSET
 from moelab.io.json_file import read_json
 from moelab.models.config import ModelConfig
@@ -53,8 +53,8 @@ def build(
         "vocab_size": cfg.vocab_size,
         "num_layers": cfg.num_hidden_layers,
         "input": {"name": INPUT, "dtype": "int64", "shape": ["batch", "seq"]},
-        "outputs": [{"name": "logits", "shape": ["batch", "seq", cfg.vocab_size]}]
-        + [{"name": r.output, "shape": ["batch", "seq", r.num_experts]} for r in routers],
+        "outputs": [{"name": r.output, "shape": ["batch", "seq", r.num_experts]} for r in routers]
+        or [{"name": LOGITS, "shape": ["batch", "seq", cfg.vocab_size]}],
         "routers": [
             {
                 "layer": r.layer,

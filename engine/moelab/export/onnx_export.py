@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from moelab.errors import MoELabError
-from moelab.export.graph import RouterSpec, RoutingGraph
+from moelab.export.graph import RouterSpec, RoutingGraph, output_names, reference_outputs
 from moelab.export.traceable import traceable
 from moelab.models.model import MoELabForCausalLM
 
@@ -31,7 +31,7 @@ TOLERANCE = 1e-4
 def export_onnx(model: MoELabForCausalLM, routers: list[RouterSpec], path: Path) -> None:
     model = model.eval()
     max_ctx = model.config.max_position_embeddings
-    graph = RoutingGraph(model).eval()
+    graph = RoutingGraph(model, routers).eval()
     # Batch 2 and a length > 1 so torch.export does not specialise either axis to a constant.
     example = torch.zeros(2, min(8, max_ctx), dtype=torch.long)
     dims = {
@@ -45,7 +45,7 @@ def export_onnx(model: MoELabForCausalLM, routers: list[RouterSpec], path: Path)
                 (example,),
                 str(path),
                 input_names=[INPUT],
-                output_names=["logits", *[r.output for r in routers]],
+                output_names=output_names(routers),
                 dynamo=True,
                 dynamic_shapes=dims,
                 opset_version=OPSET,
@@ -64,8 +64,8 @@ def verify(
     lengths: tuple[int, ...] = (7, 13),
     tol: float = TOLERANCE,
 ) -> float:
-    """Runs the exported file with onnxruntime and PyTorch at several lengths; returns the max abs
-    difference over logits and router probabilities, raising when it exceeds `tol`."""
+    """Runs the exported file with onnxruntime and the full PyTorch model at several lengths; returns
+    the max abs difference over the outputs (router probabilities), raising when it exceeds `tol`."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -75,15 +75,15 @@ def verify(
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    names = ["logits", *[r.output for r in routers]]
-    graph = RoutingGraph(model.eval()).eval()
+    names = output_names(routers)
+    model = model.eval()
     gen = torch.Generator().manual_seed(0)
     worst = 0.0
     for t in lengths:
         t = min(t, model.config.max_position_embeddings)
         ids = torch.randint(0, model.config.vocab_size, (1, t), generator=gen)
         with torch.no_grad():
-            want = graph(ids)
+            want = reference_outputs(model, ids, routers)
         got = session.run(names, {INPUT: ids.numpy()})
         for name, w, g in zip(names, want, got):
             if tuple(w.shape) != tuple(g.shape):

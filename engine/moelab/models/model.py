@@ -125,10 +125,11 @@ class Model(nn.Module):
         self.checkpoint_layers = False
 
     def forward(
-        self, input_ids: torch.Tensor, cache: KVCache | None = None
+        self, input_ids: torch.Tensor, cache: KVCache | None = None, num_layers: int | None = None
     ) -> tuple[torch.Tensor, list[RouterLogits]]:
         """Final normed hidden states [B, T, d] and every router's logits. With a cache, input_ids
-        continue the cached tokens: their positions start after them, and their K/V join the cache."""
+        continue the cached tokens: their positions start after them, and their K/V join the cache.
+        `num_layers` runs only the first layers (the inspection graph stops after its last router)."""
         x = self.embed_tokens(input_ids)
         if self.embed_scale:  # Gemma: the scale rounded to the model dtype first, as transformers does
             x = x * torch.tensor(self.embed_tokens.embedding_dim**0.5, dtype=x.dtype)
@@ -138,7 +139,8 @@ class Model(nn.Module):
         rope_local = self.rotary_local(t, x.device, x.dtype, offset) if self.local_layers else rope
         routers: list[RouterLogits] = []
         recompute = self.checkpoint_layers and cache is None and torch.is_grad_enabled()
-        for i, layer in enumerate(self.layers):
+        layers = self.layers if num_layers is None else self.layers[:num_layers]
+        for i, layer in enumerate(layers):
             cos_sin = rope_local if i in self.local_layers else rope
             if recompute:
                 x, r = checkpoint(layer, x, *cos_sin, None, use_reentrant=False)
