@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DTYPE_BITS } from '../../extension/src/checkpoints/safetensorsHeader';
+import type { Log } from '../../extension/src/util/log';
 
 export interface TensorSpec {
   name: string;
@@ -119,4 +120,21 @@ export function writeRun(
   if (routing.length)
     fs.writeFileSync(path.join(dir, 'routing.jsonl'), routing.map((m) => JSON.stringify(m) + '\n').join(''));
   return dir;
+}
+
+/** A Log that keeps each line as "<level> <message>", for asserting what the host logged. */
+export function captureLog(): { lines: string[]; log: Log } {
+  const lines: string[] = [];
+  const put = (level: string) => (m: unknown) =>
+    void lines.push(`${level} ${m instanceof Error ? m.message : String(m)}`);
+  return {
+    lines,
+    log: {
+      trace: put('trace'),
+      debug: put('debug'),
+      info: put('info'),
+      warn: put('warn'),
+      error: put('error'),
+    },
+  };
 }

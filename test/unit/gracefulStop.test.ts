@@ -5,7 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { gracefulStop, type Stoppable } from '../../extension/src/jobs/gracefulStop';
-import { useLog, type Log } from '../../extension/src/util/log';
+import { useLog } from '../../extension/src/util/log';
+import { captureLog } from './fixtures';
 
 interface Child {
   proc: ChildProcess;
@@ -43,21 +44,6 @@ function task(c: Child): Stoppable & { terminated: number } {
   return t;
 }
 
-function capture(): { lines: string[]; log: Log } {
-  const lines: string[] = [];
-  const put = (level: string) => (m: unknown) => void lines.push(`${level} ${String(m)}`);
-  return {
-    lines,
-    log: {
-      trace: put('trace'),
-      debug: put('debug'),
-      info: put('info'),
-      warn: put('warn'),
-      error: put('error'),
-    },
-  };
-}
-
 describe('Stop: SIGTERM, grace period, then terminate', () => {
   it('a process that saves and exits on SIGTERM is left to exit; the task is not terminated', async () => {
     const c = await child("console.log('checkpoint saved'); process.exit(0);");
@@ -69,7 +55,7 @@ describe('Stop: SIGTERM, grace period, then terminate', () => {
   });
 
   it('a process that ignores SIGTERM is terminated when the grace period ends, not before', async () => {
-    const { lines, log } = capture();
+    const { lines, log } = captureLog();
     const restore = useLog(log);
     const c = await child('/* ignored */');
     const t = task(c);

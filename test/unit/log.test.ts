@@ -4,27 +4,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseSlurmStatus } from '../../extension/src/jobs/slurmArgs';
 import { Emitter } from '../../extension/src/util/emitter';
-import { useLog, type Log } from '../../extension/src/util/log';
-
-function capture(): { lines: string[]; log: Log } {
-  const lines: string[] = [];
-  const put = (level: string) => (m: unknown) =>
-    void lines.push(`${level} ${m instanceof Error ? m.message : String(m)}`);
-  return {
-    lines,
-    log: {
-      trace: put('trace'),
-      debug: put('debug'),
-      info: put('info'),
-      warn: put('warn'),
-      error: put('error'),
-    },
-  };
-}
+import { useLog } from '../../extension/src/util/log';
+import { captureLog } from './fixtures';
 
 describe('host log', () => {
   it('a failing event listener is logged as an error and the other listeners still run', () => {
-    const { lines, log } = capture();
+    const { lines, log } = captureLog();
     const d = useLog(log);
     const e = new Emitter<number>();
     let got = 0;
@@ -41,7 +26,7 @@ describe('host log', () => {
   });
 
   it('a malformed Slurm status is a warning that quotes it, and no job', () => {
-    const { lines, log } = capture();
+    const { lines, log } = captureLog();
     const d = useLog(log);
     try {
       assert.deepEqual(parseSlurmStatus('sacct: error: slurmdbd down'), []);
