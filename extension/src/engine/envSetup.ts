@@ -19,7 +19,12 @@ export interface EngineSource {
 
 // Without network (or behind a dead index) pip would retry each URL five times with backoff:
 // minutes of silence. Fail in seconds instead; pip's own message lands in the output channel.
-const PIP_ENV = { PIP_RETRIES: '0', PIP_TIMEOUT: '5', PIP_DEFAULT_TIMEOUT: '5', PIP_DISABLE_PIP_VERSION_CHECK: '1' };
+const PIP_ENV = {
+  PIP_RETRIES: '0',
+  PIP_TIMEOUT: '5',
+  PIP_DEFAULT_TIMEOUT: '5',
+  PIP_DISABLE_PIP_VERSION_CHECK: '1',
+};
 
 type Progress = vscode.Progress<{ message?: string; increment?: number }>;
 
@@ -31,9 +36,15 @@ export class EngineEnvironments {
   ) {}
 
   /** The folder a new environment goes to, and how it is named to the user. */
-  async target(folder?: vscode.WorkspaceFolder): Promise<{ dir: string; label: string; viaPythonExtension: boolean }> {
+  async target(
+    folder?: vscode.WorkspaceFolder,
+  ): Promise<{ dir: string; label: string; viaPythonExtension: boolean }> {
     if (folder && (await this.locator.pythonExtension()))
-      return { dir: path.join(folder.uri.fsPath, '.venv'), label: `${folder.name}/.venv`, viaPythonExtension: true };
+      return {
+        dir: path.join(folder.uri.fsPath, '.venv'),
+        label: `${folder.name}/.venv`,
+        viaPythonExtension: true,
+      };
     const dir = path.join(this.globalStorage, 'python');
     return { dir, label: `MoE Lab's storage (${dir})`, viaPythonExtension: false };
   }
@@ -42,18 +53,34 @@ export class EngineEnvironments {
    * Creates the environment from `base`, installs torch and the engine there and selects it for
    * MoE Lab. Resolves to the new interpreter, or undefined (cancelled or failed, already said).
    */
-  async create(base: PythonInfo, source: EngineSource, folder?: vscode.WorkspaceFolder): Promise<string | undefined> {
+  async create(
+    base: PythonInfo,
+    source: EngineSource,
+    folder?: vscode.WorkspaceFolder,
+  ): Promise<string | undefined> {
     const where = await this.target(folder);
     const python = envPython(where.dir);
-    this.output.info(`MoE Lab: a new environment in ${where.dir} from ${base.executable} (Python ${versionString(base)})`);
+    this.output.info(
+      `MoE Lab: a new environment in ${where.dir} from ${base.executable} (Python ${versionString(base)})`,
+    );
     const ok = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: 'MoE Lab: setting up Python', cancellable: true },
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: 'MoE Lab: setting up Python',
+        cancellable: true,
+      },
       async (progress, token) => {
         if (!envExists(where.dir)) {
           progress.report({ message: `creating ${where.label}…` });
           // A half-made environment is removed; one that only lacks packages is reused next time.
           const existed = existsSync(where.dir);
-          const created = await this.step(progress, token, base.executable, ['-m', 'venv', where.dir], 'creating the environment');
+          const created = await this.step(
+            progress,
+            token,
+            base.executable,
+            ['-m', 'venv', where.dir],
+            'creating the environment',
+          );
           if (!created && !existed) rmSync(where.dir, { recursive: true, force: true });
           if (!created) return false;
           // As the Python extension does: the environment stays out of the user's git status.
@@ -91,21 +118,38 @@ export class EngineEnvironments {
     if (/^\d+\.\d+/.test(torch.trim())) {
       this.output.info(`MoE Lab: keeping torch ${torch.trim()} in ${python}`);
     } else {
-      const plan = torchPlan(process.platform, detectNvidia({ platform: process.platform, pathVar: process.env.PATH ?? '' }));
+      const plan = torchPlan(
+        process.platform,
+        detectNvidia({ platform: process.platform, pathVar: process.env.PATH ?? '' }),
+      );
       this.output.info(`MoE Lab: ${plan.reason}`);
       let pinned: string | undefined;
       if (plan.pinCpuBuild) {
         pinned = newestCpuBuild(await this.capture(python, torchVersionsArgs(plan), token));
-        this.output.info(`MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`);
+        this.output.info(
+          `MoE Lab: newest CPU build of torch on the indexes: ${pinned ?? 'none found, letting pip choose'}`,
+        );
       }
       const what = `installing torch (${plan.reason.replace(/\.$/, '')})`;
-      if (!(await this.step(progress, token, python, torchInstallArgs(plan, pinned), what, cwd))) return false;
+      if (!(await this.step(progress, token, python, torchInstallArgs(plan, pinned), what, cwd)))
+        return false;
     }
-    return this.step(progress, token, python, ['-m', ...installArgs(source)], 'installing the MoE Lab engine', cwd);
+    return this.step(
+      progress,
+      token,
+      python,
+      ['-m', ...installArgs(source)],
+      'installing the MoE Lab engine',
+      cwd,
+    );
   }
 
   /** Makes `python` the interpreter MoE Lab uses: the Python extension's choice for the folder, else moelab.pythonPath. */
-  private async select(python: string, viaPythonExtension: boolean, folder?: vscode.WorkspaceFolder): Promise<void> {
+  private async select(
+    python: string,
+    viaPythonExtension: boolean,
+    folder?: vscode.WorkspaceFolder,
+  ): Promise<void> {
     const api = viaPythonExtension ? await this.locator.pythonExtension() : undefined;
     if (api && folder) {
       await api.environments.updateActiveEnvironmentPath(python, folder.uri);
@@ -140,7 +184,10 @@ export class EngineEnvironments {
     let last = 0;
     const { code, tail } = await this.spawnStreamed(command, args, token, cwd, (line) => {
       // The notification follows pip ("Collecting torch", "Installing collected packages ..."), at most 4 times a second.
-      if (Date.now() - last > 250 && /^\s*(Collecting|Downloading|Building|Installing|Successfully)/.test(line)) {
+      if (
+        Date.now() - last > 250 &&
+        /^\s*(Collecting|Downloading|Building|Installing|Successfully)/.test(line)
+      ) {
         last = Date.now();
         progress.report({ message: `${what}: ${line.trim().slice(0, 90)}` });
       }

@@ -15,7 +15,9 @@ import { log, why } from '../util/log';
 export function engineSourceIn(dir: string): string | undefined {
   const pyproject = path.join(dir, 'engine', 'pyproject.toml');
   try {
-    return existsSync(pyproject) && /name\s*=\s*"moelab"/.test(readFileSync(pyproject, 'utf8')) ? path.dirname(pyproject) : undefined;
+    return existsSync(pyproject) && /name\s*=\s*"moelab"/.test(readFileSync(pyproject, 'utf8'))
+      ? path.dirname(pyproject)
+      : undefined;
   } catch (e) {
     log.trace(`no engine source in ${dir}: ${why(e)}`);
     return undefined;
@@ -90,7 +92,11 @@ export class EngineGate {
       ready = await this.environments.create(info, this.source(folder), folder);
     } else if (pick === here && inPlace.allowed) {
       if (inPlace.confirm) {
-        const sure = await vscode.window.showWarningMessage(inPlace.confirm, { modal: true }, 'Install Anyway');
+        const sure = await vscode.window.showWarningMessage(
+          inPlace.confirm,
+          { modal: true },
+          'Install Anyway',
+        );
         if (sure !== 'Install Anyway') return undefined;
       }
       ready = (await this.environments.installInto(python, this.source(folder), folder)) ? python : undefined;
@@ -100,7 +106,9 @@ export class EngineGate {
     const chosen = (await this.locator.interpreter(folder)).python;
     const after = await this.locator.probe(chosen);
     if (after.state !== 'ok') {
-      void vscode.window.showErrorMessage(`MoE Lab: the engine does not answer in ${chosen} after installing.`);
+      void vscode.window.showErrorMessage(
+        `MoE Lab: the engine does not answer in ${chosen} after installing.`,
+      );
       return undefined;
     }
     void vscode.window.showInformationMessage(`MoE Lab engine ${after.version} is ready in ${chosen}.`);

@@ -27,7 +27,10 @@ export function defaultPython(platform: NodeJS.Platform = process.platform): str
 }
 
 /** Python extension first, then the setting, then a workspace .venv with the engine, then python3. */
-export function chooseInterpreter(s: InterpreterSources, platform: NodeJS.Platform = process.platform): InterpreterChoice {
+export function chooseInterpreter(
+  s: InterpreterSources,
+  platform: NodeJS.Platform = process.platform,
+): InterpreterChoice {
   if (s.pythonExtension) return { python: s.pythonExtension, source: 'pythonExtension' };
   if (s.setting && s.setting.trim()) return { python: s.setting.trim(), source: 'setting' };
   if (s.workspaceVenv) return { python: s.workspaceVenv, source: 'workspaceVenv' };
@@ -63,23 +66,45 @@ export type EngineProbe =
 /** Runs `<python> -m moelab --version`. */
 export function probeEngine(python: string, cwd?: string, timeoutMs = 20_000): Promise<EngineProbe> {
   return new Promise((resolve) => {
-    execFile(python, ['-m', 'moelab', '--version'], { cwd, timeout: timeoutMs, windowsHide: true }, (err, stdout, stderr) => {
-      const out = `${stdout}\n${stderr}`;
-      const version = parseEngineVersion(out);
-      if (version) {
-        resolve(compareVersions(version, MIN_ENGINE_VERSION) >= 0 ? { state: 'ok', version } : { state: 'old', version });
-      } else if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
-        resolve({ state: 'noPython', detail: `${python} not found` });
-      } else {
-        resolve({ state: 'missing', detail: (stderr || stdout || String(err ?? '')).trim().split('\n').slice(-1)[0] ?? '' });
-      }
-    });
+    execFile(
+      python,
+      ['-m', 'moelab', '--version'],
+      { cwd, timeout: timeoutMs, windowsHide: true },
+      (err, stdout, stderr) => {
+        const out = `${stdout}\n${stderr}`;
+        const version = parseEngineVersion(out);
+        if (version) {
+          resolve(
+            compareVersions(version, MIN_ENGINE_VERSION) >= 0
+              ? { state: 'ok', version }
+              : { state: 'old', version },
+          );
+        } else if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
+          resolve({ state: 'noPython', detail: `${python} not found` });
+        } else {
+          resolve({
+            state: 'missing',
+            detail: (stderr || stdout || String(err ?? '')).trim().split('\n').slice(-1)[0] ?? '',
+          });
+        }
+      },
+    );
   });
 }
 
 /** Whether the installed engine has a subcommand (`<python> -m moelab NAME --help` exits 0). */
-export function hasSubcommand(python: string, name: string, cwd?: string, timeoutMs = 20_000): Promise<boolean> {
+export function hasSubcommand(
+  python: string,
+  name: string,
+  cwd?: string,
+  timeoutMs = 20_000,
+): Promise<boolean> {
   return new Promise((resolve) => {
-    execFile(python, ['-m', 'moelab', name, '--help'], { cwd, timeout: timeoutMs, windowsHide: true }, (err) => resolve(!err));
+    execFile(
+      python,
+      ['-m', 'moelab', name, '--help'],
+      { cwd, timeout: timeoutMs, windowsHide: true },
+      (err) => resolve(!err),
+    );
   });
 }

@@ -2,7 +2,13 @@
 // .venv with moelab → python3) and checks that the engine is there and new enough.
 import { PythonExtension } from '@vscode/python-extension';
 import * as vscode from 'vscode';
-import { chooseInterpreter, type EngineProbe, type InterpreterChoice, probeEngine, venvPython } from './interpreter';
+import {
+  chooseInterpreter,
+  type EngineProbe,
+  type InterpreterChoice,
+  probeEngine,
+  venvPython,
+} from './interpreter';
 import { log, why } from '../util/log';
 
 const PYTHON_EXTENSION_ID = 'ms-python.python';

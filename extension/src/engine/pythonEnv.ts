@@ -35,7 +35,13 @@ export function parsePythonInfo(stdout: string): PythonInfo | undefined {
     .find((l) => l.startsWith('{'));
   if (!line) return undefined;
   try {
-    const o = JSON.parse(line) as { version: number[]; executable: string; venv: boolean; marker: boolean; stdlib: string };
+    const o = JSON.parse(line) as {
+      version: number[];
+      executable: string;
+      venv: boolean;
+      marker: boolean;
+      stdlib: string;
+    };
     const [a = 0, b = 0, c = 0] = o.version;
     return {
       version: [a, b, c],
@@ -66,9 +72,7 @@ export function supportedPython(info: PythonInfo): boolean {
   return maj > MIN_PYTHON[0] || (maj === MIN_PYTHON[0] && min >= MIN_PYTHON[1]);
 }
 
-export type InPlaceInstall =
-  | { allowed: true; confirm?: string }
-  | { allowed: false; reason: string };
+export type InPlaceInstall = { allowed: true; confirm?: string } | { allowed: false; reason: string };
 
 /**
  * May the engine be pip-installed into this interpreter itself? Never into an externally managed
@@ -78,15 +82,23 @@ export type InPlaceInstall =
  */
 export function inPlaceInstall(info: PythonInfo, explicitChoice: boolean): InPlaceInstall {
   if (info.externallyManaged)
-    return { allowed: false, reason: `${info.executable} is externally managed (PEP 668): its packages belong to the system` };
+    return {
+      allowed: false,
+      reason: `${info.executable} is externally managed (PEP 668): its packages belong to the system`,
+    };
   if (info.venv) return { allowed: true };
   if (!explicitChoice) return { allowed: false, reason: `${info.executable} is not a virtual environment` };
-  return { allowed: true, confirm: `${info.executable} is not a virtual environment: the engine and torch would go into its global site-packages.` };
+  return {
+    allowed: true,
+    confirm: `${info.executable} is not a virtual environment: the engine and torch would go into its global site-packages.`,
+  };
 }
 
 /** The interpreter inside a virtual environment folder. */
 export function envPython(envDir: string, platform: NodeJS.Platform = process.platform): string {
-  return platform === 'win32' ? path.win32.join(envDir, 'Scripts', 'python.exe') : path.posix.join(envDir, 'bin', 'python');
+  return platform === 'win32'
+    ? path.win32.join(envDir, 'Scripts', 'python.exe')
+    : path.posix.join(envDir, 'bin', 'python');
 }
 
 export function envExists(envDir: string, platform: NodeJS.Platform = process.platform): boolean {
@@ -103,7 +115,10 @@ export interface SettingLevels {
  * Where to write the new interpreter: at the level that holds a value now (else that value
  * would still win), or globally for a global-storage environment, else for the workspace.
  */
-export function settingTarget(levels: SettingLevels | undefined, globalEnv: boolean): 'workspaceFolder' | 'workspace' | 'global' {
+export function settingTarget(
+  levels: SettingLevels | undefined,
+  globalEnv: boolean,
+): 'workspaceFolder' | 'workspace' | 'global' {
   if (levels?.workspaceFolderValue !== undefined) return 'workspaceFolder';
   if (levels?.workspaceValue !== undefined) return 'workspace';
   return globalEnv ? 'global' : 'workspace';

@@ -44,11 +44,13 @@ export function detectNvidia(env: GpuProbeEnv): GpuProbe {
   for (const d of dirs)
     for (const n of names) {
       const p = join(d, n);
-      if (exists(p) && (env.platform === 'win32' || isExe(p))) return { nvidia: true, evidence: `${p} is present` };
+      if (exists(p) && (env.platform === 'win32' || isExe(p)))
+        return { nvidia: true, evidence: `${p} is present` };
     }
   return {
     nvidia: false,
-    evidence: env.platform === 'linux' ? 'no /proc/driver/nvidia and no nvidia-smi on PATH' : 'no nvidia-smi on PATH',
+    evidence:
+      env.platform === 'linux' ? 'no /proc/driver/nvidia and no nvidia-smi on PATH' : 'no nvidia-smi on PATH',
   };
 }
 
@@ -65,7 +67,11 @@ export interface TorchPlan {
 
 export function torchPlan(platform: NodeJS.Platform, gpu: GpuProbe): TorchPlan {
   if (platform === 'darwin')
-    return { build: 'cpu', reason: 'macOS: the PyPI build (CPU, and the Apple GPU through MPS).', pinCpuBuild: false };
+    return {
+      build: 'cpu',
+      reason: 'macOS: the PyPI build (CPU, and the Apple GPU through MPS).',
+      pinCpuBuild: false,
+    };
   if (gpu.nvidia) {
     const reason = `CUDA build of torch: ${gpu.evidence}.`;
     return platform === 'win32'
@@ -108,7 +114,14 @@ export function newestCpuBuild(pipIndexOutput: string): string | undefined {
 
 /** `<python> -m ...` arguments that list the torch releases the indexes offer. */
 export function torchVersionsArgs(plan: TorchPlan): string[] {
-  return ['-m', 'pip', 'index', 'versions', 'torch', ...(plan.extraIndexUrl ? ['--extra-index-url', plan.extraIndexUrl] : [])];
+  return [
+    '-m',
+    'pip',
+    'index',
+    'versions',
+    'torch',
+    ...(plan.extraIndexUrl ? ['--extra-index-url', plan.extraIndexUrl] : []),
+  ];
 }
 
 /** `<python> -m ...` arguments that install torch as planned (`pinned`: the release newestCpuBuild found). */

@@ -105,7 +105,8 @@ function tooltipOf(n: LineageRunNode): string {
   const lines = [`**${n.run.id}** — ${n.description}`, ''];
   if (n.parentId) lines.push(`- under: ${n.parentId}`);
   if (n.otherParents.length) lines.push(`- also from: ${n.otherParents.join(', ')}`);
-  if (n.missingParents.length) lines.push(`- parents not found among the runs: ${n.missingParents.join(', ')}`);
+  if (n.missingParents.length)
+    lines.push(`- parents not found among the runs: ${n.missingParents.join(', ')}`);
   if (n.cycle) lines.push('- its parents lead back to itself: shown at the top level');
   if (n.inputs) for (const c of n.inputs.children) lines.push(`- ${c.role}: ${c.label}`);
   lines.push('', `\`${n.run.dir}\``);

@@ -66,7 +66,11 @@ export class LineageTreeProvider implements vscode.TreeDataProvider<LineageNode>
       item.tooltip = `${node.role} checkpoint\n${node.dir}`;
       item.iconPath = new vscode.ThemeIcon('database');
       item.contextValue = 'moelab.lineageCheckpoint';
-      item.command = { command: 'moelab.revealCheckpoint', title: 'Reveal in Checkpoints View', arguments: [node] };
+      item.command = {
+        command: 'moelab.revealCheckpoint',
+        title: 'Reveal in Checkpoints View',
+        arguments: [node],
+      };
       return item;
     }
     const stage = String(node.run.stage ?? 'other');
@@ -78,8 +82,11 @@ export class LineageTreeProvider implements vscode.TreeDataProvider<LineageNode>
     item.description = node.description;
     item.tooltip = new vscode.MarkdownString(node.tooltip);
     const status = STATUS_ICONS[node.status];
-    const icon = node.status === 'done' || !status ? STAGE_ICONS[stage] ?? 'circle-outline' : status.id;
-    item.iconPath = new vscode.ThemeIcon(icon, status?.color && node.status !== 'done' ? new vscode.ThemeColor(status.color) : undefined);
+    const icon = node.status === 'done' || !status ? (STAGE_ICONS[stage] ?? 'circle-outline') : status.id;
+    item.iconPath = new vscode.ThemeIcon(
+      icon,
+      status?.color && node.status !== 'done' ? new vscode.ThemeColor(status.color) : undefined,
+    );
     item.contextValue = `moelab.lineageRun.${stage}`;
     item.command = WITH_CURVES.has(stage)
       ? { command: 'moelab.openDashboard', title: 'Open Dashboard', arguments: [node] }

@@ -33,7 +33,8 @@ export function colorFamily(key: string | undefined): string {
   const k = (key ?? '').toLowerCase();
   const method = METHODS.find((m) => k === m || k.startsWith(`${m}-`));
   if (method) return method;
-  if (k === 'dense' || k === 'seed' || k === 'tune' || k === 'baseline' || k === 'dense-continued') return 'dense';
+  if (k === 'dense' || k === 'seed' || k === 'tune' || k === 'baseline' || k === 'dense-continued')
+    return 'dense';
   if (k === 'branch' || k.startsWith('branch-')) return 'branch';
   if (k === 'eval') return 'eval';
   return 'other';
@@ -64,6 +65,8 @@ export function colorsFor(items: { id: string; family: string }[]): Map<string, 
 
 /** Every run of the store: run id → colour. */
 export function runColors(runs: readonly RunInfo[]): Map<string, string> {
-  const ordered = [...runs].sort((a, b) => (a.started ?? '').localeCompare(b.started ?? '') || a.id.localeCompare(b.id));
+  const ordered = [...runs].sort(
+    (a, b) => (a.started ?? '').localeCompare(b.started ?? '') || a.id.localeCompare(b.id),
+  );
   return colorsFor(ordered.map((r) => ({ id: r.id, family: colorFamily(r.method ?? r.stage) })));
 }

@@ -39,7 +39,9 @@ class FinishedRuns implements vscode.Disposable {
   }
 
   private flush(): void {
-    const running = this.store.list().some((r) => (r.status === 'running' || r.status === 'queued') && !r.stale);
+    const running = this.store
+      .list()
+      .some((r) => (r.status === 'running' || r.status === 'queued') && !r.stale);
     if (running) {
       this.arm();
       return;
@@ -67,7 +69,11 @@ async function notifyFinished(store: RunStore, runs: RunInfo[]): Promise<void> {
     text = `MoE Lab: ${runs.length} runs finished${where}.`;
   }
   const pick = await vscode.window.showInformationMessage(text, 'Open dashboard');
-  if (pick) void vscode.commands.executeCommand('moelab.openDashboard', runs.map((r) => r.id));
+  if (pick)
+    void vscode.commands.executeCommand(
+      'moelab.openDashboard',
+      runs.map((r) => r.id),
+    );
 }
 
 async function notifyProblem(store: RunStore, { run, current }: StatusChange): Promise<void> {
@@ -75,10 +81,19 @@ async function notifyProblem(store: RunStore, { run, current }: StatusChange): P
   const loss = typeof last?.loss === 'number' ? ` (loss ${last.loss.toFixed(3)})` : '';
   let pick: string | undefined;
   if (current === 'failed' || current === 'stale') {
-    const why = typeof run.error === 'string' ? `: ${run.error}` : current === 'stale' ? ': its process is gone' : '';
-    pick = await vscode.window.showErrorMessage(`MoE Lab: run ${run.id} failed${why}.`, 'Open log', 'Open dashboard');
+    const why =
+      typeof run.error === 'string' ? `: ${run.error}` : current === 'stale' ? ': its process is gone' : '';
+    pick = await vscode.window.showErrorMessage(
+      `MoE Lab: run ${run.id} failed${why}.`,
+      'Open log',
+      'Open dashboard',
+    );
   } else if (current === 'diverged') {
-    pick = await vscode.window.showWarningMessage(`MoE Lab: run ${run.id} diverged${loss}.`, 'Open log', 'Open dashboard');
+    pick = await vscode.window.showWarningMessage(
+      `MoE Lab: run ${run.id} diverged${loss}.`,
+      'Open log',
+      'Open dashboard',
+    );
   }
   if (pick === 'Open dashboard') void vscode.commands.executeCommand('moelab.openDashboard', run.id);
   if (pick === 'Open log') void vscode.commands.executeCommand('moelab.openRunLog', run.id);

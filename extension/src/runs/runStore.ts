@@ -12,7 +12,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Emitter } from '../util/emitter';
 import type { MetricRecord, RoutingRecord, RunAppend, RunInfo, RunStoreApi, ShownStatus } from './model';
-import { isMetricRecord, isPidAlive, isRoutingRecord, isStale, parseRunJson, TERMINAL_STATUSES } from './records';
+import {
+  isMetricRecord,
+  isPidAlive,
+  isRoutingRecord,
+  isStale,
+  parseRunJson,
+  TERMINAL_STATUSES,
+} from './records';
 import { JsonlTailer } from './tailer';
 import { log, why } from '../util/log';
 
@@ -193,7 +200,12 @@ export class RunStore implements RunStoreApi {
       }
       if (level >= depth) return;
       for (const e of entries) {
-        if (e.isDirectory() && !e.name.startsWith('.') && e.name !== 'checkpoints' && e.name !== 'node_modules') {
+        if (
+          e.isDirectory() &&
+          !e.name.startsWith('.') &&
+          e.name !== 'checkpoints' &&
+          e.name !== 'node_modules'
+        ) {
           await walk(path.join(dir, e.name), level + 1);
         }
       }
@@ -241,7 +253,10 @@ export class RunStore implements RunStoreApi {
         continue;
       }
       // The engine writes "experiment": null for standalone runs.
-      info.group = typeof info.experiment === 'string' && info.experiment !== '' ? info.experiment : path.basename(path.dirname(dir));
+      info.group =
+        typeof info.experiment === 'string' && info.experiment !== ''
+          ? info.experiment
+          : path.basename(path.dirname(dir));
       if (entry) {
         info.id = entry.info.id;
         entry.info = info;
@@ -337,7 +352,9 @@ export class RunStore implements RunStoreApi {
   }
 
   private updateLivePoll(): void {
-    const anyLive = [...this.runs.values()].some((e) => e.shownStatus === 'running' || e.shownStatus === 'queued');
+    const anyLive = [...this.runs.values()].some(
+      (e) => e.shownStatus === 'running' || e.shownStatus === 'queued',
+    );
     const ms = this.opts.livePollMs ?? 2000;
     if (anyLive && !this.livePoll && ms > 0 && !this.disposed) {
       this.livePoll = setInterval(() => void this.refresh(), ms);

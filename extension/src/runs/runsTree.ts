@@ -61,7 +61,10 @@ export class RunsTreeProvider implements vscode.TreeDataProvider<RunsTreeNode>, 
       item.id = node.key;
       item.description = node.description;
       item.tooltip = new vscode.MarkdownString(node.tooltip);
-      item.iconPath = new vscode.ThemeIcon(node.icon.id, node.icon.color ? new vscode.ThemeColor(node.icon.color) : undefined);
+      item.iconPath = new vscode.ThemeIcon(
+        node.icon.id,
+        node.icon.color ? new vscode.ThemeColor(node.icon.color) : undefined,
+      );
       // Eval runs carry ".eval" so their menu offers Open Results (package.json view/item/context).
       item.contextValue = `moelab.run.${node.status}${node.run.stage === 'eval' ? '.eval' : ''}`;
       item.resourceUri = vscode.Uri.file(node.run.dir);

@@ -58,7 +58,11 @@ function fmtNum(v: number): string {
 }
 
 /** "step 120/400 · loss 2.310 · 1.2K tok/s" — what a glance at the sidebar should tell. */
-export function runDescription(run: RunInfo, latest: MetricRecord | undefined, slurm?: SlurmJobState): string {
+export function runDescription(
+  run: RunInfo,
+  latest: MetricRecord | undefined,
+  slurm?: SlurmJobState,
+): string {
   const status = shownStatus(run);
   const parts: string[] = [];
   // While Slurm has the job, its word ("queued (slurm 1234)") beats run.json's; once the job is
@@ -70,13 +74,19 @@ export function runDescription(run: RunInfo, latest: MetricRecord | undefined, s
     const total = totalSteps(run);
     parts.push(total ? `step ${latest.step}/${total}` : `step ${latest.step}`);
     if (typeof latest.loss === 'number') parts.push(`loss ${fmtNum(latest.loss)}`);
-    if (status === 'running' && typeof latest.tokens_per_s === 'number') parts.push(`${formatCount(latest.tokens_per_s)} tok/s`);
+    if (status === 'running' && typeof latest.tokens_per_s === 'number')
+      parts.push(`${formatCount(latest.tokens_per_s)} tok/s`);
   }
   if (run.method && run.stage !== 'dense') parts.push(String(run.method));
   return parts.join(' · ');
 }
 
-export function runTooltip(run: RunInfo, latest: MetricRecord | undefined, bad?: { metrics: number; routing: number }, slurm?: SlurmJobState): string {
+export function runTooltip(
+  run: RunInfo,
+  latest: MetricRecord | undefined,
+  bad?: { metrics: number; routing: number },
+  slurm?: SlurmJobState,
+): string {
   const status = shownStatus(run);
   const lines = [`**${run.id}** — ${statusLabel(status)}`, ''];
   const row = (k: string, v: unknown) => {
@@ -105,7 +115,8 @@ export function runTooltip(run: RunInfo, latest: MetricRecord | undefined, bad?:
   }
   if (typeof run.error === 'string') row('error', run.error);
   if (status === 'stale') lines.push('', 'run.json says running, but its process is gone on this host.');
-  if (bad && (bad.metrics || bad.routing)) lines.push('', `Skipped unreadable lines: metrics ${bad.metrics}, routing ${bad.routing}`);
+  if (bad && (bad.metrics || bad.routing))
+    lines.push('', `Skipped unreadable lines: metrics ${bad.metrics}, routing ${bad.routing}`);
   lines.push('', `\`${run.dir}\``);
   return lines.join('\n');
 }
@@ -159,10 +170,26 @@ export function buildRunsTree(
       const stageNodes: StageNode[] = [...stages.entries()]
         .sort((a, b) => stageRank(a[0]) - stageRank(b[0]) || a[0].localeCompare(b[0]))
         .map(([stage, nodes]) => {
-          nodes.sort((a, b) => String(a.run.started ?? '').localeCompare(String(b.run.started ?? '')) || a.label.localeCompare(b.label));
-          return { kind: 'stage', key: `stage:${group}/${stage}`, label: stage, description: countStatuses(nodes), children: nodes };
+          nodes.sort(
+            (a, b) =>
+              String(a.run.started ?? '').localeCompare(String(b.run.started ?? '')) ||
+              a.label.localeCompare(b.label),
+          );
+          return {
+            kind: 'stage',
+            key: `stage:${group}/${stage}`,
+            label: stage,
+            description: countStatuses(nodes),
+            children: nodes,
+          };
         });
       const all = stageNodes.flatMap((s) => s.children);
-      return { kind: 'experiment', key: `exp:${group}`, label: group, description: countStatuses(all), children: stageNodes };
+      return {
+        kind: 'experiment',
+        key: `exp:${group}`,
+        label: group,
+        description: countStatuses(all),
+        children: stageNodes,
+      };
     });
 }

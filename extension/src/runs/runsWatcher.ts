@@ -22,10 +22,15 @@ export class RunsWatcher implements vscode.Disposable {
     for (const w of this.watchers) w.dispose();
     this.watchers = [];
     for (const root of runsDirectories()) {
-      const folder = vscode.workspace.workspaceFolders?.find((f) => !path.relative(f.uri.fsPath, root).startsWith('..'));
+      const folder = vscode.workspace.workspaceFolders?.find(
+        (f) => !path.relative(f.uri.fsPath, root).startsWith('..'),
+      );
       // Inside a workspace folder the pattern works before the runs folder exists (demo not run yet).
       const pattern = folder
-        ? new vscode.RelativePattern(folder, `${path.relative(folder.uri.fsPath, root).split(path.sep).join('/') || '.'}/**`)
+        ? new vscode.RelativePattern(
+            folder,
+            `${path.relative(folder.uri.fsPath, root).split(path.sep).join('/') || '.'}/**`,
+          )
         : new vscode.RelativePattern(vscode.Uri.file(root), '**');
       const w = vscode.workspace.createFileSystemWatcher(pattern);
       w.onDidCreate(this.onEvent);

@@ -45,7 +45,9 @@ export function parseJsonLine(line: string): unknown {
     return JSON.parse(line);
   } catch (e) {
     if (!/NaN|Infinity/.test(line)) throw e;
-    const patched = line.replace(NON_FINITE, (_m, sign: string, word: string) => JSON.stringify(`${NON_FINITE_TAG}${sign}${word}`));
+    const patched = line.replace(NON_FINITE, (_m, sign: string, word: string) =>
+      JSON.stringify(`${NON_FINITE_TAG}${sign}${word}`),
+    );
     return JSON.parse(patched, reviveNonFinite);
   }
 }
@@ -102,7 +104,11 @@ export class JsonlTailer<T> {
       // A smaller size means truncation; a new inode, or different first bytes (inode numbers
       // are reused at once on Linux), mean the file was recreated, e.g. by a restarted run.
       const identity = `${st.dev}:${st.ino}`;
-      if ((this.identity !== undefined && identity !== this.identity) || st.size < this.offset || !(await this.sameHead(fh))) {
+      if (
+        (this.identity !== undefined && identity !== this.identity) ||
+        st.size < this.offset ||
+        !(await this.sameHead(fh))
+      ) {
         this.restart();
         result.reset = true;
         onReset?.();
@@ -163,7 +169,10 @@ export class JsonlTailer<T> {
       this.bad++;
     } else {
       const piece = chunk.subarray(0, firstNl);
-      this.parseLine((this.pendingBytes > 0 ? Buffer.concat([...this.pending, piece]) : piece).toString('utf8'), out);
+      this.parseLine(
+        (this.pendingBytes > 0 ? Buffer.concat([...this.pending, piece]) : piece).toString('utf8'),
+        out,
+      );
     }
     this.pending = [];
     this.pendingBytes = 0;
