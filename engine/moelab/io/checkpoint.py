@@ -89,11 +89,16 @@ def model_from_tensors(
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    # Buffers created on meta (rotary frequencies) are computed for real.
+    compute_rotary_frequencies(model, torch.device("cpu"))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def compute_rotary_frequencies(model: MoELabForCausalLM, device: torch.device) -> None:
+    """Non-persistent buffers (rotary frequencies) are in no checkpoint: a model built on meta gets
+    them computed for real, on `device`."""
     for m in model.modules():
         if isinstance(m, RotaryEmbedding):
-            m.inv_freq = m.frequencies()
-    return model.to(device=device, dtype=dtype).eval()
+            m.inv_freq = m.frequencies().to(device)
 
 
 def _disk_hint(internal: str) -> str:

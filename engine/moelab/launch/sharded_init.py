@@ -19,12 +19,11 @@ import torch
 
 from moelab.errors import CheckpointError
 from moelab.io import dcp_file, layout
-from moelab.io.checkpoint import load_config
+from moelab.io.checkpoint import compute_rotary_frequencies, load_config
 from moelab.io.fused import split_fused
 from moelab.io.tensor_io import FileCache, TensorLoc, bytes_to_tensor, locate
 from moelab.models.config import ModelConfig
 from moelab.models.model import MoELabForCausalLM, meta_model
-from moelab.models.rope import RotaryEmbedding
 
 
 def load_sharded(
@@ -49,14 +48,15 @@ def load_sharded(
         from moelab.launch import dcp_state
 
         dcp_state.load(ckpt, model, None)
-        _compute_rotary(model)
     else:
         fill_from_checkpoint(model, ckpt, cfg)
+    compute_rotary_frequencies(model, device)
     return model
 
 
 def fill_from_checkpoint(model: MoELabForCausalLM, ckpt: Path, cfg: ModelConfig | None = None) -> None:
-    """Copies this process's part of every parameter and persistent buffer from `ckpt`, in place."""
+    """Copies this process's part of every parameter and persistent buffer from `ckpt`, in place
+    (non-persistent buffers, the rotary frequencies, are the caller's: load_sharded computes them)."""
     cfg = cfg or load_config(ckpt)
     locs = {layout.engine_name(n): loc for n, loc in split_fused(locate(ckpt), cfg, ckpt).items()}
     tied = cfg.tie_word_embeddings
@@ -69,14 +69,6 @@ def fill_from_checkpoint(model: MoELabForCausalLM, ckpt: Path, cfg: ModelConfig 
             seen.add(id(p))
             local, row0 = _local_rows(p)
             _fill(local, row0, tuple(p.shape), name, locs, files, ckpt)
-    _compute_rotary(model)
-
-
-def _compute_rotary(model: MoELabForCausalLM) -> None:
-    # Non-persistent buffers (rotary frequencies) are not in checkpoints: computed for real.
-    for m in model.modules():
-        if isinstance(m, RotaryEmbedding):
-            m.inv_freq = m.frequencies().to(m.inv_freq.device)
 
 
 def _local_rows(p: torch.Tensor) -> tuple[torch.Tensor, int]:
