@@ -8,13 +8,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from hf_tiny import hf_logits, input_ids, make_hf, save_hf
+from torchrun_cmd import needs_torchrun, torchrun
 
 from moelab.errors import CheckpointError
 from moelab.export.hf_export import export_hf
@@ -23,10 +23,7 @@ from moelab.io.checkpoint import load_model
 from moelab.launch import dcp_state
 from moelab.methods.api import UpcycleOptions, upcycle
 
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-pytestmark = pytest.mark.skipif(
-    not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not installed"
-)
+pytestmark = needs_torchrun
 
 # Every rank: the sharded model from the upcycled checkpoint, one AdamW step, then either save a DCP
 # checkpoint (and rank 0 the gathered reference) or load one and write what it gathered.
@@ -65,9 +62,7 @@ _WORKER = textwrap.dedent(
 def _run(ranks: int, *args: Path | str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    torchrun = str(TORCHRUN) if TORCHRUN.exists() else "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc-per-node", str(ranks), *map(str, args)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(torchrun(ranks, *args), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

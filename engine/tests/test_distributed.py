@@ -13,17 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchrun_cmd import needs_torchrun, torchrun
 
 from moelab.errors import ConfigError
 from moelab.io.checkpoint import load_model
 from moelab.launch import distributed
 from moelab.launch.distributed import Dist
 from moelab.train import testhooks
-
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-needs_torchrun = pytest.mark.skipif(
-    not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not installed"
-)
 
 
 def _config(run_id: str, **extra: object) -> dict:
@@ -74,16 +70,15 @@ def _losses(run_dir: Path) -> list[tuple[int, str, float]]:
     return [(r["step"], r["split"], r["loss"]) for r in rows]
 
 
-def _torchrun(config: str) -> list[str]:
-    torchrun = str(TORCHRUN) if TORCHRUN.exists() else "torchrun"
-    return [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "moelab", "train", config, "--quiet"]
+def _torchrun(config: str, ranks: int = 2) -> list[str]:
+    return torchrun(ranks, "-m", "moelab", "train", config, "--quiet")
 
 
 def _train(cwd: Path, run_id: str, ranks: int, **extra: object) -> Path:
     cwd.mkdir(parents=True, exist_ok=True)
     (cwd / f"{run_id}.json").write_text(json.dumps(_config(run_id, **extra)))
     cmd = (
-        _torchrun(f"{run_id}.json")
+        _torchrun(f"{run_id}.json", ranks)
         if ranks > 1
         else [sys.executable, "-m", "moelab", "train", f"{run_id}.json", "--quiet"]
     )

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from hf_tiny import make_hf, save_hf
+from torchrun_cmd import needs_torchrun, torchrun
 
 from moelab.errors import CheckpointError
 from moelab.io.checkpoint import load_model
 from moelab.launch.sharded_init import load_sharded
 from moelab.methods.api import UpcycleOptions, upcycle
-
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-needs_torchrun = pytest.mark.skipif(
-    not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not installed"
-)
 
 
 def _unsharded(ckpt: Path) -> torch.nn.Module:
@@ -113,8 +107,7 @@ def test_fsdp_two_ranks_read_their_rows_only(tmp_path):
     script.write_text(_WORKER)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    torchrun = str(TORCHRUN) if TORCHRUN.exists() else "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", str(script), str(ckpt), str(out)]
+    cmd = torchrun(2, script, ckpt, out)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
