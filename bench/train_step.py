@@ -514,8 +514,8 @@ def peer_row(shape: str, variant: str, mode: str, steps: int, impls: list[str]) 
                 ):  # a failing compile warns with long stacks first
                     warnings.simplefilter("ignore")
                     loss = side.run(ids)
-                    # compiled: MoE Lab's dropless padded path breaks the graph at its buffer size,
-                    # which recompiles until dynamo marks it dynamic (2-3 steps)
+                    # compiled: the warm-up also covers recompiles (a peer's data-dependent
+                    # expert grouping is marked dynamic after 2-3 steps)
                     for _ in range(4 if compiled else 1):
                         side.run(ids)
             except Exception as exc:  # noqa: BLE001 - compile/implementation failures are reported
@@ -599,7 +599,7 @@ def run_peers(args: argparse.Namespace) -> None:
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
 
     shapes = ["tiny"] if args.tiny else args.shapes
-    modes = ["eager"] + ([] if args.no_compile else ["compile"])
+    modes = [m for m in args.modes if not (args.no_compile and m == "compile")]
     impls = args.hf_impls or transformers_implementations()
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, threads "
@@ -612,7 +612,7 @@ def run_peers(args: argparse.Namespace) -> None:
         for variant in args.peer_variants:
             for mode in modes:
                 tried = impls
-                if args.tiny and mode == "compile" and rows[-1]["peer_impl"]:
+                if args.tiny and mode == "compile" and rows and rows[-1]["peer_impl"]:
                     # each compile takes minutes on a small CPU: --tiny compiles eager's best only
                     tried = [rows[-1]["peer_impl"]]
                 rows.append(peer_row(shape, variant, mode, args.steps, tried))
@@ -636,6 +636,13 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=1, help="CPU threads (1: the machine is shared)"
     )
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument(
+        "--modes",
+        nargs="*",
+        default=["eager", "compile"],
+        choices=["eager", "compile"],
+        help="peer tables: which modes to time (--no-compile drops compile)",
+    )
     ap.add_argument(
         "--tiny",
         action="store_true",

@@ -140,6 +140,29 @@ def test_experts_unaligned_auto_matches_loop() -> None:
     torch.testing.assert_close(ex(x, idx, w), a)
 
 
+@pytest.mark.parametrize("capacity_factor", [0.0, 1.0])
+def test_compiled_fp32_experts_are_one_graph_and_match_loop(capacity_factor: float) -> None:
+    """torch.compile with fullgraph=True fails on any graph break: dropless, auto takes grouped_mm
+    through our custom op (torch's own fake kernel is bf16-only); with a capacity, the padded path's
+    static shapes. Two of six experts get no tokens (their gradient must be zeros, not garbage)."""
+    torch.manual_seed(0)
+    n_experts, d, f, n, k = 6, 16, 24, 40, 2
+    ex = Experts(n_experts, d, f, capacity_factor=capacity_factor)
+    x, gy = torch.randn(n, d), torch.randn(n, d)
+    idx, w = _routing(n, n_experts, k, 4, seed=5)
+    ref = _run(ex, "loop", x, idx, w, gy)
+    compiled = torch.compile(ex, fullgraph=True, backend="aot_eager")
+    ex.implementation = "auto"
+    for _ in range(2):  # the second call reuses the graph
+        ex.zero_grad(set_to_none=True)
+        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = compiled(xx, idx, ww)
+        y.backward(gy)
+        got = [y.detach(), xx.grad, ww.grad, ex.w1.grad, ex.w2.grad, ex.w3.grad]
+        for name, a, b in zip(("y", "dx", "dweights", "dw1", "dw2", "dw3"), got, ref, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
 @CUDA
 @pytest.mark.parametrize("impl", FAST)
 def test_experts_cuda_bf16_match_loop(impl: str) -> None:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moelab.models.config import ModelConfig
+from moelab.models.grouped_mm import grouped_mm
 from moelab.models.jitter import router_jitter
 from moelab.models.routing import RouterLogits, route_top_k
 
@@ -101,8 +102,6 @@ def _grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
     # The kernels need 16-byte aligned row strides for both operands.
     if any(s * item % 16 for s in w.shape[1:]):
         return False
-    if torch.compiler.is_compiling() and w.dtype != torch.bfloat16:
-        return False  # its meta (fake-tensor) kernel accepts bf16 only: torch.compile would fail
     if x.device.type == "cuda":
         # CUTLASS grouped GEMM: bf16 only (ATen loops over groups with a host sync otherwise).
         return w.dtype == torch.bfloat16 or (
@@ -115,6 +114,9 @@ def _gmm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     """x [S, in] sorted by group, w [G, out, in] (nn.Linear layout) -> [S, out]."""
     if x.dtype != w.dtype:  # autocast: _grouped_mm is not autocast-aware, so cast by hand
         w = w.to(x.dtype)
+    if torch.compiler.is_compiling() and w.dtype != torch.bfloat16:
+        # torch's fake kernel takes bf16 only; ours traces any dtype (models/grouped_mm.py)
+        return grouped_mm(x, w.transpose(-2, -1), offs)
     return torch._grouped_mm(x, w.transpose(-2, -1), offs=offs)
 
 
@@ -159,7 +161,9 @@ class Experts(nn.Module):
                 return "padded"
             return "grouped_mm"
         if torch.compiler.is_compiling():
-            return "padded"  # no Python loop to unroll; one graph break for the buffer size
+            # Dropless grouped_mm is one graph (the group sizes stay a tensor); with a capacity the
+            # kept slots are data-dependent, the padded buffer's shape is not.
+            return "padded" if self.capacity_factor > 0 or not grouped else "grouped_mm"
         # CPU: grouped_mm and the loop run the same GEMMs at the same speed at bench sizes; the
         # single grouped call saves per-expert dispatch, which is what small models pay for.
         return "grouped_mm" if grouped else "loop"
