@@ -1,7 +1,7 @@
 """The GPU figures in one run and one table, each figure beside its peer from the same run.
 
-Runs bench/moe_layer.py, bench/bam_attention.py and bench/train_step.py (their own timing and
-checks, through their --json output), measures the GPU's bf16 dense peak with a large
+Runs bench/moe_layer.py, bench/bam_attention.py, bench/train_step.py and bench/fsdp_train.py
+(their own timing and checks, through their --json output), measures the GPU's bf16 dense peak with a large
 torch.matmul, and times the inspector's ONNX model on onnxruntime's CUDA provider when
 onnxruntime-gpu is installed. Then prints one table.
 
@@ -26,6 +26,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "engine"))
 
 import bam_attention
+import fsdp_train
 import moe_layer
 import train_step
 
@@ -130,6 +131,34 @@ def onnx_row(device: str, tiny: bool) -> list[str]:
     ]
 
 
+def fsdp_rows(sides: list[dict], of_peak) -> list[list[str]]:
+    """`moelab train` under FSDP2 (torchrun) beside the same run in one process (bench/fsdp_train.py)."""
+    one, sharded = sides
+    label = f"training under FSDP2, {sharded['ranks']} rank(s)"
+    tflops = (
+        sharded["tokens_per_s"]
+        * (sharded["flops_per_token"] or 0)
+        / 1e12
+        / sharded["ranks"]
+    )
+    return [
+        [
+            f"{label}: tokens/s per rank",
+            f"{sharded['tokens_per_s'] / sharded['ranks']:.0f} ({of_peak(tflops)})",
+            "one process",
+            f"{one['tokens_per_s']:.0f}",
+            f"×{sharded['tokens_per_s'] / sharded['ranks'] / one['tokens_per_s']:.2f}",
+        ],
+        [
+            f"{label}: peak memory per rank (GiB)",
+            f"{sharded['peak_bytes_per_rank'] / 2**30:.2f}",
+            "one process",
+            f"{one['peak_bytes_per_rank'] / 2**30:.2f}",
+            f"×{sharded['peak_bytes_per_rank'] / one['peak_bytes_per_rank']:.2f}",
+        ],
+    ]
+
+
 def run_all(tiny: bool, out: Path) -> tuple[list[list[str]], str]:
     device = "cpu" if tiny else "cuda"
     # No bf16 grouped_mm on CPU: the tiny run is fp32 throughout.
@@ -168,6 +197,8 @@ def run_all(tiny: bool, out: Path) -> tuple[list[list[str]], str]:
             str(out / "train.json"),
         ]
     )
+    release(device)
+    fsdp_train.main([*(["--tiny"] if tiny else []), "--json", str(out / "fsdp.json")])
     release(device)
     torch_dtype = train_step.DTYPES[dtype]
     peak = matmul_peak(device, torch_dtype, 256 if tiny else 8192, 3 if tiny else 20)
@@ -242,6 +273,7 @@ def run_all(tiny: bool, out: Path) -> tuple[list[list[str]], str]:
                 "",
             ]
         )
+    rows += fsdp_rows(json.loads((out / "fsdp.json").read_text()), of_peak)
     rows.append(onnx_row(device, tiny))
     head = f"{name}, torch {torch.__version__}, {dtype}" + (
         "; CPU smoke run, not a measurement" if tiny else ""

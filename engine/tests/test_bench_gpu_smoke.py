@@ -21,6 +21,8 @@ ROWS = [
     "BAM attention ekv fwd+bwd, stacked",
     "BAM attention skv fwd+bwd, stacked",
     "training step MFU, moelab",
+    "training under FSDP2, 2 rank(s): tokens/s per rank",
+    "training under FSDP2, 2 rank(s): peak memory per rank",
     "inspector ONNX model",
 ]
 
@@ -41,7 +43,7 @@ def test_tiny_run_prints_every_row_with_its_peer(tmp_path: Path) -> None:
         assert sum(label.startswith(want) for label in labels) == 1, (want, labels)
         assert want in proc.stdout
     for label, ours, peer, peer_value, ratio in rows:
-        if label.startswith(("MoE layer", "BAM attention", "training step")):
+        if label.startswith(("MoE layer", "BAM attention", "training step", "training under FSDP2")):
             assert ours and peer and peer_value, label
             assert float(ratio.removeprefix("×")) > 0, (label, ratio)
     onnx = next(r for r in rows if r[0].startswith("inspector ONNX model"))
