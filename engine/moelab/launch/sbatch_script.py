@@ -87,7 +87,7 @@ def render(spec: JobSpec, opts: SlurmOptions) -> str:
             "# may belong to another environment). --kill-on-bad-exit: one failed node ends the job.",
             'srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \\',
             '  --nnodes "$SLURM_NNODES" \\',
-            f"  --nproc-per-node {opts.procs_per_node} \\",
+            f"  --nproc-per-node {opts.workers_per_node} \\",
             '  --rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d --rdzv-endpoint "$head:$port" \\',
             f"  -m moelab {engine}",
         ]
