@@ -65,7 +65,7 @@ def test_procs_per_node_runs_cpu_workers_under_torchrun(tmp_path, capsys):
     """CPU data parallelism on one node: torchrun with the workers asked for, still one Slurm task."""
     text = _script(capsys, str(_config(tmp_path, slurm={"procs_per_node": 2})))
     assert "--nproc-per-node 2" in text and "#SBATCH --ntasks-per-node=1\n" in text
-    assert "--gpus-per-node" not in text
+    assert "--gpus-per-node" not in text and "#SBATCH --cpus-per-task=2\n" in text  # a CPU per worker
     text = _script(
         capsys, str(_config(tmp_path)), "--nodes", "2", "--gpus-per-node", "4", "--procs-per-node", "2"
     )
