@@ -1,77 +1,18 @@
-"""`moelab slurm submit|status|cancel|log` against a real Slurm.
-
-They submit jobs, so they run only where asked: under CI (CI=true) or with MOELAB_SLURM=1, when `make
-test` first runs scripts/slurm-local.sh to start a one-node Slurm on localhost (or write why it could
-not), or against a local Slurm that script already started. Elsewhere, or without a usable `sinfo`, they
-skip and say why.
-"""
+"""`moelab slurm submit|status|cancel|log` against a real Slurm: the local one of slurm_local.py, which
+says when these tests run and when they skip."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
+from slurm_local import FINAL_STATES, moelab, needs_slurm, wait_for
 
 from moelab.launch import slurm_cli
 
-MARKER = Path(os.environ.get("MOELAB_SLURM_DIR", "/var/tmp/moelab-slurm")) / "status"
 DONE_TIMEOUT_S = 120
-
-
-HOW_TO_RUN = "MOELAB_SLURM=1 make test starts a local one-node Slurm and runs them"
-
-
-def _asked() -> bool:
-    """CI, the developer, or the local Slurm scripts/slurm-local.sh started: never a cluster by surprise."""
-    marker = MARKER.read_text().strip() if MARKER.exists() else ""
-    return os.environ.get("CI") in ("true", "1") or os.environ.get("MOELAB_SLURM") == "1" or marker == "ready"
-
-
-def _slurm_usable() -> str | None:
-    """None when jobs can run here, else the reason to skip."""
-    if not _asked():
-        return f"the Slurm tests run only under CI=true or MOELAB_SLURM=1 ({HOW_TO_RUN})"
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        why = MARKER.read_text().strip() if MARKER.exists() else HOW_TO_RUN
-        return f"no Slurm on this machine ({why})"
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 20 s (slurmctld down? run scripts/slurm-local.sh)"
-    states = out.stdout.split()
-    if out.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in states):
-        return f"Slurm has no usable node (sinfo: {out.stderr.strip() or ' '.join(states) or 'nothing'})"
-    return None
-
-
-_reason = _slurm_usable()
-pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
-
-
-def moelab(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "moelab", *argv], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
-
-
-def _wait_for(job_id: str, done: set[str], timeout: float) -> list[str]:
-    """Polls in-process (the CLI is dearer); returns the distinct states seen, in order."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = slurm_cli.status(job_id).state
-        if not seen or seen[-1] != state:
-            seen.append(state)
-        if state in done:
-            return seen
-        time.sleep(0.5)
-    pytest.fail(f"job {job_id} not in {done} after {timeout}s (states seen: {seen})")
+pytestmark = needs_slurm
 
 
 TINY_TRAIN = {
@@ -128,9 +69,7 @@ def test_submit_train_config_runs_and_status_goes_to_completed(tmp_path):
     # Queued before it starts, for the Runs view; the trainer takes run.json over when it starts.
     assert json.loads((run_dir / "run.json").read_text())["status"] in ("queued", "running", "done")
 
-    seen = _wait_for(
-        job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}, DONE_TIMEOUT_S
-    )
+    seen = wait_for(job_id, FINAL_STATES, DONE_TIMEOUT_S)
     log = Path(record["log"]).read_text() if Path(record["log"]).exists() else "(no log)"
     assert seen[-1] == "COMPLETED", (seen, log[-2000:])
     assert set(seen[:-1]) <= slurm_cli.ACTIVE_STATES, seen
@@ -163,10 +102,10 @@ def test_cancel_a_running_job(tmp_path):
     assert res.returncode == 0, res.stderr
     job_id = res.stdout.strip()
     try:
-        _wait_for(job_id, {"RUNNING"}, 60)
+        wait_for(job_id, {"RUNNING"}, 60)
         res = moelab("slurm", "cancel", str(run_dir), cwd=tmp_path)
         assert res.returncode == 0, res.stderr
-        seen = _wait_for(job_id, {"CANCELLED", "COMPLETED", "FAILED"}, 60)
+        seen = wait_for(job_id, {"CANCELLED", "COMPLETED", "FAILED"}, 60)
         assert seen[-1] == "CANCELLED", seen
         st = json.loads(moelab("slurm", "status", job_id, "--json", cwd=tmp_path).stdout)
         assert st["state"] == "CANCELLED"

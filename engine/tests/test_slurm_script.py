@@ -61,6 +61,29 @@ def test_config_slurm_object_and_cli_overrides(tmp_path, capsys):
     assert '--nnodes "$SLURM_NNODES"' in text
 
 
+def test_procs_per_node_runs_cpu_workers_under_torchrun(tmp_path, capsys):
+    """CPU data parallelism on one node: torchrun with the workers asked for, still one Slurm task."""
+    text = _script(capsys, str(_config(tmp_path, slurm={"procs_per_node": 2})))
+    assert "--nproc-per-node 2" in text and "#SBATCH --ntasks-per-node=1\n" in text
+    assert "--gpus-per-node" not in text and "#SBATCH --cpus-per-task=2\n" in text  # a CPU per worker
+    text = _script(
+        capsys, str(_config(tmp_path)), "--nodes", "2", "--gpus-per-node", "4", "--procs-per-node", "2"
+    )
+    assert "--nproc-per-node 2" in text and "#SBATCH --gpus-per-node=4\n" in text
+
+
+def test_procs_per_node_errors_name_the_option(tmp_path, capsys):
+    cfg = str(_config(tmp_path))
+    assert main(["slurm", "script", cfg, "--gpus-per-node", "2", "--procs-per-node", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--procs-per-node 3: more than the 2 GPUs" in err
+    # An edited script carries its own torchrun line: the flag cannot reach it through sbatch.
+    script = tmp_path / "job.sbatch"
+    script.write_text("#!/bin/bash\ntrue\n")
+    assert main(["slurm", "submit", "--script", str(script), "--procs-per-node", "2"]) == 1
+    assert "--procs-per-node: not with --script" in capsys.readouterr().err
+
+
 def test_paths_with_spaces_and_quotes_are_shell_safe(tmp_path):
     weird = tmp_path / "a b'c$(touch pwned)"
     spec = JobSpec(
@@ -108,7 +131,15 @@ def test_sbatch_injection_rejected(tmp_path):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"nodes": 0}, {"nodes": "2"}, {"gpus_per_node": -1}, {"time": "soon"}, {"account": "a b"}, {"gpu": 1}],
+    [
+        {"nodes": 0},
+        {"nodes": "2"},
+        {"gpus_per_node": -1},
+        {"procs_per_node": 0},
+        {"time": "soon"},
+        {"account": "a b"},
+        {"gpu": 1},
+    ],
 )
 def test_bad_slurm_object_names_the_field(tmp_path, bad):
     cfg = _config(tmp_path, slurm=bad)

@@ -41,6 +41,7 @@ export function slurmSettings(folder?: vscode.WorkspaceFolder): SlurmSettings {
     account: str('account'),
     nodes: int('nodes'),
     gpusPerNode: int('gpusPerNode'),
+    procsPerNode: int('procsPerNode'),
     time: str('time'),
     cpusPerTask: int('cpusPerTask'),
   };

@@ -66,6 +66,7 @@ describe('moelab slurm argument arrays', () => {
     const all = {
       nodes: 2,
       gpusPerNode: 4,
+      procsPerNode: 2,
       time: '12:00:00',
       partition: 'gpu',
       account: 'proj',
@@ -77,6 +78,7 @@ describe('moelab slurm argument arrays', () => {
       '/c.json',
       '--nodes=2',
       '--gpus-per-node=4',
+      '--procs-per-node=2',
       '--time=12:00:00',
       '--partition=gpu',
       '--account=proj',
@@ -158,6 +160,37 @@ describe('moelab slurm argument arrays', () => {
     assert.throws(() => slurmTaskArgs(['train', '/c.json', '--resume'], {}, '/ws'), TaskArgError);
     assert.throws(() => slurmTaskArgs(['eval', '/c'], {}, '/ws'), TaskArgError);
   });
+
+  it(
+    'the engine renders the settings: multi-node torchrun, rendezvous on the first node, workers per node',
+    { skip: HAVE_VENV ? false : NO_VENV_REASON },
+    () => {
+      const ws = fs.mkdtempSync(path.join(os.tmpdir(), 'moelab-slurm-script-'));
+      try {
+        const config = path.join(ws, 'moe.json');
+        fs.writeFileSync(config, JSON.stringify({ run_id: 'moe', out: 'runs' }));
+        const out = path.join(ws, 'moe.sbatch');
+        const settings = { nodes: 2, gpusPerNode: 4, procsPerNode: 2, cpusPerTask: 8 };
+        const inv = engineInvocation(PYTHON, slurmScriptArgs(config, out, settings, ws));
+        const r = spawnSync(inv.command, inv.args, {
+          cwd: ws,
+          env: { ...process.env, ...inv.env, PYTHONPATH: path.join(REPO, 'engine') },
+          encoding: 'utf8',
+          timeout: 60_000,
+        });
+        assert.equal(r.status, 0, r.stderr);
+        const text = fs.readFileSync(out, 'utf8');
+        for (const line of ['--nodes=2', '--ntasks-per-node=1', '--gpus-per-node=4', '--cpus-per-task=8'])
+          assert.ok(text.includes(`#SBATCH ${line}\n`), line);
+        assert.match(text, /head=\$\(scontrol show hostnames "\$SLURM_JOB_NODELIST" \| head -n 1\)/);
+        assert.match(text, /--nnodes "\$SLURM_NNODES"/);
+        assert.match(text, /--nproc-per-node 2 /);
+        assert.match(text, /--rdzv-endpoint "\$head:\$port"/);
+      } finally {
+        fs.rmSync(ws, { recursive: true, force: true });
+      }
+    },
+  );
 
   it('script path beside the config; runs root of a run dir and of an experiment record', () => {
     assert.equal(scriptPathFor('/w/exp.moelab.json'), '/w/exp.sbatch');

@@ -80,6 +80,11 @@ def _resource_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--gpus-per-node", type=int, help="GPUs per node; one torchrun worker each (default 0: CPU)"
     )
+    g.add_argument(
+        "--procs-per-node",
+        type=int,
+        help="torchrun workers per node (default: one per GPU, or 1 on CPU; e.g. 2 for CPU data parallelism)",
+    )
     g.add_argument("--time", help="time limit, HH:MM:SS or D-HH:MM:SS")
     g.add_argument("--partition", help="Slurm partition")
     g.add_argument("--account", help="Slurm account")
@@ -93,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        k: getattr(args, k, None)
-        for k in ("nodes", "gpus_per_node", "time", "partition", "account", "cpus_per_task")
-    }
+    from moelab.launch.slurm_options import KEYS
+
+    return {k: getattr(args, k, None) for k in KEYS}
 
 
 def _render_for_config(args: argparse.Namespace):
@@ -169,6 +173,9 @@ def _submit(args: argparse.Namespace) -> int:
             # A generated (maybe edited) script: its config says what the queued run is.
             target = train_target.load(made_from)
             config = target.config
+        if args.procs_per_node is not None:
+            # Not an sbatch option: the worker count is written in the script's torchrun line.
+            raise ConfigError("--procs-per-node: not with --script; edit the script's --nproc-per-node")
         opts = SlurmOptions().merged(_overrides(args))
         # Command-line options override the script's #SBATCH lines; only the ones given are passed.
         for key, value in _overrides(args).items():

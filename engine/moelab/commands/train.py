@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from moelab.train.config import load_train_config
@@ -30,8 +31,11 @@ def run(args: argparse.Namespace) -> int:
         cfg.device = args.device
     result = train(cfg, quiet=args.quiet)
     where = Path(cfg.out) / cfg.run_id
+    say = print if os.environ.get("RANK", "0") == "0" else (lambda *_: None)  # torchrun: rank 0 speaks
     if result.status == "stopped":
-        print(f"stopped at step {result.step}; resume with: moelab train {args.config}")
+        # A Slurm job (cancelled, or out of time) resumes when the same config is submitted again.
+        again = "moelab slurm submit" if os.environ.get("SLURM_JOB_ID") else "moelab train"
+        say(f"stopped at step {result.step}; resume with: {again} {args.config}")
         return EXIT_STOPPED
-    print(f"done: {where} (checkpoint {result.checkpoint})")
+    say(f"done: {where} (checkpoint {result.checkpoint})")
     return 0

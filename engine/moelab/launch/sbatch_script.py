@@ -47,8 +47,11 @@ def render(spec: JobSpec, opts: SlurmOptions) -> str:
     directives.append("--ntasks-per-node=1")
     if opts.gpus_per_node:
         directives.append(f"--gpus-per-node={opts.gpus_per_node}")
-    if opts.cpus_per_task:
-        directives.append(f"--cpus-per-task={opts.cpus_per_task}")
+    cpus = opts.cpus_per_task
+    if cpus is None and not opts.gpus_per_node and opts.workers_per_node > 1:
+        cpus = opts.workers_per_node  # CPU workers share the node's one task: at least a CPU each
+    if cpus:
+        directives.append(f"--cpus-per-task={cpus}")
     if opts.time:
         directives.append(f"--time={opts.time}")
     if opts.partition:
@@ -87,7 +90,7 @@ def render(spec: JobSpec, opts: SlurmOptions) -> str:
             "# may belong to another environment). --kill-on-bad-exit: one failed node ends the job.",
             'srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \\',
             '  --nnodes "$SLURM_NNODES" \\',
-            f"  --nproc-per-node {opts.procs_per_node} \\",
+            f"  --nproc-per-node {opts.workers_per_node} \\",
             '  --rdzv-id "$SLURM_JOB_ID" --rdzv-backend c10d --rdzv-endpoint "$head:$port" \\',
             f"  -m moelab {engine}",
         ]

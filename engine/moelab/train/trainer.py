@@ -670,5 +670,5 @@ class Trainer:
         raise TrainingDiverged(msg)
 
     def _say(self, text: str) -> None:
-        if not self.quiet:
+        if not self.quiet and self.dist.is_main:  # under torchrun, one line from rank 0
             print(text, file=sys.stderr, flush=True)

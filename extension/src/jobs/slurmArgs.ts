@@ -14,6 +14,8 @@ export interface SlurmSettings {
   account?: string;
   nodes?: number;
   gpusPerNode?: number;
+  /** torchrun workers per node (engine default: one per GPU, or 1 on CPU). */
+  procsPerNode?: number;
   time?: string;
   cpusPerTask?: number;
 }
@@ -39,6 +41,7 @@ export function slurmResourceArgs(s: SlurmSettings = {}): string[] {
   return [
     ...intOption('--nodes', s.nodes, 1),
     ...intOption('--gpus-per-node', s.gpusPerNode, 0),
+    ...intOption('--procs-per-node', s.procsPerNode, 1),
     ...strOption('--time', s.time),
     ...strOption('--partition', s.partition),
     ...strOption('--account', s.account),
