@@ -11,6 +11,9 @@ shards the optimizer sees what one process would see and the logged loss curve i
 
 `parallel="fsdp"` shards the parameters, gradients and optimizer state over the ranks instead of
 replicating them (launch/fsdp.py); the data sharding, and so the loss curve, is the same as DDP's.
+`parallel="fsdp+ep"` is FSDP with expert parallelism: each rank holds a 1/W slice of every MoE
+layer's FFN experts, whole, and tokens are sent to their experts by all-to-all
+(launch/expert_parallel.py); the rest is sharded as under "fsdp". Same data sharding, same curve.
 Checkpoints are gathered into the single-process format either way.
 
 Known differences from one process, documented in docs/REMOTE.md: the load-balancing loss is
@@ -36,7 +39,7 @@ from moelab.errors import ConfigError
 
 T = TypeVar("T")
 FAILURE_STATUSES = ("failed", "diverged")
-Parallel = Literal["ddp", "fsdp"]
+Parallel = Literal["ddp", "fsdp", "fsdp+ep"]
 
 
 @dataclass
@@ -55,8 +58,13 @@ class Dist:
 
     @property
     def sharded(self) -> bool:
-        """FSDP: parameters live in shards, so every forward pass is a collective all ranks must join."""
-        return self.enabled and self.parallel == "fsdp"
+        """FSDP (with or without EP): parameters live in shards, so every forward pass is a collective
+        all ranks must join."""
+        return self.enabled and self.parallel in ("fsdp", "fsdp+ep")
+
+    @property
+    def expert_parallel(self) -> bool:
+        return self.enabled and self.parallel == "fsdp+ep"
 
     @property
     def build_device(self) -> torch.device:
@@ -87,7 +95,12 @@ class Dist:
 
             if isinstance(model, FSDPModule):  # sharded before its weights existed (launch/sharded_init.py)
                 return model
-            sharded = fsdp.shard(model, self.device, self.param_dtype)
+            ignored: set[torch.nn.Parameter] = set()
+            if self.expert_parallel:
+                from moelab.launch import expert_parallel
+
+                ignored = expert_parallel.parallelize(model, self.device, self.param_dtype)
+            sharded = fsdp.shard(model, self.device, self.param_dtype, ignored)
             if is_moe:
                 sharded.set_reduce_scatter_unused_params(True)  # type: ignore[operator]
             return sharded
@@ -122,6 +135,10 @@ class Dist:
     def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> torch.Tensor:
         """Clips to the global gradient norm and returns it (under FSDP, over all ranks' shards), as
         a tensor on the device: the trainer reads it to the host with the step's losses, in one sync."""
+        if self.expert_parallel:  # the experts' gradients are on their own device mesh
+            from moelab.launch import expert_parallel
+
+            return expert_parallel.clip_grad_norm(model.parameters(), max_norm)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         if self.sharded:
             from moelab.launch import fsdp
@@ -268,8 +285,8 @@ def setup(device: torch.device, parallel: Parallel = "ddp") -> Dist:
     global _current
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        if parallel == "fsdp":
-            _tell_unsharded()
+        if parallel != "ddp":
+            _tell_unsharded(parallel)
         return Dist(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
@@ -288,12 +305,12 @@ def setup(device: torch.device, parallel: Parallel = "ddp") -> Dist:
     return _current
 
 
-def _tell_unsharded() -> None:
+def _tell_unsharded(parallel: Parallel) -> None:
     # A config written for a cluster still runs on a laptop: one note, not an error per stage.
     global _told_unsharded
     if not _told_unsharded:
         print(
-            "moelab: parallel=fsdp needs torchrun with several processes; training unsharded in this one",
+            f"moelab: parallel={parallel} needs torchrun with several processes; training unsharded in this one",
             file=sys.stderr,
             flush=True,
         )

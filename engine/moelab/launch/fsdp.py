@@ -26,10 +26,16 @@ _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 _SCATTER = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
 
 
-def shard(model: torch.nn.Module, device: torch.device, param_dtype: torch.dtype | None) -> torch.nn.Module:
+def shard(
+    model: torch.nn.Module,
+    device: torch.device,
+    param_dtype: torch.dtype | None,
+    ignored: set[torch.nn.Parameter] | None = None,
+) -> torch.nn.Module:
     """Shards each decoder layer, then the root (embeddings, final norm, head), as torchtitan does:
     a layer's parameters are all-gathered just before it runs and freed after, so the peak memory is
-    one layer's full weights plus everyone's shards. Sharding happens in place; `model` is returned."""
+    one layer's full weights plus everyone's shards. Sharding happens in place; `model` is returned.
+    `ignored` parameters are left as they are (expert-parallel experts, already split over the ranks)."""
     # `param_dtype` (bf16) for the gathered parameters and the compute, fp32 for the gradient reduction
     # and the sharded master weights the optimizer updates; None: fp32 throughout.
     mp = (
@@ -38,8 +44,8 @@ def shard(model: torch.nn.Module, device: torch.device, param_dtype: torch.dtype
         else MixedPrecisionPolicy()
     )
     for layer in model.model.layers:  # type: ignore[union-attr]
-        fully_shard(layer, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
+        fully_shard(layer, mp_policy=mp, ignored_params=ignored)
+    fully_shard(model, mp_policy=mp, ignored_params=ignored)
     return model
 
 

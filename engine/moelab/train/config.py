@@ -139,11 +139,13 @@ class TrainConfig(Hyper):
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_help("auto prefers CUDA"))
     seed: int = field(default=0, metadata=_help("model initialisation"))
     threads: int = field(default=0, metadata=_help(THREADS_HELP))
-    parallel: Literal["ddp", "fsdp"] = field(
+    parallel: Literal["ddp", "fsdp", "fsdp+ep"] = field(
         default="ddp",
         metadata=_help(
             "under torchrun: ddp replicates the model on every rank; fsdp shards parameters, gradients and "
-            "optimizer state (models that do not fit one GPU). A single process always trains unsharded"
+            "optimizer state (models that do not fit one GPU); fsdp+ep also places each MoE layer's FFN "
+            "experts on different ranks (E/W whole experts each, tokens sent to them by all-to-all; "
+            "dropless, E divisible by the rank count). A single process always trains unsharded"
         ),
     )
     loggers: list[Logger] = field(
