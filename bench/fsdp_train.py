@@ -42,7 +42,11 @@ SIZES = {
 }
 
 
-def config(size: str, run_id: str, device: str, fsdp: bool) -> dict:
+LABELS = {"fsdp": "FSDP2", "fsdp+ep": "FSDP2 + expert parallel"}
+
+
+def config(size: str, run_id: str, device: str, parallel: str | None) -> dict:
+    """The run's train config; `parallel` None: one process."""
     d, layers, heads, kv, ffn, experts, k, vocab, seq, batch, steps = SIZES[size]
     return {
         "run_id": run_id,
@@ -57,8 +61,8 @@ def config(size: str, run_id: str, device: str, fsdp: bool) -> dict:
         "ckpt_every": steps,
         "device": device,
         "threads": 1 if device == "cpu" else 0,
-        "parallel": "fsdp" if fsdp else "ddp",
-        "checkpoint_format": "dcp" if fsdp else "safetensors",
+        "parallel": parallel or "ddp",
+        "checkpoint_format": "dcp" if parallel else "safetensors",
         "model": {
             "vocab_size": vocab,
             "hidden_size": d,
@@ -169,6 +173,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default=0,
         help="FSDP ranks (default: every GPU; --tiny: 2)",
     )
+    ap.add_argument(
+        "--parallel",
+        choices=["fsdp", "fsdp+ep"],
+        default="fsdp",
+        help="fsdp+ep also places the experts on the ranks (expert parallelism)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -184,13 +194,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ranks = args.ranks or (2 if args.tiny else torch.cuda.device_count())
     with tempfile.TemporaryDirectory() as tmp:
         rows = [
+            _side("one process", Path(tmp), config(size, "single", device, None), 0),
             _side(
-                "one process", Path(tmp), config(size, "single", device, fsdp=False), 0
-            ),
-            _side(
-                f"FSDP2, {ranks} rank(s)",
+                f"{LABELS[args.parallel]}, {ranks} rank(s)",
                 Path(tmp),
-                config(size, "fsdp", device, fsdp=True),
+                config(size, "fsdp", device, args.parallel),
                 ranks,
             ),
         ]
@@ -209,7 +217,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"| {r['final_loss']:.4f} |"
         )
     print(
-        f"FSDP / one process: tokens/s ×{sharded['tokens_per_s'] / one['tokens_per_s']:.2f}, peak memory "
+        f"{args.parallel} / one process: tokens/s ×{sharded['tokens_per_s'] / one['tokens_per_s']:.2f}, peak memory "
         f"per rank ×{sharded['peak_bytes_per_rank'] / one['peak_bytes_per_rank']:.2f}, final loss differs by "
         f"{abs(sharded['final_loss'] - one['final_loss']):.2e}"
     )
