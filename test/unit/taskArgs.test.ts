@@ -11,6 +11,8 @@ import {
   engineInvocation,
   exportArgs,
   installArgs,
+  parseSetup,
+  planArgs,
   runExperimentArgs,
   TaskArgError,
   upcycleArgs,
@@ -125,6 +127,30 @@ describe('task arguments', () => {
     );
     assert.throws(() => exportArgs('c', 'sh' as never, 'o', base), TaskArgError);
     assert.throws(() => engineInvocation('py', ['run', 'x\0']), TaskArgError);
+  });
+
+  it('plan: the checkpoint, GPUs, memory, sequence and parallelism; typed setups parse', () => {
+    assert.deepEqual(planArgs('run a/ckpt', 8, 141, 'fsdp+ep', 4096, base), [
+      'plan',
+      '--ckpt',
+      path.join(base, 'run a/ckpt'),
+      '--gpus',
+      '8',
+      '--gpu-mem',
+      '141',
+      '--seq',
+      '4096',
+      '--parallel',
+      'fsdp+ep',
+    ]);
+    assert.throws(() => planArgs('c', 0, 80, 'fsdp', 4096, base), TaskArgError);
+    assert.throws(() => planArgs('c', 8, 80, 'fsdp', 1.5, base), TaskArgError);
+    assert.throws(() => planArgs('c', 8, -1, 'fsdp', 4096, base), TaskArgError);
+    assert.throws(() => planArgs('c', 8, 80, 'tp' as never, 4096, base), TaskArgError);
+    assert.deepEqual(parseSetup('4 × 48'), { gpus: 4, memGiB: 48 });
+    assert.deepEqual(parseSetup(' 2x40.5 GiB '), { gpus: 2, memGiB: 40.5 });
+    assert.equal(parseSetup('0 x 80'), undefined);
+    assert.equal(parseSetup('eight GPUs'), undefined);
   });
 
   it('launchers wrap without a shell; device goes through the environment', () => {

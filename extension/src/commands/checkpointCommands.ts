@@ -1,4 +1,4 @@
-// Commands on checkpoints: compare, export, copy path, open in the router panel.
+// Commands on checkpoints: compare, export, plan training memory, copy path, open in the router panel.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { loadCheckpoint } from '../checkpoints/checkpointLoader';
@@ -7,7 +7,7 @@ import type { CheckpointNode, CheckpointsTreeProvider } from '../checkpoints/che
 import type { DiffDocumentProvider } from '../checkpoints/diffDocument';
 import { hasSubcommand } from '../engine/interpreter';
 import type { JobRunner } from '../jobs/jobRunner';
-import { type ExportFormat, exportArgs } from '../jobs/taskArgs';
+import { type ExportFormat, exportArgs, parseSetup, type PlanParallel, planArgs } from '../jobs/taskArgs';
 import { checkpointSpec, pairSpec, runSpec } from '../panels/analysisCache';
 import type { PanelsApi } from '../panels/register';
 import type { RunStore } from '../runs/runStore';
@@ -126,6 +126,41 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
       );
     }),
 
+    vscode.commands.registerCommand('moelab.planTrainingMemory', async (arg?: unknown) => {
+      const ref = await oneRef(arg, 'MoE Lab: plan the training memory of which checkpoint?');
+      if (!ref) return;
+      const setup = await pickGpuSetup();
+      if (!setup) return;
+      const seq = await vscode.window.showInputBox({
+        title: 'MoE Lab: tokens per sequence',
+        value: '4096',
+        validateInput: (v) => (/^[1-9]\d*$/.test(v.trim()) ? undefined : 'a positive integer'),
+      });
+      if (!seq) return;
+      const parallel = await vscode.window.showQuickPick(
+        [
+          { label: 'fsdp' as PlanParallel, description: 'every parameter sharded over the GPUs (FSDP2)' },
+          {
+            label: 'fsdp+ep' as PlanParallel,
+            description: 'FFN experts placed on the GPUs, the rest sharded (expert parallelism)',
+          },
+        ],
+        { title: 'MoE Lab: parallelism' },
+      );
+      if (!parallel) return;
+      await runner.runEngine(
+        `MoE Lab: plan ${refLabel(ref)} on ${setup.gpus} × ${setup.memGiB} GiB`,
+        planArgs(
+          ref.dir,
+          setup.gpus,
+          setup.memGiB,
+          parallel.label,
+          Number(seq.trim()),
+          path.dirname(ref.dir),
+        ),
+      );
+    }),
+
     vscode.commands.registerCommand('moelab.compareCheckpoints', (arg?: unknown, selection?: unknown) =>
       compare(arg, selection),
     ),
@@ -173,6 +208,25 @@ export function registerCheckpointCommands(d: CheckpointCommandDeps): vscode.Dis
     );
     d.panels.openRouterPanel(spec.runIds, { spec, show: true });
   }
+}
+
+/** The papers' machines, or any other: GPUs per job and memory per GPU (GiB). */
+async function pickGpuSetup(): Promise<{ gpus: number; memGiB: number } | undefined> {
+  const presets = [
+    { label: '8 × 80 GB', description: 'one node of A100/H100 80 GB', gpus: 8, memGiB: 80 },
+    { label: '8 × 141 GB', description: 'one node of H200', gpus: 8, memGiB: 141 },
+    { label: '1 × 24 GB', description: 'one workstation GPU', gpus: 1, memGiB: 24 },
+    { label: 'Other…', description: 'type GPUs × GiB', gpus: 0, memGiB: 0 },
+  ];
+  const pick = await vscode.window.showQuickPick(presets, { title: 'MoE Lab: GPUs to plan for' });
+  if (!pick) return undefined;
+  if (pick.gpus) return pick;
+  const typed = await vscode.window.showInputBox({
+    title: 'MoE Lab: GPUs × memory per GPU (GiB)',
+    placeHolder: '4 × 48',
+    validateInput: (v) => (parseSetup(v) ? undefined : 'e.g. 4 × 48 (or 4x48): GPUs, then GiB per GPU'),
+  });
+  return typed ? parseSetup(typed) : undefined;
 }
 
 /**

@@ -79,6 +79,50 @@ export function exportArgs(ckpt: string, format: ExportFormat, out: string, base
   return ['export', '--ckpt', pathArg(ckpt, base), '--format', format, '--out', pathArg(out, base)];
 }
 
+export type PlanParallel = 'fsdp' | 'fsdp+ep';
+
+/** `moelab plan`: per-rank training memory of a checkpoint's model on `gpus` GPUs of `gpuMemGiB` each. */
+export function planArgs(
+  ckpt: string,
+  gpus: number,
+  gpuMemGiB: number,
+  parallel: PlanParallel,
+  seq: number,
+  base: string,
+): string[] {
+  for (const [name, v] of [
+    ['gpus', gpus],
+    ['seq', seq],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new TaskArgError(`${name} must be a positive integer, not ${v}`);
+  }
+  if (!(gpuMemGiB > 0)) throw new TaskArgError(`GPU memory must be positive, not ${gpuMemGiB}`);
+  if (parallel !== 'fsdp' && parallel !== 'fsdp+ep')
+    throw new TaskArgError(`unknown parallelism ${parallel}`);
+  return [
+    'plan',
+    '--ckpt',
+    pathArg(ckpt, base),
+    '--gpus',
+    String(gpus),
+    '--gpu-mem',
+    String(gpuMemGiB),
+    '--seq',
+    String(seq),
+    '--parallel',
+    parallel,
+  ];
+}
+
+/** "4 × 48", "4x48", "4 * 48.5" -> { gpus: 4, memGiB: 48 }. */
+export function parseSetup(text: string): { gpus: number; memGiB: number } | undefined {
+  const m = /^\s*(\d+)\s*[×x*]\s*(\d+(?:\.\d+)?)\s*(?:gi?b)?\s*$/i.exec(text);
+  if (!m) return undefined;
+  const gpus = Number(m[1]);
+  const memGiB = Number(m[2]);
+  return gpus >= 1 && memGiB > 0 ? { gpus, memGiB } : undefined;
+}
+
 /** Weight analysis of checkpoints in step order: the first is the drift reference, the last is described. */
 export function analyzeCheckpointsArgs(ckpts: string[], out: string, base: string): string[] {
   if (!ckpts.length) throw new TaskArgError('analyze needs at least one checkpoint');
