@@ -69,6 +69,59 @@ describe('dashboard series', () => {
   });
 });
 
+describe('typed columns taken without a copy', () => {
+  it('a clean block is adopted, never written: later appends and a resume copy first', () => {
+    const store = new SeriesStore();
+    const col = (xs: number[]) => new Float64Array(xs);
+    const block = {
+      runId: 'r',
+      split: 'train' as const,
+      step: col([1, 2, 3]),
+      tokens: col([10, 20, 30]),
+      flops: col([1, 2, 3]),
+      time: col([100, 101, 102]),
+      values: { loss: col([3, 2, 1]) },
+    };
+    const sent = JSON.stringify(Object.values(block).map((v) => (v instanceof Float64Array ? [...v] : v)));
+    store.append(block);
+    const s = store.get('r', 'train/loss')!;
+    assert.equal(s.y, block.values.loss, 'adopted, not copied');
+    assert.deepEqual(Array.from(s.x('time').subarray(0, s.n)), [0, 1, 2]);
+    store.append({
+      ...block,
+      step: col([2, 3]),
+      tokens: col([20, 30]),
+      flops: col([2, 3]),
+      time: col([103, 104]),
+      values: { loss: col([9, 8]) },
+    });
+    assert.deepEqual(Array.from(s.step.subarray(0, s.n)), [1, 2, 3]);
+    assert.deepEqual(Array.from(s.y.subarray(0, s.n)), [3, 9, 8]);
+    assert.deepEqual(Array.from(s.x('time').subarray(0, s.n)), [0, 3, 4]);
+    const after = JSON.stringify(Object.values(block).map((v) => (v instanceof Float64Array ? [...v] : v)));
+    assert.equal(after, sent, "the message's arrays are untouched");
+    const ref = new Float64Array(s.n);
+    smoothInto(s.y, s.n, 0, ref);
+    assert.deepEqual(Array.from(s.smooth.subarray(0, s.n)), Array.from(ref));
+  });
+
+  it('a block with a gap or a step going back is copied and filtered as before', () => {
+    const store = new SeriesStore();
+    const loss = new Float64Array([3, NaN, 1]);
+    store.append({
+      runId: 'r',
+      split: 'train',
+      step: new Float64Array([1, 2, 3]),
+      tokens: new Float64Array(3),
+      time: new Float64Array(3),
+      values: { loss },
+    });
+    const s = store.get('r', 'train/loss')!;
+    assert.notEqual(s.y, loss);
+    assert.deepEqual(Array.from(s.y.subarray(0, s.n)), [3, 1]);
+  });
+});
+
 describe('since the seed', () => {
   it('shifts tokens and FLOPs by the run offset, also for series created later, appends and resumes', () => {
     const store = new SeriesStore();

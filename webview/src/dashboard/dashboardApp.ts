@@ -8,6 +8,7 @@ import { el } from '../shared/dom';
 import { fmtDuration, fmtSi, fmtValue } from '../shared/format';
 import { LineChart, type ChartLine } from '../shared/lineChart';
 import { onThemeChange, readTheme, type ThemeColors } from '../shared/theme';
+import { timed } from '../shared/perf';
 import { saveState } from '../shared/vscodeApi';
 import { chartCatalog, type ChartSpec } from './chartCatalog';
 import { groupBand } from './groupBand';
@@ -129,7 +130,7 @@ export class DashboardApp {
     const known = new Set(this.store.metrics());
     let newMetric = fresh;
     for (const b of blocks) {
-      for (const m of this.store.append(b)) {
+      for (const m of timed('dashboard: append', () => this.store.append(b))) {
         this.dirty.add(m);
         if (!known.has(m)) newMetric = true;
       }
@@ -137,8 +138,8 @@ export class DashboardApp {
     for (const id of this.store.runIds()) {
       if (!this.runs.some((r) => r.id === id)) this.runs.push({ id, name: id, status: 'running' });
     }
-    if (newMetric) this.rebuildCharts();
-    if (fresh) this.renderLegend();
+    if (newMetric) timed('dashboard: build charts', () => this.rebuildCharts());
+    if (fresh) timed('dashboard: legend', () => this.renderLegend());
     this.scheduleFrame();
   }
 
@@ -337,7 +338,7 @@ export class DashboardApp {
       const dirty = this.dirty;
       this.dirty = new Set();
       for (const m of dirty) this.updateChart(m);
-      this.renderTable();
+      timed('dashboard: summary table', () => this.renderTable());
     });
   }
 
@@ -472,9 +473,10 @@ export class DashboardApp {
     for (const r of this.visibleRuns()) {
       const s = this.store.get(r.id, metric);
       if (!s) continue;
+      const time = s.x('time');
       for (let i = 0; i < s.n; i++) {
         out.push(
-          [r.id, metric, s.step[i], s.tokens[i], s.flops[i], s.time[i], s.y[i], s.smooth[i]]
+          [r.id, metric, s.step[i], s.tokens[i], s.flops[i], time[i], s.y[i], s.smooth[i]]
             .map(csvField)
             .join(','),
         );

@@ -1,5 +1,8 @@
 // Every (run, metric) curve of the dashboard, in growable typed arrays so that
 // live appends extend a curve (and its smoothing) in place instead of rebuilding it.
+// A fresh curve takes the message's typed columns as they are when they need no filtering
+// (copied only before its first write): on this machine's memory, copying a million points'
+// columns was the largest part of the dashboard's first paint.
 import type { MetricBlock, XAxisMode } from '../protocol';
 import { EmaState, smoothInto } from '../shared/smoothing';
 import { lowerBound } from '../shared/decimate';
@@ -26,6 +29,10 @@ export class Series {
   smooth: Float64Array = new Float64Array(0);
   /** Where the run starts on the "since the seed" axes (RunSummary.sinceSeed). */
   offset = { tokens: 0, flops: 0 };
+  /** `time` holds the sent clock; the time axis is seconds since t0, the run's first record. */
+  t0 = 0;
+  /** The columns are still the message's own arrays (adopted, not copied): copy before writing. */
+  private borrowed = false;
   private ema: EmaState;
   /** Bumped when points are rewritten in place (a resumed run), so shifted copies are redone. */
   private edits = 0;
@@ -48,7 +55,7 @@ export class Series {
       case 'flops':
         return this.flops;
       case 'time':
-        return this.time;
+        return this.shift(this.time, -this.t0);
       case 'tokensSinceSeed':
         return this.shift(this.tokens, this.offset.tokens);
       case 'flopsSinceSeed':
@@ -74,6 +81,15 @@ export class Series {
 
   reserve(extra: number): void {
     const need = this.n + extra;
+    if (this.borrowed) {
+      this.borrowed = false;
+      const size = Math.max(need, this.n * 2, 64);
+      for (const k of ['step', 'tokens', 'flops', 'time', 'y'] as const) {
+        const own = new Float64Array(size);
+        own.set(this[k].subarray(0, this.n));
+        this[k] = own;
+      }
+    }
     this.step = grow(this.step, need);
     this.tokens = grow(this.tokens, need);
     this.flops = grow(this.flops, need);
@@ -91,7 +107,36 @@ export class Series {
     ys: ArrayLike<number | null>,
     t0: number,
   ): void {
-    this.pushTyped(asTyped(steps), asTyped(tokens), asTyped(flops), asTyped(times), asTyped(ys), t0);
+    if (this.n === 0) this.t0 = t0;
+    const cols = [asTyped(steps), asTyped(tokens), asTyped(flops), asTyped(times), asTyped(ys)] as const;
+    if (this.adopt(...cols)) return;
+    this.reserve(steps.length);
+    this.pushTyped(...cols);
+  }
+
+  /**
+   * A fresh series takes typed columns without a copy when nothing is to be filtered out: steps
+   * strictly increasing and every value finite (a train block of one metric, always logged).
+   */
+  private adopt(
+    steps: Float64Array,
+    tokens: Float64Array,
+    flops: Float64Array,
+    times: Float64Array,
+    ys: Float64Array,
+  ): boolean {
+    const len = steps.length;
+    if (this.n !== 0 || len === 0) return false;
+    let prev = -Infinity;
+    for (let i = 0; i < len; i++) {
+      const step = steps[i];
+      if (!(step > prev) || !Number.isFinite(ys[i])) return false;
+      prev = step;
+    }
+    Object.assign(this, { step: steps, tokens, flops, time: times, y: ys, n: len, borrowed: true });
+    this.smooth = grow(this.smooth, len);
+    this.ema.extend(ys, 0, len, this.smooth);
+    return true;
   }
 
   /** The append loop, on typed columns (NaN marks a gap), which V8 keeps on its fast path. */
@@ -101,7 +146,6 @@ export class Series {
     flops: Float64Array,
     times: Float64Array,
     ys: Float64Array,
-    t0: number,
   ): void {
     const len = steps.length;
     // Copy the in-order points, then smooth them in one pass; a point that goes back in steps
@@ -113,7 +157,7 @@ export class Series {
       const step = steps[i];
       if (this.n > 0 && step <= this.step[this.n - 1]) {
         this.ema.extend(this.y, from, this.n, this.smooth);
-        this.push(step, tokens[i], times[i] - t0, y, flops[i]);
+        this.push(step, tokens[i], times[i], y, flops[i]);
         from = this.n;
         continue;
       }
@@ -121,13 +165,14 @@ export class Series {
       this.step[k] = step;
       this.tokens[k] = tokens[i];
       this.flops[k] = flops[i];
-      this.time[k] = times[i] - t0;
+      this.time[k] = times[i];
       this.y[k] = y;
     }
     this.ema.extend(this.y, from, this.n, this.smooth);
   }
 
   push(step: number, tokens: number, time: number, y: number, flops = NaN): void {
+    this.reserve(1);
     if (this.n > 0 && step <= this.step[this.n - 1]) {
       // A run resumed from an earlier checkpoint logs those steps again: the new
       // points replace the old ones, as the curve continues from the checkpoint.
@@ -217,7 +262,6 @@ export class SeriesStore {
         s.offset = this.offsets.get(block.runId) ?? s.offset;
         this.series.set(id, s);
       }
-      s.reserve(n);
       s.pushColumn(block.step, block.tokens, flops, block.time, column, base);
       touched.add(metric);
     }

@@ -17,6 +17,7 @@ import {
 } from 'd3';
 import { decimateM4, lowerBound } from './decimate';
 import { el } from './dom';
+import { timed } from './perf';
 import type { ThemeColors } from './theme';
 import { yDomain } from './yRange';
 
@@ -192,7 +193,7 @@ export class LineChart {
     const opts = this.opts;
     if (!opts) return;
     const t0 = performance.now();
-    const rect = this.plot.getBoundingClientRect();
+    const rect = timed('chart: read size', () => this.plot.getBoundingClientRect());
     this.width = Math.max(10, Math.floor(rect.width));
     this.height = Math.max(10, Math.floor(rect.height));
     const dpr = window.devicePixelRatio || 1;
@@ -227,6 +228,41 @@ export class LineChart {
     const faint: (Float64Array | undefined)[] = [];
     const bands: ({ lo: Float64Array; hi: Float64Array } | undefined)[] = [];
     const samples: number[] = [];
+    timed('chart: decimate', () => this.decimate(x0, x1, columns, opts, strong, faint, bands, samples));
+    const domainSources = [
+      ...strong,
+      ...faint.filter((f): f is Float64Array => !!f),
+      ...bands.flatMap((b) => (b ? [b.lo, b.hi] : [])),
+    ];
+    const yd = yDomain(domainSources, samples, opts.logScale, opts.ignoreOutliers);
+    this.y = (opts.logScale ? scaleLog() : scaleLinear()).domain(yd).range([MARGIN.top + ih, MARGIN.top]);
+    if (!opts.ignoreOutliers) this.y.nice();
+
+    timed('chart: axes', () => this.drawAxes(iw, opts));
+    const ctx = this.canvas.getContext('2d');
+    if (!ctx) return;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, this.width, this.height);
+    timed('chart: canvas', () => this.drawLines(ctx, strong, faint, bands, opts));
+    if (this.hoverPx !== undefined) this.hover(this.hoverPx);
+    this.lastDrawMs = performance.now() - t0;
+    this.root.dataset.points = String(this.lines.reduce((s, l) => s + l.n, 0));
+    // The curves drawn (one per run, or per group): what tests and screen readers can check.
+    this.root.dataset.series = JSON.stringify(this.lines.filter((l) => l.n > 0).map((l) => l.id));
+    this.root.dispatchEvent(new CustomEvent('chart-drawn', { bubbles: true }));
+  }
+
+  /** Every visible curve decimated once (M4); with "ignore outliers", a sample of the raw values too. */
+  private decimate(
+    x0: number,
+    x1: number,
+    columns: number,
+    opts: ChartOptions,
+    strong: Float64Array[],
+    faint: (Float64Array | undefined)[],
+    bands: ({ lo: Float64Array; hi: Float64Array } | undefined)[],
+    samples: number[],
+  ): void {
     for (const l of this.lines) {
       strong.push(decimateM4(l.xs, l.ys, l.n, x0, x1, columns));
       faint.push(l.raw ? decimateM4(l.xs, l.raw, l.n, x0, x1, columns) : undefined);
@@ -246,27 +282,6 @@ export class LineChart {
         for (let i = a; i < b; i += stride) samples.push(src[i]);
       }
     }
-    const domainSources = [
-      ...strong,
-      ...faint.filter((f): f is Float64Array => !!f),
-      ...bands.flatMap((b) => (b ? [b.lo, b.hi] : [])),
-    ];
-    const yd = yDomain(domainSources, samples, opts.logScale, opts.ignoreOutliers);
-    this.y = (opts.logScale ? scaleLog() : scaleLinear()).domain(yd).range([MARGIN.top + ih, MARGIN.top]);
-    if (!opts.ignoreOutliers) this.y.nice();
-
-    this.drawAxes(iw, opts);
-    const ctx = this.canvas.getContext('2d');
-    if (!ctx) return;
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, this.width, this.height);
-    this.drawLines(ctx, strong, faint, bands, opts);
-    if (this.hoverPx !== undefined) this.hover(this.hoverPx);
-    this.lastDrawMs = performance.now() - t0;
-    this.root.dataset.points = String(this.lines.reduce((s, l) => s + l.n, 0));
-    // The curves drawn (one per run, or per group): what tests and screen readers can check.
-    this.root.dataset.series = JSON.stringify(this.lines.filter((l) => l.n > 0).map((l) => l.id));
-    this.root.dispatchEvent(new CustomEvent('chart-drawn', { bubbles: true }));
   }
 
   private drawAxes(iw: number, opts: ChartOptions): void {

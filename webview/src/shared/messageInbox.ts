@@ -1,5 +1,6 @@
 // Receives host messages, validates them, and drops (and counts) anything malformed.
 // A bad message must never take the page down, so handler errors are caught too.
+import { timed } from './perf';
 import { postToHost } from './vscodeApi';
 
 export interface Inbox {
@@ -15,7 +16,7 @@ export function listenToHost<T>(parse: (raw: unknown) => T | undefined, handle: 
     postToHost({ type: 'protocolError', dropped, detail: detail.slice(0, 500) });
   };
   window.addEventListener('message', (event: MessageEvent) => {
-    const message = parse(event.data);
+    const message = timed('message: validate', () => parse(event.data));
     if (message === undefined) {
       const type =
         typeof event.data === 'object' && event.data !== null
@@ -25,7 +26,7 @@ export function listenToHost<T>(parse: (raw: unknown) => T | undefined, handle: 
       return;
     }
     try {
-      handle(message);
+      timed('message: handle', () => handle(message));
     } catch (err) {
       drop(`handler failed: ${err instanceof Error ? err.message : String(err)}`);
     }
