@@ -42,28 +42,41 @@ const message = { type: 'results', file: '/w/runs/bench/eval.json', label: 'eval
 const browser = await launch();
 try {
   const paintMs = [];
+  const phaseRuns = [];
   for (let i = 0; i < REPEAT; i++) {
     // A fresh page each time: what is measured is a panel opening, not a re-render.
     const p = await openPanel(browser, 'results', { width: 1600, height: 1000 });
     await p.page.evaluate((json) => {
       window.__benchMsg = JSON.parse(json);
     }, JSON.stringify(message));
-    paintMs.push(
-      await p.page.evaluate(
-        () =>
-          new Promise((resolve) => {
-            const t0 = performance.now();
-            // Runs after the panel's own listener (registered first), which renders synchronously;
-            // then up to the frame that paints it.
-            window.addEventListener(
-              'message',
-              () => requestAnimationFrame(() => setTimeout(() => resolve(performance.now() - t0), 0)),
-              { once: true },
-            );
-            window.postMessage(window.__benchMsg, '*');
-          }),
-      ),
+    const r = await p.page.evaluate(
+      () =>
+        new Promise((resolve) => {
+          // Per-phase figures: the webview's own performance.measure entries (webview/src/shared/perf.ts).
+          window.__moelabPerf = true;
+          const t0 = performance.now();
+          // Runs after the panel's own listener (registered first), which renders synchronously;
+          // then up to the frame that paints it.
+          window.addEventListener(
+            'message',
+            () => {
+              const script = performance.now() - t0;
+              requestAnimationFrame(() =>
+                setTimeout(() => {
+                  const phases = { 'script (message → rendered DOM)': script };
+                  for (const m of performance.getEntriesByType('measure'))
+                    phases[m.name] = (phases[m.name] ?? 0) + m.duration;
+                  resolve({ ms: performance.now() - t0, phases });
+                }, 0),
+              );
+            },
+            { once: true },
+          );
+          window.postMessage(window.__benchMsg, '*');
+        }),
     );
+    paintMs.push(r.ms);
+    phaseRuns.push(r.phases);
     const rows = await p.page.locator('table.results-table tbody tr[data-label]').count();
     if (rows !== RUNS) throw new Error(`drew ${rows} rows of ${RUNS}`);
     if (p.errors.length) throw new Error(p.errors.join('\n'));
@@ -79,6 +92,11 @@ try {
   );
   console.log(
     `webview: message→paint   median ${fmt(median(paintMs))} ms, max ${fmt(Math.max(...paintMs))} ms  (validation + table + claims + bars + budgets + paint)`,
+  );
+  for (const name of Object.keys(phaseRuns[0]))
+    console.log(`  ${name.padEnd(32)} median ${fmt(median(phaseRuns.map((ph) => ph[name] ?? 0)))} ms`);
+  console.log(
+    `  rest: style, layout, paint     median ${fmt(median(phaseRuns.map((ph, i) => paintMs[i] - ph['script (message → rendered DOM)'])))} ms`,
   );
   console.log(`open (median sum)        ${fmt(total)} ms  (budget ${BUDGET_MS} ms)`);
   if (Math.max(...hostMs) + Math.max(...paintMs) > BUDGET_MS) process.exitCode = 1;

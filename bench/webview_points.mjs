@@ -20,10 +20,10 @@ const arg = (name, dflt) => {
 };
 const POINTS = arg('points', 1_000_000);
 const RUNS = arg('runs', 10);
+const REPEAT = arg('repeat', 5);
 const BUDGET_MS = 300;
 
-const browser = await launch();
-try {
+async function firstPaintOnce(browser) {
   const p = await openPanel(browser, 'dashboard', { width: 1600, height: 1000 });
   // Build the message inside the page: what is measured is the webview, not the test's transport.
   await p.page.evaluate(
@@ -79,7 +79,20 @@ try {
         window.postMessage(msg, '*', [...new Set(msg.blocks.map((b) => b.step.buffer))]);
       }),
   );
-  const firstPaint = first.drawn;
+  return { p, first };
+}
+
+const browser = await launch();
+try {
+  // A fresh page each time: what is measured is a panel opening, with the code as cold as it is then.
+  const opened = [];
+  for (let k = 0; k < REPEAT; k++) {
+    if (opened.length) await opened[opened.length - 1].p.page.close();
+    opened.push(await firstPaintOnce(browser));
+  }
+  const { p, first } = opened[opened.length - 1];
+  const paints = opened.map((o) => o.first.drawn).sort((a, b) => a - b);
+  const firstPaint = paints[paints.length - 1];
   await settled(p.page);
   await p.page.evaluate(() => (window.__moelabPerf = false));
   const drawn = Number(await p.page.locator('figure[data-metric="train/loss"]').getAttribute('data-points'));
@@ -120,8 +133,9 @@ try {
   redraws.sort((a, b) => a - b);
   const fmt = (v) => v.toFixed(1);
   console.log(`points drawn             ${drawn.toLocaleString('en')} across ${RUNS} runs`);
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   console.log(
-    `first paint              ${fmt(firstPaint)} ms  (budget ${BUDGET_MS} ms; message receipt + validation + indexing + smoothing + draw)`,
+    `first paint              max ${fmt(firstPaint)} ms, median ${fmt(median(paints))} ms over ${REPEAT} fresh pages (budget ${BUDGET_MS} ms in every one; message receipt to the chart drawn)`,
   );
   console.log(
     `zoom/pan redraw          median ${fmt(redraws[Math.floor(redraws.length / 2)])} ms, max ${fmt(redraws[redraws.length - 1])} ms  (frame to frame)`,
@@ -132,18 +146,14 @@ try {
   console.log(
     `smoothing change         ${fmt(smoothMs)} ms  (re-smooth ${drawn.toLocaleString('en')} points + redraw)`,
   );
-  console.log(`  frame committed        ${fmt(first.committed)} ms  (+ style, layout, paint, canvas raster)`);
-  let phaseSum = 0;
-  for (const [name, ms] of Object.entries(first.phases)) {
-    if (name.startsWith('message: ')) continue; // these contain the dashboard's own phases
-    phaseSum += ms;
-    console.log(`  ${name.padEnd(23)}${fmt(ms)} ms`);
-  }
-  const m = (k) => first.phases[k] ?? 0;
+  const committed = opened.map((o) => o.first.committed);
   console.log(
-    `  (message: validate     ${fmt(m('message: validate'))} ms, message: handle ${fmt(m('message: handle'))} ms)`,
+    `  frame committed        median ${fmt(median(committed))} ms, max ${fmt(Math.max(...committed))} ms  (+ the frame's style, layout, paint, canvas raster)`,
   );
-  console.log(`  rest (frames, layout)  ${fmt(firstPaint - phaseSum - m('message: validate'))} ms`);
+  // Per phase, the median over the pages (webview/src/shared/perf.ts's names); the table is drawn a frame later.
+  const names = [...new Set(opened.flatMap((o) => Object.keys(o.first.phases)))];
+  const phase = (name) => median(opened.map((o) => o.first.phases[name] ?? 0));
+  for (const name of names) console.log(`  ${`${name}`.padEnd(26)} median ${fmt(phase(name))} ms`);
   console.log(`errors                   ${p.errors.length}`);
   if (firstPaint > BUDGET_MS) process.exitCode = 1;
 } finally {

@@ -106,6 +106,9 @@ describe('results webview', () => {
     await p.send(message(doc));
     await settled(p.page);
     assert.equal(await p.page.locator('figure.results-bar').count(), doc.domains.length + 1);
+    // The charts are drawn as they come near the viewport (below the table, they may not be yet).
+    await p.page.locator('figure.results-bar[data-column="average"]').scrollIntoViewIfNeeded();
+    await settled(p.page);
     const fills = await p.page
       .locator('figure.results-bar[data-column="average"] rect.bar')
       .evaluateAll((els) => els.map((e) => [e.getAttribute('data-label'), e.getAttribute('fill')]));

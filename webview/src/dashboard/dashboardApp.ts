@@ -63,6 +63,7 @@ export class DashboardApp {
   private theme: ThemeColors = readTheme();
   private dirty = new Set<string>();
   private framePending = false;
+  private tablePending = false;
 
   private readonly legend = el('div', {
     class: 'legend',
@@ -330,6 +331,8 @@ export class DashboardApp {
     this.scheduleFrame();
   }
 
+  /** The dirty charts are drawn in this frame (not one later); the summary table in the next, so that
+   *  a million points' min/last scan does not hold back the curves' first paint. */
   private scheduleFrame(): void {
     if (this.framePending) return;
     this.framePending = true;
@@ -338,7 +341,13 @@ export class DashboardApp {
       const dirty = this.dirty;
       this.dirty = new Set();
       for (const m of dirty) this.updateChart(m);
-      timed('dashboard: summary table', () => this.renderTable());
+      for (const m of dirty) this.slots.get(m)?.chart.drawNow();
+      if (this.tablePending) return;
+      this.tablePending = true;
+      requestAnimationFrame(() => {
+        this.tablePending = false;
+        timed('dashboard: summary table', () => this.renderTable());
+      });
     });
   }
 

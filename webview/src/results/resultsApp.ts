@@ -15,6 +15,7 @@ import type {
 } from '../protocol';
 import { el } from '../shared/dom';
 import { button, select as selectControl } from '../shared/controls';
+import { timed } from '../shared/perf';
 import { postToHost } from '../shared/vscodeApi';
 import {
   bestPerColumn,
@@ -50,6 +51,9 @@ export function defaultResultsState(): ResultsState {
 
 export class ResultsApp {
   private message: ResultsMessage | undefined;
+  private barObserver: IntersectionObserver | undefined;
+  /** The bar charts (by column) drawn in the last render. */
+  private drawnBars = new Set<string>();
 
   constructor(
     private readonly root: HTMLElement,
@@ -98,12 +102,12 @@ export class ResultsApp {
       el('div', { class: 'toolbar' }, [title, ...this.toolbar(doc, setting, index)]),
       m.error ? el('p', { class: 'warning', role: 'status', text: m.error }) : '',
       el('p', { class: 'muted caption', text: caption(setting, doc.tasks) }),
-      this.table(setting, doc),
-      this.claims(setting),
+      timed('results: table', () => this.table(setting, doc)),
+      timed('results: claims', () => this.claims(setting)),
       el('h3', { class: 'section-title', text: 'Perplexity per domain (error bars: ± std over seeds)' }),
-      this.bars(setting, doc.domains),
+      timed('results: bar charts', () => this.bars(setting, doc.domains)),
       el('h3', { class: 'section-title', text: 'Equal tokens and equal compute' }),
-      this.budgets(setting),
+      timed('results: budgets', () => this.budgets(setting)),
     );
   }
 
@@ -204,12 +208,44 @@ export class ResultsApp {
     ]);
   }
 
+  /**
+   * The charts sit below a table of every model: with 100 runs, off screen when the panel opens. Each
+   * is sized at once (its viewBox) and drawn when it comes near the viewport, so that building and
+   * laying out hundreds of bars does not hold back the table's first paint. Charts that were on
+   * screen before a re-render (rows filling in) are drawn at once, so they do not blink.
+   */
   private bars(setting: ResultsSetting, domains: string[]): HTMLElement {
-    return el(
-      'div',
-      { class: 'chart-grid results-bars' },
-      columnsOf(domains).map((c) => barChart(c, setting.models)),
+    this.barObserver?.disconnect();
+    const wasDrawn = this.drawnBars;
+    this.drawnBars = new Set();
+    const pending = new Map<Element, () => void>();
+    const observer = new IntersectionObserver(
+      (entries) => {
+        for (const e of entries) {
+          const draw = pending.get(e.target);
+          if (!e.isIntersecting || !draw) continue;
+          pending.delete(e.target);
+          observer.unobserve(e.target);
+          draw();
+        }
+      },
+      { rootMargin: '200px' },
     );
+    this.barObserver = observer;
+    const figures = columnsOf(domains).map((c) => {
+      const { figure, draw } = barChart(c, setting.models);
+      const drawOnce = (): void => {
+        this.drawnBars.add(c);
+        draw();
+      };
+      if (wasDrawn.has(c)) drawOnce();
+      else {
+        pending.set(figure, drawOnce);
+        observer.observe(figure);
+      }
+      return figure;
+    });
+    return el('div', { class: 'chart-grid results-bars' }, figures);
   }
 
   private budgets(setting: ResultsSetting): HTMLElement {
@@ -325,8 +361,9 @@ function claimCard(c: ResultsClaim): HTMLElement {
 
 const BAR = { top: 8, right: 8, bottom: 64, left: 44, height: 220 };
 
-/** One domain: a bar per model (mean) with a ± std error bar, in the model's colour. */
-function barChart(column: string, models: ResultsModel[]): HTMLElement {
+/** One domain: a bar per model (mean) with a ± std error bar, in the model's colour; sized now,
+ *  drawn by `draw`. */
+function barChart(column: string, models: ResultsModel[]): { figure: HTMLElement; draw: () => void } {
   const shown = models.filter((m) => m.ppl[column]?.mean !== null && m.ppl[column]?.mean !== undefined);
   const width = Math.max(260, 28 * shown.length + BAR.left + BAR.right);
   const svgNode = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
@@ -334,6 +371,14 @@ function barChart(column: string, models: ResultsModel[]): HTMLElement {
   svgNode.setAttribute('viewBox', `0 0 ${width} ${BAR.height}`);
   svgNode.setAttribute('role', 'img');
   svgNode.setAttribute('aria-label', `Perplexity on ${column} per model`);
+  const figure = el('figure', { class: 'chart results-bar', 'data-column': column }, [
+    el('figcaption', { class: 'chart-header' }, [el('h3', { class: 'chart-title', text: column })]),
+    svgNode,
+  ]);
+  return { figure, draw: () => drawBars(svgNode, column, shown, width) };
+}
+
+function drawBars(svgNode: SVGSVGElement, column: string, shown: ResultsModel[], width: number): void {
   const svg = select(svgNode);
   const hi = Math.max(1, ...shown.map((m) => (m.ppl[column].mean ?? 0) + (m.ppl[column].std ?? 0)));
   const x = scaleBand<string>()
@@ -391,8 +436,4 @@ function barChart(column: string, models: ResultsModel[]): HTMLElement {
           .attr('y2', y(v));
     }
   }
-  return el('figure', { class: 'chart results-bar', 'data-column': column }, [
-    el('figcaption', { class: 'chart-header' }, [el('h3', { class: 'chart-title', text: column })]),
-    svgNode,
-  ]);
 }

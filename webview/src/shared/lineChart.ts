@@ -71,7 +71,8 @@ export class LineChart {
   private height = 0;
   private x: ScaleContinuousNumeric<number, number> = scaleLinear();
   private y: YScale = scaleLinear();
-  private pending = false;
+  /** The requestAnimationFrame of a scheduled draw, 0 when none. */
+  private frame = 0;
   private hoverPx: number | undefined;
   /** Milliseconds the last draw took (read by the benchmark). */
   lastDrawMs = 0;
@@ -120,7 +121,15 @@ export class LineChart {
     svgNode.addEventListener('pointermove', (e) => this.hover(e.offsetX));
     svgNode.addEventListener('pointerleave', () => this.hover(undefined));
     this.plot.addEventListener('keydown', (e) => this.key(e));
-    new ResizeObserver(() => this.schedule()).observe(this.plot);
+    // Its first report comes with the first layout, after drawNow's first draw: redraw only on a change.
+    new ResizeObserver(([entry]) => {
+      const box = entry.borderBoxSize?.[0];
+      const [w, h] = box
+        ? [box.inlineSize, box.blockSize]
+        : [entry.contentRect.width, entry.contentRect.height];
+      if (Math.max(10, Math.floor(w)) !== this.width || Math.max(10, Math.floor(h)) !== this.height)
+        this.schedule();
+    }).observe(this.plot);
   }
 
   setData(lines: ChartLine[], opts: ChartOptions): void {
@@ -135,12 +144,18 @@ export class LineChart {
 
   /** Coalesce redraws into the next frame: live appends and zoom events come in bursts. */
   schedule(): void {
-    if (this.pending) return;
-    this.pending = true;
-    requestAnimationFrame(() => {
-      this.pending = false;
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
       this.draw();
     });
+  }
+
+  /** Draws now, for a caller already in an animation frame: a scheduled draw would wait one more. */
+  drawNow(): void {
+    if (this.frame) cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    this.draw();
   }
 
   private key(e: KeyboardEvent): void {
@@ -318,6 +333,11 @@ export class LineChart {
   private path(ctx: CanvasRenderingContext2D, pts: Float64Array, log: boolean): void {
     ctx.beginPath();
     let pen = false;
+    // The x scale is linear (a zoom rescales it): px = ax·x + bx inline, not a d3 scale call per point.
+    const [d0, d1] = this.x.domain();
+    const [r0, r1] = this.x.range();
+    const ax = d1 === d0 ? 0 : (r1 - r0) / (d1 - d0);
+    const bx = d1 === d0 ? (r0 + r1) / 2 : r0 - ax * d0;
     for (let i = 0; i < pts.length; i += 2) {
       const v = pts[i + 1];
       const xv = pts[i];
@@ -325,7 +345,7 @@ export class LineChart {
         pen = false;
         continue;
       }
-      const px = this.x(xv);
+      const px = ax * xv + bx;
       const py = this.y(v);
       if (pen) ctx.lineTo(px, py);
       else ctx.moveTo(px, py);
