@@ -63,6 +63,13 @@ function isNumArray(v: unknown): v is number[] {
   return true;
 }
 
+/** The loop alone in its function: V8 optimizes a long loop on its first call (OSR), and code after
+ *  it that has never run (no type feedback) would throw that code away again on every call. */
+function allFinite(a: Float64Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
+  return true;
+}
+
 function isCellArray(v: unknown, length: number): v is Column {
   if (v instanceof Float64Array) return v.length === length;
   if (!Array.isArray(v) || v.length !== length) return false;
@@ -114,7 +121,7 @@ export function isMetricBlock(v: unknown): v is MetricBlock {
   if (!isObj(v) || !isStr(v.runId) || (v.split !== 'train' && v.split !== 'eval')) return false;
   const step = v.step;
   if (step instanceof Float64Array) {
-    for (let i = 0; i < step.length; i++) if (!Number.isFinite(step[i])) return false;
+    if (!allFinite(step)) return false;
   } else if (!isNumArray(step)) return false;
   const n = (step as ArrayLike<number>).length;
   if (!isCellArray(v.tokens, n) || !isCellArray(v.time, n) || !isObj(v.values)) return false;

@@ -444,14 +444,8 @@ export class DashboardApp {
       const evl = this.store.get(r.id, 'eval/loss');
       const stat = (s: typeof train): { last: number; min: number; at: number } => {
         if (!s || s.n === 0) return { last: NaN, min: NaN, at: NaN };
-        let min = Infinity,
-          at = NaN;
-        for (let i = 0; i < s.n; i++)
-          if (s.y[i] < min) {
-            min = s.y[i];
-            at = s.step[i];
-          }
-        return { last: s.y[s.n - 1], min, at };
+        const k = argMin(s.y, s.n);
+        return { last: s.y[s.n - 1], min: k < 0 ? Infinity : s.y[k], at: k < 0 ? NaN : s.step[k] };
       };
       const t = stat(train),
         e = stat(evl);
@@ -493,4 +487,18 @@ export class DashboardApp {
     }
     saveCsv(`${fileStem(slot.spec.title)}.csv`, out.join('\n') + '\n');
   }
+}
+
+/** The index of the first smallest of ys[0..n), -1 when none is below Infinity. The loop alone in its
+ *  function: V8 optimizes it on its first call (OSR), and code after it without type feedback would
+ *  deoptimize on every call. */
+function argMin(ys: Float64Array, n: number): number {
+  let min = Infinity,
+    at = -1;
+  for (let i = 0; i < n; i++)
+    if (ys[i] < min) {
+      min = ys[i];
+      at = i;
+    }
+  return at;
 }

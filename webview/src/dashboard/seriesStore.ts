@@ -12,6 +12,18 @@ function asTyped(a: ArrayLike<number | null>): Float64Array {
   return a instanceof Float64Array ? a : Float64Array.from({ length: a.length }, (_, i) => a[i] ?? NaN);
 }
 
+/** Steps strictly increasing, every value finite. The loop alone in its function: V8 optimizes it on
+ *  its first call (OSR), and code after it without type feedback would deoptimize on every call. */
+function risingAndFinite(steps: Float64Array, ys: Float64Array): boolean {
+  let prev = -Infinity;
+  for (let i = 0; i < steps.length; i++) {
+    const step = steps[i];
+    if (!(step > prev) || !Number.isFinite(ys[i])) return false;
+    prev = step;
+  }
+  return true;
+}
+
 function grow(a: Float64Array, need: number): Float64Array {
   if (need <= a.length) return a;
   const b = new Float64Array(Math.max(need, a.length * 2, 64));
@@ -126,13 +138,7 @@ export class Series {
     ys: Float64Array,
   ): boolean {
     const len = steps.length;
-    if (this.n !== 0 || len === 0) return false;
-    let prev = -Infinity;
-    for (let i = 0; i < len; i++) {
-      const step = steps[i];
-      if (!(step > prev) || !Number.isFinite(ys[i])) return false;
-      prev = step;
-    }
+    if (this.n !== 0 || len === 0 || !risingAndFinite(steps, ys)) return false;
     Object.assign(this, { step: steps, tokens, flops, time: times, y: ys, n: len, borrowed: true });
     this.smooth = grow(this.smooth, len);
     this.ema.extend(ys, 0, len, this.smooth);

@@ -34,9 +34,25 @@ export function decimateM4(
     return out;
   }
   const out = new Float64Array((columns + 2) * 8 + 16);
-  let o = 0;
   const span = x1 - x0 || 1;
-  const scale = columns / span;
+  return out.subarray(0, m4Columns(xs, ys, start, end, x0, columns / span, out));
+}
+
+/**
+ * The M4 scan into out; returns how many numbers it wrote. The loop alone in its function: V8
+ * optimizes it on its first call (OSR), and code after it without type feedback (the subarray)
+ * would deoptimize that code again on every call.
+ */
+function m4Columns(
+  xs: ArrayLike<number>,
+  ys: ArrayLike<number>,
+  start: number,
+  end: number,
+  x0: number,
+  scale: number,
+  out: Float64Array,
+): number {
+  let o = 0;
   // Column by column: xs is sorted, so a column's end is a binary search, and the scan of its
   // points reads ys only. This halves the work of a per-point column test on a million points.
   const idx = [0, 0, 0, 0];
@@ -75,7 +91,7 @@ export function decimateM4(
     }
     i = j;
   }
-  return out.subarray(0, o);
+  return o;
 }
 
 function lowerBoundFrom(xs: ArrayLike<number>, from: number, n: number, x: number): number {

@@ -22,16 +22,38 @@ export class EmaState {
       out.set(ys.subarray(from, to), from);
       return;
     }
-    let last = this.last,
-      debias = this.debias;
-    for (let i = from; i < to; i++) {
-      last = last * w + (1 - w) * ys[i];
-      debias = debias * w + (1 - w);
-      out[i] = last / debias;
-    }
+    const last = emaRun(ys, from, to, out, w, this.last, this.debias);
+    this.debias = debiasAfter(to - from, w, this.debias);
     this.last = last;
-    this.debias = debias;
   }
+}
+
+// The loops below are alone in their functions, returning one number: V8 optimizes a long loop on
+// its first call (OSR), and code after it that has never run (no type feedback, such as the state's
+// stores) would throw that code away again on every call.
+
+/** The smoothed ys[from..to) into out; returns the EMA's last (biased) value. */
+function emaRun(
+  ys: Float64Array,
+  from: number,
+  to: number,
+  out: Float64Array,
+  w: number,
+  last: number,
+  debias: number,
+): number {
+  for (let i = from; i < to; i++) {
+    last = last * w + (1 - w) * ys[i];
+    debias = debias * w + (1 - w);
+    out[i] = last / debias;
+  }
+  return last;
+}
+
+/** The debias term after k more points, by the same steps as emaRun (bit-identical). */
+function debiasAfter(k: number, w: number, debias: number): number {
+  for (let i = 0; i < k; i++) debias = debias * w + (1 - w);
+  return debias;
 }
 
 export function smoothInto(ys: ArrayLike<number>, n: number, weight: number, out: Float64Array): EmaState {
