@@ -13,6 +13,7 @@ if (!process.env.MOELAB_BENCH_TSX) {
   process.exit(r.status ?? 1);
 }
 const { launch, openPanel, settled } = await import('../test/webview/harness.ts');
+const { withMainThreadCpu } = await import('./trace_cpu.mjs');
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -55,31 +56,37 @@ async function firstPaintOnce(browser) {
   );
 
   // Per-phase figures: the webview's own performance.measure entries (webview/src/shared/perf.ts).
-  const first = await p.page.evaluate(
-    () =>
-      new Promise((resolve) => {
-        window.__moelabPerf = true;
-        performance.clearMeasures();
-        const t0 = performance.now();
-        document.addEventListener(
-          'chart-drawn',
-          () => {
-            const drawn = performance.now() - t0;
-            const phases = {};
-            for (const m of performance.getEntriesByType('measure'))
-              phases[m.name] = (phases[m.name] ?? 0) + m.duration;
-            // The rest of the task that drew: style, layout, paint and the canvas's raster on commit.
-            setTimeout(() => resolve({ drawn, committed: performance.now() - t0, phases }), 0);
-          },
-          { once: true },
-        );
-        // VS Code posts a message's typed arrays into the webview's frame with their buffers
-        // transferred (its webview main.js: postMessage(message, origin, transfer)): so do we.
-        const msg = window.__benchMsg;
-        window.postMessage(msg, '*', [...new Set(msg.blocks.map((b) => b.step.buffer))]);
-      }),
+  const { result: first, cpuMs } = await withMainThreadCpu(p.page, () =>
+    p.page.evaluate(
+      () =>
+        new Promise((resolve) => {
+          window.__moelabPerf = true;
+          performance.clearMeasures();
+          const t0 = performance.now();
+          document.addEventListener(
+            'chart-drawn',
+            () => {
+              const drawn = performance.now() - t0;
+              const phases = {};
+              for (const m of performance.getEntriesByType('measure'))
+                phases[m.name] = (phases[m.name] ?? 0) + m.duration;
+              // The rest of the task that drew: style, layout, paint and the canvas's raster on commit.
+              setTimeout(() => {
+                performance.mark('bench:end');
+                resolve({ drawn, committed: performance.now() - t0, phases });
+              }, 0);
+            },
+            { once: true },
+          );
+          // VS Code posts a message's typed arrays into the webview's frame with their buffers
+          // transferred (its webview main.js: postMessage(message, origin, transfer)): so do we.
+          const msg = window.__benchMsg;
+          performance.mark('bench:start');
+          window.postMessage(msg, '*', [...new Set(msg.blocks.map((b) => b.step.buffer))]);
+        }),
+    ),
   );
-  return { p, first };
+  return { p, first: { ...first, cpuMs } };
 }
 
 const browser = await launch();
@@ -149,6 +156,10 @@ try {
   const committed = opened.map((o) => o.first.committed);
   console.log(
     `  frame committed        median ${fmt(median(committed))} ms, max ${fmt(Math.max(...committed))} ms  (+ the frame's style, layout, paint, canvas raster)`,
+  );
+  const cpu = opened.map((o) => o.first.cpuMs);
+  console.log(
+    `  main-thread CPU         median ${fmt(median(cpu))} ms, max ${fmt(Math.max(...cpu))} ms  (message to frame committed, from a trace: what a busy machine's other jobs do not add)`,
   );
   // Per phase, the median over the pages (webview/src/shared/perf.ts's names); the table is drawn a frame later.
   const names = [...new Set(opened.flatMap((o) => Object.keys(o.first.phases)))];

@@ -55,7 +55,6 @@ function m4Columns(
   let o = 0;
   // Column by column: xs is sorted, so a column's end is a binary search, and the scan of its
   // points reads ys only. This halves the work of a per-point column test on a million points.
-  const idx = [0, 0, 0, 0];
   for (let i = start; i < end;) {
     const col = Math.floor((xs[i] - x0) * scale);
     // At least one point per column, whatever the rounding of the column's right edge.
@@ -77,13 +76,40 @@ function m4Columns(
     }
     // Emit first, min, max, last in index order so the polyline does not zig-zag backwards;
     // NaN points are kept only as the first or last (they break the line there).
-    idx[0] = i;
-    idx[1] = iMin;
-    idx[2] = iMax;
-    idx[3] = j - 1;
-    idx.sort((a, b) => a - b);
+    // Four indices in order by a sorting network (a sort call with a comparator per column cost
+    // more than the scan itself).
+    let a = i,
+      b = iMin,
+      c = iMax,
+      d = j - 1,
+      t = 0;
+    if (a > b) {
+      t = a;
+      a = b;
+      b = t;
+    }
+    if (c > d) {
+      t = c;
+      c = d;
+      d = t;
+    }
+    if (a > c) {
+      t = a;
+      a = c;
+      c = t;
+    }
+    if (b > d) {
+      t = b;
+      b = d;
+      d = t;
+    }
+    if (b > c) {
+      t = b;
+      b = c;
+      c = t;
+    }
     let prev = -1;
-    for (const k of idx) {
+    for (const k of [a, b, c, d]) {
       if (k === prev || k < 0) continue;
       out[o++] = xs[k];
       out[o++] = ys[k];
