@@ -26,6 +26,7 @@ COMMANDS = {
     "export": "export a checkpoint (hf, onnx with router outputs)",
     "inspect": "structure, parameter counts, FLOPs per token, routing of a text",
     "analyze": "router and expert weight analysis across checkpoints, as JSON",
+    "plan": "per-rank training memory on N GPUs (FSDP, expert parallel): does it fit, largest micro-batch",
     "slurm": "submit, watch and cancel runs on a Slurm cluster",
     "schema": "write the JSON Schemas of configs and experiments and the tensor-name patterns",
 }
