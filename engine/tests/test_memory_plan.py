@@ -180,12 +180,35 @@ def test_cli_plans_a_config_only_checkpoint_and_a_train_config(tmp_path):
     as_json = _moelab("--ckpt", only, "--gpus", 2, "--gpu-mem", 1, "--seq", 32, "--json")
     got = json.loads(as_json.stdout)
     assert got["fits"] and got["setup"]["batch"] == 1 and got["params_total"] > 0
+    brief = _moelab("--ckpt", only, "--gpus", 2, "--gpu-mem", 1, "--seq", 32, "--brief").stdout
+    assert brief.count("\n") == 1 and brief.startswith("shape: 2 × 1 GiB, fsdp") and "fits" in brief
     # A train config whose model is a checkpoint: its seq_len and its global batch split over the GPUs.
     train = tmp_path / "train.json"
     train.write_text(json.dumps({"run_id": "r", "init": "seed", "batch_size": 8, "data": {"seq_len": 48}}))
     from_train = json.loads(_moelab("--config", train, "--gpus", 4, "--gpu-mem", 1, "--json").stdout)
     assert from_train["setup"]["seq"] == 48 and from_train["setup"]["batch"] == 2
     assert from_train["params_total"] == got["params_total"]
+
+
+def test_remote_md_shows_the_commands_current_output(monkeypatch, capsys):
+    # docs/REMOTE.md pastes `moelab plan`'s output for the papers' shapes: it must be what the command prints.
+    from moelab import cli
+
+    repo = ENGINE.parent
+    monkeypatch.chdir(repo)
+    doc = (repo / "docs" / "REMOTE.md").read_text()
+    commands = [c for c in doc.split("$ moelab plan ")[1:] if not c.startswith("--ckpt docs/plan/$")]
+    assert len(commands) >= 2
+    for block in commands:
+        lines = block.split("```")[0].splitlines()
+        args = lines[0].rstrip("\\ ").split()
+        rest = 1
+        if lines[0].endswith("\\"):
+            args += lines[1].split()
+            rest = 2
+        shown = "\n".join(lines[rest:]).strip()
+        assert cli.main(["plan", *args]) == 0
+        assert capsys.readouterr().out.strip() == shown, args
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

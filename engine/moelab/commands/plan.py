@@ -66,7 +66,9 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
         help="dim FSDP2 shards the [E, ...] expert stacks on: 0 = fully_shard's default, as the engine "
         "does; 1 = split evenly when there are fewer experts than ranks",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    out.add_argument("--brief", action="store_true", help="print one line: the peak, the verdict, max batch")
 
 
 def _gib(n: float) -> str:
@@ -86,6 +88,20 @@ def _model_line(cfg: Any, params: int) -> str:
     return text
 
 
+def _brief(source: Any, result: Any) -> str:
+    s = result.setup
+    name = Path(source.what).parent.name or source.what
+    ac = "on" if s["activation_checkpointing"] else "off"
+    other = "off" if s["activation_checkpointing"] else "on"
+    ep = f" (ep {result.expert_parallel})" if s["parallel"] == "fsdp+ep" else ""
+    return (
+        f"{name}: {s['gpus']} × {s['gpu_mem_gib']:g} GiB, {s['parallel']}{ep}, expert dim "
+        f"{s['expert_shard_dim']}, AC {ac}, batch {s['batch']} × {s['seq']}: peak {result.peak / 1024**3:.1f} GiB "
+        f"({'fits' if result.fits else 'does NOT fit'}); max batch {result.max_batch} (AC {other}: "
+        f"{result.max_batch_other})"
+    )
+
+
 def _print(source: Any, result: Any) -> None:
     s, c = result.setup, result.components
     ep = f" (FFN experts over {result.expert_parallel} ranks)" if s["parallel"] == "fsdp+ep" else ""
@@ -97,7 +113,7 @@ def _print(source: Any, result: Any) -> None:
         f"seq {s['seq']} × micro-batch {s['batch']} per rank, grad accum {s['grad_accum']}, "
         f"activation checkpointing {ac}"
     )
-    print(f"{'per rank, at the peak (' + result.peak_phase + ')':46s}")
+    print(f"per rank, at the peak ({result.peak_phase}):")
     rows = [
         ("parameters (fp32 shards: master weights)", c["parameters"]),
         ("gradients (fp32 shards)", c["gradients"]),
@@ -161,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"source": source.what, **result.to_dict()}, sys.stdout, indent=2)
         print()
+    elif args.brief:
+        print(_brief(source, result))
     else:
         _print(source, result)
     return 0
