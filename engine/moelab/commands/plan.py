@@ -94,9 +94,9 @@ def _brief(source: Any, result: Any) -> str:
     ac = "on" if s["activation_checkpointing"] else "off"
     other = "off" if s["activation_checkpointing"] else "on"
     ep = f" (ep {result.expert_parallel})" if s["parallel"] == "fsdp+ep" else ""
+    dim = f", expert dim {s['expert_shard_dim']}" if source.model.moe is not None else ""
     return (
-        f"{name}: {s['gpus']} × {s['gpu_mem_gib']:g} GiB, {s['parallel']}{ep}, expert dim "
-        f"{s['expert_shard_dim']}, AC {ac}, batch {s['batch']} × {s['seq']}: peak {result.peak / 1024**3:.1f} GiB "
+        f"{name}: {s['gpus']} × {s['gpu_mem_gib']:g} GiB, {s['parallel']}{ep}{dim}, AC {ac}, batch {s['batch']} × {s['seq']}: peak {result.peak / 1024**3:.1f} GiB "
         f"({'fits' if result.fits else 'does NOT fit'}); max batch {result.max_batch} (AC {other}: "
         f"{result.max_batch_other})"
     )
