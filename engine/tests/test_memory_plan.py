@@ -18,7 +18,7 @@ from hf_tiny import make_hf, save_hf
 from hf_tokenizer import save_tokenizer
 from torchrun_cmd import needs_torchrun, torchrun
 
-from moelab.analysis.memory_plan import MemoryPlan, Setup, layer_activation_bytes, plan, shard_numel
+from moelab.analysis.memory_plan import MemoryPlan, Parallel, Setup, layer_activation_bytes, plan, shard_numel
 from moelab.analysis.plan_source import from_config_file
 from moelab.errors import ConfigError
 from moelab.methods.api import UpcycleOptions, upcycle
@@ -152,6 +152,9 @@ def test_expert_parallel_gathers_local_experts_only():
     assert ep.components["buffers"] < fsdp.components["buffers"]
     with pytest.raises(ConfigError, match="fsdp\\+ep"):
         plan(ModelConfig(), Setup(gpus=2, gpu_mem_gib=80, parallel="fsdp+ep"))
+    # As launch/expert_parallel.py: the experts of a layer are split over all ranks, evenly.
+    with pytest.raises(ConfigError, match="4 is not divisible by 8"):
+        plan(cfg, Setup(gpus=8, gpu_mem_gib=80, parallel="fsdp+ep"))
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -207,8 +210,10 @@ def test_remote_md_shows_the_commands_current_output(monkeypatch, capsys):
             args += lines[1].split()
             rest = 2
         shown = "\n".join(lines[rest:]).strip()
-        assert cli.main(["plan", *args]) == 0
-        assert capsys.readouterr().out.strip() == shown, args
+        failed = shown.startswith("moelab: error:")
+        assert cli.main(["plan", *args]) == (1 if failed else 0)
+        out = capsys.readouterr()
+        assert (out.err if failed else out.out).strip() == shown, args
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
@@ -361,7 +366,8 @@ def _upcycled(tmp_path: Path) -> Path:
 
 
 @needs_torchrun
-def test_plan_within_20_percent_of_a_two_rank_fsdp_run(tmp_path):
+@pytest.mark.parametrize("parallel", ["fsdp", "fsdp+ep"])
+def test_plan_within_20_percent_of_a_two_rank_run(tmp_path, parallel):
     cfg = {
         "run_id": "mem",
         "init": str(_upcycled(tmp_path)),
@@ -376,7 +382,7 @@ def test_plan_within_20_percent_of_a_two_rank_fsdp_run(tmp_path):
         "checkpoint_format": "dcp",
         "threads": 1,
         "device": "cpu",
-        "parallel": "fsdp",
+        "parallel": parallel,
         "data": {"seq_len": 128, "synthetic_train_chars": 20000, "synthetic_eval_chars": 2000},
     }
     config = tmp_path / "train.json"
@@ -390,7 +396,7 @@ def test_plan_within_20_percent_of_a_two_rank_fsdp_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]
-    planned = plan_for(config)
+    planned = plan_for(config, parallel)
     parts = planned.components
     for r, m in enumerate(ranks):
         step_peak = m["peak"] - m["after_setup"]  # what the training steps add to the set-up's memory
@@ -405,8 +411,9 @@ def test_plan_within_20_percent_of_a_two_rank_fsdp_run(tmp_path):
         assert abs(plan_step / step_peak - 1) < 0.2, (step_peak, plan_step)
 
 
-def plan_for(config: Path) -> MemoryPlan:
+def plan_for(config: Path, parallel: Parallel) -> MemoryPlan:
     """The plan of `config` at 2 ranks, in fp32: mixed_precision auto computes in fp32 on the CPU
     (a plan from a train config assumes GPUs, so bf16)."""
     source = from_config_file(config, 2)
-    return plan(source.model, Setup(gpus=2, gpu_mem_gib=80, **{**source.defaults, "dtype": "fp32"}))
+    setup = Setup(gpus=2, gpu_mem_gib=80, parallel=parallel, **{**source.defaults, "dtype": "fp32"})
+    return plan(source.model, setup)

@@ -16,9 +16,11 @@ What is counted is what the engine's training step holds (train/trainer.py, laun
 - temporary buffers (none on one GPU, which trains unsharded): the root FSDP unit (embeddings, final norm, LM head) stays gathered in the
   compute dtype from the forward to the end of the backward, and so does the LM head's unsharded
   gradient; a decoder layer is gathered with the next one prefetched, and its backward holds its
-  unsharded gradient and (bf16) the fp32 copy that is reduce-scattered. Under fsdp+ep the FFN
-  experts are split over `ep` ranks (gcd of experts and GPUs) and FSDP-sharded over the rest, so a
-  layer gathers its local experts only, and the token all-to-all holds send and receive buffers.
+  unsharded gradient and (bf16) the fp32 copy that is reduce-scattered.
+- fsdp+ep (launch/expert_parallel.py): each rank holds E/W of every MoE layer's FFN experts whole,
+  in fp32, outside FSDP, so a layer gathers its other parameters only. Under bf16 each forward
+  reads the local experts as a bf16 copy, which the expert matmuls keep for the backward; the
+  tokens' all-to-all adds the returned slots (kept by the combine) and send/receive buffers.
 
 The peak is the largest of: the loss backward (every layer's activations live), each layer's
 backward (earlier layers' activations, later layers' gradient shards), and the optimizer step.
@@ -134,15 +136,30 @@ def shard_numel(shapes: Iterable[tuple[int, ...]], ranks: int, dim: int = 0) -> 
 
 
 def _expert_shard_numel(shapes: list[tuple[int, ...]], s: Setup, ep: int) -> int:
-    """One rank's share of a layer's FFN expert stacks: under fsdp+ep its E/ep local experts,
-    FSDP-sharded over the gpus/ep ranks that hold the same experts."""
-    local = [(x[0] // ep, *x[1:]) for x in shapes]
-    return shard_numel(local, s.gpus // ep, s.expert_shard_dim)
+    """One rank's share of a layer's FFN expert stacks: under fsdp+ep its E/W whole experts (FSDP
+    leaves them alone), else its FSDP2 shards."""
+    if ep > 1:
+        return sum(math.prod(x) for x in shapes) // ep
+    return shard_numel(shapes, s.gpus, s.expert_shard_dim)
 
 
 def expert_parallel_degree(cfg: ModelConfig, gpus: int) -> int:
-    """Ranks the FFN experts are split over under fsdp+ep: as many as divide both counts."""
-    return math.gcd(cfg.moe.num_experts, gpus) if cfg.moe is not None else 1
+    """Ranks the FFN experts are split over under fsdp+ep: all of them, as launch/expert_parallel.py
+    does, which refuses what it refuses (experts not divisible by the ranks, a capacity factor).
+    UpIT's LoRA experts are not split (1)."""
+    m = cfg.moe
+    if m is None:
+        raise ConfigError("--parallel fsdp+ep: the model has no FFN experts to split (a dense model)")
+    if m.num_experts % gpus:
+        raise ConfigError(
+            f"--parallel fsdp+ep places the {m.num_experts} experts of each MoE layer on the {gpus} "
+            f"ranks, and {m.num_experts} is not divisible by {gpus}"
+        )
+    if m.capacity_factor > 0:
+        raise ConfigError(
+            f"--parallel fsdp+ep: dropless only (the model's capacity_factor is {m.capacity_factor})"
+        )
+    return 1 if m.lora_rank > 0 else gpus
 
 
 # ---- activations ---------------------------------------------------------------------------------
@@ -203,8 +220,9 @@ def _soft_attention_experts(cfg: ModelConfig, layer: int) -> bool:
     )
 
 
-def layer_activation_bytes(cfg: ModelConfig, layer: int, tokens: int, seq: int, c: int) -> float:
-    """Bytes autograd keeps for one decoder layer's backward over `tokens` tokens of `seq`-long rows."""
+def layer_activation_bytes(cfg: ModelConfig, layer: int, tokens: int, seq: int, c: int, ep: int = 1) -> float:
+    """Bytes autograd keeps for one decoder layer's backward over `tokens` tokens of `seq`-long rows,
+    its FFN experts split over `ep` ranks."""
     d = cfg.hidden_size
     norms = (1 if cfg.parallel_block else 2) + (2 if cfg.arch.norm_layout == "sandwich" else 0)
     per_token = norms * _norm_bytes(d, c) + _attention_bytes(cfg, layer, seq, c) + _ffn_bytes(cfg, layer, c)
@@ -214,7 +232,19 @@ def layer_activation_bytes(cfg: ModelConfig, layer: int, tokens: int, seq: int, 
     if _soft_attention_experts(cfg, layer):
         assert cfg.moe is not None
         per_layer = c * cfg.moe.num_experts * cfg.num_attention_heads * cfg.head_dim * d
+    if ep > 1 and cfg.is_moe_layer(layer) and cfg.moe is not None:
+        # The slots that come back from their experts' ranks, kept by the combine; the local experts'
+        # bf16 copy, kept by their matmuls (fp32 reads the parameters themselves).
+        per_token += c * cfg.moe.top_k * d
+        if c != FP32:
+            per_layer += c * _local_expert_numel(cfg, ep)
     return per_token * tokens + per_layer
+
+
+def _local_expert_numel(cfg: ModelConfig, ep: int) -> int:
+    """One MoE layer's FFN expert parameters on one rank under expert parallelism."""
+    assert cfg.moe is not None
+    return 3 * cfg.hidden_size * cfg.intermediate_size * cfg.moe.num_experts // ep
 
 
 def loss_bytes(cfg: ModelConfig, tokens: int, c: int) -> int:
@@ -270,16 +300,19 @@ def _static(cfg: ModelConfig, groups: ParamGroups, s: Setup, ep: int) -> _Static
     ]
     root_shard = shard_numel(groups.root, n)
     shard = root_shard + sum(layer_shard)
-    # Gathered per unit: the non-expert part whole, the experts whole under FSDP, the local ones under EP.
+    # Gathered per unit: the layer's FSDP parameters (under EP the experts are not FSDP's).
     gathered = [
-        sum(math.prod(x) for x in groups.layers[i]) + sum(math.prod(x) for x in groups.experts[i]) / ep
+        sum(math.prod(x) for x in groups.layers[i])
+        + (0 if ep > 1 else sum(math.prod(x) for x in groups.experts[i]))
         for i in range(len(groups.layers))
     ]
     reduce_copy = FP32 if c != FP32 else 0  # bf16 gradients cast to fp32 for the reduce-scatter
     buffers = []
     for i, g in enumerate(gathered):
         nxt = gathered[i + 1] if i + 1 < len(gathered) else 0.0
-        buffers.append(g * c + nxt * c + g * (c + reduce_copy))
+        # Under EP in bf16, the gradient of the local experts' bf16 copy before its cast to fp32.
+        local = c * sum(math.prod(x) for x in groups.experts[i]) / ep if ep > 1 and c != FP32 else 0.0
+        buffers.append(g * c + nxt * c + g * (c + reduce_copy) + local)
     root_full = sum(math.prod(x) for x in groups.root)
     if n == 1:  # one process trains unsharded (launch/distributed.py): nothing is gathered or reduced
         buffers, root_full = [0.0 for _ in buffers], 0
@@ -307,7 +340,7 @@ def _peak(
 ) -> tuple[float, str, dict[str, float], list[float]]:
     """(peak bytes, phase, its breakdown, full activations per layer) at micro-batch `batch`."""
     tokens, c, n_layers = batch * s.seq, s.compute_bytes, cfg.num_hidden_layers
-    full = [layer_activation_bytes(cfg, i, tokens, s.seq, c) for i in range(n_layers)]
+    full = [layer_activation_bytes(cfg, i, tokens, s.seq, c, ep) for i in range(n_layers)]
     kept = [tokens * c * cfg.hidden_size for _ in full] if checkpointing else full
     a2a = [_all_to_all_bytes(cfg, i, tokens, c) if ep > 1 else 0.0 for i in range(n_layers)]
     # Gradient shards from earlier micro-batches stay between them; with one, they start at None.
@@ -370,8 +403,6 @@ def _max_batch(cfg: ModelConfig, st: _Static, s: Setup, checkpointing: bool, ep:
 
 def plan(cfg: ModelConfig, s: Setup) -> MemoryPlan:
     """The per-rank memory of training `cfg` under `s`."""
-    if s.parallel == "fsdp+ep" and cfg.moe is None:
-        raise ConfigError("--parallel fsdp+ep: the model has no FFN experts to split (a dense model)")
     groups = param_groups(cfg)
     ep = expert_parallel_degree(cfg, s.gpus) if s.parallel == "fsdp+ep" else 1
     st = _static(cfg, groups, s, ep)
@@ -400,8 +431,8 @@ def plan(cfg: ModelConfig, s: Setup) -> MemoryPlan:
 def _notes(cfg: ModelConfig, groups: ParamGroups, s: Setup, ep: int) -> list[str]:
     notes = []
     stacks = next((g for g in groups.experts if g), [])
-    if stacks and s.expert_shard_dim == 0:
-        local, ranks = stacks[0][0] // ep, s.gpus // ep
+    if stacks and s.expert_shard_dim == 0 and ep == 1:
+        local, ranks = stacks[0][0], s.gpus
         if local % ranks:
             share = math.ceil(local / ranks) / local
             notes.append(
