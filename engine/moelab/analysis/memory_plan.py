@@ -13,9 +13,9 @@ What is counted is what the engine's training step holds (train/trainer.py, laun
   only each layer's input, plus one layer recomputed during its backward.
 - the loss: logits over the vocabulary in the compute dtype, and in fp32 their log-softmax and,
   in the backward, its gradient and the logits' gradient (12 bytes per token·vocab on top).
-- temporary buffers (none on one GPU, which trains unsharded): the root FSDP unit (embeddings, final norm, LM head) stays gathered in the
-  compute dtype from the forward to the end of the backward, and so does the LM head's unsharded
-  gradient; a decoder layer is gathered with the next one prefetched, and its backward holds its
+- temporary buffers (none on one GPU, which trains unsharded): the root FSDP unit (embeddings,
+  final norm, LM head) stays gathered in the compute dtype from the forward to the end of the
+  backward, and so does the LM head's unsharded gradient; a decoder layer is gathered with the next one prefetched, and its backward holds its
   unsharded gradient and (bf16) the fp32 copy that is reduce-scattered.
 - fsdp+ep (launch/expert_parallel.py): each rank holds E/W of every MoE layer's FFN experts whole,
   in fp32, outside FSDP, so a layer gathers its other parameters only. Under bf16 each forward
