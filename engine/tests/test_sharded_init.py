@@ -80,6 +80,8 @@ _WORKER = textwrap.dedent(
     base = rss("VmRSS")
     model = load_sharded(ckpt, cpu, shard=lambda m: fsdp.shard(m, cpu, None))
     peak = rss("VmHWM") - base
+    # before the forward: FSDP2 leaves the root's parameters unsharded after it
+    dims = {n: [getattr(x, "dim", None) for x in getattr(p, "placements", ())] for n, p in model.named_parameters()}
     full = fsdp.full_model_state(model)
     x = torch.arange(12).reshape(2, 6) % model.config.vocab_size
     logits = model(x).logits
@@ -88,10 +90,39 @@ _WORKER = textwrap.dedent(
         want = ref.state_dict()
         diff = max((full[k] - want[k]).abs().max().item() for k in want)
         ldiff = (logits - ref(x).logits).abs().max().item()
-        out.write_text(json.dumps({"keys": sorted(full) == sorted(want), "diff": diff, "logits": ldiff}))
+        out.write_text(
+            json.dumps({"keys": sorted(full) == sorted(want), "diff": diff, "logits": ldiff, "dims": dims})
+        )
     Path(str(out) + f".rank{d.rank}").write_text(json.dumps({"peak": peak}))
     """
 )
+
+
+def _run_worker(tmp_path: Path, ckpt: Path) -> dict:
+    script, out = tmp_path / "worker.py", tmp_path / "result.json"
+    script.write_text(_WORKER)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.run(
+        torchrun(2, script, ckpt, out), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    result["peaks"] = [json.loads(Path(f"{out}.rank{r}").read_text())["peak"] for r in (0, 1)]
+    return result
+
+
+@needs_torchrun
+def test_fsdp_splits_expert_stacks_the_ranks_do_not_divide_on_dim_1(tmp_path):
+    # 3 experts on 2 ranks: on dim 0 one rank would allocate 2 of 3 experts (FSDP2 pads to equal
+    # chunks); on dim 1 each holds half of every expert, read as a run of each expert's rows.
+    ckpt = _moe(tmp_path, "bam-ekv", num_experts=3, top_k=2)
+    result = _run_worker(tmp_path, ckpt)
+    assert result["keys"] and result["diff"] == 0.0 and result["logits"] < 1e-5
+    dims = result["dims"]
+    stacked = [n for n in dims if ".experts." in n and n.endswith(("w1", "w2", "w3", "q_proj", "o_proj"))]
+    assert stacked and all(dims[n] == [1] for n in stacked), {n: dims[n] for n in stacked}
+    assert dims["model.embed_tokens.weight"] == [0]
 
 
 @needs_torchrun
@@ -103,16 +134,10 @@ def test_fsdp_two_ranks_read_their_rows_only(tmp_path):
         UpcycleOptions(method="btx", seed=seed, experts=[seed] * 8, out=tmp_path / "moe", num_experts=8)
     )
     model_bytes = sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))
-    script, out = tmp_path / "worker.py", tmp_path / "result.json"
-    script.write_text(_WORKER)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    cmd = torchrun(2, script, ckpt, out)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = _run_worker(tmp_path, ckpt)
     assert result["keys"] and result["diff"] == 0.0 and result["logits"] < 1e-5
-    peaks = [json.loads(Path(f"{out}.rank{r}").read_text())["peak"] for r in (0, 1)]
+    assert result["dims"]["model.layers.0.block_sparse_moe.experts.w1"] == [0]  # 8 experts split evenly
+    peaks = result["peaks"]
     # Each rank owns half the rows; one expert tensor (1 MB) is the only other thing read. A rank
     # that built the whole model first would peak above model_bytes.
     print(f"start-up peak per rank {[p >> 20 for p in peaks]} MiB, model {model_bytes >> 20} MiB")

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from moelab.errors import ConfigError
+from moelab.io import layout
+from moelab.launch.fsdp import stack_split_dim
 from moelab.models.config import ModelConfig
 
 Parallel = Literal["fsdp", "fsdp+ep"]
@@ -60,9 +62,6 @@ class Setup:
     activation_checkpointing: bool = False
     grad_accum: int = 1
     headroom: float = 0.1  # share of the GPU kept for the CUDA context, NCCL and fragmentation
-    # The dim FSDP2 shards the [E, ...] expert stacks on: 0 is fully_shard's default (launch/fsdp.py);
-    # 1 (a shard_placement_fn, as torchtitan uses) splits them evenly when E < ranks.
-    expert_shard_dim: Literal[0, 1] = 0
 
     def __post_init__(self) -> None:
         for name in ("gpus", "seq", "batch", "grad_accum"):
@@ -74,8 +73,6 @@ class Setup:
             raise ConfigError(f"--parallel {self.parallel!r}: expected one of {', '.join(PARALLEL)}")
         if self.dtype not in DTYPE_BYTES:
             raise ConfigError(f"dtype {self.dtype!r}: expected one of {', '.join(DTYPE_BYTES)}")
-        if self.expert_shard_dim not in (0, 1):
-            raise ConfigError(f"--expert-shard-dim {self.expert_shard_dim}: expected 0 or 1")
         if not 0 <= self.headroom < 1:
             raise ConfigError(f"--headroom {self.headroom}: must be in [0, 1)")
 
@@ -91,13 +88,15 @@ class ParamGroups:
 
     root: list[tuple[int, ...]] = field(default_factory=list)
     layers: list[list[tuple[int, ...]]] = field(default_factory=list)
+    # the layer's other [E, ...] stacks (BAM's attention experts): FSDP2 may split them on dim 1
+    stacks: list[list[tuple[int, ...]]] = field(default_factory=list)
     experts: list[list[tuple[int, ...]]] = field(default_factory=list)
     head: int = 0  # LM head numel when it is its own tensor (untied)
 
     @property
     def total(self) -> int:
         return sum(math.prod(s) for s in self.root) + sum(
-            math.prod(s) for group in (*self.layers, *self.experts) for s in group
+            math.prod(s) for group in (*self.layers, *self.stacks, *self.experts) for s in group
         )
 
 
@@ -106,8 +105,9 @@ def param_groups(cfg: ModelConfig) -> ParamGroups:
     from moelab.models.model import meta_model
 
     model = meta_model(cfg)
+    n = cfg.num_hidden_layers
     out = ParamGroups(
-        layers=[[] for _ in range(cfg.num_hidden_layers)], experts=[[] for _ in range(cfg.num_hidden_layers)]
+        layers=[[] for _ in range(n)], stacks=[[] for _ in range(n)], experts=[[] for _ in range(n)]
     )
     for name, p in model.named_parameters():  # a tied head is the embedding: named once
         shape = tuple(p.shape)
@@ -117,7 +117,10 @@ def param_groups(cfg: ModelConfig) -> ParamGroups:
                 out.head = p.numel()
             continue
         layer = int(name.split(".")[2])
-        (out.experts if ".block_sparse_moe.experts." in name else out.layers)[layer].append(shape)
+        if ".block_sparse_moe.experts." in name:
+            out.experts[layer].append(shape)
+        else:
+            (out.stacks if layout.is_stacked(name) else out.layers)[layer].append(shape)
     return out
 
 
@@ -135,12 +138,18 @@ def shard_numel(shapes: Iterable[tuple[int, ...]], ranks: int, dim: int = 0) -> 
     return total
 
 
+def stacks_shard_numel(shapes: list[tuple[int, ...]], ranks: int) -> int:
+    """One rank's FSDP2 shards of [E, ...] expert stacks, each on the dim the engine splits it on
+    (launch/fsdp.py: dim 1 where E does not divide by the ranks and dim 1 does)."""
+    return sum(shard_numel([x], ranks, stack_split_dim(x, ranks)) for x in shapes)
+
+
 def _expert_shard_numel(shapes: list[tuple[int, ...]], s: Setup, ep: int) -> int:
     """One rank's share of a layer's FFN expert stacks: under fsdp+ep its E/W whole experts (FSDP
     leaves them alone), else its FSDP2 shards."""
     if ep > 1:
         return sum(math.prod(x) for x in shapes) // ep
-    return shard_numel(shapes, s.gpus, s.expert_shard_dim)
+    return stacks_shard_numel(shapes, s.gpus)
 
 
 def expert_parallel_degree(cfg: ModelConfig, gpus: int) -> int:
@@ -295,14 +304,16 @@ class _Static:
 def _static(cfg: ModelConfig, groups: ParamGroups, s: Setup, ep: int) -> _Static:
     n, c = s.gpus, s.compute_bytes
     layer_shard = [
-        shard_numel(groups.layers[i], n) + _expert_shard_numel(groups.experts[i], s, ep)
+        shard_numel(groups.layers[i], n)
+        + stacks_shard_numel(groups.stacks[i], n)
+        + _expert_shard_numel(groups.experts[i], s, ep)
         for i in range(len(groups.layers))
     ]
     root_shard = shard_numel(groups.root, n)
     shard = root_shard + sum(layer_shard)
     # Gathered per unit: the layer's FSDP parameters (under EP the experts are not FSDP's).
     gathered = [
-        sum(math.prod(x) for x in groups.layers[i])
+        sum(math.prod(x) for x in (*groups.layers[i], *groups.stacks[i]))
         + (0 if ep > 1 else sum(math.prod(x) for x in groups.experts[i]))
         for i in range(len(groups.layers))
     ]
@@ -431,12 +442,16 @@ def plan(cfg: ModelConfig, s: Setup) -> MemoryPlan:
 def _notes(cfg: ModelConfig, groups: ParamGroups, s: Setup, ep: int) -> list[str]:
     notes = []
     stacks = next((g for g in groups.experts if g), [])
-    if stacks and s.expert_shard_dim == 0 and ep == 1:
-        local, ranks = stacks[0][0], s.gpus
-        if local % ranks:
-            share = math.ceil(local / ranks) / local
+    if stacks and ep == 1 and stacks[0][0] % s.gpus:
+        e, ranks = stacks[0][0], s.gpus
+        if stack_split_dim(stacks[0], ranks) == 1:
             notes.append(
-                f"FSDP2 shards the [{local}, ...] expert stacks on dim 0 over {ranks} ranks: each rank "
-                f"allocates {share:.1%} of them, not {1 / ranks:.1%} (--expert-shard-dim 1 splits evenly)"
+                f"the [{e}, ...] expert stacks are split on dim 1: {e} experts do not divide by {ranks} ranks"
+            )
+        else:
+            share = math.ceil(e / ranks) / e
+            notes.append(
+                f"FSDP2 splits the [{e}, ...] expert stacks on dim 0 over {ranks} ranks (dim 1 does not divide "
+                f"either): each rank allocates {share:.1%} of them, not {1 / ranks:.1%}"
             )
     return notes

@@ -58,14 +58,6 @@ def add_parser(sub: argparse._SubParsersAction, help_text: str) -> None:
         metavar="F",
         help="share of the GPU kept for the CUDA context, NCCL and fragmentation (default 0.1)",
     )
-    p.add_argument(
-        "--expert-shard-dim",
-        type=int,
-        choices=(0, 1),
-        default=0,
-        help="under fsdp, the dim FSDP2 shards the [E, ...] expert stacks on: 0 = fully_shard's default, "
-        "as the engine does; 1 = what sharding them evenly would give when there are fewer experts than ranks",
-    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     out.add_argument("--brief", action="store_true", help="print one line: the peak, the verdict, max batch")
@@ -94,10 +86,8 @@ def _brief(source: Any, result: Any) -> str:
     ac = "on" if s["activation_checkpointing"] else "off"
     other = "off" if s["activation_checkpointing"] else "on"
     ep = f" (ep {result.expert_parallel})" if s["parallel"] == "fsdp+ep" else ""
-    fsdp_experts = source.model.moe is not None and s["parallel"] == "fsdp"
-    dim = f", expert dim {s['expert_shard_dim']}" if fsdp_experts else ""
     return (
-        f"{name}: {s['gpus']} × {s['gpu_mem_gib']:g} GiB, {s['parallel']}{ep}{dim}, AC {ac}, batch {s['batch']} × {s['seq']}: peak {result.peak / 1024**3:.1f} GiB "
+        f"{name}: {s['gpus']} × {s['gpu_mem_gib']:g} GiB, {s['parallel']}{ep}, AC {ac}, batch {s['batch']} × {s['seq']}: peak {result.peak / 1024**3:.1f} GiB "
         f"({'fits' if result.fits else 'does NOT fit'}); max batch {result.max_batch} (AC {other}: "
         f"{result.max_batch_other})"
     )
@@ -171,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
         gpu_mem_gib=args.gpu_mem,
         parallel=args.parallel,
         headroom=args.headroom,
-        expert_shard_dim=args.expert_shard_dim,
         **chosen,
     )
     result = plan(source.model, setup)

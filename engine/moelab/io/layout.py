@@ -135,6 +135,11 @@ def from_disk(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def is_stacked(internal: str) -> bool:
+    """Whether an engine parameter stacks its experts on dim 0 (disk: one tensor per expert)."""
+    return bool(_STACKED.match(internal) or _STACKED_BIAS.match(internal))
+
+
 def disk_name_of(internal: str, expert: int) -> str:
     """The disk name of one expert's slice of a stacked parameter."""
     m = _STACKED.match(internal)

@@ -8,6 +8,7 @@ integer parameter ids, so a checkpoint resumes under any world size and either p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -18,7 +19,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Shard
+
+from moelab.io import layout
 
 # Gathered on rank 0 only and moved to the CPU as it arrives: the other ranks get empty dicts.
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -43,10 +46,31 @@ def shard(
         if param_dtype is not None
         else MixedPrecisionPolicy()
     )
+    placement = _expert_placement(model, torch.distributed.get_world_size())
     for layer in model.model.layers:  # type: ignore[union-attr]
-        fully_shard(layer, mp_policy=mp, ignored_params=ignored)
-    fully_shard(model, mp_policy=mp, ignored_params=ignored)
+        fully_shard(layer, mp_policy=mp, ignored_params=ignored, shard_placement_fn=placement)
+    fully_shard(model, mp_policy=mp, ignored_params=ignored, shard_placement_fn=placement)
     return model
+
+
+def _expert_placement(model: torch.nn.Module, ranks: int) -> Callable[[torch.nn.Parameter], Shard | None]:
+    """FSDP2 splits dim 0 in `ranks` chunks of ceil(n / ranks) rows, so a stack of 4 experts over
+    8 ranks gives every rank a whole expert's storage (ranks 4-7 hold padding): twice the even share.
+    Such stacks are split on dim 1 instead (each expert's rows, as torchtitan does when experts are
+    fewer than ranks) where dim 1 divides evenly, which FSDP2 requires of any dim but 0; the rest keep
+    dim 0 (None: fully_shard's default)."""
+    on_1 = {
+        id(p)
+        for name, p in model.named_parameters()
+        if layout.is_stacked(name) and stack_split_dim(tuple(p.shape), ranks) == 1
+    }
+    return lambda p: Shard(1) if id(p) in on_1 else None
+
+
+def stack_split_dim(shape: tuple[int, ...], ranks: int) -> int:
+    """The dim FSDP2 splits a stacked expert tensor [E, ...] on over `ranks` (see _expert_placement);
+    moelab plan counts the same."""
+    return 1 if len(shape) >= 2 and shape[0] % ranks and shape[1] % ranks == 0 else 0
 
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

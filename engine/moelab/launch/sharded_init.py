@@ -67,28 +67,25 @@ def fill_from_checkpoint(model: MoELabForCausalLM, ckpt: Path, cfg: ModelConfig 
             if name not in persistent or id(p) in seen or (tied and name == "lm_head.weight"):
                 continue
             seen.add(id(p))
-            local, row0 = _local_rows(p)
-            _fill(local, row0, tuple(p.shape), name, locs, files, ckpt)
+            local, offset = _local_part(p)
+            _fill(local, offset, tuple(p.shape), name, locs, files, ckpt)
 
 
-def _local_rows(p: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """This rank's storage of `p` and the global index of its first dim-0 row."""
+def _local_part(p: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """This rank's storage of `p` and the global index of its first element in each dim."""
     from torch.distributed.tensor import DTensor
 
     if not isinstance(p, DTensor):
-        return p.data, 0
+        return p.data, (0,) * p.dim()
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
     _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
-    if any(o for o in offset[1:]):
-        # FSDP2 shards dim 0 only; another placement needs another reader.
-        raise CheckpointError(f"sharded parameter layout {p.placements} is not supported")
-    return p.to_local(), (offset[0] if offset else 0)
+    return p.to_local(), tuple(offset)
 
 
 def _fill(
     local: torch.Tensor,
-    row0: int,
+    offset: tuple[int, ...],
     shape: tuple[int, ...],
     name: str,
     locs: dict[str, TensorLoc],
@@ -98,20 +95,25 @@ def _fill(
     rows = local.shape[0] if local.dim() else 1
     if local.numel() == 0:
         return
-    try:
-        layout.disk_name_of(name, 0)
-        stacked = True
-    except KeyError:
-        stacked = False
-    if stacked:  # stacked experts: row e is expert e's whole tensor on disk
+    row0 = offset[0] if offset else 0
+    if layout.is_stacked(name):
+        # Row e is expert e's tensor on disk; split on dim 1 (launch/fsdp.py), a rank holds a run
+        # of each expert's own rows, contiguous in the file too.
         for i in range(rows):
             disk = layout.disk_name_of(name, row0 + i)
             if disk not in locs:
                 raise CheckpointError(f"{ckpt}: tensor {disk!r} is missing")
             expert = locs[disk]
             _check_shape(expert, shape[1:], disk, ckpt)
-            local[i].copy_(bytes_to_tensor(files.read(expert), expert.dtype, expert.shape))
+            part = local[i]
+            first = offset[1] if len(offset) > 1 else 0
+            n = part.shape[0] if part.dim() else 1
+            buf = files.read(expert, first * expert.row_bytes, n * expert.row_bytes)
+            part.copy_(bytes_to_tensor(buf, expert.dtype, tuple(part.shape)))
         return
+    if any(offset[1:]):
+        # FSDP2 splits other parameters on dim 0 only; another placement needs another reader.
+        raise CheckpointError(f"{ckpt}: {name}: a split on a dim other than 0 is not supported")
     loc = locs.get(name)
     if loc is None:
         raise CheckpointError(f"{ckpt}: tensor {name!r} is missing")
