@@ -183,8 +183,12 @@ def test_fsdp_stop_and_resume_continues_the_curve(tmp_path, single):
 @needs_torchrun
 def test_sharded_checkpoint_resumes_at_one_and_three_ranks(tmp_path):
     """2 FSDP ranks die right after their step-2 checkpoint (DCP: each rank wrote its shards); the run
-    resumes from it in one process and at 3 ranks, each continuing the uninterrupted curve."""
-    extra = {"parallel": "fsdp", "batch_size": 6, "grad_accum": 1}  # 6 rows split over 1, 2 and 3 ranks
+    resumes from it in one process and at 3 ranks, each continuing the uninterrupted curve. With 3
+    experts the 2 ranks split the expert stacks on dim 1 (launch/fsdp.py) and the 3 ranks on dim 0:
+    DCP reshards between the layouts."""
+    model = {**_config("run")["model"], "moe": {"num_experts": 3, "top_k": 1, "moe_layers": [0, 1]}}
+    # 6 rows split over 1, 2 and 3 ranks
+    extra = {"parallel": "fsdp", "batch_size": 6, "grad_accum": 1, "model": model}
     ref = _train(tmp_path / "ref", "run", 1, **extra)
     crashed = tmp_path / "crashed"
     crashed.mkdir()
