@@ -158,6 +158,21 @@ def _side(name: str, cwd: Path, cfg: dict, ranks: int) -> dict:
     }
 
 
+def planned_peak(cfg: dict, ranks: int, parallel: str, device: str) -> float:
+    """`moelab plan`'s per-rank peak for the run's own train config (analysis/memory_plan.py)."""
+    from moelab.analysis.memory_plan import Setup, plan
+    from moelab.analysis.plan_source import from_config_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.json"
+        path.write_text(json.dumps(cfg))
+        src = from_config_file(path, ranks)
+    # the plan's bf16 default is CUDA's; the CPU trains in fp32 (mixed_precision auto)
+    defaults = {**src.defaults, "dtype": "fp32" if device == "cpu" else "bf16"}
+    setup = Setup(gpus=ranks, gpu_mem_gib=1024, parallel=parallel, **defaults)  # type: ignore[arg-type]
+    return plan(src.model, setup).peak
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,18 +218,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
             ),
         ]
     one, sharded = rows
+    for r, parallel, n in ((one, "fsdp", 1), (sharded, args.parallel, ranks)):
+        r["planned_peak_bytes"] = planned_peak(
+            config(size, "plan", device, parallel), n, parallel, device
+        )
     print(
         f"moelab train, {size} MoE, {device}"
         + ("; CPU smoke run, not a measurement" if args.tiny else "")
     )
     print(
-        "| side | ranks | tokens/s (all ranks) | peak memory per rank (MiB) | final loss |"
+        "| side | ranks | tokens/s (all ranks) | peak memory per rank (MiB) | moelab plan's peak (MiB) | final loss |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['side']} | {r['ranks']} | {r['tokens_per_s']:.0f} | {r['peak_bytes_per_rank'] / 2**20:.0f} "
-            f"| {r['final_loss']:.4f} |"
+            f"| {r['planned_peak_bytes'] / 2**20:.0f} | {r['final_loss']:.4f} |"
+        )
+    if device == "cpu":
+        print(
+            "(CPU: the measured peak is the process's RSS, Python and torch included; the plan counts tensors)"
         )
     print(
         f"{args.parallel} / one process: tokens/s ×{sharded['tokens_per_s'] / one['tokens_per_s']:.2f}, peak memory "

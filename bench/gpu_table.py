@@ -156,6 +156,13 @@ def fsdp_rows(sides: list[dict], of_peak) -> list[list[str]]:
             f"{one['peak_bytes_per_rank'] / 2**30:.2f}",
             f"×{sharded['peak_bytes_per_rank'] / one['peak_bytes_per_rank']:.2f}",
         ],
+        [
+            f"{label}: peak memory per rank vs moelab plan (GiB)",
+            f"{sharded['peak_bytes_per_rank'] / 2**30:.2f}",
+            "moelab plan's peak for the same config",
+            f"{sharded['planned_peak_bytes'] / 2**30:.2f}",
+            f"×{sharded['peak_bytes_per_rank'] / sharded['planned_peak_bytes']:.2f}",
+        ],
     ]
 
 

@@ -22,7 +22,8 @@ ROWS = [
     "BAM attention skv fwd+bwd, stacked",
     "training step MFU, moelab",
     "training under FSDP2, 2 rank(s): tokens/s per rank",
-    "training under FSDP2, 2 rank(s): peak memory per rank",
+    "training under FSDP2, 2 rank(s): peak memory per rank (GiB)",
+    "training under FSDP2, 2 rank(s): peak memory per rank vs moelab plan",
     "inspector ONNX model",
 ]
 
