@@ -251,7 +251,9 @@ class Trainer:
     progress: Progress | None
     last_ckpt: Path | None  # the newest complete checkpoint
     pending: _PendingSave | None = None  # an asynchronous checkpoint being written (async_checkpoint)
-    ckpt_group: Any = None  # the asynchronous checkpoints' process group (torchrun), made at the first
+    ckpt_group: Any = (
+        None  # the asynchronous checkpoints' process group (torchrun), made at the first async save
+    )
     clock: _Clock
 
     def __init__(self, cfg: TrainConfig, run_path: Path, quiet: bool) -> None:
@@ -616,10 +618,18 @@ class Trainer:
         model, optimizer, state = self.model, self.optimizer, self.state
 
         def write(weights: dict[str, torch.Tensor] | Any, optim: dict[str, Any] | None) -> None:
-            tmp = ck.begin_checkpoint(
-                self.ckpt_root, model, weights, optim, state, self.tok, self.meta, self.source
+            ck.save_checkpoint(
+                self.ckpt_root,
+                model,
+                weights,
+                optim,
+                state,
+                self.tok,
+                self.meta,
+                self.cfg.keep_last,
+                self.source,
             )
-            self._commit(tmp, state.step, state.flops)
+            self._record_flops(state.flops)
 
         if self._dcp_checkpoints():
             self.dist.on_main_sharing(
@@ -664,11 +674,11 @@ class Trainer:
         pending.written.result()
         if pending.tmp is not None:  # rank 0
             dcp_state.finish(pending.tmp)
-            self._commit(pending.tmp, pending.step, pending.flops)
+            ck.commit_checkpoint(self.ckpt_root, pending.step, pending.tmp, self.cfg.keep_last)
+            self._record_flops(pending.flops)
         self.last_ckpt = self.ckpt_root / ck.ckpt_name(pending.step)
 
-    def _commit(self, tmp: Path, step: int, flops: float | None) -> None:
-        ck.commit_checkpoint(self.ckpt_root, step, tmp, self.cfg.keep_last)
+    def _record_flops(self, flops: float | None) -> None:
         self.rd.info["flops"] = flops  # run.json's total as of the newest checkpoint
         self.rd.save()
 
