@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from moelab.errors import MoELabError
 
@@ -59,6 +60,17 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yields a temporary directory next to `target`; on success it becomes `target`.
     On any failure the temporary directory is removed and `target` is untouched; failures to
     create or write it are one-line MoELabErrors that name the path and what to do."""
+    tmp = begin_dir(target, overwrite)
+    try:
+        yield tmp
+    except BaseException as e:
+        discard_dir(tmp, target, e)
+    commit_dir(tmp, target)
+
+
+def begin_dir(target: Path, overwrite: bool = False) -> Path:
+    """atomic_dir's first half, for a directory whose writing outlives one block (an asynchronous
+    checkpoint): the temporary directory, which commit_dir makes `target` or discard_dir removes."""
     target = Path(target)
     if target.exists() and not overwrite:
         raise MoELabError(f"{target}: already exists (choose another --out or remove it)")
@@ -70,7 +82,16 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     try:
         # mkdtemp makes 0700; a checkpoint should be as readable as any file the user writes.
         tmp.chmod(0o777 & ~_UMASK)
-        yield tmp
+    except BaseException as e:
+        discard_dir(tmp, target, e)
+    return tmp
+
+
+def commit_dir(tmp: Path, target: Path) -> None:
+    """Syncs `tmp` to disk and renames it to `target` (replacing an older one); on failure `tmp` is
+    removed and `target` untouched."""
+    target = Path(target)
+    try:
         _fsync_dir_tree(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -80,14 +101,16 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
         else:
             tmp.rename(target)
         _fsync(target.parent)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if _is_output_failure(e, tmp):
-            raise output_error(target, e) from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except BaseException as e:
+        discard_dir(tmp, target, e)
+
+
+def discard_dir(tmp: Path, target: Path, e: BaseException) -> NoReturn:
+    """Removes `tmp` after `e` and raises it: a failure to write into it as one line that names `target`."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(e, OSError) and _is_output_failure(e, tmp):
+        raise output_error(Path(target), e) from None
+    raise e
 
 
 def write_text_atomic(path: Path, text: str) -> None:

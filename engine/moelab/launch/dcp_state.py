@@ -10,6 +10,7 @@ tensor for export and inspection.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,35 @@ from moelab.io.dcp_file import DCP_DIR, first_line, write_index
 def save(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Writes this rank's shards into ckpt_dir/dcp. A collective: every rank calls it, with the same
     ckpt_dir (on storage every rank sees)."""
-    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
-    dcp.save(state, checkpoint_id=Path(ckpt_dir) / DCP_DIR, no_dist=not dist.is_initialized())
+    dcp.save(
+        _state(model, optimizer), checkpoint_id=Path(ckpt_dir) / DCP_DIR, no_dist=not dist.is_initialized()
+    )
+    finish(ckpt_dir)
+
+
+def save_async(
+    ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: Any = None
+) -> Future[Any]:
+    """`save`, written in a background thread: the state is copied (staged) before this returns, so
+    training may go on changing it. Call finish(ckpt_dir) once the future is done. `group` is a
+    process group for the writer's own collectives, apart from training's (None without one: DCP
+    then writes in one process)."""
+    return dcp.async_save(
+        _state(model, optimizer),
+        checkpoint_id=Path(ckpt_dir) / DCP_DIR,
+        process_group=group,
+        no_dist=not dist.is_initialized(),
+    )
+
+
+def finish(ckpt_dir: Path) -> None:
+    """Rank 0's part once the shards are written: the tensor index readers without torch use."""
     if not dist.is_initialized() or dist.get_rank() == 0:
         write_index(Path(ckpt_dir))
+
+
+def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    return {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
 
 
 def load(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:

@@ -4,7 +4,12 @@ saturation probe's routing history).
 
 A checkpoint directory appears whole or not at all (written to a temp dir, then renamed), and
 `checkpoints/latest` names the newest complete one; it is rewritten atomically only after the
-rename, so a reader following `latest` never sees a partial checkpoint.
+rename, so a reader following `latest` never sees a partial checkpoint. An asynchronous DCP
+checkpoint (train config `async_checkpoint`) is the same two halves apart in time: begin_checkpoint
+writes the temp dir's small files while the shards are still being written in the background, and
+commit_checkpoint renames it and rewrites `latest` only after every rank's shards are on disk; a
+process killed in between leaves `latest` on the previous checkpoint and a temp dir the next prune
+removes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 
 from moelab.data.tokenizer import Tokenizer
 from moelab.errors import CheckpointError
-from moelab.io.atomic import atomic_dir, write_text_atomic
+from moelab.io.atomic import begin_dir, commit_dir, discard_dir, write_text_atomic
 from moelab.io.checkpoint import save_model, write_config
 from moelab.io.seed_files import carry_seed_files
 from moelab.models.model import MoELabForCausalLM
@@ -62,9 +67,26 @@ def save_checkpoint(
     Or `weights` writes the model and optimizer state into the checkpoint folder it is given (each
     rank its DCP shards: launch/dcp_state.py), and `optimizer_state` is None.
     `source` is the checkpoint the run started from: its tokenizer and generation files are carried."""
-    name = ckpt_name(state.step)
-    target = Path(ckpt_root) / name
-    with atomic_dir(target, overwrite=True) as tmp:
+    tmp = begin_checkpoint(ckpt_root, model, weights, optimizer_state, state, tok, meta, source)
+    return commit_checkpoint(ckpt_root, state.step, tmp, keep_last)
+
+
+def begin_checkpoint(
+    ckpt_root: Path,
+    model: MoELabForCausalLM,
+    weights: dict[str, torch.Tensor] | Callable[[Path], None],
+    optimizer_state: dict[str, Any] | None,
+    state: TrainerState,
+    tok: Tokenizer,
+    meta: dict[str, Any],
+    source: Path | None = None,
+) -> Path:
+    """save_checkpoint's first half: writes the checkpoint into a temporary folder beside its place and
+    returns the folder. An asynchronous `weights` may still be writing into it when this returns;
+    commit_checkpoint, once it has finished, publishes the folder."""
+    target = Path(ckpt_root) / ckpt_name(state.step)
+    tmp = begin_dir(target, overwrite=True)
+    try:
         if callable(weights):
             write_config(tmp, model.config, meta)
             weights(tmp)
@@ -102,6 +124,17 @@ def save_checkpoint(
             )
             + "\n"
         )
+    except BaseException as e:
+        discard_dir(tmp, target, e)
+    return tmp
+
+
+def commit_checkpoint(ckpt_root: Path, step: int, tmp: Path, keep_last: int) -> Path:
+    """save_checkpoint's second half: renames the finished temporary folder `tmp` into place as step
+    `step`'s checkpoint, then points `latest` at it and prunes."""
+    name = ckpt_name(step)
+    target = Path(ckpt_root) / name
+    commit_dir(tmp, target)
     write_text_atomic(Path(ckpt_root) / "latest", name + "\n")
     _prune(Path(ckpt_root), keep_last)
     return target
@@ -166,8 +199,9 @@ def _prune(root: Path, keep_last: int) -> None:
         except OSError:
             continue
         shutil.rmtree(hidden, ignore_errors=True)
-    # One writer per run directory: any other hidden step folder, or temp file of `latest` (a
-    # writer killed between its mkstemp and its rename), is a leftover.
+    # One writer per run directory, which commits a pending asynchronous checkpoint before it begins
+    # or commits another (so none is being written now): any other hidden step folder, or temp file
+    # of `latest` (a writer killed between its mkstemp and its rename), is a leftover.
     for left in root.iterdir():
         if left.name.startswith(".step-") and left.is_dir():
             shutil.rmtree(left, ignore_errors=True)

@@ -94,6 +94,13 @@ class Hyper:
             "makes safetensors); auto = dcp under FSDP with several ranks but the last checkpoint, the run's output"
         ),
     )
+    async_checkpoint: bool = field(
+        default=False,
+        metadata=_help(
+            "DCP checkpoints are written in the background with torch.distributed.checkpoint.async_save "
+            "while training continues; `latest` moves only once every rank's shards are on disk"
+        ),
+    )
     compile: bool = field(
         default=False,
         metadata=_help("torch.compile each decoder layer (the first steps pay the compilation)"),

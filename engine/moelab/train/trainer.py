@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
@@ -121,6 +122,17 @@ def train(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
         return TrainResult("done", done, int(done.name.split("-")[1]))
     trainer = Trainer(cfg, run_path, quiet)
     return trainer.run()
+
+
+@dataclass
+class _PendingSave:
+    """An asynchronous DCP checkpoint being written: rank 0's temp folder (None on the other ranks),
+    its step, the FLOPs to record with it, and this rank's write."""
+
+    tmp: Path | None
+    step: int
+    flops: float | None
+    written: Future[Any]
 
 
 @dataclass
@@ -238,6 +250,10 @@ class Trainer:
     routing_log: JsonlWriter
     progress: Progress | None
     last_ckpt: Path | None  # the newest complete checkpoint
+    pending: _PendingSave | None = None  # an asynchronous checkpoint being written (async_checkpoint)
+    ckpt_group: Any = (
+        None  # the asynchronous checkpoints' process group (torchrun), made at the first async save
+    )
     clock: _Clock
 
     def __init__(self, cfg: TrainConfig, run_path: Path, quiet: bool) -> None:
@@ -552,10 +568,17 @@ class Trainer:
 
     def _maybe_checkpoint(self, force: bool) -> None:
         step = self.state.step
+        if self.pending is not None and self.pending.written.done():
+            self._publish()  # without waiting: the background write is over
         if step % self.cfg.ckpt_every == 0 or step == self.cfg.steps or force:
             self.metrics.sync()
             self.routing_log.sync()
-            self.last_ckpt = self._save()
+            self._publish()  # at most one pending save
+            # Forced (a stop signal) and final checkpoints stay synchronous: the run ends on them.
+            if self.cfg.async_checkpoint and not force and step < self.cfg.steps and self._dcp_checkpoints():
+                self.pending = self._save_async()
+            else:
+                self.last_ckpt = self._save()
 
     def _stopped(self, signum: int | None) -> TrainResult:
         """A signal stopped the run; the step's checkpoint is written."""
@@ -569,6 +592,7 @@ class Trainer:
     def _finish(self) -> TrainResult:
         """The final checkpoint (unless the loop wrote it), eval.json and the saturation records."""
         cfg, state = self.cfg, self.state
+        self._publish()
         if self.last_ckpt is None or ck.ckpt_name(state.step) != self.last_ckpt.name:
             # steps == 0 (use the initial model as is) or a resume of an already finished loop.
             self.last_ckpt = self._save()
@@ -605,8 +629,7 @@ class Trainer:
                 self.cfg.keep_last,
                 self.source,
             )
-            self.rd.info["flops"] = state.flops  # run.json's total as of the newest checkpoint
-            self.rd.save()
+            self._record_flops(state.flops)
 
         if self._dcp_checkpoints():
             self.dist.on_main_sharing(
@@ -616,6 +639,48 @@ class Trainer:
             weights, optim = self.dist.full_state(model, optimizer)  # under FSDP a gather all ranks join
             self.dist.on_main(lambda: write(weights, optim))
         return self.ckpt_root / ck.ckpt_name(state.step)
+
+    def _save_async(self) -> _PendingSave:
+        """A DCP checkpoint whose shards are staged now and written in the background; rank 0 writes
+        the small files into its temp folder now too, and _publish commits it once written."""
+        model, optimizer, state = self.model, self.optimizer, self.state
+        if self.ckpt_group is None and self.dist.enabled:
+            # The writer thread's collectives on a group of their own, so that they never interleave
+            # with the training step's on the default group (gloo, as DCP's async_save requires).
+            self.ckpt_group = torch.distributed.new_group(backend="gloo")
+        written: list[Future[Any]] = []
+
+        def shards(tmp: Path) -> None:
+            written.append(dcp_state.save_async(tmp, model, optimizer, self.ckpt_group))
+
+        tmp = self.dist.on_main_sharing(
+            lambda share: ck.begin_checkpoint(
+                self.ckpt_root, model, share, None, state, self.tok, self.meta, self.source
+            ),
+            shards,
+        )
+        return _PendingSave(tmp, state.step, state.flops, written[0])
+
+    def _publish(self) -> None:
+        """Waits for the pending asynchronous checkpoint, if any, and (rank 0) commits it: renamed into
+        place, `latest` rewritten. No agreement between the ranks is needed: DCP's coordinator, rank 0,
+        gathers every rank's write results (each after its files are written and synced) and then
+        writes .metadata before any rank's future completes (torch.distributed.checkpoint's
+        _save_state_dict: all_reduce("write", write_data, finish_checkpoint)), so rank 0's future done
+        means every rank's shards are on disk; a failure on any rank fails the future on all."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        pending.written.result()
+        if pending.tmp is not None:  # rank 0
+            dcp_state.finish(pending.tmp)
+            ck.commit_checkpoint(self.ckpt_root, pending.step, pending.tmp, self.cfg.keep_last)
+            self._record_flops(pending.flops)
+        self.last_ckpt = self.ckpt_root / ck.ckpt_name(pending.step)
+
+    def _record_flops(self, flops: float | None) -> None:
+        self.rd.info["flops"] = flops  # run.json's total as of the newest checkpoint
+        self.rd.save()
 
     def _dcp_checkpoints(self) -> bool:
         # auto: the periodic checkpoints of an FSDP run are sharded, and the last one, the run's output,
