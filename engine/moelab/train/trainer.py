@@ -251,9 +251,7 @@ class Trainer:
     progress: Progress | None
     last_ckpt: Path | None  # the newest complete checkpoint
     pending: _PendingSave | None = None  # an asynchronous checkpoint being written (async_checkpoint)
-    ckpt_group: Any = (
-        None  # the asynchronous checkpoints' process group (torchrun), made at the first async save
-    )
+    ckpt_group: Any = None  # the async checkpoints' process group (torchrun), made at the first one
     clock: _Clock
 
     def __init__(self, cfg: TrainConfig, run_path: Path, quiet: bool) -> None:
