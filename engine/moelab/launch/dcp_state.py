@@ -44,12 +44,15 @@ def save_async(
     training may go on changing it. Call finish(ckpt_dir) once the future is done. `group` is a
     process group for the writer's own collectives, apart from training's (None without one: DCP
     then writes in one process)."""
-    return dcp.async_save(
+    written = dcp.async_save(
         _state(model, optimizer),
         checkpoint_id=Path(ckpt_dir) / DCP_DIR,
         process_group=group,
         no_dist=not dist.is_initialized(),
     )
+    # An AsyncSaveResponse comes back only with a custom async stager; the default gives a Future.
+    assert isinstance(written, Future), type(written)
+    return written
 
 
 def finish(ckpt_dir: Path) -> None:
