@@ -101,6 +101,14 @@ def _same_curve(one: Path, two: Path) -> None:
         assert abs(la - lb) <= 1e-5, (step, split, la, lb)
 
 
+def _grad_norms(run: Path) -> list[float]:
+    return [
+        r["grad_norm"]
+        for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        if r["split"] == "train"
+    ]
+
+
 def _same_checkpoints(one: Path, two: Path) -> None:
     from safetensors.torch import load_file
 
@@ -132,15 +140,7 @@ def test_fsdp_two_gloo_ranks_match_one_process(tmp_path, single):
     _same_checkpoints(single, two)
     # Gradient norms are global ones (not a rank's shard), and optimizer.pt has one process's layout,
     # so the checkpoint resumes under any world size.
-    norms = [
-        [
-            r["grad_norm"]
-            for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
-            if r["split"] == "train"
-        ]
-        for d in (single, two)
-    ]
-    assert norms[0] == pytest.approx(norms[1], abs=1e-5)
+    assert _grad_norms(single) == pytest.approx(_grad_norms(two), abs=1e-5)
     oa, ob = (
         torch.load(d / "checkpoints" / "step-000004" / "optimizer.pt", weights_only=True)
         for d in (single, two)

@@ -10,7 +10,7 @@ import subprocess
 import textwrap
 
 import pytest
-from test_distributed import _env, _same_checkpoints, _same_curve, _train
+from test_distributed import _env, _grad_norms, _same_checkpoints, _same_curve, _train
 from torchrun_cmd import needs_torchrun, torchrun
 
 # 4 experts, top-2: each rank holds 2 experts, and most tokens have one expert on each rank.
@@ -107,15 +107,7 @@ def test_fsdp_ep_training_matches_one_process_and_resumes_in_one(tmp_path):
     _same_curve(one, ep)
     _same_checkpoints(one, ep)
     # The global gradient norm covers the experts (on their own device mesh) and everything else.
-    norms = [
-        [
-            r["grad_norm"]
-            for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
-            if r["split"] == "train"
-        ]
-        for d in (one, ep)
-    ]
-    assert norms[0] == pytest.approx(norms[1], abs=1e-5)
+    assert _grad_norms(one) == pytest.approx(_grad_norms(ep), abs=1e-5)
     # Step 2 is sharded (DCP): each rank wrote its own experts. Resumed from it in one process (the
     # run directory as a kill -9 right after that checkpoint leaves it), the run continues the same
     # curve to the same weights.
