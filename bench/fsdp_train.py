@@ -37,8 +37,9 @@ from moelab.train.trainer import train
 SIZES = {
     "tiny": (64, 2, 4, 2, 128, 4, 2, 256, 32, 4, 4),
     # ~1.2B parameters (8 experts of a 1024-wide, 12-layer model): AdamW state fits one GPU unsharded,
-    # so the one-process peer runs too.
-    "gpu": (1024, 12, 16, 8, 4096, 8, 2, 32000, 2048, 8, 12),
+    # so the one-process peer runs too. Vocabulary 256: a model trained from scratch reads bytes
+    # (data/tokenizer.py refuses any other size without a tokenizer).
+    "gpu": (1024, 12, 16, 8, 4096, 8, 2, 256, 2048, 8, 12),
 }
 
 
