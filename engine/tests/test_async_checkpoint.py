@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,20 @@ def test_one_process_writes_them_without_a_process_group(tmp_path, sync):
     run = _train(tmp_path, "run", 1, ckpt_every=1, async_checkpoint=True, **_EXTRA)
     _same_curve(sync, run)
     _same_checkpoints(run, sync, (1, 2, 3, 4, 5, 6), atol=1e-5)
+
+
+def test_safetensors_checkpoints_say_they_are_synchronous(tmp_path):
+    """async_checkpoint applies to DCP checkpoints: a run writing safetensors says so, once."""
+    cfg = _config("run", steps=1, ckpt_every=1, async_checkpoint=True, checkpoint_format="safetensors")
+    (tmp_path / "run.json").write_text(json.dumps(cfg))
+    done = subprocess.run(
+        [sys.executable, "-m", "moelab", "train", "run.json"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("async_checkpoint: this run's checkpoints are safetensors") == 1, done.stderr
+    assert (tmp_path / "runs" / "run" / "checkpoints" / "step-000001" / "model.safetensors").exists()

@@ -397,6 +397,13 @@ class Trainer:
         self.rd.info["flops_per_token"] = self.flops_per_step / self.tokens_per_step
         self.rd.info["flops"] = self.state.flops
         self.rd.set_status("running")
+        if cfg.async_checkpoint and not (
+            cfg.checkpoint_format == "dcp" or (cfg.checkpoint_format == "auto" and self.dist.sharded)
+        ):
+            self._say(
+                f"[{cfg.run_id}] async_checkpoint: this run's checkpoints are safetensors, written "
+                "synchronously (asynchronous writes need DCP: checkpoint_format dcp, or auto under FSDP)"
+            )
         # Rank 0 keeps the probe's history, but under FSDP its forward pass needs every rank.
         moe = self.model.config.moe is not None
         self.probe = SaturationProbe(self.state.probe) if moe and (main or self.dist.sharded) else None
