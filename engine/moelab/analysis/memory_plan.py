@@ -2,8 +2,9 @@
 
 What is counted is what the engine's training step holds (train/trainer.py, launch/fsdp.py):
 
-- parameters: each rank's FSDP2 shard (dim 0 split over the ranks, padded), fp32: under bf16
-  mixed precision the shards are the fp32 master weights the optimizer updates.
+- parameters: each rank's FSDP2 shard (dim 0 split over the ranks, padded; [E, ...] expert stacks
+  the ranks do not divide on dim 1, as launch/fsdp.py splits them), fp32: under bf16 mixed
+  precision the shards are the fp32 master weights the optimizer updates.
 - gradients: fp32 shards (FSDP2 reduce-scatters in fp32). A step sets them to None, so with one
   micro-batch they appear layer by layer during the backward pass as the activations go.
 - optimizer: AdamW's two fp32 states per parameter shard (fused on CUDA: no temporaries).
