@@ -10,21 +10,11 @@ import subprocess
 import textwrap
 
 import pytest
-from test_distributed import _env, _grad_norms, _same_checkpoints, _same_curve, _train
+from test_distributed import _config, _env, _grad_norms, _same_checkpoints, _same_curve, _train
 from torchrun_cmd import needs_torchrun, torchrun
 
 # 4 experts, top-2: each rank holds 2 experts, and most tokens have one expert on each rank.
-MOE = {
-    "vocab_size": 256,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-    "eos_token_id": 0,
-    "moe": {"num_experts": 4, "top_k": 2, "moe_layers": [0, 1]},
-}
+MOE = {**_config("run")["model"], "moe": {"num_experts": 4, "top_k": 2, "moe_layers": [0, 1]}}
 
 _LAYER_WORKER = textwrap.dedent(
     """
